@@ -1,0 +1,5 @@
+import sys
+
+from locbench.cli import main
+
+sys.exit(main())

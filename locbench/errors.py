@@ -1,0 +1,40 @@
+"""User-facing errors.
+
+Anything a user can fix (a bad CSV, a missing file, a typo in a config key) raises :class:`LocbenchError`.
+The CLI prints its message and exits with code 2, without a traceback; library callers get the exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: How many offending items an error message lists before it says "and N more".
+MAX_LISTED = 20
+
+
+class LocbenchError(Exception):
+    """An error the user can act on: the message names the file, row or key, and the fix."""
+
+    exit_code = 2
+
+
+class BadInputError(LocbenchError):
+    """Input data is malformed; ``items`` lists every offending id/row (the message shows the first few)."""
+
+    def __init__(self, problem: str, items: Iterable[str] = (), fix: str = "") -> None:
+        self.problem = problem
+        self.items = list(items)
+        self.fix = fix
+        super().__init__(format_problem(problem, self.items, fix))
+
+
+def format_problem(problem: str, items: list[str], fix: str = "") -> str:
+    """Render ``problem`` with up to :data:`MAX_LISTED` offending items and a fix line."""
+    lines = [problem]
+    for item in items[:MAX_LISTED]:
+        lines.append(f"  - {item}")
+    if len(items) > MAX_LISTED:
+        lines.append(f"  ... and {len(items) - MAX_LISTED} more")
+    if fix:
+        lines.append(f"Fix: {fix}")
+    return "\n".join(lines)
