@@ -184,7 +184,7 @@ def compute_metrics(
 
     absent = [name for name, p in zip(names, present, strict=True) if not p]
     if absent:
-        log.info(
+        log.debug(
             "%d of %d classes have no positive in this split and are left out of averages: %s",
             len(absent),
             c,

@@ -92,5 +92,5 @@ def tune_thresholds(
 
     keep = positives < min_positives
     if keep.any():
-        log.info("%d class(es) with fewer than %d positives keep threshold %g", int(keep.sum()), min_positives, default)
+        log.debug("%d class(es) with fewer than %d positives keep threshold %g", int(keep.sum()), min_positives, default)
     return np.where(keep, float(default), thr).astype(np.float64)

@@ -1,1 +1,5 @@
+"""Models: a thin factory over ``timm.create_model`` plus a classification head."""
 
+from locbench.models.factory import HEADS, LocModel, build_model, count_params, measure_gmacs
+
+__all__ = ["HEADS", "LocModel", "build_model", "count_params", "measure_gmacs"]

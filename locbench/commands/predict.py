@@ -1,0 +1,29 @@
+"""`locbench predict RUN_DIR --data D --out preds.csv`: probabilities and labels for new images."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict labels for images with a finished run (tuned thresholds)")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="dataset folder, CSV, or a folder of {id}_{stain}.png images")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument(
+        "--format",
+        default="csv",
+        choices=["csv", "kaggle2018"],
+        help="csv: id, labels, names, probabilities; kaggle2018: that competition's submission",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from locbench.engine.infer import predict
+
+    out = predict(args.run_dir, data=args.data, out=args.out, fmt=args.format, device=args.device, workers=args.workers)
+    print(f"predictions written to {out}")
+    return 0

@@ -1,0 +1,165 @@
+"""From a run configuration to data loaders: table, split, cache, datasets, normalisation statistics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from locbench.engine.seed import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Everything the engine needs about the data of one run."""
+
+    table: object  # locbench.data.formats.Table
+    parts: dict[str, np.ndarray]  # split part → table indices
+    channels: tuple[str, ...]
+    cache: object | None
+    class_names: list[str]
+
+    def dataset(self, part: str):
+        from locbench.data.dataset import FieldDataset
+
+        return FieldDataset(self.table, self.parts[part], channels=self.channels, size=self.img_size, cache=self.cache)
+
+    img_size: int = 256
+
+
+def load_data_table(dcfg, *, path: str | None = None, check_images: bool = True):
+    """The :class:`~locbench.data.formats.Table` that a data configuration names."""
+    from locbench.data.formats import load_table
+    from locbench.errors import LocbenchError
+
+    data_path = path or dcfg.path
+    if not data_path:
+        raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
+    return load_table(
+        data_path,
+        fmt=dcfg.format,
+        id_col=dcfg.id_col,
+        label_col=dcfg.label_col,
+        label_sep=dcfg.label_sep,
+        pattern=dcfg.pattern,
+        classes=dcfg.classes,
+        group_col=dcfg.group_col,
+        skip_bad=dcfg.skip_bad,
+        check_images=check_images,
+    )
+
+
+def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> PreparedData:
+    """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache."""
+    from locbench.data.cache import build_cache as _build_cache
+    from locbench.data.channels import resolve_channels
+    from locbench.data.splits import load_split, make_split, save_split
+
+    dcfg = cfg.data
+    table = load_data_table(dcfg)
+    channels = resolve_channels(dcfg.channels)
+    cache = None
+    if dcfg.cache and build_cache:
+        cache = _build_cache(
+            table,
+            channels=channels,
+            size=dcfg.img_size,
+            cache_dir=dcfg.cache_dir,
+            workers=max(1, dcfg.workers),
+            skip_bad=dcfg.skip_bad,
+        )
+        table = cache.drop_bad(table)  # with skip_bad, fields that could not be decoded are left out
+    if dcfg.split:
+        split = load_split(dcfg.split, table)
+    elif split_file.exists():
+        split = load_split(split_file, table)  # a resumed run keeps its split
+    else:
+        split = make_split(
+            table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
+        )
+    if not split_file.exists():
+        save_split(split, split_file)
+    parts = {part: split.indices(table, part) for part in split.parts}
+    prepared = PreparedData(table, parts, channels, cache, list(table.scheme.classes))
+    prepared.img_size = dcfg.img_size
+    for name, idx in parts.items():
+        log.info("split %s: %d images", name, len(idx))
+    return prepared
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of the training part drawn from (seed, epoch), this rank's share of it under DDP.
+
+    Drawing the order from the epoch number means a resumed run sees the same order as an uninterrupted one.
+    A last batch of one image is dropped (BatchNorm cannot train on it).
+    """
+
+    def __init__(self, n: int, *, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.batch_size, self.rank, self.world = n, seed, batch_size, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
+        perm = torch.randperm(self.n, generator=g).tolist()
+        per_rank = len(perm) // self.world
+        mine = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+        if len(mine) % self.batch_size == 1 and len(mine) > 1:
+            mine = mine[:-1]
+        return mine
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def make_loader(dataset, *, batch_size: int, workers: int, sampler=None, pin: bool = False) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def channel_stats(dataset, *, max_images: int = 256, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (in [0, 1] units) over up to ``max_images`` training images.
+
+    Fluorescence images are mostly dark background; normalising by the data's own statistics (rather than
+    ImageNet's) puts every stain on the same footing, and the values are stored with the run for predict.
+    """
+    n = len(dataset)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(n, size=min(n, max_images), replace=False)
+    s = s2 = None
+    count = 0
+    for i in idx:
+        x = to_unit(dataset[int(i)][0]).double()
+        flat = x.reshape(x.shape[0], -1)
+        s = flat.sum(1) if s is None else s + flat.sum(1)
+        s2 = (flat**2).sum(1) if s2 is None else s2 + (flat**2).sum(1)
+        count += flat.shape[1]
+    mean = s / count
+    std = (s2 / count - mean**2).clamp(min=1e-12).sqrt().clamp(min=1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 → float in [0, 1]; float input (16-bit data) is already in [0, 1]."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()

@@ -1,0 +1,265 @@
+"""Using a finished run: load it, evaluate it on a split or another dataset, predict new images."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from locbench.config import RunConfig, load_config
+from locbench.errors import LocbenchError
+from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """A finished run folder: its configuration, summary, thresholds and (loaded on demand) model."""
+
+    path: Path
+    config: RunConfig
+    summary: dict[str, Any]
+    class_names: list[str]
+    thresholds: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
+        from locbench.engine import checkpoint as ckpt
+        from locbench.engine.fit import Normalize
+        from locbench.models import build_model
+
+        state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")
+        net = build_model(_no_pretrained(self.config.model), num_classes=meta["num_classes"], in_chans=meta["in_chans"])
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise LocbenchError(
+                f"checkpoint {self.dir.best}.safetensors does not fit the model its config describes "
+                f"({str(e).splitlines()[0]}); was the run folder edited by hand?"
+            ) from None
+        model = torch.nn.Sequential(Normalize(meta["norm_mean"], meta["norm_std"]), net)
+        return model.to(device).eval()
+
+
+def _no_pretrained(mcfg):
+    import dataclasses
+
+    return dataclasses.replace(mcfg, pretrained=False, pretrained_file=None)
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a finished run folder (status ``done``)."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise LocbenchError(f"run folder {run.root} does not exist")
+    if not run.config.exists():
+        raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
+    summary = run.read_summary()
+    cfg = load_config(run.config)
+    th = json.loads(run.thresholds.read_text())
+    meta = json.loads(run.best.with_suffix(".json").read_text()) if run.best.with_suffix(".json").exists() else {}
+    return Run(run.root, cfg, summary, list(th["classes"]), np.asarray(th["thresholds"], dtype=np.float64), meta)
+
+
+def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> np.ndarray:
+    from locbench.engine.data import make_loader, to_unit
+    from locbench.engine.device import pick_device
+
+    dev = pick_device(device)
+    model = run.model(dev)
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=dev.type == "cuda")
+    probs = []
+    with torch.no_grad():
+        for x, _ in loader:
+            probs.append(torch.sigmoid(model(to_unit(x.to(dev, non_blocking=True))).float()).cpu())
+    return torch.cat(probs).numpy().astype(np.float32)
+
+
+def _check_compatible(run: Run, table) -> None:
+    names = list(table.scheme.classes)
+    if names != run.class_names:
+        raise LocbenchError(
+            f"the data's classes ({table.scheme.name}, {len(names)} classes) differ from the run's "
+            f"({len(run.class_names)} classes); evaluate on data of the same class scheme"
+        )
+
+
+def evaluate(
+    path: str | Path,
+    *,
+    data: str | None = None,
+    split: str = "val",
+    device: str = "auto",
+    workers: int | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a run's best model on a split part of its data (``val``, ``test``), or on all images of
+    another dataset (``data`` given and its ids not in the run's split). Written to ``RUN_DIR/eval/<name>.json``.
+    """
+    from locbench.data.dataset import FieldDataset
+    from locbench.data.splits import load_split
+    from locbench.engine.data import load_data_table
+    from locbench.metrics import compute_metrics
+
+    run = load_run(path)
+    cfg = run.config
+    table = load_data_table(cfg.data, path=data)
+    _check_compatible(run, table)
+    name = split
+    if split == "all":
+        indices = np.arange(len(table))
+    else:
+        saved = load_split(run.dir.split)
+        if split not in saved.parts:
+            raise LocbenchError(
+                f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
+                "use --split all to evaluate every image of --data"
+            )
+        known = set(table.ids)
+        if data is not None and not set(saved.parts[split]) <= known:
+            indices, name = np.arange(len(table)), "all"
+            log.info("--data is another dataset: evaluating all of its %d images", len(table))
+        else:
+            indices = saved.indices(table, split)
+    ds = FieldDataset(table, indices, channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size)
+    probs = _infer(
+        run,
+        ds,
+        device=device,
+        batch_size=cfg.train.batch_size * 2,
+        workers=cfg.data.workers if workers is None else workers,
+    )
+    targets = table.targets[indices]
+    at_half = compute_metrics(probs, targets, class_names=run.class_names, thresholds=0.5)
+    tuned = compute_metrics(probs, targets, class_names=run.class_names, thresholds=run.thresholds)
+    result = {
+        "run": str(run.path),
+        "data": str(data or cfg.data.path),
+        "split": name,
+        "n_images": int(len(indices)),
+        "macro_f1": at_half["macro_f1"],
+        "micro_f1": at_half["micro_f1"],
+        "map": at_half["map"],
+        "macro_f1_tuned": tuned["macro_f1"],
+        "micro_f1_tuned": tuned["micro_f1"],
+        "absent_classes": at_half["absent_classes"],
+        "per_class": {
+            c: dict(at_half["per_class"][c], f1_tuned=tuned["per_class"][c]["f1"], threshold=float(run.thresholds[i]))
+            for i, c in enumerate(run.class_names)
+        },
+    }
+    out_path = Path(out) if out else run.path / "eval" / f"{name}.json"
+    atomic_write_json(out_path, result)
+    result["path"] = str(out_path)
+    result["_metrics_at_half"] = at_half
+    result["_metrics_tuned"] = tuned
+    return result
+
+
+def predict(
+    path: str | Path,
+    *,
+    data: str,
+    out: str | Path,
+    fmt: str = "csv",
+    device: str = "auto",
+    workers: int | None = None,
+) -> Path:
+    """Per-image probabilities and labels (the run's tuned thresholds) for the images in ``data``.
+
+    ``data`` is a dataset folder or CSV (labels, if any, are ignored), or a folder of ``{id}_{stain}.png|tif``
+    images without a CSV. ``fmt``: ``csv`` (id, labels, names, one probability column per class) or
+    ``kaggle2018`` (``Id,Predicted``, that competition's submission).
+    """
+    from locbench.data.dataset import FieldDataset
+
+    if fmt not in ("csv", "kaggle2018"):
+        raise LocbenchError(f"--format {fmt!r}: use csv or kaggle2018")
+    run = load_run(path)
+    cfg = run.config
+    table = _prediction_table(run, data)
+    ds = FieldDataset(
+        table, np.arange(len(table)), channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size
+    )
+    probs = _infer(
+        run,
+        ds,
+        device=device,
+        batch_size=cfg.train.batch_size * 2,
+        workers=cfg.data.workers if workers is None else workers,
+    )
+    pred = probs >= run.thresholds[None, :]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if fmt == "kaggle2018":
+        w.writerow(["Id", "Predicted"])
+        for fid, row in zip(table.ids, pred, strict=True):
+            w.writerow([fid, " ".join(str(j) for j in np.flatnonzero(row))])
+    else:
+        w.writerow(["id", "labels", "names", *[f"p_{c}" for c in run.class_names]])
+        for fid, row, p in zip(table.ids, pred, probs, strict=True):
+            idx = np.flatnonzero(row)
+            w.writerow(
+                [fid, " ".join(map(str, idx)), "|".join(run.class_names[j] for j in idx), *[f"{v:.6f}" for v in p]]
+            )
+    out = Path(out)
+    atomic_write_text(out, buf.getvalue())
+    log.info("wrote predictions for %d images to %s", len(table), out)
+    return out
+
+
+def _prediction_table(run: Run, data: str):
+    """A table for ``data``: a labelled dataset, or a bare folder of stain images (targets all zero)."""
+    from locbench.data.formats import Table, load_table
+    from locbench.data.schemes import SCHEMES, ClassScheme
+
+    p = Path(data)
+    has_csv = p.is_file() or (p / "train.csv").exists() or any(p.glob("*.csv")) if p.exists() else False
+    if not p.exists():
+        raise LocbenchError(f"--data {p} does not exist")
+    if has_csv:
+        dcfg = run.config.data
+        table = load_table(
+            p,
+            fmt=dcfg.format,
+            id_col=dcfg.id_col,
+            label_col=dcfg.label_col,
+            label_sep=dcfg.label_sep,
+            pattern=dcfg.pattern,
+            classes=dcfg.classes,
+        )
+        _check_compatible(run, table)
+        return table
+    images = p / "test" if (p / "test").is_dir() else p / "train" if (p / "train").is_dir() else p
+    found = sorted(list(images.glob("*_green.png")) + list(images.glob("*_green.tif*")))
+    if not found:
+        raise LocbenchError(f"{images}: no label CSV and no {{id}}_green.png / .tif images to predict")
+    ids = [f.name.rsplit("_green", 1)[0] for f in found]
+    exts = [f.name.rsplit("_green", 1)[1] for f in found]
+    scheme = next(
+        (s for s in SCHEMES.values() if list(s.classes) == run.class_names),
+        ClassScheme("custom", tuple(run.class_names)),
+    )
+    return Table(
+        root=p,
+        format="images",
+        scheme=scheme,
+        ids=ids,
+        targets=np.zeros((len(ids), len(run.class_names)), dtype=np.uint8),
+        image_dir=images,
+        exts=exts,
+    )

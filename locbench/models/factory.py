@@ -1,0 +1,97 @@
+"""Backbones straight from timm (any model name), heads from a small registry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from locbench.errors import LocbenchError
+from locbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+HEADS: Registry = Registry("head")
+
+
+@HEADS.register("mlp", "features → hidden (512) → ReLU → classes (the study's head)")
+def mlp_head(in_features: int, num_classes: int, *, hidden: int = 512, dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+    )
+
+
+@HEADS.register("linear", "features → classes")
+def linear_head(in_features: int, num_classes: int, *, hidden: int = 512, dropout: float = 0.0) -> nn.Module:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+
+
+class LocModel(nn.Module):
+    """A timm backbone without its classifier (pooled features) and a locbench head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_model(cfg, *, num_classes: int, in_chans: int) -> LocModel:
+    """Build the backbone named by ``cfg.backbone`` (a :class:`locbench.config.ModelConfig`) with ``in_chans``
+    input channels and the configured head.
+
+    With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from timm's
+    local cache or a download; timm adapts the first convolution to ``in_chans`` (1 and 4 channels included).
+    """
+    import timm
+
+    from locbench.config import check_backbone
+
+    name = check_backbone(cfg.backbone)
+    kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    if cfg.pretrained:
+        kwargs["pretrained"] = True
+        if cfg.pretrained_file:
+            path = Path(cfg.pretrained_file).expanduser()
+            if not path.is_file():
+                raise LocbenchError(f"model.pretrained_file {path} does not exist; give the path of a weights file")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        backbone = timm.create_model(name, **kwargs)
+    except LocbenchError:
+        raise
+    except Exception as e:  # timm raises many kinds of errors for missing weights offline
+        if not cfg.pretrained:
+            raise
+        raise LocbenchError(
+            f"could not load pretrained weights for {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "Offline? Download the weights elsewhere (e.g. `timm.create_model(name, pretrained=True)` on a machine "
+            "with internet fills ~/.cache/huggingface; copy that folder over) or save them as a file and pass "
+            "--set model.pretrained_file=PATH (a .safetensors/.pth state dict of the timm model), "
+            "or train from scratch without --pretrained."
+        ) from None
+    head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
+    return LocModel(backbone, head)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure_gmacs(model: nn.Module, in_chans: int, size: int) -> float:
+    """Multiply-accumulates of one forward pass of one image, in billions (FLOPs / 2, via torch's counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() / 2 / 1e9
