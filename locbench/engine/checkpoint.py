@@ -35,7 +35,8 @@ def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tens
             tensors[key] = o.detach().cpu().contiguous()
             return {"__tensor__": key}
         if isinstance(o, dict):
-            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(o.items())]}
+            items = enumerate(o.items())
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")] for i, (k, v) in items]}
         if isinstance(o, (list, tuple)):
             return {
                 "__list__" if isinstance(o, list) else "__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(o)]

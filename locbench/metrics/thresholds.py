@@ -92,5 +92,6 @@ def tune_thresholds(
 
     keep = positives < min_positives
     if keep.any():
-        log.debug("%d class(es) with fewer than %d positives keep threshold %g", int(keep.sum()), min_positives, default)
+        n_keep = int(keep.sum())
+        log.debug("%d class(es) with fewer than %d positives keep threshold %g", n_keep, min_positives, default)
     return np.where(keep, float(default), thr).astype(np.float64)
