@@ -1,0 +1,390 @@
+"""An on-disk cache of decoded, resized fields: decode every PNG/TIFF once, then read rows from a memory map.
+
+Layout of one cache folder (``<cache_dir>/<format>-<size>-<stains>-<key>/``)::
+
+    meta.json    what was cached: key inputs, shape, dtype, stains
+    ids.txt      field id of each row
+    pixels.npy   (N, C_unique, S, S) uint8 or uint16, memory-mapped, rows written as they are decoded
+    done.npy     one byte per row: 1 when the row is written (flushed every few seconds: a killed build resumes)
+    bad.json     id → reason for fields that could not be decoded
+    complete     written last, atomically: only then is the cache used as finished
+
+The key hashes the image files' names, sizes and modification times, the row order, the size, the stain set
+and the resize method: any change makes a new folder, the same inputs reuse the finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io as _io
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from locbench.data import io as imio
+from locbench.data.channels import resolve_channels, unique_channels
+from locbench.data.formats import Table
+from locbench.errors import BadInputError, LocbenchError
+from locbench.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+#: Seconds between writes of the progress bitmap: what a killed build loses at most.
+FLUSH_EVERY_S = 2.0
+
+
+def default_cache_dir() -> Path:
+    """``$LOCBENCH_CACHE`` or ``~/.cache/locbench``."""
+    env = os.environ.get("LOCBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "locbench"
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass
+class Cache:
+    """A finished cache: ``get(i)`` is row ``i`` (the field ``ids[i]``), shape (C_unique, S, S), integer dtype.
+
+    Picklable for DataLoader workers: the memory map is opened lazily in each process.
+    """
+
+    path: Path
+    ids: list[str]
+    channels: tuple[str, ...]
+    size: int
+    dtype: np.dtype
+    bad_ids: dict[str, str] = field(default_factory=dict)
+    _array: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _rows: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The whole (N, C, S, S) memory map (read-only; nothing is loaded until indexed)."""
+        if self._array is None:
+            self._array = np.load(self.path / "pixels.npy", mmap_mode="r")
+        return self._array
+
+    def get(self, i: int, channels: Iterable[str] | None = None) -> np.ndarray:
+        """Row ``i`` as an in-memory array; ``channels`` picks (and repeats) stains, default all cached ones."""
+        row = self.array[i]
+        if channels is None:
+            return np.array(row)
+        return np.array(row[[self.channels.index(c) for c in channels]])
+
+    def row_of(self, field_id: str) -> int:
+        """The row holding ``field_id`` (KeyError if not cached)."""
+        if self._rows is None:
+            self._rows = {fid: r for r, fid in enumerate(self.ids)}
+        return self._rows[field_id]
+
+    def drop_bad(self, table: Table) -> Table:
+        """``table`` without the fields this cache could not decode (built with ``skip_bad``)."""
+        if not self.bad_ids:
+            return table
+        return table.subset([i for i, fid in enumerate(table.ids) if fid not in self.bad_ids])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None  # a memory map is not sent to workers; each opens its own
+        state["_rows"] = None
+        return state
+
+
+def cache_key(table: Table, channels: tuple[str, ...], size: int) -> str:
+    """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, int(size), list(channels)]).encode())
+    for i, fid in enumerate(table.ids):
+        h.update(fid.encode() + b"\0")
+        for color in channels:
+            path = table.paths(i)[color]
+            try:
+                st = path.stat()
+                stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = f"{path.name}:missing"
+            h.update(stamp.encode() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def open_cache(path: str | os.PathLike) -> Cache:
+    """Open a finished cache folder (raises if it is not complete)."""
+    path = Path(path)
+    if not (path / "complete").is_file():
+        raise LocbenchError(f"{path}: not a finished cache (no 'complete' marker); run `locbench cache` to build it")
+    meta = json.loads((path / "meta.json").read_text())
+    ids = (path / "ids.txt").read_text(encoding="utf-8").splitlines()
+    bad = json.loads((path / "bad.json").read_text()) if (path / "bad.json").is_file() else {}
+    return Cache(path, ids, tuple(meta["channels"]), int(meta["size"]), np.dtype(meta["dtype"]), bad)
+
+
+def build_cache(
+    table: Table,
+    *,
+    channels: str | Iterable[str],
+    size: int,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    skip_bad: bool = False,
+    chunk_size: int = 16,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Cache:
+    """Decode and resize every field of ``table`` once into a memory-mapped array, or reuse a finished one.
+
+    Args:
+        table: the fields to cache; row ``i`` of the cache is ``table.ids[i]``.
+        channels: a channel mode or stain list; the cache holds each distinct stain once.
+        size: side length in pixels.
+        cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
+        workers: decoding processes (default ``min(cpu count, 8)``; 0 or 1 decodes in this process).
+        progress: show a progress bar when stderr is a terminal (log lines otherwise).
+        skip_bad: keep going past undecodable fields and record them in ``Cache.bad_ids`` instead of raising.
+        chunk_size: fields per worker task.
+        on_chunk: called with the number of rows done after each finished chunk (tests use it to interrupt).
+
+    Returns:
+        The finished cache.
+
+    Raises:
+        BadInputError: some fields could not be decoded (all listed); the decoded rows are kept for a rerun.
+        LocbenchError: not enough free disk space.
+    """
+    stains = unique_channels(resolve_channels(channels))
+    absent = [c for c in stains if c not in table.colors]
+    if absent:
+        raise LocbenchError(
+            f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images; pick a channel mode "
+            f"within {', '.join(table.colors)}"
+        )
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = cache_key(table, stains, size)
+    folder = root / f"{table.format}-{size}-{''.join(c[0] for c in stains)}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        if not (folder / "complete").is_file():
+            _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)
+        else:
+            log.info("reusing cache %s", folder)
+        cache = open_cache(folder)
+    if cache.bad_ids:
+        items = [f"{fid}: {reason}" for fid, reason in cache.bad_ids.items()]
+        if not skip_bad:
+            raise BadInputError(
+                f"{len(items)} of {len(table)} fields cannot be decoded",
+                items,
+                fix="replace or remove these images, or pass --skip-bad (skip_bad=True) to leave them out",
+            )
+        log.warning("skipping %d of %d fields that cannot be decoded", len(items), len(table))
+    return cache
+
+
+def _build(
+    table: Table,
+    folder: Path,
+    key: str,
+    stains: tuple[str, ...],
+    size: int,
+    workers: int | None,
+    progress: bool,
+    chunk_size: int,
+    on_chunk: Callable[[int], None] | None,
+) -> None:
+    n = len(table)
+    pixels = folder / "pixels.npy"
+    meta_path = folder / "meta.json"
+    bad: dict[str, str] = {}
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is not None and pixels.is_file() and (folder / "done.npy").is_file():
+        done = np.load(folder / "done.npy")
+        if (folder / "bad.json").is_file():
+            bad = json.loads((folder / "bad.json").read_text())
+        log.info("resuming cache %s: %d of %d fields already done", folder, int(done.sum()), n)
+    else:
+        dtype = _probe_dtype(table, stains, size)
+        shape = (n, len(stains), size, size)
+        _check_disk(folder, int(np.prod(shape)) * dtype.itemsize)
+        meta = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "format": table.format,
+            "root": str(table.root),
+            "num_fields": n,
+            "channels": list(stains),
+            "size": size,
+            "dtype": dtype.name,
+            "shape": list(shape),
+            "resize": imio.RESIZE_METHOD,
+        }
+        atomic_write_text(folder / "ids.txt", "\n".join(table.ids) + "\n")
+        # open_memmap creates the file at full length (sparse): rows are written in place as they come.
+        created = np.lib.format.open_memmap(pixels, mode="w+", dtype=dtype, shape=shape)
+        del created  # closes the map; workers reopen the file themselves
+        done = np.zeros(n, dtype=np.uint8)
+        _save_progress(folder, done, bad)
+        atomic_write_json(meta_path, meta)
+        log.info("building cache %s: %d fields, %s, %.2f GB", folder, n, shape, np.prod(shape) * dtype.itemsize / 1e9)
+    dtype = np.dtype(meta["dtype"])
+    row_of = {fid: r for r, fid in enumerate(table.ids)}
+    todo = [r for r in range(n) if not done[r] and table.ids[r] not in bad]
+    chunks = [[(r, table.paths(r)) for r in todo[k : k + chunk_size]] for k in range(0, len(todo), chunk_size)]
+    bar = _Progress(len(todo), progress)
+    last_flush = time.monotonic()
+    try:
+        for results in _run_chunks(chunks, str(pixels), dtype, stains, size, workers):
+            for r, reason in results:
+                if reason is None:
+                    done[r] = 1
+                else:
+                    bad[table.ids[r]] = reason
+            bar.update(len(results))
+            if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                _save_progress(folder, done, bad)
+                last_flush = time.monotonic()
+            if on_chunk is not None:
+                on_chunk(int(done.sum()))
+    finally:
+        # Whatever happened, what is written is recorded: a rerun resumes from here.
+        _save_progress(folder, done, bad)
+        bar.close()
+    bad = {fid: bad[fid] for fid in sorted(bad, key=row_of.__getitem__)}
+    _save_progress(folder, done, bad)
+    atomic_write_json(folder / "complete", {"num_fields": n, "num_bad": len(bad), "finished": time.time()})
+    log.info("cache complete: %s (%d fields, %d undecodable)", folder, n, len(bad))
+
+
+def _run_chunks(chunks, pixels: str, dtype: np.dtype, stains, size: int, workers: int | None) -> Iterator[list]:
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield _fill_chunk(pixels, dtype.name, chunk, stains, size)
+        return
+    # forkserver, not fork: a forked child inherits OpenCV's thread pool half-dead and can hang in cv2.resize.
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        pending: set[Future] = set()
+        it = iter(chunks)
+        try:
+            # Keep a bounded queue (2 per worker): results stream back while the rest waits unsubmitted.
+            for chunk in it:
+                pending.add(pool.submit(_fill_chunk, pixels, dtype.name, chunk, stains, size))
+                if len(pending) >= 2 * workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        yield fut.result()
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield fut.result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+_WORKER_MAPS: dict[str, np.ndarray] = {}
+
+
+def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int) -> list[tuple[int, str | None]]:
+    """Decode the fields of ``chunk`` into their rows of the memory map; return (row, error or None) each."""
+    arr = _WORKER_MAPS.get(pixels)
+    if arr is None:
+        arr = _WORKER_MAPS[pixels] = np.load(pixels, mmap_mode="r+")
+    out = []
+    for r, paths in chunk:
+        try:
+            arr[r] = imio.read_field_raw(paths, stains, size, dtype=np.dtype(dtype))
+            out.append((r, None))
+        except imio.ImageReadError as e:
+            out.append((r, f"{e.path.name}: {e.reason}"))
+    arr.flush()  # rows reach the file before the parent marks them done
+    return out
+
+
+def _probe_dtype(table: Table, stains, size: int) -> np.dtype:
+    """8-bit or 16-bit, from the first fields that decode (their errors reappear, listed, in the build)."""
+    for i in range(min(len(table), 8)):
+        try:
+            return imio.read_field_raw(table.paths(i), stains, size).dtype
+        except imio.ImageReadError:
+            continue
+    return np.dtype(np.uint8)
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise LocbenchError(
+            f"{folder}: the cache needs {needed / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free there; "
+            "free space, use a smaller --img-size, or put the cache elsewhere (--cache-dir or $LOCBENCH_CACHE)"
+        )
+
+
+def _save_progress(folder: Path, done: np.ndarray, bad: dict[str, str]) -> None:
+    buf = _io.BytesIO()
+    np.save(buf, done)
+    atomic_write_bytes(folder / "done.npy", buf.getvalue())
+    atomic_write_json(folder / "bad.json", bad)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialize builders of one cache folder: a second process waits, then finds it complete."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no locking
+        yield
+        return
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _Progress:
+    """tqdm on a terminal, a log line every 10% otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.count, self.next_log = total, 0, 0.1
+        self.bar = None
+        if enabled and sys.stderr.isatty() and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="caching", unit="field")
+
+    def update(self, k: int) -> None:
+        self.count += k
+        if self.bar is not None:
+            self.bar.update(k)
+        elif self.total and self.count / self.total >= self.next_log:
+            log.info("cached %d / %d fields", self.count, self.total)
+            self.next_log = min(1.0, self.next_log + 0.1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

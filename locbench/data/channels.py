@@ -1,0 +1,72 @@
+"""Channel modes: which stains a model sees, in which order, and how to show them as an RGB picture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from locbench.errors import LocbenchError
+
+#: The four HPA stains, in the order the Kaggle layouts name them.
+COLORS = ("red", "green", "blue", "yellow")
+
+MODES = {
+    # The protein channel alone, repeated so that ImageNet 3-channel stems take it unchanged.
+    "green": ("green", "green", "green"),
+    "rgb": ("red", "green", "blue"),
+    "rgby": ("red", "green", "blue", "yellow"),
+}
+
+
+def resolve_channels(mode: str | Iterable[str]) -> tuple[str, ...]:
+    """Turn a channel mode into the ordered tuple of stains the model receives.
+
+    Args:
+        mode: ``green`` (the protein stain repeated 3 times), ``rgb``, ``rgby``, an explicit comma list such as
+            ``"green,blue"``, or an iterable of color names.
+
+    Returns:
+        The stains in model-input order; ``len()`` of it is the model's ``in_chans``.
+    """
+    if isinstance(mode, str):
+        key = mode.strip().lower()
+        if key in MODES:
+            return MODES[key]
+        names = [c.strip().lower() for c in key.split(",")]
+    else:
+        names = [str(c).strip().lower() for c in mode]
+    bad = [c for c in names if c not in COLORS]
+    if not names or bad:
+        raise LocbenchError(
+            f"unknown channel mode {mode!r}: {', '.join(repr(b) for b in bad) or 'empty'} is not a stain; "
+            f"use one of {', '.join(MODES)} or a comma list of {', '.join(COLORS)}"
+        )
+    return tuple(names)
+
+
+def unique_channels(channels: Iterable[str]) -> tuple[str, ...]:
+    """The distinct stains of ``channels`` in canonical order (red, green, blue, yellow).
+
+    Canonical order makes ``rgby`` and ``yrgb`` share one cache and one file read per stain.
+    """
+    wanted = set(channels)
+    return tuple(c for c in COLORS if c in wanted)
+
+
+def composite_rgb(field: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Render stains as the HPA viewer does: red, green, blue as such, yellow added to red and green.
+
+    Args:
+        field: color name → 2-D float array in [0, 1]; missing stains count as black.
+
+    Returns:
+        (H, W, 3) float32 in [0, 1].
+    """
+    shape = next(iter(field.values())).shape
+    zero = np.zeros(shape, np.float32)
+    yellow = field.get("yellow", zero)
+    rgb = np.stack(
+        [field.get("red", zero) + yellow, field.get("green", zero) + yellow, field.get("blue", zero)], axis=-1
+    )
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32, copy=False)
