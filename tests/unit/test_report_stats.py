@@ -1,0 +1,209 @@
+"""Report statistics against hand-computed values (and scipy / scikit-learn where the formula is theirs)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import average_precision_score, f1_score
+
+from locbench.report import stats
+
+
+def test_t_interval_matches_hand_computation():
+    e = stats.t_interval([0.61, 0.64, 0.62])
+    # mean 0.623333, sd 0.0152753, t(0.975, 2) = 4.302653, half-width = 4.302653 * 0.0152753 / sqrt(3) = 0.0379460
+    assert e.n == 3
+    assert e.mean == pytest.approx(0.6233333, abs=1e-6)
+    assert e.std == pytest.approx(0.0152753, abs=1e-6)
+    assert e.lo == pytest.approx(0.6233333 - 0.0379460, abs=1e-6)
+    assert e.hi == pytest.approx(0.6233333 + 0.0379460, abs=1e-6)
+    assert e.method == stats.T_METHOD
+
+
+def test_t_interval_single_value_has_no_interval():
+    e = stats.t_interval([0.7])
+    assert e.mean == 0.7 and e.n == 1 and not e.has_ci
+    assert "no interval" in e.method
+    assert stats.t_interval([]).n == 0
+
+
+def test_paired_t_matches_seeds_and_scipy():
+    base = {0: 0.60, 1: 0.62, 2: 0.58}
+    other = {2: 0.60, 0: 0.63, 1: 0.66, 7: 0.99}  # seed 7 has no pair and must be ignored
+    n, diff, lo, hi, p = stats.paired_t(base, other)
+    # differences 0.03, 0.04, 0.02: mean 0.03, sd 0.01, t = 0.03 / (0.01 / sqrt 3) = 5.196 on 2 df
+    assert n == 3
+    assert diff == pytest.approx(0.03)
+    assert p == pytest.approx(2 * sps.t.sf(0.03 / (0.01 / math.sqrt(3)), 2), rel=1e-6)
+    assert p == pytest.approx(0.0351, abs=5e-4)
+    half = sps.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((0.03 - half, 0.03 + half))
+
+
+def test_paired_t_pairs_by_seed_not_by_position():
+    # Unpaired the two cells look identical; paired by seed the second is always 0.01 better.
+    base = {0: 0.5, 1: 0.7, 2: 0.6}
+    other = {0: 0.51, 1: 0.71, 2: 0.61}
+    n, diff, *_ = stats.paired_t(base, other)
+    assert diff == pytest.approx(0.01)
+    _, _, _, _, p = stats.paired_t(base, {0: 0.51, 1: 0.72, 2: 0.60})
+    assert 0 < p < 1
+
+
+def test_paired_t_without_enough_pairs_gives_no_test():
+    n, diff, lo, hi, p = stats.paired_t({0: 0.5}, {0: 0.6, 1: 0.7})
+    assert n == 1 and diff == pytest.approx(0.1) and math.isnan(p) and math.isnan(lo)
+    assert stats.paired_t({0: 0.5}, {1: 0.6})[0] == 0
+
+
+def test_holm_on_known_pvalues():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.06, 0.04*1) = 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = stats.holm([math.nan, 0.02, 0.5])
+    assert math.isnan(out[0]) and out[1:] == pytest.approx([0.04, 0.5])
+    assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_compare_to_baseline_adjusts_across_cells():
+    per_cell = {
+        "base": {0: 0.60, 1: 0.62, 2: 0.58},
+        "better": {0: 0.63, 1: 0.66, 2: 0.60},
+        "same": {0: 0.61, 1: 0.61, 2: 0.59},
+        "lonely": {0: 0.9},
+    }
+    rows = stats.compare_to_baseline(per_cell, "base")
+    assert [r.cell for r in rows] == ["better", "same", "lonely"]
+    raw = [r.p for r in rows[:2]]
+    assert [r.p_adj for r in rows[:2]] == pytest.approx(stats.holm(raw))
+    assert not rows[2].tested and "one paired seed" in rows[2].note
+
+
+def _balanced(rng: np.random.Generator, r: int):
+    a, b, y = [], [], []
+    means = {("a0", "b0"): 1.0, ("a0", "b1"): 2.0, ("a1", "b0"): 1.5, ("a1", "b1"): 3.5}
+    for (la, lb), m in means.items():
+        for _ in range(r):
+            a.append(la)
+            b.append(lb)
+            y.append(m + rng.normal(scale=0.3))
+    return np.asarray(y), a, b
+
+
+def test_two_way_anova_matches_balanced_formulas():
+    rng = np.random.default_rng(3)
+    r = 4
+    y, a, b = _balanced(rng, r)
+    tests = {t.term: t for t in stats.factorial_anova(y, {"A": a, "B": b})}
+    cell = {
+        (i, j): y[[k for k in range(len(y)) if a[k] == i and b[k] == j]].mean()
+        for i in ("a0", "a1")
+        for j in ("b0", "b1")
+    }
+    ai = {i: np.mean([cell[i, j] for j in ("b0", "b1")]) for i in ("a0", "a1")}
+    bj = {j: np.mean([cell[i, j] for i in ("a0", "a1")]) for j in ("b0", "b1")}
+    g = y.mean()
+    sse = sum((y[k] - cell[a[k], b[k]]) ** 2 for k in range(len(y)))
+    df2 = 4 * r - 4
+    ss_ab = r * sum((cell[i, j] - ai[i] - bj[j] + g) ** 2 for i in ai for j in bj)
+    ss_a = 2 * r * sum((ai[i] - g) ** 2 for i in ai)
+    assert tests["A x B"].df1 == 1 and tests["A x B"].df2 == df2
+    assert tests["A x B"].f == pytest.approx(ss_ab / (sse / df2), rel=1e-9)
+    assert tests["A"].f == pytest.approx(ss_a / (sse / df2), rel=1e-9)
+    assert tests["A"].p == pytest.approx(sps.f.sf(ss_a / (sse / df2), 1, df2), rel=1e-9)
+    ps = [t.p for t in tests.values()]
+    assert [t.p_adj for t in tests.values()] == pytest.approx(stats.holm(ps))
+
+
+def test_one_factor_anova_equals_scipy_oneway():
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(m, 1.0, size=5) for m in (0.0, 0.5, 1.5)]
+    y = np.concatenate(groups)
+    labels = [f"g{i}" for i, g in enumerate(groups) for _ in g]
+    (t,) = stats.factorial_anova(y, {"G": labels})
+    ref = sps.f_oneway(*groups)
+    assert t.f == pytest.approx(ref.statistic, rel=1e-9) and t.p == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_seed_block_removes_seed_to_seed_shifts():
+    # A real effect of 0.02 buried under large per-seed shifts: only the blocked model sees it.
+    seeds = [0, 1, 2, 3]
+    shift = {0: 0.0, 1: 0.2, 2: -0.15, 3: 0.1}
+    y, lev, blk = [], [], []
+    for s in seeds:
+        for lv, eff in (("bce", 0.0), ("focal", 0.02)):
+            y.append(0.5 + shift[s] + eff + 0.001 * ((s * 7 + len(lv)) % 3))
+            lev.append(lv)
+            blk.append(str(s))
+    blocked = stats.factorial_anova(y, {"loss": lev}, block=blk)[0]
+    unblocked = stats.factorial_anova(y, {"loss": lev})[0]
+    assert blocked.p < 0.01 < unblocked.p
+
+
+def test_anova_without_residual_degrees_of_freedom_is_not_a_test():
+    (t,) = stats.factorial_anova([0.1, 0.2], {"A": ["x", "y"]})
+    assert math.isnan(t.p) and t.df2 == 0
+
+
+def _resampled(n: int, rng: np.random.Generator, b: int):
+    idx = rng.integers(0, n, size=(b, n))
+    w = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
+    return idx, w
+
+
+def test_weighted_macro_ap_equals_sklearn_on_resampled_arrays():
+    rng = np.random.default_rng(1)
+    n, c = 50, 4
+    targets = (rng.random((n, c)) < 0.3).astype(np.uint8)
+    targets[:, 3] = 0
+    targets[0, 3] = 1  # a rare class: absent from some resamples
+    probs = np.round(rng.random((n, c)), 1)  # rounding makes ties, which AP must group by threshold
+    idx, w = _resampled(n, rng, 20)
+    got = stats.weighted_macro_ap(probs, targets, w)
+    for k in range(20):
+        p, t = probs[idx[k]], targets[idx[k]]
+        aps = [average_precision_score(t[:, j], p[:, j]) for j in range(c) if t[:, j].sum() > 0]
+        assert got[k] == pytest.approx(np.mean(aps), abs=1e-12)
+
+
+def test_weighted_macro_f1_equals_sklearn_on_resampled_arrays():
+    rng = np.random.default_rng(2)
+    n, c = 40, 3
+    targets = (rng.random((n, c)) < 0.4).astype(np.uint8)
+    probs = rng.random((n, c))
+    thr = np.array([0.5, 0.3, 0.7])
+    idx, w = _resampled(n, rng, 10)
+    got = stats.weighted_macro_f1(probs, targets, w, thr)
+    for k in range(10):
+        p, t = probs[idx[k]], targets[idx[k]]
+        ref = f1_score(t, (p >= thr).astype(int), average="macro", zero_division=0)
+        assert got[k] == pytest.approx(ref, abs=1e-12)
+
+
+def test_bootstrap_p_and_interval():
+    assert stats.bootstrap_p(np.full(999, 0.01)) == pytest.approx(2 / 1000)
+    assert stats.bootstrap_p(np.r_[np.full(500, -0.01), np.full(500, 0.01)]) == pytest.approx(1.0)
+    lo, hi = stats.percentile_interval(np.arange(1001, dtype=float))
+    assert (lo, hi) == pytest.approx((25.0, 975.0))
+
+
+def test_bootstrap_compare_is_paired_on_the_same_resamples():
+    rng = np.random.default_rng(5)
+    n, c = 300, 3
+    targets = (rng.random((n, c)) < 0.3).astype(np.uint8)
+    noise = rng.standard_normal((n, c))
+    sign = 2.0 * targets - 1.0
+    weak = 1 / (1 + np.exp(-(0.8 * sign + noise)))
+    strong = 1 / (1 + np.exp(-(1.6 * sign + noise)))
+    runs = {"base": (weak, targets), "copy": (weak.copy(), targets), "strong": (strong, targets)}
+    observed, draws = stats.bootstrap_metric(runs, stats.weighted_macro_ap, n_resamples=300, seed=0)
+    assert observed["base"] == pytest.approx(
+        np.mean([average_precision_score(targets[:, j], weak[:, j]) for j in range(c)])
+    )
+    rows = {r.cell: r for r in stats.bootstrap_compare(observed, draws, "base")}
+    # Same predictions on the same resamples: a difference of exactly zero in every resample.
+    assert rows["copy"].diff == 0 and rows["copy"].lo == 0 and rows["copy"].hi == 0 and rows["copy"].p == 1.0
+    assert rows["strong"].significant and rows["strong"].lo > 0
+    assert "single seed" in rows["strong"].method
