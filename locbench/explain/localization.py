@@ -1,0 +1,206 @@
+"""Does the CAM point at the right cells? A check on synthetic data, where each pattern's cells are known.
+
+Synthetic datasets (``locbench synth``) write ``masks/{ID}.png`` (cell instance masks, 0 = background) and
+``cells.csv`` (``ID,cell,Label``: the classes each cell shows). For an image and a class, the share of CAM
+mass inside the cells that carry the class is compared with the share of the field those cells cover: a map
+that ignores the image scores the area share on average (the chance level), a map that finds the pattern more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from locbench.errors import BadInputError, LocbenchError
+
+log = logging.getLogger(__name__)
+
+
+def cam_mass_inside(cam: np.ndarray, mask: np.ndarray, cells_with_class: Sequence[int]) -> float:
+    """Share of the CAM's total mass that lies inside the given cells.
+
+    Args:
+        cam: ``(H, W)`` non-negative map.
+        mask: ``(H, W)`` integer instance mask (0 = background, 1..N = cells), the same size as ``cam``
+            (see :func:`resize_mask`).
+        cells_with_class: Cell ids that carry the class.
+
+    Returns:
+        ``sum(cam inside those cells) / sum(cam)`` in [0, 1]; NaN when the map is all zero (no evidence).
+
+    Raises:
+        LocbenchError: when the shapes differ or the map has negative values.
+    """
+    cam = np.asarray(cam, dtype=np.float64)
+    mask = np.asarray(mask)
+    if cam.shape != mask.shape:
+        raise LocbenchError(f"CAM shape {cam.shape} differs from mask shape {mask.shape}; resize the mask first")
+    if cam.size and cam.min() < 0:
+        raise LocbenchError("CAM has negative values; CAM mass is only defined for non-negative maps")
+    total = cam.sum()
+    if total <= 0:
+        return float("nan")
+    inside = np.isin(mask, np.asarray(list(cells_with_class), dtype=mask.dtype))
+    return float(cam[inside].sum() / total)
+
+
+def area_share(mask: np.ndarray, cells_with_class: Sequence[int]) -> float:
+    """Share of the field's pixels covered by the given cells: the chance level of :func:`cam_mass_inside`."""
+    mask = np.asarray(mask)
+    return float(np.isin(mask, np.asarray(list(cells_with_class), dtype=mask.dtype)).mean())
+
+
+def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an instance mask (no blending of cell ids)."""
+    mask = np.asarray(mask)
+    if mask.shape == tuple(hw):
+        return mask
+    from skimage.transform import resize
+
+    out = resize(mask, hw, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
+    return out.astype(mask.dtype)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read an instance mask PNG (8- or 16-bit) as an integer array."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        raise LocbenchError(f"{path}: cell mask not found; synthetic datasets keep one masks/{{ID}}.png per image")
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int32)
+
+
+def read_cells_csv(path: str | os.PathLike, *, num_classes: int) -> dict[str, dict[int, set[int]]]:
+    """Parse ``cells.csv`` (``ID,cell,Label``) into ``{image id: {cell id: set of class indices}}``.
+
+    ``Label`` uses the ``train.csv`` syntax: class indices separated by ``|`` (or spaces); an empty label is a
+    cell with no class.
+
+    Args:
+        path: The CSV file.
+        num_classes: Number of classes of the scheme (indices must be below it).
+
+    Returns:
+        The per-image, per-cell class sets.
+
+    Raises:
+        LocbenchError: when the file or a column is missing.
+        BadInputError: listing rows with a bad cell id or label.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise LocbenchError(f"{path}: not found; localization needs a synthetic dataset's cells.csv")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("ID", "cell", "Label") if c not in frame.columns]
+    if missing:
+        raise LocbenchError(f"{path}: missing column(s) {missing}; expected the header ID,cell,Label")
+    out: dict[str, dict[int, set[int]]] = {}
+    bad = []
+    for row, (image_id, cell, label) in enumerate(zip(frame["ID"], frame["cell"], frame["Label"], strict=True)):
+        try:
+            cell_id = int(cell)
+            parts = label.replace("|", " ").split()
+            classes = {int(p) for p in parts}
+        except ValueError:
+            bad.append(f"row {row + 2}: cell={cell!r} Label={label!r}")
+            continue
+        if cell_id < 1 or any(not 0 <= c < num_classes for c in classes):
+            bad.append(f"row {row + 2}: cell={cell!r} Label={label!r}")
+            continue
+        out.setdefault(image_id, {})[cell_id] = classes
+    if bad:
+        raise BadInputError(
+            f"{path}: {len(bad)} row(s) with a bad cell id or label",
+            bad,
+            f"cell ids are integers >= 1 and labels are class indices below {num_classes} separated by '|'",
+        )
+    return out
+
+
+def localization_report(
+    ids: Sequence[str],
+    cams: np.ndarray,
+    class_indices: Sequence[Sequence[int]],
+    masks: Mapping[str, np.ndarray],
+    cells: Mapping[str, Mapping[int, set[int]]],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Per-class and overall share of CAM mass inside the cells that carry the class, against chance.
+
+    Each (image, class) pair whose class is carried by at least one cell of the image is scored; pairs whose
+    class no cell carries (a CAM of a false positive, say) or whose map is all zero are skipped and counted.
+
+    Args:
+        ids: ``B`` image ids.
+        cams: ``(B, K, h, w)`` maps from ``compute_cams``.
+        class_indices: ``B`` lists of the ``K`` classes explained.
+        masks: Image id -> instance mask (any size: resized to the map with nearest neighbour).
+        cells: Image id -> {cell id: class indices}, from :func:`read_cells_csv`.
+        class_names: All class names of the scheme.
+
+    Returns:
+        ``{"per_class": {name: {"n", "mean_share", "mean_chance", "lift"}}, "overall": {...same keys},
+        "items": [{"id", "class", "share", "chance"}], "skipped": int}``. ``lift`` is mean share minus mean
+        chance (0 = no better than a map blind to the image). Classes with no scored pair are omitted.
+
+    Raises:
+        LocbenchError: when an image has no mask.
+    """
+    cams = np.asarray(cams)
+    items: list[dict[str, Any]] = []
+    skipped = 0
+    for i, image_id in enumerate(ids):
+        if image_id not in masks:
+            raise LocbenchError(f"no cell mask for image {image_id!r}; localization needs masks/{image_id}.png")
+        mask = resize_mask(masks[image_id], cams.shape[-2:])
+        per_cell = cells.get(image_id, {})
+        for j, c in enumerate(class_indices[i]):
+            carrying = [cell for cell, classes in per_cell.items() if c in classes]
+            share = cam_mass_inside(cams[i, j], mask, carrying) if carrying else float("nan")
+            chance = area_share(mask, carrying) if carrying else 0.0
+            if not carrying or np.isnan(share) or chance == 0.0:
+                skipped += 1
+                continue
+            items.append({"id": str(image_id), "class": class_names[c], "share": share, "chance": chance})
+    if skipped:
+        log.info("localization: skipped %d (image, class) pair(s) with no carrying cell or an all-zero map", skipped)
+
+    def summary(sel: list[dict[str, Any]]) -> dict[str, Any]:
+        share = float(np.mean([x["share"] for x in sel]))
+        chance = float(np.mean([x["chance"] for x in sel]))
+        return {"n": len(sel), "mean_share": share, "mean_chance": chance, "lift": share - chance}
+
+    per_class = {}
+    for name in class_names:
+        sel = [x for x in items if x["class"] == name]
+        if sel:
+            per_class[name] = summary(sel)
+    overall = summary(items) if items else {"n": 0, "mean_share": None, "mean_chance": None, "lift": None}
+    return {"per_class": per_class, "overall": overall, "items": items, "skipped": skipped}
+
+
+def localization_markdown(report: dict[str, Any]) -> str:
+    """Render :func:`localization_report` output as a Markdown table (one row per class, then overall)."""
+    lines = [
+        "## CAM localization (synthetic data)",
+        "",
+        "Share of CAM mass inside the cells that carry the class; chance = share of the field those cells cover.",
+        "",
+        "| class | n | CAM share | chance | lift |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [*report["per_class"].items(), ("overall", report["overall"])]
+    for name, s in rows:
+        if not s["n"]:
+            continue
+        lines.append(f"| {name} | {s['n']} | {s['mean_share']:.3f} | {s['mean_chance']:.3f} | {s['lift']:+.3f} |")
+    return "\n".join(lines) + "\n"
