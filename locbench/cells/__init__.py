@@ -1,1 +1,31 @@
+"""Single-cell classification: segmentation backends, cell crops, the HPA 2021 cell metric, submissions."""
 
+from locbench.cells.crops import CellCropDataset, CellIndex, index_cells, load_cell_labels
+from locbench.cells.metric import CellInstances, average_precision, cell_map, compare_masks, iou_matrix, pool_agreement
+from locbench.cells.rle import decode_binary_mask, encode_binary_mask
+from locbench.cells.segment import SEGMENTERS, Segmenter, make_segmenter, segment_dataset
+from locbench.cells.submission import SubmissionRow, make_row, read_submission, validate_submission, write_submission
+
+__all__ = [
+    "SEGMENTERS",
+    "CellCropDataset",
+    "CellIndex",
+    "CellInstances",
+    "Segmenter",
+    "SubmissionRow",
+    "average_precision",
+    "cell_map",
+    "compare_masks",
+    "decode_binary_mask",
+    "encode_binary_mask",
+    "index_cells",
+    "iou_matrix",
+    "load_cell_labels",
+    "make_row",
+    "make_segmenter",
+    "pool_agreement",
+    "read_submission",
+    "segment_dataset",
+    "validate_submission",
+    "write_submission",
+]

@@ -1,0 +1,321 @@
+"""Single cells as a dataset: one square crop per cell instance, with a per-cell or per-image target.
+
+:func:`index_cells` lists every (image, cell, bounding box) once and caches the list in a small ``.npz``;
+:class:`CellCropDataset` cuts crops from the full-resolution field on demand. Fields are read whole, so the
+dataset keeps the last few in memory: cells of one image taken one after another cost one read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
+from locbench.data.channels import resolve_channels
+from locbench.errors import BadInputError, LocbenchError
+from locbench.store.atomic import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+#: Name of the cached cell index written beside the masks (when that folder is writable).
+INDEX_FILE = "cells_index.npz"
+_INDEX_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CellIndex:
+    """Every cell of a dataset: which table row, which id in its mask, and its box in mask pixels.
+
+    Attributes:
+        image_index: (n,) int32 row of the table the cell belongs to.
+        cell_id: (n,) int32 label of the cell in its mask.
+        bbox: (n, 4) int32 ``y0, x0, y1, x1`` (end exclusive) in mask pixels.
+        mask_shape: (n, 2) int32 height, width of the cell's mask.
+        area: (n,) int32 pixel count of the cell.
+    """
+
+    image_index: np.ndarray
+    cell_id: np.ndarray
+    bbox: np.ndarray
+    mask_shape: np.ndarray
+    area: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cell_id)
+
+    def take(self, rows: np.ndarray) -> CellIndex:
+        """The cells at ``rows``."""
+        rows = np.asarray(rows, dtype=np.intp)
+        return CellIndex(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
+
+    def of_images(self, image_indices: Sequence[int] | np.ndarray) -> CellIndex:
+        """The cells of the given table rows, in the order the rows are given."""
+        order = {int(i): k for k, i in enumerate(image_indices)}
+        rows = np.flatnonzero(np.isin(self.image_index, list(order)))
+        rows = rows[np.argsort([order[int(i)] for i in self.image_index[rows]], kind="stable")]
+        return self.take(rows)
+
+
+def _mask_sig(path: Path) -> str:
+    st = path.stat()
+    return f"{path.name}:{st.st_size}:{int(st.st_mtime_ns)}"
+
+
+def index_cells(
+    table: Any,
+    masks_dir: str | os.PathLike,
+    *,
+    cache_path: str | os.PathLike | None = None,
+    min_area: int = 1,
+) -> CellIndex:
+    """List every cell of every image of ``table`` from its instance mask, reading a cached list when current.
+
+    Args:
+        table: a locbench ``Table`` (``ids``; the order of ``ids`` is the image index).
+        masks_dir: folder of ``{ID}.png`` or ``{ID}_predictedmask.png`` instance masks.
+        cache_path: where to keep the list; default ``masks_dir/cells_index.npz`` when that folder is writable.
+            The cache is rebuilt when any mask file's name, size or modification time changes.
+        min_area: cells with fewer pixels are left out (tiny fragments make meaningless crops).
+
+    Raises:
+        BadInputError: images of the table have no mask in ``masks_dir``.
+    """
+    from scipy import ndimage as ndi
+
+    masks_dir = Path(masks_dir)
+    ids = list(table.ids)
+    paths = [mask_path(masks_dir, i) for i in ids]
+    missing = [i for i, p in zip(ids, paths, strict=True) if p is None]
+    if missing:
+        raise BadInputError(
+            f"images have no cell mask in {masks_dir}",
+            missing,
+            f"run `locbench segment --data DATA --out {masks_dir}` or point to the folder holding the masks",
+        )
+    sig = hashlib.sha1(
+        "\n".join([f"v{_INDEX_VERSION}", f"min_area={min_area}", *(_mask_sig(p) for p in paths)]).encode()
+    ).hexdigest()
+    if cache_path is None and os.access(masks_dir, os.W_OK):
+        cache_path = masks_dir / INDEX_FILE
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            with np.load(cache_path) as z:
+                if str(z["signature"]) == sig:
+                    return CellIndex(*(z[f] for f in CellIndex.__dataclass_fields__))
+        except (OSError, KeyError, ValueError):
+            log.warning("cell index %s is unreadable; rebuilding it", cache_path)
+
+    cols: dict[str, list] = {f: [] for f in CellIndex.__dataclass_fields__}
+    for i, path in enumerate(paths):
+        mask = read_mask(path)
+        areas = np.bincount(mask.ravel())
+        # find_objects gives one bounding slice per label value in a single pass over the mask.
+        for label, sl in enumerate(ndi.find_objects(mask), start=1):
+            if sl is None or areas[label] < min_area:
+                continue
+            cols["image_index"].append(i)
+            cols["cell_id"].append(label)
+            cols["bbox"].append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
+            cols["mask_shape"].append(mask.shape)
+            cols["area"].append(areas[label])
+    index = CellIndex(
+        image_index=np.asarray(cols["image_index"], dtype=np.int32),
+        cell_id=np.asarray(cols["cell_id"], dtype=np.int32),
+        bbox=np.asarray(cols["bbox"], dtype=np.int32).reshape(-1, 4),
+        mask_shape=np.asarray(cols["mask_shape"], dtype=np.int32).reshape(-1, 2),
+        area=np.asarray(cols["area"], dtype=np.int32),
+    )
+    if cache_path is not None:
+        buf = io.BytesIO()
+        np.savez(buf, signature=np.array(sig), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__})
+        atomic_write_bytes(cache_path, buf.getvalue())
+    log.info("indexed %d cells in %d images from %s", len(index), len(ids), masks_dir)
+    return index
+
+
+def parse_labels(text: str, num_classes: int, *, where: str = "") -> np.ndarray:
+    """A ``Label`` cell (``"0|5"`` or ``"0 5"``) as a float32 multi-hot vector of length ``num_classes``."""
+    target = np.zeros(num_classes, dtype=np.float32)
+    for tok in str(text).replace("|", " ").split():
+        try:
+            k = int(tok)
+        except ValueError:
+            raise LocbenchError(f"{where}: label {tok!r} is not a class index") from None
+        if not 0 <= k < num_classes:
+            raise LocbenchError(f"{where}: class {k} is outside 0..{num_classes - 1}")
+        target[k] = 1.0
+    return target
+
+
+def load_cell_labels(path: str | os.PathLike, *, num_classes: int) -> dict[tuple[str, int], np.ndarray]:
+    """Read ``cells.csv`` (``ID,cell,Label``) into ``{(ID, cell): multi-hot float32 vector}``."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    need = {"ID", "cell", "Label"}
+    if not need <= set(frame.columns):
+        raise LocbenchError(f"{path}: columns are {list(frame.columns)}; expected ID,cell,Label")
+    out = {}
+    for n, (image_id, cell, label) in enumerate(zip(frame["ID"], frame["cell"], frame["Label"], strict=True)):
+        out[(image_id, int(cell))] = parse_labels(label, num_classes, where=f"{path} row {n + 2}")
+    return out
+
+
+class CellCropDataset:
+    """One item per cell: ``(uint8 tensor (C, crop, crop), float32 multi-hot target)``.
+
+    Args:
+        table: a locbench ``Table`` (``ids``, ``targets`` (N, C) uint8, ``paths(i)``).
+        masks_dir: folder of instance masks (``{ID}.png`` or ``{ID}_predictedmask.png``).
+        indices: table rows whose cells the dataset holds (e.g. a split's train indices).
+        channels: a channel mode (``"rgby"``, ``"green"``, ...) or an explicit tuple of stain names.
+        crop_size: side of the square crops, in pixels.
+        margin: context kept around the cell's box, as a fraction of the box's longer side on each side.
+        masked: zero every pixel outside the cell (neighbours' signal would otherwise leak into the label).
+        cell_labels: ``{(ID, cell): multi-hot}`` (see :func:`load_cell_labels`); without it each cell takes its
+            image's (weak) labels.
+        index: a prebuilt :class:`CellIndex` of the whole table (default: :func:`index_cells`).
+        field_cache: how many full fields to keep in memory.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        masks_dir: str | os.PathLike,
+        indices: Sequence[int] | np.ndarray,
+        *,
+        channels: str | Sequence[str] = "rgby",
+        crop_size: int = 128,
+        margin: float = 0.1,
+        masked: bool = False,
+        cell_labels: Mapping[tuple[str, int], np.ndarray] | None = None,
+        index: CellIndex | None = None,
+        field_cache: int = 2,
+    ) -> None:
+        if crop_size < 1 or margin < 0:
+            raise LocbenchError(f"crop_size must be >= 1 and margin >= 0 (got {crop_size}, {margin})")
+        self.table = table
+        self.masks_dir = Path(masks_dir)
+        self.channels = resolve_channels(channels)
+        self.crop_size = int(crop_size)
+        self.margin = float(margin)
+        self.masked = bool(masked)
+        self.cells = (index if index is not None else index_cells(table, masks_dir)).of_images(indices)
+        self._ids = list(table.ids)
+        self._targets = np.asarray(table.targets, dtype=np.float32)
+        self._cell_labels = None
+        if cell_labels is not None:
+            keys = [self.meta(k) for k in range(len(self))]
+            missing = [f"{i} cell {c}" for i, c in keys if (i, c) not in cell_labels]
+            if missing:
+                raise BadInputError(
+                    "cells in the masks have no row in the cell labels", missing, "use the masks the labels belong to"
+                )
+            self._cell_labels = np.stack([np.asarray(cell_labels[key], dtype=np.float32) for key in keys])
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache_size = max(1, int(field_cache))
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def meta(self, k: int) -> tuple[str, int]:
+        """(image ID, cell id) of item ``k``: to group cell predictions back into images."""
+        return self._ids[int(self.cells.image_index[k])], int(self.cells.cell_id[k])
+
+    def target(self, k: int) -> np.ndarray:
+        """The float32 multi-hot target of item ``k`` (cell labels when given, else the image's labels)."""
+        if self._cell_labels is not None:
+            return self._cell_labels[k]
+        return self._targets[int(self.cells.image_index[k])]
+
+    def targets(self) -> np.ndarray:
+        """(n, C) targets of every item, without reading images (for samplers and metrics)."""
+        if self._cell_labels is not None:
+            return self._cell_labels
+        return self._targets[self.cells.image_index]
+
+    def _field(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(stack (C, H, W) uint8, mask (H, W) int32 at the image's resolution) of table row ``i``."""
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        unique = tuple(dict.fromkeys(self.channels))
+        stains = read_stains(self.table.paths(i), unique)
+        stack = np.stack([_to_uint8(stains[c]) for c in self.channels])
+        mask = read_mask(mask_path(self.masks_dir, self._ids[i]))
+        if mask.shape != stack.shape[1:]:
+            mask = _upscale_nearest(mask, stack.shape[1:])
+        self._cache[i] = (stack, mask)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return stack, mask
+
+    def crop(self, k: int) -> np.ndarray:
+        """The (C, crop, crop) uint8 crop of item ``k`` as a numpy array."""
+        i = int(self.cells.image_index[k])
+        cell = int(self.cells.cell_id[k])
+        stack, mask = self._field(i)
+        y0, x0, y1, x1 = (int(v) for v in self.cells.bbox[k])
+        mh, mw = (int(v) for v in self.cells.mask_shape[k])
+        h, w = stack.shape[1:]
+        if (mh, mw) != (h, w):
+            # Boxes were found on the mask; scale them to the image when the two differ in resolution.
+            y0, y1 = y0 * h // mh, -(-y1 * h // mh)
+            x0, x1 = x0 * w // mw, -(-x1 * w // mw)
+        side = max(y1 - y0, x1 - x0)
+        side = max(1, round(side * (1 + 2 * self.margin)))
+        top = (y0 + y1 - side) // 2
+        left = (x0 + x1 - side) // 2
+        window = _window(stack, top, left, side)
+        if self.masked:
+            inside = _window((mask == cell)[None], top, left, side)[0]
+            window = window * inside[None].astype(np.uint8)
+        return _resize_chw(window, self.crop_size)
+
+    def __getitem__(self, k: int) -> tuple[Any, Any]:
+        import torch
+
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        k = k % len(self)
+        return torch.from_numpy(np.ascontiguousarray(self.crop(k))), torch.from_numpy(self.target(k).copy())
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    return np.clip(np.asarray(img, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _window(stack: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    """The (C, side, side) window at (top, left), zero where it leaves the image."""
+    c, h, w = stack.shape
+    out = np.zeros((c, side, side), dtype=stack.dtype)
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + side, h), min(left + side, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0 - top : sy1 - top, sx0 - left : sx1 - left] = stack[:, sy0:sy1, sx0:sx1]
+    return out
+
+
+def _resize_chw(window: np.ndarray, size: int) -> np.ndarray:
+    side = window.shape[1]
+    if side == size:
+        return window
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    # cv2 resizes (H, W, C) with up to 512 channels in one call.
+    resized = cv2.resize(np.ascontiguousarray(window.transpose(1, 2, 0)), (size, size), interpolation=interp)
+    return resized.reshape(size, size, -1).transpose(2, 0, 1)
