@@ -1,0 +1,57 @@
+"""``locbench report DIR``: statistics, tables and plots over a sweep folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="write report.html, report.md and leaderboard.csv for a sweep folder",
+        description="Summarise a sweep folder (run folders inside): leaderboard with confidence intervals, paired "
+        "comparisons with a baseline (Holm-adjusted), effects of each axis, per-class AP, training curves, "
+        "accuracy against cost, and the failed or unfinished runs. Writes DIR/report.html (self-contained), "
+        "DIR/report.md and DIR/leaderboard.csv.",
+    )
+    p.add_argument("dir", metavar="DIR", help="sweep folder (or a single run folder)")
+    p.add_argument(
+        "--metric",
+        choices=("map", "macro_f1", "macro_f1_tuned"),
+        default="map",
+        help="primary validation metric (default: map)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="RUN_OR_CELL",
+        default=None,
+        help="cell id, run id or axis=value,... to compare against (default: loss=bce, aug=standard, "
+        "first backbone if present, else the first cell)",
+    )
+    p.add_argument(
+        "--cell",
+        metavar="RUN_ID",
+        default=None,
+        help="cell or run shown in detail (per-class table, confusion matrices); default: the best cell",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help="bootstrap resamples over validation images, single-seed sweeps only (default: 1000)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from locbench.errors import LocbenchError
+    from locbench.report import build_report
+
+    if args.resamples < 100:
+        raise LocbenchError(f"--resamples {args.resamples}: use at least 100 for a stable interval")
+    out = build_report(args.dir, metric=args.metric, baseline=args.baseline, cell=args.cell, n_resamples=args.resamples)
+    logging.getLogger(__name__).info("report: %s", out)
+    print(out)
+    return 0

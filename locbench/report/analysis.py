@@ -1,0 +1,427 @@
+"""Turn a collected sweep into the numbers and sentences of a report.
+
+Two modes, chosen from the data:
+
+- ``seeds`` (some cell has two or more finished seeds): intervals are Student t over seeds, comparisons are
+  paired t-tests matched by seed, factorial effects are a Type II ANOVA with seed as a block.
+- ``bootstrap`` (every cell has one seed): intervals and comparisons come from resampling validation images
+  (``predictions/val.npz``), every run scored on the same resamples so comparisons stay paired.
+
+Findings are sentences generated only from tests: a claim of a difference needs a Holm-adjusted p < 0.05.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from locbench.errors import LocbenchError
+from locbench.report import stats
+from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep
+
+log = logging.getLogger(__name__)
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the findings; ``significant`` is True only when a Holm-adjusted test supports it."""
+
+    text: str
+    significant: bool
+
+
+@dataclass
+class Analysis:
+    """Everything computed for one report (one primary metric)."""
+
+    metric: str
+    mode: str  # "seeds" or "bootstrap"
+    method: str  # how intervals were made, in words
+    baseline: str  # cell id
+    baseline_why: str
+    estimates: dict[str, dict[str, stats.Estimate]]  # cell id -> metric -> estimate
+    comparisons: list[stats.Comparison]
+    main_effects: dict[str, dict[str, stats.Estimate]]  # axis -> level -> estimate
+    interactions: dict[tuple[str, str], dict[tuple[str, str], float]]  # (axis a, axis b) -> (lev a, lev b) -> mean
+    anova: list[stats.AnovaTest]
+    anova_method: str
+    findings: list[Finding]
+    best: str  # cell id with the highest mean metric
+    notes: list[str] = field(default_factory=list)
+
+
+def metric_label(metric: str) -> str:
+    return "val " + METRIC_LABELS.get(metric, metric)
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "p = n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def fmt_num(x: float, signed: bool = False) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def resolve_baseline(sweep: Sweep, spec: str | None) -> tuple[str, str]:
+    """The baseline cell id and a phrase saying why it was chosen.
+
+    ``spec`` may be a cell id, a run id (its cell) or axis assignments ``loss=bce,aug=standard`` (matched on
+    the short or dotted axis name). Without it: the study's baseline (loss=bce, aug=standard, the first
+    backbone) when those axes exist, else the first cell with a finished run.
+
+    Raises:
+        LocbenchError: ``spec`` matches no cell, or matches several.
+    """
+    candidates = [c for c in sweep.cells if c.done] or sweep.cells
+    if spec:
+        for c in sweep.cells:
+            if c.cell_id == spec:
+                return c.cell_id, f"chosen with --baseline {spec}"
+        for r in sweep.runs:
+            if r.run_id == spec:
+                return r.cell_id, f"the cell of run {spec}, chosen with --baseline"
+        if "=" in spec:
+            want = _parse_assignments(sweep, spec)
+            hits = [c for c in sweep.cells if all(c.axes.get(k) == v for k, v in want.items())]
+            if len(hits) == 1:
+                return hits[0].cell_id, f"chosen with --baseline {spec}"
+            if len(hits) > 1:
+                raise LocbenchError(
+                    f"--baseline {spec}: matches {len(hits)} cells ({', '.join(c.cell_id for c in hits[:5])}); "
+                    "give a value for every axis that varies"
+                )
+        known = ", ".join(c.cell_id for c in sweep.cells[:10])
+        raise LocbenchError(
+            f"--baseline {spec}: no cell, run or axis assignment of {sweep.root} matches; "
+            f"give a cell id ({known}...), a run id, or axis=value pairs such as loss=bce"
+        )
+    want = {}
+    for key, levels in sweep.axes.items():
+        low = key.lower()
+        if "loss" in low and "bce" in levels:
+            want[key] = "bce"
+        elif "aug" in low and "standard" in levels:
+            want[key] = "standard"
+        elif ("backbone" in low or low.startswith("model")) and levels:
+            want[key] = levels[0]
+    if want:
+        hits = [c for c in candidates if all(c.axes.get(k) == v for k, v in want.items())]
+        if hits:
+            return hits[0].cell_id, "the study's default baseline"
+    if not candidates:
+        raise LocbenchError(f"{sweep.root}: no cells")
+    return candidates[0].cell_id, "the first cell (no loss=bce / aug=standard cell in this sweep)"
+
+
+def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
+    by_name = {**{k: k for k in sweep.axes}, **{v: k for k, v in sweep.axis_labels.items()}}
+    out = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        key = by_name.get(name.strip())
+        if key is None:
+            raise LocbenchError(f"--baseline {spec}: unknown axis {name.strip()!r}; axes: {', '.join(by_name)}")
+        out[key] = value.strip()
+    return out
+
+
+def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Predictions of each run on the same image ids in the same order (the intersection), with notes."""
+    preds = {name: r.predictions() for name, r in runs.items()}
+    missing = [n for n, p in preds.items() if p is None]
+    preds = {n: p for n, p in preds.items() if p is not None}
+    notes = []
+    if missing:
+        notes.append(f"no predictions/val.npz for {', '.join(missing)}: left out of the bootstrap")
+    if not preds:
+        return {}, notes
+    common = set.intersection(*(set(p.ids.tolist()) for p in preds.values()))
+    if any(len(p.ids) != len(common) for p in preds.values()):
+        notes.append(f"validation ids differ between runs: the bootstrap uses the {len(common)} ids they share")
+    ids = np.asarray(sorted(common))
+    out = {}
+    for n, p in preds.items():
+        pos = {k: i for i, k in enumerate(p.ids.tolist())}
+        idx = np.asarray([pos[k] for k in ids], dtype=np.int64)
+        out[n] = (p.probs[idx].astype(np.float64), p.targets[idx])
+    return out, notes
+
+
+def _score_fn(metric: str, sweep: Sweep, run: Run):
+    if metric == "map":
+        return stats.weighted_macro_ap
+    thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
+    return lambda p, t, w: stats.weighted_macro_f1(p, t, w, thr)
+
+
+def analyze(
+    sweep: Sweep,
+    *,
+    metric: str = "map",
+    baseline: str | None = None,
+    n_resamples: int = 1000,
+    conf: float = 0.95,
+    boot_seed: int = 0,
+) -> Analysis:
+    """Compute intervals, comparisons, main effects, interactions and findings for ``metric``.
+
+    Args:
+        sweep: from :func:`locbench.report.collect.collect`.
+        metric: ``map``, ``macro_f1`` or ``macro_f1_tuned`` (validation, from ``summary.json``).
+        baseline: see :func:`resolve_baseline`.
+        n_resamples: bootstrap resamples (single-seed sweeps only).
+        conf: confidence level of every interval.
+        boot_seed: seed of the bootstrap resampling.
+
+    Raises:
+        LocbenchError: unknown metric, or no finished run to analyse.
+    """
+    if metric not in METRICS:
+        raise LocbenchError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    done_cells = [c for c in sweep.cells if c.done]
+    if not done_cells:
+        raise LocbenchError(
+            f"{sweep.root}: no finished run (status 'done' with summary.json); nothing to compare yet. "
+            f"{len(sweep.runs)} run folder(s): " + ", ".join(f"{r.run_id} ({r.status})" for r in sweep.runs[:10])
+        )
+    base_id, why = resolve_baseline(sweep, baseline)
+    multi_seed = any(len(c.done) > 1 for c in done_cells)
+    notes: list[str] = []
+
+    if multi_seed:
+        estimates = {
+            c.cell_id: {m: stats.t_interval(list(c.by_seed(m).values()), conf=conf) for m in METRICS}
+            for c in done_cells
+        }
+        comparisons = (
+            stats.compare_to_baseline({c.cell_id: c.by_seed(metric) for c in done_cells}, base_id, conf=conf)
+            if sweep.cell(base_id).done
+            else []
+        )
+        main_effects = _main_effects_seeds(sweep, done_cells, metric, conf)
+        anova_method = "Type II two-way ANOVA by OLS on cell x seed values, seed as a block"
+        mode, method = "seeds", f"{int(conf * 100)}% CI: {stats.T_METHOD}"
+    else:
+        estimates, comparisons, main_effects, extra = _bootstrap(
+            sweep, done_cells, metric, base_id, n_resamples, conf, boot_seed
+        )
+        notes += extra
+        anova_method = "Type II ANOVA by OLS on cell values (single seed: residual = higher-order interactions)"
+        mode = "bootstrap"
+        method = f"{int(conf * 100)}% CI: {stats.BOOT_METHOD}, {n_resamples} resamples, percentile intervals"
+    if not sweep.cell(base_id).done:
+        notes.append(f"the baseline {base_id} has no finished run: no comparison to it")
+
+    y, factors, block = [], {k: [] for k in sweep.axes}, []
+    for c in done_cells:
+        for seed, v in c.by_seed(metric).items():
+            y.append(v)
+            block.append(str(seed))
+            for k in sweep.axes:
+                factors[k].append(c.axes.get(k, ""))
+    anova = stats.factorial_anova(y, factors, block=block if multi_seed else None) if sweep.axes else []
+    interactions = _interaction_tables(sweep, done_cells, metric)
+    best = max(done_cells, key=lambda c: _mean_or_neg_inf(estimates[c.cell_id][metric].mean)).cell_id
+    an = Analysis(
+        metric,
+        mode,
+        method,
+        base_id,
+        why,
+        estimates,
+        comparisons,
+        main_effects,
+        interactions,
+        anova,
+        anova_method,
+        [],
+        best,
+        notes,
+    )
+    an.findings = findings(sweep, an)
+    return an
+
+
+def _mean_or_neg_inf(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _main_effects_seeds(sweep: Sweep, cells: list[Cell], metric: str, conf: float) -> dict:
+    values = {(c.cell_id, s): v for c in cells for s, v in c.by_seed(metric).items()}
+    out = {}
+    for key, levels in sweep.axes.items():
+        if len(levels) < 2:
+            continue
+        est = stats.level_means_over_seeds(values, {c.cell_id: c.axes.get(key, "") for c in cells}, conf=conf)
+        out[key] = {lev: est[lev] for lev in levels if lev in est}
+    return out
+
+
+def _interaction_tables(sweep: Sweep, cells: list[Cell], metric: str) -> dict:
+    keys = [k for k, v in sweep.axes.items() if len(v) > 1]
+    out = {}
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            table: dict[tuple[str, str], list[float]] = {}
+            for c in cells:
+                vals = list(c.by_seed(metric).values())
+                if vals:
+                    table.setdefault((c.axes.get(a, ""), c.axes.get(b, "")), []).append(float(np.mean(vals)))
+            out[(a, b)] = {k: float(np.mean(v)) for k, v in table.items()}
+    return out
+
+
+def _bootstrap(
+    sweep: Sweep, cells: list[Cell], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
+) -> tuple[dict, list, dict, list[str]]:
+    runs = {c.cell_id: c.done[0] for c in cells}
+    aligned, notes = _aligned_predictions(runs)
+    estimates: dict[str, dict[str, stats.Estimate]] = {}
+    draws_by_metric: dict[str, tuple[dict, dict]] = {}
+    for m in METRICS:
+        observed, draws = {}, {}
+        for name, (p, t) in aligned.items():
+            o, d = stats.bootstrap_metric(
+                {name: (p, t)}, _score_fn(m, sweep, runs[name]), n_resamples=n_resamples, seed=seed
+            )
+            observed.update(o)
+            draws.update(d)
+        draws_by_metric[m] = (observed, draws)
+    for c in cells:
+        estimates[c.cell_id] = {}
+        for m in METRICS:
+            v = c.done[0].value(m)
+            observed, draws = draws_by_metric[m]
+            if c.cell_id in draws:
+                lo, hi = stats.percentile_interval(draws[c.cell_id], conf=conf)
+                if math.isfinite(v) and abs(v - observed[c.cell_id]) > 1e-4:
+                    notes.append(
+                        f"{c.cell_id}: {m} recomputed from predictions ({observed[c.cell_id]:.4f}) differs "
+                        f"from summary.json ({v:.4f}); the report shows summary.json"
+                    )
+                std = float(np.nanstd(draws[c.cell_id], ddof=1))
+                estimates[c.cell_id][m] = stats.Estimate(v, std, lo, hi, 1, stats.BOOT_METHOD)
+            else:
+                estimates[c.cell_id][m] = stats.t_interval([v])
+    observed, draws = draws_by_metric[metric]
+    comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf) if base_id in draws else []
+    main_effects = {}
+    for key, levels in sweep.axes.items():
+        if len(levels) < 2:
+            continue
+        main_effects[key] = {}
+        for lev in levels:
+            members = [c.cell_id for c in cells if c.axes.get(key) == lev and c.cell_id in draws]
+            if not members:
+                continue
+            marg = np.mean([draws[m] for m in members], axis=0)
+            lo, hi = stats.percentile_interval(marg, conf=conf)
+            mean = float(np.mean([observed[m] for m in members]))
+            main_effects[key][lev] = stats.Estimate(
+                mean, float(np.std(marg, ddof=1)), lo, hi, len(members), stats.BOOT_METHOD
+            )
+    return estimates, comparisons, main_effects, notes
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Findings: sentences, each backed by a test
+
+
+def describe_vs(sweep: Sweep, cell: Cell, base: Cell) -> str:
+    """``loss=focal (instead of bce)``: only the axes where ``cell`` differs from ``base``."""
+    diff = [k for k in sweep.axes if cell.axes.get(k) != base.axes.get(k)]
+    if not diff:
+        return cell.cell_id
+    new = ", ".join(f"{sweep.axis_labels[k]}={cell.axes.get(k)}" for k in diff)
+    old = ", ".join(str(base.axes.get(k)) for k in diff)
+    return f"{new} (instead of {old})"
+
+
+def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
+    """Plain sentences: significant results first, then what was tested and found not significant."""
+    label = metric_label(an.metric)
+    unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
+    sig, nonsig = [], []
+    base = sweep.cell(an.baseline)
+    for cmp in an.comparisons:
+        what = describe_vs(sweep, sweep.cell(cmp.cell), base)
+        n_txt = f"{cmp.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
+        ci = f"95% CI {fmt_num(cmp.lo, True)} to {fmt_num(cmp.hi, True)}"
+        if cmp.significant:
+            verb = "raised" if cmp.diff > 0 else "lowered"
+            sig.append(
+                f"{what} {verb} {label} over the baseline by {abs(cmp.diff):.3f} "
+                f"({ci}, {fmt_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+            )
+        elif cmp.tested:
+            nonsig.append(
+                f"{what} vs the baseline: the difference is not significant "
+                f"({fmt_num(cmp.diff, True)}, {ci}, {fmt_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+            )
+        else:
+            nonsig.append(
+                f"{what} vs the baseline: not tested ({cmp.note}); observed difference {fmt_num(cmp.diff, True)}."
+            )
+    for t in an.anova:
+        names = [sweep.axis_labels.get(k, k) for k in t.term.split(" x ")]
+        stat = f"F({t.df1}, {t.df2}) = {t.f:.2f}, {fmt_p(t.p_adj)}, Holm-adjusted over the ANOVA terms"
+        if len(names) == 1:
+            levels = an.main_effects.get(t.term, {})
+            means = "; ".join(f"{lev} {fmt_num(e.mean)}" for lev, e in levels.items())
+            if not math.isfinite(t.p):
+                nonsig.append(f"Main effect of {names[0]}: not tested (no residual degrees of freedom).")
+            elif t.p_adj < ALPHA:
+                sig.append(f"{names[0]} has a significant main effect on {label} ({stat}); level means: {means}.")
+            else:
+                nonsig.append(f"No significant main effect of {names[0]} on {label} ({stat}).")
+        else:
+            pair = f"{names[0]} and {names[1]}"
+            if not math.isfinite(t.p):
+                nonsig.append(f"Interaction of {pair}: not tested (no residual degrees of freedom).")
+            elif t.p_adj < ALPHA:
+                sig.append(
+                    f"{pair} interact ({stat}): the effect of one depends on the other; "
+                    "read the interaction table before reading main effects."
+                )
+            else:
+                nonsig.append(f"No significant interaction of {pair} ({stat}).")
+    head = [Finding(t, True) for t in sig]
+    if not sig:
+        head = [
+            Finding(f"No difference in {label} is statistically significant after Holm correction ({unit}).", False)
+        ]
+    return head + [Finding(t, False) for t in nonsig]
+
+
+def leaderboard(sweep: Sweep, an: Analysis) -> list[dict]:
+    """One row per cell with a finished run, best first by the report metric."""
+    comps = {c.cell: c for c in an.comparisons}
+    rows = []
+    for c in sweep.cells:
+        if c.cell_id not in an.estimates:
+            continue
+        row: dict = {"cell": c.cell_id, **{sweep.axis_labels[k]: c.axes.get(k, "") for k in sweep.axes}}
+        row["n_seeds"] = len(c.done)
+        for m in METRICS:
+            e = an.estimates[c.cell_id][m]
+            row[f"{m}_mean"], row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = e.mean, e.lo, e.hi
+        for k in ("params", "gmacs", "train_img_per_s", "epoch_s", "peak_mem_mb"):
+            vals = [r.cost(k) for r in c.done]
+            vals = [v for v in vals if math.isfinite(v)]
+            row[k] = float(np.mean(vals)) if vals else math.nan
+        cmp = comps.get(c.cell_id)
+        row[f"diff_vs_baseline_{an.metric}"] = 0.0 if c.cell_id == an.baseline else (cmp.diff if cmp else math.nan)
+        row["p_holm"] = cmp.p_adj if cmp else math.nan
+        row["baseline"] = c.cell_id == an.baseline
+        rows.append(row)
+    rows.sort(key=lambda r: -_mean_or_neg_inf(r[f"{an.metric}_mean"]))
+    return rows

@@ -1,0 +1,483 @@
+"""``build_report``: a sweep folder in, ``report.md``, ``report.html`` and ``leaderboard.csv`` out.
+
+The report is a pure function of the run folders: reading them twice gives the same report (the bootstrap is
+seeded). Each prediction file is read at most once (see :class:`locbench.report.collect.Run`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from locbench.errors import LocbenchError
+from locbench.report import plots
+from locbench.report.analysis import Analysis, analyze, fmt_num, fmt_p, leaderboard, metric_label
+from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep, collect
+from locbench.report.html import Section, esc, image, markdown, page, para, table
+from locbench.store.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def build_report(
+    sweep_dir: str | Path,
+    *,
+    metric: str = "map",
+    baseline: str | None = None,
+    cell: str | None = None,
+    n_resamples: int = 1000,
+    conf: float = 0.95,
+    extra_sections: Sequence[Section] = (),
+) -> Path:
+    """Write ``report.md``, ``report.html`` and ``leaderboard.csv`` into ``sweep_dir``.
+
+    Args:
+        sweep_dir: a folder of run folders (optionally with ``sweep.yaml``), or one run folder.
+        metric: the primary validation metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``.
+        baseline: the cell every other cell is compared with (cell id, run id or ``axis=value,...``);
+            default: the study's baseline (loss=bce, aug=standard, first backbone), else the first cell.
+        cell: the cell id or run id whose per-class table and confusion matrices are shown (default: the best
+            cell by ``metric``, pooled over its seeds).
+        n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
+        conf: confidence level of every interval.
+        extra_sections: more sections (e.g. error analysis), placed before the list of problem runs.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        LocbenchError: no run folder, no finished run, unknown metric, baseline or cell.
+    """
+    root = Path(sweep_dir)
+    sweep = collect(root)
+    an = analyze(sweep, metric=metric, baseline=baseline, n_resamples=n_resamples, conf=conf)
+    rows = leaderboard(sweep, an)
+    focus_title, focus_runs = _focus(sweep, an, cell)
+
+    sections = [
+        _how(sweep, an),
+        _findings(an),
+        _leaderboard_section(sweep, an, rows),
+        _comparisons_section(sweep, an),
+        _effects_section(sweep, an),
+        _per_class_section(sweep, an),
+        _curves_section(sweep),
+        _cost_section(sweep, an, rows),
+        _focus_section(sweep, focus_title, focus_runs),
+        *extra_sections,
+        _problems_section(sweep),
+    ]
+    if an.notes:
+        sections.append(_list_section("Notes", an.notes))
+    title = f"Ablation report: {sweep.name}"
+    n_done = sum(r.usable for r in sweep.runs)
+    subtitle = (
+        f"{len(an.estimates)} configurations, {n_done} of {len(sweep.runs)} runs finished; "
+        f"primary metric {metric_label(metric)}. Folder: {sweep.root}"
+    )
+    atomic_write_text(root / "report.md", markdown(title, subtitle, sections))
+    atomic_write_text(root / "leaderboard.csv", _csv(rows))
+    out = atomic_write_text(root / "report.html", page(title, subtitle, sections))
+    log.info("wrote %s, report.md and leaderboard.csv", out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _ci(e, digits: int = 3) -> str:
+    if not math.isfinite(e.mean):
+        return "n/a"
+    if not e.has_ci:
+        return f"{e.mean:.{digits}f}"
+    return f"{e.mean:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
+
+
+def _label(sweep: Sweep, c: Cell) -> str:
+    return sweep.cell_label(c)
+
+
+def _how(sweep: Sweep, an: Analysis) -> Section:
+    varying = {k: v for k, v in sweep.axes.items() if len(v) > 1}
+    fixed_axes = {k: v[0] for k, v in sweep.axes.items() if len(v) == 1}
+    base = sweep.cell(an.baseline)
+    seeds = sweep.seeds
+    n_done = sum(r.usable for r in sweep.runs)
+    grid = "; ".join(f"{sweep.axis_labels[k]}: {', '.join(v)}" for k, v in varying.items()) or "no varying axis"
+    lines = [
+        f"What was compared: {len(sweep.cells)} configurations (cells) from a grid over {grid}"
+        + (f" (fixed: {', '.join(f'{sweep.axis_labels[k]}={v}' for k, v in fixed_axes.items())})" if fixed_axes else "")
+        + ".",
+        f"Each configuration was trained with seed(s) {', '.join(map(str, seeds)) or 'n/a'}; the same seed means the "
+        f"same train/validation split, so runs are compared seed by seed. {n_done} of {len(sweep.runs)} runs "
+        "finished; the others are listed at the end and are left out of every number.",
+        f"Score: {metric_label(an.metric)} on the validation images (also shown: the other metrics). "
+        f"Every value is a mean with its {an.method}.",
+    ]
+    if an.mode == "seeds":
+        lines.append(
+            f"Each configuration is compared with the baseline {_label(sweep, base)} ({an.baseline_why}) by a paired "
+            f"t-test over seeds; p-values are Holm-adjusted across the {len(an.comparisons)} comparisons, so a result "
+            "called significant (adjusted p < 0.05) already accounts for the number of comparisons."
+        )
+    else:
+        lines.append(
+            "Only one seed per configuration: uncertainty comes from a bootstrap over validation images (single "
+            "seed): the images are resampled with replacement, every run is re-scored on the same resamples, and "
+            f"differences to the baseline {_label(sweep, base)} ({an.baseline_why}) get percentile intervals and "
+            "Holm-adjusted bootstrap p-values. This captures the sampling of validation images, not training "
+            "randomness."
+        )
+    lines.append(f"Effects of each axis and of pairs of axes: {an.anova_method}.")
+    md = "".join(para(x)[0] for x in lines)
+    h = '<div class="how">' + "".join(para(x)[1] for x in lines) + "</div>"
+    fixed = _fixed_settings(sweep)
+    if fixed:
+        tmd, thtml = table(["setting", "value"], fixed)
+        md += "Settings shared by every run:\n\n" + tmd
+        h += f"<details><summary>Settings shared by every run ({len(fixed)})</summary>{thtml}</details>"
+    return Section("What was compared and how", md, h)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _fixed_settings(sweep: Sweep) -> list[tuple[str, str]]:
+    flats = [_flatten(r.config) for r in sweep.runs if r.usable and r.config]
+    if not flats:
+        return []
+    common = flats[0]
+    keys = [k for k in common if k != "seed" and all(f.get(k) == common[k] for f in flats[1:])]
+    return [(k, common[k]) for k in keys][:60]
+
+
+def _findings(an: Analysis) -> Section:
+    md = "".join(f"- {f.text}\n" for f in an.findings)
+    h = (
+        '<ul class="findings">'
+        + "".join(f'<li class="{"sig" if f.significant else "ns"}">{esc(f.text)}</li>' for f in an.findings)
+        + "</ul>"
+    )
+    h += (
+        '<p class="muted">Green: supported by a test (Holm-adjusted p &lt; 0.05). Grey: not significant or not '
+        "tested; a non-significant difference is not evidence of no difference.</p>"
+    )
+    return Section("Findings", md, h)
+
+
+def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
+    axis_cols = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1] or ["cell"]
+    headers = [
+        "#",
+        *axis_cols,
+        "seeds",
+        *(METRIC_LABELS[m] for m in METRICS),
+        f"Δ {METRIC_LABELS[an.metric]}",
+        "p (Holm)",
+        "params (M)",
+        "GMACs",
+        "train img/s",
+        "s/epoch",
+    ]
+    body, classes = [], []
+    for i, r in enumerate(rows, 1):
+        e = an.estimates[r["cell"]]
+        diff = r[f"diff_vs_baseline_{an.metric}"]
+        body.append(
+            [
+                i,
+                *(r.get(a, r["cell"]) if a != "cell" else r["cell"] for a in axis_cols),
+                r["n_seeds"],
+                *(_ci(e[m]) for m in METRICS),
+                "baseline" if r["baseline"] else fmt_num(diff, True),
+                "" if r["baseline"] else fmt_p(r["p_holm"]).removeprefix("p = ").removeprefix("p "),
+                _num(r["params"] / 1e6, 2),
+                _num(r["gmacs"], 2),
+                _num(r["train_img_per_s"], 0),
+                _num(r["epoch_s"], 1),
+            ]
+        )
+        classes.append("base" if r["baseline"] else ("best" if r["cell"] == an.best else ""))
+    md, h = table(headers, body, left=1 + len(axis_cols), row_classes=classes)
+    note = (
+        f"Sorted by {metric_label(an.metric)}. Values: mean [{an.method}]. Δ: difference to the baseline "
+        "(highlighted row); p: Holm-adjusted. Also written to leaderboard.csv."
+    )
+    return Section("Leaderboard", para(note)[0] + md, para(note)[1] + h)
+
+
+def _num(x: float, digits: int) -> str:
+    return f"{x:,.{digits}f}" if math.isfinite(x) else "n/a"
+
+
+def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
+    base = sweep.cell(an.baseline)
+    if not an.comparisons:
+        return Section("Comparisons with the baseline", *para("No comparison: the baseline has no finished run."))
+    rows = []
+    for c in an.comparisons:
+        rows.append(
+            [
+                _label(sweep, sweep.cell(c.cell)),
+                c.n if an.mode == "seeds" else "1 (bootstrap)",
+                fmt_num(c.diff, True),
+                f"{fmt_num(c.lo, True)} to {fmt_num(c.hi, True)}",
+                fmt_p(c.p).removeprefix("p = "),
+                fmt_p(c.p_adj).removeprefix("p = "),
+                "yes" if c.significant else ("no" if c.tested else c.note),
+            ]
+        )
+    headers = ["configuration", "pairs", "difference", "95% CI", "p", "p (Holm)", "significant"]
+    md, h = table(headers, rows)
+    note = (
+        f"Baseline: {_label(sweep, base)} ({an.baseline_why}). Difference = configuration - baseline in "
+        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}."
+    )
+    return Section("Comparisons with the baseline", para(note)[0] + md, para(note)[1] + h)
+
+
+def _effects_section(sweep: Sweep, an: Analysis) -> Section:
+    if not an.main_effects:
+        return Section("Effects of each axis", *para("No axis has more than one level."))
+    label = metric_label(an.metric)
+    md, h = "", ""
+    txt = (
+        f"Mean {label} per level of each axis, averaged over the other axes (and seeds), with its "
+        f"{'interval over seeds of the per-seed averages' if an.mode == 'seeds' else 'bootstrap interval'}."
+    )
+    md += para(txt)[0]
+    h += para(txt)[1]
+    eff = {
+        sweep.axis_labels[k]: {lev: (e.mean, e.lo, e.hi) for lev, e in v.items()} for k, v in an.main_effects.items()
+    }
+    h += image(plots.main_effects(eff, ylabel=label), "main effects")
+    rows = [[sweep.axis_labels[k], lev, _ci(e), e.n] for k, v in an.main_effects.items() for lev, e in v.items()]
+    tmd, th = table(
+        ["axis", "level", f"{label} mean [95% CI]", "n" if an.mode == "bootstrap" else "seeds"], rows, left=2
+    )
+    md += tmd
+    h += th
+    if an.anova:
+        rows = [
+            [
+                " x ".join(sweep.axis_labels.get(k, k) for k in t.term.split(" x ")),
+                t.df1,
+                t.df2,
+                "n/a" if not math.isfinite(t.f) else f"{t.f:.2f}",
+                fmt_p(t.p).removeprefix("p = "),
+                fmt_p(t.p_adj).removeprefix("p = "),
+            ]
+            for t in an.anova
+        ]
+        tmd, th = table(["term", "df", "residual df", "F", "p", "p (Holm)"], rows)
+        txt = f"Tests: {an.anova_method}; p-values Holm-adjusted over these terms."
+        md += "\n" + para(txt)[0] + tmd
+        h += "<h3>Tests of main effects and interactions</h3>" + para(txt)[1] + th
+    for (a, b), cells in an.interactions.items():
+        la, lb = sweep.axes[a], sweep.axes[b]
+        rows = [[lev_a, *(fmt_num(cells.get((lev_a, lev_b), math.nan)) for lev_b in lb)] for lev_a in la]
+        title = f"Interaction {sweep.axis_labels[a]} x {sweep.axis_labels[b]} (mean {label})"
+        tmd, th = table([f"{sweep.axis_labels[a]} \\ {sweep.axis_labels[b]}", *lb], rows)
+        md += f"\n{title}:\n\n{tmd}"
+        h += f"<h3>{esc(title)}</h3>{th}"
+    return Section("Effects of each axis", md, h)
+
+
+def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
+    cells = [c for c in sweep.cells if c.cell_id in an.estimates]
+    classes = sweep.classes
+    if not classes:
+        return Section("Per-class AP", *para("No per-class results in summary.json."))
+    mat = np.full((len(cells), len(classes)), np.nan)
+    for i, c in enumerate(cells):
+        for j, name in enumerate(classes):
+            vals = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
+            vals = [v for v in vals if isinstance(v, int | float)]
+            if vals:
+                mat[i, j] = float(np.mean(vals))
+    labels = [_label(sweep, c) for c in cells]
+    png = plots.heatmap(mat, labels, classes, title="Validation AP per class (mean over seeds)", cbar="AP")
+    rows = [[lab, *(fmt_num(v) for v in mat[i])] for i, lab in enumerate(labels)]
+    md, _ = table(["configuration", *classes], rows)
+    txt = "Average precision per class, mean over seeds; blank/n/a: class absent from the validation images."
+    return Section("Per-class AP", para(txt)[0] + md, para(txt)[1] + image(png, "per-class AP heatmap"))
+
+
+def _curves_section(sweep: Sweep) -> Section:
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    keys = [("val/map", "val mAP"), ("train/loss", "train loss"), ("val/loss", "val loss")]
+    for c in sweep.cells:
+        if not c.done:
+            continue
+        s = {}
+        for key, _ in keys:
+            by_epoch: dict[int, list[float]] = {}
+            for r in c.done:
+                for i, rec in enumerate(r.metrics):
+                    v = rec.get(key)
+                    if isinstance(v, int | float) and math.isfinite(v):
+                        by_epoch.setdefault(int(rec.get("epoch", i)), []).append(float(v))
+            if by_epoch:
+                ep = np.asarray(sorted(by_epoch))
+                s[key] = (ep, np.asarray([np.mean(by_epoch[e]) for e in ep]))
+        series[_label(sweep, c)] = s
+    if not any(series.values()):
+        return Section("Training curves", *para("No metrics.jsonl with per-epoch values."))
+    present = [k for k in keys if any(k[0] in s for s in series.values())]
+    png = plots.curves(series, present)
+    txt = "Per-epoch validation mAP and losses, mean over the finished seeds of each configuration."
+    return Section(
+        "Training curves", para(txt)[0] + "(figure in report.html)\n", para(txt)[1] + image(png, "training curves")
+    )
+
+
+def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
+    label = metric_label(an.metric)
+    h, md = "", ""
+    for key, xlabel in (("gmacs", "GMACs per image (forward)"), ("epoch_s", "seconds per training epoch")):
+        pts = [
+            {
+                "label": ", ".join(str(r.get(sweep.axis_labels[k], "")) for k in sweep.axes if len(sweep.axes[k]) > 1)
+                or r["cell"],
+                "x": r[key],
+                "y": r[f"{an.metric}_mean"],
+                "lo": r[f"{an.metric}_ci_lo"],
+                "hi": r[f"{an.metric}_ci_hi"],
+            }
+            for r in rows
+        ]
+        pts = [p for p in pts if math.isfinite(p["x"])]
+        if not pts:
+            continue
+        h += image(plots.pareto(pts, xlabel=xlabel, ylabel=label, title=f"{label} against {xlabel}"), f"{key} pareto")
+        front = plots.pareto_front([(p["x"], p["y"]) for p in pts])
+        md += f"Pareto front ({xlabel}): " + "; ".join(pts[i]["label"] for i in front) + "\n\n"
+    if not h:
+        return Section("Accuracy against cost", *para("No cost figures in summary.json."))
+    txt = (
+        "Red points: the Pareto front, configurations that no other one beats on both accuracy and cost. "
+        "Error bars: the intervals of the leaderboard."
+    )
+    return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + h)
+
+
+def _focus(sweep: Sweep, an: Analysis, spec: str | None) -> tuple[str, list[Run]]:
+    if spec is None:
+        c = sweep.cell(an.best)
+        return f"Best configuration: {_label(sweep, c)}", c.done
+    for c in sweep.cells:
+        if c.cell_id == spec:
+            if not c.done:
+                raise LocbenchError(f"--cell {spec}: this cell has no finished run; pick one from leaderboard.csv")
+            return f"Configuration {_label(sweep, c)}", c.done
+    for r in sweep.runs:
+        if r.run_id == spec:
+            if not r.usable:
+                raise LocbenchError(f"--cell {spec}: run status is {r.status!r}, not done; pick a finished run")
+            return f"Run {spec} ({_label(sweep, sweep.cell(r.cell_id))})", [r]
+    raise LocbenchError(
+        f"--cell {spec}: no cell or run of that id in {sweep.root}; see the cell column of "
+        "leaderboard.csv or the run folder names"
+    )
+
+
+def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
+    classes = sweep.classes
+    rows = []
+    keys = ("ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold")
+    for name in classes:
+        vals = []
+        for k in keys:
+            xs = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get(k) for r in runs]
+            xs = [x for x in xs if isinstance(x, int | float)]
+            vals.append(np.mean(xs) if xs else math.nan)
+        rows.append([name, *(fmt_num(v) for v in vals[:5]), _num(vals[5], 1), fmt_num(vals[6])])
+    headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold"]
+    md, h = table(headers, rows)
+    pooled = f"mean over {len(runs)} seed(s)" if len(runs) > 1 else "one run"
+    txt = f"{title}: per-class validation results ({pooled})."
+    md, h = para(txt)[0] + md, para(txt)[1] + h
+    counts = _confusion(sweep, runs)
+    if counts is not None:
+        png = plots.confusion_grid(
+            classes, counts, title="Per-class confusion at the tuned thresholds (counts summed over seeds)"
+        )
+        cmd, _ = table(
+            ["class", "TP", "FP", "FN", "TN"],
+            [[c, int(m[1, 1]), int(m[0, 1]), int(m[1, 0]), int(m[0, 0])] for c, m in zip(classes, counts, strict=True)],
+        )
+        md += "\nMulti-label confusion at the tuned thresholds (summed over seeds):\n\n" + cmd
+        h += (
+            "<h3>Multi-label confusion matrices</h3>"
+            + para(
+                "One 2x2 matrix per class at its tuned threshold (thresholds.json); rows: truth, columns: prediction; "
+                "colour: fraction of the true row."
+            )[1]
+            + image(png, "confusion matrices")
+        )
+    return Section("Best configuration in detail" if title.startswith("Best") else "Selected configuration", md, h)
+
+
+def _confusion(sweep: Sweep, runs: list[Run]) -> np.ndarray | None:
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    total = None
+    for r in runs:
+        p = r.predictions()
+        if p is None or p.probs.shape[1] != len(sweep.classes):
+            continue
+        pred = (p.probs >= r.thresholds(sweep.classes)[None, :]).astype(np.uint8)
+        cm = multilabel_confusion_matrix(p.targets.astype(np.uint8), pred)
+        total = cm if total is None else total + cm
+    return total
+
+
+def _problems_section(sweep: Sweep) -> Section:
+    probs = sweep.problems
+    if not probs:
+        return Section("Failed, diverged and unfinished runs", *para("None: every run finished."))
+    rows = [
+        [r.run_id, sweep.cell_label(sweep.cell(r.cell_id)), r.seed if r.seed is not None else "", r.status, r.reason]
+        for r in probs
+    ]
+    md, h = table(["run", "configuration", "seed", "status", "reason"], rows, left=5)
+    txt = (
+        f"{len(probs)} run(s) are left out of every number above. A configuration that fails or diverges "
+        "repeatedly is itself a result (unstable or too large for the hardware)."
+    )
+    return Section("Failed, diverged and unfinished runs", para(txt)[0] + md, para(txt)[1] + h)
+
+
+def _list_section(title: str, items: list[str]) -> Section:
+    return Section(
+        title, "".join(f"- {x}\n" for x in items), "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in items) + "</ul>"
+    )
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow(
+                {
+                    k: (f"{v:.10g}" if isinstance(v, float) and math.isfinite(v) else "" if isinstance(v, float) else v)
+                    for k, v in r.items()
+                }
+            )
+    return buf.getvalue()

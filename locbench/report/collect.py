@@ -1,0 +1,344 @@
+"""Read a sweep folder (run folders plus an optional ``sweep.yaml``) into plain Python objects.
+
+Only the run-folder contract of ``docs/ARCHITECTURE.md`` is relied on. Missing or unreadable files never stop
+a report: a run that cannot be used is kept with a reason and listed in the report's problems section.
+Predictions are loaded lazily and at most once per run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from locbench.errors import LocbenchError
+from locbench.store.atomic import read_jsonl
+
+log = logging.getLogger(__name__)
+
+METRICS = ("map", "macro_f1", "macro_f1_tuned")
+METRIC_LABELS = {"map": "mAP", "macro_f1": "macro F1 @0.5", "macro_f1_tuned": "macro F1 (tuned)"}
+#: Files whose presence marks a folder as a run folder.
+_RUN_MARKERS = ("status", "config.yaml", "sweep_cell.json", "summary.json", "metrics.jsonl")
+#: Last components of dotted axis keys too generic to name an axis on their own ("loss.name" -> "loss").
+_GENERIC = {"name", "preset", "type", "kind", "id"}
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Validation predictions of one run (``predictions/val.npz``)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    targets: np.ndarray
+
+
+def _load_npz(path: Path) -> Predictions:
+    # One function so tests can count how often prediction files are opened.
+    with np.load(path, allow_pickle=False) as z:
+        return Predictions(np.asarray(z["ids"]).astype(str), np.asarray(z["probs"]), np.asarray(z["targets"]))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Run:
+    """One run folder: its status, identity in the grid, summary and per-epoch metrics."""
+
+    run_id: str
+    path: Path
+    status: str
+    reason: str = ""
+    cell_id: str = ""
+    axes: dict[str, str] = field(default_factory=dict)
+    seed: int | None = None
+    summary: dict | None = None
+    metrics: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    _pred: Predictions | None = field(default=None, repr=False)
+    _pred_loaded: bool = field(default=False, repr=False)
+    _thr: np.ndarray | None = field(default=None, repr=False)
+    _thr_loaded: bool = field(default=False, repr=False)
+    _thr_classes: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        """Finished (``done``) with a readable summary: the only runs statistics are computed on."""
+        return self.status == "done" and self.summary is not None
+
+    def value(self, metric: str) -> float:
+        """A validation metric from ``summary.json`` (NaN when absent)."""
+        v = (self.summary or {}).get("val", {}).get(metric)
+        return float(v) if isinstance(v, int | float) else math.nan
+
+    def cost(self, key: str) -> float:
+        v = (self.summary or {}).get("cost", {}).get(key)
+        return float(v) if isinstance(v, int | float) else math.nan
+
+    def predictions(self) -> Predictions | None:
+        """``predictions/val.npz``, read on first use and kept (None when missing or unreadable)."""
+        if not self._pred_loaded:
+            self._pred_loaded = True
+            path = self.path / "predictions" / "val.npz"
+            if path.exists():
+                try:
+                    self._pred = _load_npz(path)
+                except (OSError, ValueError, KeyError) as e:
+                    log.warning("%s: cannot read predictions (%s); left out of image-level analyses", path, e)
+        return self._pred
+
+    def thresholds(self, classes: list[str]) -> np.ndarray:
+        """Tuned thresholds from ``thresholds.json`` in the order of ``classes`` (0.5 where missing)."""
+        if not self._thr_loaded:
+            self._thr_loaded = True
+            path = self.path / "thresholds.json"
+            try:
+                obj = _read_json(path)
+                self._thr = np.asarray(obj["thresholds"], dtype=np.float64)
+                self._thr_classes = list(obj.get("classes", classes))
+            except (OSError, ValueError, KeyError, TypeError):
+                self._thr = None
+        if self._thr is None:
+            return np.full(len(classes), 0.5)
+        lookup = dict(zip(self._thr_classes, self._thr, strict=False))
+        return np.asarray([lookup.get(c, 0.5) for c in classes], dtype=np.float64)
+
+
+@dataclass
+class Cell:
+    """One grid point: the runs that differ only in their seed."""
+
+    cell_id: str
+    axes: dict[str, str]
+    runs: list[Run]
+
+    @property
+    def done(self) -> list[Run]:
+        return [r for r in self.runs if r.usable]
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """seed -> metric over usable runs (runs without a seed are keyed by their position)."""
+        out = {}
+        for i, r in enumerate(self.done):
+            v = r.value(metric)
+            if math.isfinite(v):
+                out[r.seed if r.seed is not None else -1 - i] = v
+        return out
+
+
+@dataclass
+class Sweep:
+    """Everything a report needs from a sweep folder."""
+
+    root: Path
+    name: str
+    runs: list[Run]
+    cells: list[Cell]
+    axes: dict[str, list[str]]
+    axis_labels: dict[str, str]
+    classes: list[str]
+    sweep_yaml: dict | None = None
+
+    def cell(self, cell_id: str) -> Cell:
+        for c in self.cells:
+            if c.cell_id == cell_id:
+                return c
+        raise KeyError(cell_id)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r.seed for r in self.runs if r.usable and r.seed is not None})
+
+    @property
+    def problems(self) -> list[Run]:
+        """Runs that are not usable: failed, diverged, still running, or unreadable."""
+        return [r for r in self.runs if not r.usable]
+
+    def cell_label(self, cell: Cell, *, axes: list[str] | None = None) -> str:
+        """``loss=focal, aug=strong`` (only axes with more than one level), or the cell id without axes."""
+        keys = [k for k in (axes or self.axes) if len(self.axes.get(k, [])) > 1 or axes]
+        if not cell.axes or not keys:
+            return cell.cell_id
+        return ", ".join(f"{self.axis_labels[k]}={cell.axes[k]}" for k in keys if k in cell.axes)
+
+
+def fmt_value(v: Any) -> str:
+    """Axis values as short strings (lists joined, floats without trailing noise)."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return "+".join(fmt_value(x) for x in v) or "none"
+    return str(v)
+
+
+def axis_labels(keys: list[str]) -> dict[str, str]:
+    """Short display names for dotted axis keys: ``loss.name`` -> ``loss``, ``model.backbone`` -> ``backbone``.
+
+    Falls back to the full key when two axes would get the same short name.
+    """
+    short = {}
+    for k in keys:
+        parts = k.split(".")
+        while len(parts) > 1 and parts[-1] in _GENERIC:
+            parts.pop()
+        short[k] = parts[-1]
+    counts: dict[str, int] = {}
+    for s in short.values():
+        counts[s] = counts.get(s, 0) + 1
+    return {k: (s if counts[s] == 1 else k) for k, s in short.items()}
+
+
+def _is_run_dir(p: Path) -> bool:
+    return p.is_dir() and any((p / m).exists() for m in _RUN_MARKERS)
+
+
+def read_run(path: Path) -> Run:
+    """Read one run folder; never raises for a broken run (the reason is recorded instead)."""
+    run = Run(run_id=path.name, path=path, status="unknown")
+    reasons = []
+    try:
+        run.status = (path / "status").read_text(encoding="utf-8").strip().split()[0] or "unknown"
+    except (OSError, IndexError):
+        run.status = "unknown"
+        reasons.append("no status file")
+    if (path / "status.json").exists():
+        try:
+            st = _read_json(path / "status.json")
+            reason = st.get("reason") or st.get("message") or st.get("error") if isinstance(st, dict) else st
+            if reason:
+                reasons.append(str(reason))
+        except (OSError, ValueError) as e:
+            reasons.append(f"status.json unreadable ({e})")
+    try:
+        if (path / "sweep_cell.json").exists():
+            sc = _read_json(path / "sweep_cell.json")
+            run.cell_id = str(sc.get("cell_id") or "")
+            run.axes = {str(k): fmt_value(v) for k, v in (sc.get("axes") or {}).items()}
+            run.seed = int(sc["seed"]) if sc.get("seed") is not None else None
+            run.run_id = str(sc.get("run_id") or path.name)
+    except (OSError, ValueError, TypeError) as e:
+        reasons.append(f"sweep_cell.json unreadable ({e})")
+    try:
+        if (path / "config.yaml").exists():
+            run.config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+            if not isinstance(run.config, dict):
+                run.config = {}
+    except (OSError, yaml.YAMLError) as e:
+        reasons.append(f"config.yaml unreadable ({e})")
+    if run.seed is None and isinstance(run.config.get("seed"), int):
+        run.seed = run.config["seed"]
+    if not run.cell_id:
+        run.cell_id = run.run_id
+    try:
+        run.metrics = read_jsonl(path / "metrics.jsonl")
+    except (OSError, ValueError) as e:
+        reasons.append(f"metrics.jsonl unreadable ({e})")
+    if (path / "summary.json").exists():
+        try:
+            run.summary = _read_json(path / "summary.json")
+        except (OSError, ValueError) as e:
+            reasons.append(f"summary.json unreadable ({e})")
+    elif run.status == "done":
+        reasons.append("status is done but summary.json is missing")
+    if run.status == "running" and not reasons:
+        reasons.append(f"still running ({len(run.metrics)} epochs logged)")
+    run.reason = "; ".join(reasons)
+    return run
+
+
+def _levels_from_yaml(sweep_yaml: dict | None, keys: list[str]) -> dict[str, list[str]]:
+    """Axis level order as written in ``sweep.yaml`` when it holds a mapping of axis key -> list of values."""
+    out: dict[str, list[str]] = {}
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k in keys and isinstance(v, list) and k not in out:
+                    out[k] = [fmt_value(x) for x in v]
+                else:
+                    walk(v)
+        elif isinstance(obj, list):
+            for x in obj:
+                walk(x)
+
+    walk(sweep_yaml)
+    return out
+
+
+def collect(sweep_dir: str | Path) -> Sweep:
+    """Read every run folder below ``sweep_dir`` (one level deep, or ``sweep_dir`` itself if it is a run).
+
+    Raises:
+        LocbenchError: the folder does not exist or holds no run folder.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise LocbenchError(f"{root}: not a folder; pass a sweep folder (run folders inside) or a run folder")
+    paths = [root] if _is_run_dir(root) else sorted(p for p in root.iterdir() if _is_run_dir(p))
+    if not paths:
+        raise LocbenchError(
+            f"{root}: no run folders found (a run folder holds status, config.yaml or summary.json); "
+            "pass the folder that `locbench sweep` or `locbench train` wrote"
+        )
+    sweep_yaml = None
+    if (root / "sweep.yaml").exists():
+        try:
+            sweep_yaml = yaml.safe_load((root / "sweep.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            log.warning("%s: unreadable (%s); axis order taken from the runs", root / "sweep.yaml", e)
+    runs = [read_run(p) for p in paths]
+
+    keys = list(dict.fromkeys(k for r in runs for k in r.axes))
+    ordered = _levels_from_yaml(sweep_yaml, keys)
+    axes: dict[str, list[str]] = {}
+    for k in keys:
+        seen = list(dict.fromkeys(r.axes[k] for r in runs if k in r.axes))
+        first = [v for v in ordered.get(k, []) if v in seen]
+        axes[k] = first + [v for v in seen if v not in first]
+
+    by_cell: dict[str, Cell] = {}
+    for r in runs:
+        c = by_cell.setdefault(r.cell_id, Cell(r.cell_id, dict(r.axes), []))
+        c.runs.append(r)
+    # Cells in grid order: by each axis' level order, then by id.
+    cells = sorted(
+        by_cell.values(),
+        key=lambda c: (tuple(axes[k].index(c.axes[k]) if k in c.axes else -1 for k in axes), c.cell_id),
+    )
+    for c in cells:
+        c.runs.sort(key=lambda r: (r.seed if r.seed is not None else math.inf, r.run_id))
+
+    name = ""
+    if isinstance(sweep_yaml, dict) and sweep_yaml.get("name"):
+        name = str(sweep_yaml["name"])
+    if not name:
+        for r in runs:
+            try:
+                name = str(_read_json(r.path / "sweep_cell.json").get("sweep") or "")
+            except (OSError, ValueError):
+                continue
+            if name:
+                break
+    classes = _classes(runs)
+    return Sweep(root, name or root.name, runs, cells, axes, axis_labels(keys), classes, sweep_yaml)
+
+
+def _classes(runs: list[Run]) -> list[str]:
+    for r in runs:
+        if r.usable:
+            try:
+                return [str(c) for c in _read_json(r.path / "thresholds.json")["classes"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            per_class = r.summary.get("val", {}).get("per_class") if r.summary else None
+            if per_class:
+                return list(per_class)
+    return []

@@ -1,0 +1,202 @@
+"""Report figures as PNG bytes (matplotlib's object API with the Agg canvas: no global pyplot state)."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+DPI = 110
+
+
+def _figure(w: float, h: float, *, layout: str | None = "constrained"):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=DPI, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _err(lo: Sequence[float], hi: Sequence[float], mean: Sequence[float]) -> np.ndarray:
+    """Asymmetric error bars; zero where there is no interval."""
+    m, lo_, hi_ = (np.asarray(a, dtype=np.float64) for a in (mean, lo, hi))
+    return np.nan_to_num(np.vstack([m - lo_, hi_ - m]), nan=0.0)
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, title: str, cbar: str) -> bytes:
+    """A cells x classes heatmap with the value written in each square (blank where NaN)."""
+    n_r, n_c = matrix.shape
+    fig = _figure(max(6.0, 0.42 * n_c + 3.5), max(2.5, 0.32 * n_r + 2.4))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(n_c), [_short(c, 22) for c in cols], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n_r), rows, fontsize=8)
+    if n_r * n_c <= 900:
+        for i in range(n_r):
+            for j in range(n_c):
+                v = matrix[i, j]
+                if math.isfinite(v):
+                    ax.text(
+                        j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black"
+                    )
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label=cbar, shrink=0.8)
+    return _png(fig)
+
+
+def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], keys: Sequence[tuple[str, str]]) -> bytes:
+    """One panel per metric key: the per-epoch mean over seeds of every cell.
+
+    Args:
+        series: cell label -> metric key -> (epochs, mean values).
+        keys: (metric key, panel title) pairs, e.g. ``("val/map", "val mAP")``.
+    """
+    fig = _figure(4.2 * len(keys) + 2.5, 3.4)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    colors = _colors(len(series))
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        for (label, s), color in zip(series.items(), colors, strict=True):
+            if key in s:
+                ep, val = s[key]
+                ax.plot(ep, val, color=color, lw=1.4, marker="o", ms=2.5, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+    return _png(fig)
+
+
+def pareto(points: Sequence[dict], *, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Accuracy against cost; the Pareto front (no other cell is both cheaper and better) is joined by a line.
+
+    Args:
+        points: dicts with ``label``, ``x``, ``y``, ``lo``, ``hi`` (interval of y).
+    """
+    fig = _figure(7.5, 4.6)
+    ax = fig.add_subplot()
+    pts = [p for p in points if math.isfinite(p["x"]) and math.isfinite(p["y"])]
+    front = pareto_front([(p["x"], p["y"]) for p in pts])
+    for i, p in enumerate(pts):
+        on = i in front
+        ax.errorbar(
+            p["x"],
+            p["y"],
+            yerr=_err([p["lo"]], [p["hi"]], [p["y"]]),
+            fmt="o",
+            color="#d62728" if on else "#1f77b4",
+            ms=6 if on else 4,
+            capsize=2,
+            lw=1,
+        )
+        ax.annotate(_short(p["label"], 40), (p["x"], p["y"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    if front:
+        fx = [pts[i]["x"] for i in front]
+        fy = [pts[i]["y"] for i in front]
+        ax.plot(fx, fy, "--", color="#d62728", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def pareto_front(xy: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated (lower-or-equal x and higher-or-equal y, one strictly), sorted by x."""
+    idx = []
+    for i, (x, y) in enumerate(xy):
+        if not any((x2 <= x and y2 >= y and (x2 < x or y2 > y)) for j, (x2, y2) in enumerate(xy) if j != i):
+            idx.append(i)
+    return sorted(idx, key=lambda i: xy[i][0])
+
+
+def main_effects(effects: Mapping[str, Mapping[str, tuple[float, float, float]]], *, ylabel: str) -> bytes:
+    """One panel per axis: mean metric per level with its interval.
+
+    Args:
+        effects: axis label -> level -> (mean, lo, hi).
+    """
+    n = max(len(effects), 1)
+    fig = _figure(min(3.3 * n + 0.6, 14), 3.3)
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    for ax, (axis, levels) in zip(axes, effects.items(), strict=False):
+        names = list(levels)
+        m = [levels[k][0] for k in names]
+        ax.errorbar(
+            range(len(names)),
+            m,
+            yerr=_err([levels[k][1] for k in names], [levels[k][2] for k in names], m),
+            fmt="o-",
+            capsize=4,
+            color="#2c7fb8",
+            lw=1.4,
+        )
+        ax.set_xticks(
+            range(len(names)), [_short(k, 18) for k in names], rotation=20 if len(names) > 3 else 0, fontsize=8
+        )
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.set_title(axis, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    return _png(fig)
+
+
+def confusion_grid(classes: Sequence[str], counts: np.ndarray, *, title: str) -> bytes:
+    """Small multiples of per-class 2x2 confusion matrices (rows: truth, columns: prediction).
+
+    Args:
+        classes: class names.
+        counts: ``(C, 2, 2)`` as ``sklearn.metrics.multilabel_confusion_matrix``: [[TN, FP], [FN, TP]].
+    """
+    n = len(classes)
+    ncol = min(6, max(n, 1))
+    nrow = math.ceil(n / ncol)
+    # A fixed grid: constrained layout over dozens of small axes costs seconds and gains nothing here.
+    fig = _figure(1.9 * ncol + 0.4, 1.9 * nrow + 0.6, layout=None)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=1 - 0.5 / (1.9 * nrow + 0.6), wspace=0.55, hspace=0.6)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        cm = counts[k].astype(np.float64)
+        rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        for i in range(2):
+            for j in range(2):
+                ax.text(
+                    j,
+                    i,
+                    f"{int(cm[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if rates[i, j] > 0.6 else "black",
+                )
+        ax.set_xticks([0, 1], ["pred -", "pred +"], fontsize=6)
+        ax.set_yticks([0, 1], ["true -", "true +"], fontsize=6)
+        ax.set_title(_short(classes[k], 24), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _short(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"

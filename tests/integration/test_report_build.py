@@ -1,0 +1,168 @@
+"""``locbench report`` and ``build_report`` on fake sweep folders written to the run-folder contract."""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from locbench.cli import main
+from locbench.errors import LocbenchError
+from locbench.report import Section, build_report
+from locbench.report import collect as collect_mod
+from locbench.report.analysis import analyze
+from locbench.report.collect import collect
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report_fixtures import make_sweep  # noqa: E402
+
+STRONG_FOCAL = {
+    "model.backbone": {"resnet18": 0.0, "efficientnet_b0": 0.0},
+    "loss.name": {"bce": 0.0, "focal": 1.2},
+    "augment.preset": {"standard": 0.0, "strong": 0.0},
+}
+NO_EFFECT = {k: dict.fromkeys(v, 0.0) for k, v in STRONG_FOCAL.items()}
+
+
+@pytest.fixture(scope="module")
+def sweep_report(tmp_path_factory) -> Path:
+    root = make_sweep(tmp_path_factory.mktemp("sweep") / "ablation")
+    build_report(root, n_resamples=200)
+    return root
+
+
+def test_report_writes_three_self_contained_files(sweep_report: Path):
+    html = (sweep_report / "report.html").read_text()
+    md = (sweep_report / "report.md").read_text()
+    # Offline: no external scripts, stylesheets or images; figures are inline base64 PNGs.
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 6
+    for title in (
+        "What was compared and how",
+        "Findings",
+        "Leaderboard",
+        "Comparisons with the baseline",
+        "Effects of each axis",
+        "Per-class AP",
+        "Training curves",
+        "Accuracy against cost",
+        "Best configuration in detail",
+        "Failed, diverged and unfinished runs",
+    ):
+        assert f"<h2>{title}</h2>" in html and f"## {title}" in md
+    assert "Student t over seeds" in html
+
+
+def test_leaderboard_csv_has_one_row_per_cell_sorted(sweep_report: Path):
+    rows = list(csv.DictReader((sweep_report / "leaderboard.csv").open()))
+    assert len(rows) == 8
+    maps = [float(r["map_mean"]) for r in rows]
+    assert maps == sorted(maps, reverse=True)
+    base = [r for r in rows if r["baseline"] == "True"]
+    assert len(base) == 1 and (base[0]["backbone"], base[0]["loss"], base[0]["augment"]) == (
+        "resnet18",
+        "bce",
+        "standard",
+    )
+    # The failed run (last cell, last seed) leaves that cell with two seeds; CI bounds bracket the mean.
+    last = next(r for r in rows if (r["backbone"], r["loss"], r["augment"]) == ("efficientnet_b0", "focal", "strong"))
+    assert last["n_seeds"] == "2"
+    for r in rows:
+        assert float(r["map_ci_lo"]) <= float(r["map_mean"]) <= float(r["map_ci_hi"])
+        assert float(r["gmacs"]) > 0
+
+
+def test_problem_runs_are_listed_with_their_reason(sweep_report: Path):
+    md = (sweep_report / "report.md").read_text()
+    section = md.split("## Failed, diverged and unfinished runs")[1]
+    assert "c07-s2" in section and "failed" in section and "CUDA out of memory" in section
+    assert "c02-s0" in section and "diverged" in section and "NaN" in section
+    assert "c00-s3" in section and "running" in section
+
+
+def test_planted_effect_is_found_and_null_effect_is_not_claimed(tmp_path: Path):
+    strong = make_sweep(tmp_path / "strong", effects=STRONG_FOCAL, noise=1.0, problems=False)
+    an = analyze(collect(strong))
+    claims = [f.text for f in an.findings if f.significant]
+    assert any(
+        t.startswith("loss=focal (instead of bce) raised val mAP over the baseline by")
+        and "3 seeds" in t
+        and "Holm-adjusted" in t
+        for t in claims
+    )
+    assert any(t.startswith("loss has a significant main effect") for t in claims)
+    null = make_sweep(tmp_path / "null", effects=NO_EFFECT, noise=1.0, problems=False)
+    an = analyze(collect(null))
+    assert not any(f.significant for f in an.findings)
+    assert an.findings[0].text.startswith("No difference in val mAP is statistically significant")
+    assert any("not significant" in f.text for f in an.findings)
+
+
+def test_single_seed_sweep_uses_image_bootstrap_and_reads_each_npz_once(tmp_path: Path, monkeypatch):
+    root = make_sweep(tmp_path / "one", backbones=("resnet18",), seeds=(0,), effects=STRONG_FOCAL, problems=False)
+    calls: list[Path] = []
+    real = collect_mod._load_npz
+    monkeypatch.setattr(collect_mod, "_load_npz", lambda p: calls.append(p) or real(p))
+    html = build_report(root, n_resamples=200).read_text()
+    assert len(calls) == len(set(calls)) == 4
+    assert "bootstrap over validation images (single seed)" in html
+    an = analyze(collect(root), n_resamples=200)
+    assert an.mode == "bootstrap"
+    # The recomputed mAP agrees with summary.json (scikit-learn in the fixture), so no mismatch note.
+    assert not any("differs" in n for n in an.notes)
+    assert all(an.estimates[c][m].has_ci for c in an.estimates for m in an.estimates[c])
+    claims = [f.text for f in an.findings if f.significant]
+    assert any(t.startswith("loss=focal (instead of bce) raised val mAP") and "single seed" in t for t in claims)
+    no_focal = [c for c in an.comparisons if c.cell in ("c01",)]  # augment=strong only: no planted effect
+    assert no_focal and not no_focal[0].significant
+
+
+@pytest.fixture(scope="module")
+def clean_sweep(tmp_path_factory) -> Path:
+    return make_sweep(tmp_path_factory.mktemp("clean") / "s", problems=False)
+
+
+def test_baseline_option(clean_sweep: Path):
+    sweep = collect(clean_sweep)
+    an = analyze(sweep, baseline="backbone=efficientnet_b0,loss=bce,augment=standard")
+    assert sweep.cell(an.baseline).axes["model.backbone"] == "efficientnet_b0"
+    assert an.baseline_why.startswith("chosen with --baseline")
+    assert analyze(sweep, baseline="c03-s1").baseline == "c03"
+    assert analyze(sweep, baseline="c05").baseline == "c05"
+    with pytest.raises(LocbenchError, match="unknown axis"):
+        analyze(sweep, baseline="optimizer=sgd")
+    with pytest.raises(LocbenchError, match="matches 2 cells"):
+        analyze(sweep, baseline="loss=bce,augment=standard")
+
+
+def test_extra_sections_are_rendered(tmp_path: Path):
+    root = make_sweep(tmp_path / "s", backbones=("resnet18",), augs=("standard",), problems=False)
+    extra = Section("Error analysis", "Some **markdown**.\n", "<p id='ea'>html body</p>")
+    html = build_report(root, extra_sections=[extra]).read_text()
+    assert "<h2>Error analysis</h2><p id='ea'>html body</p>" in html
+    assert "## Error analysis\n\nSome **markdown**." in (root / "report.md").read_text()
+
+
+def test_cli_report_options_and_user_errors(clean_sweep: Path, tmp_path: Path, capsys):
+    assert main(["-q", "report", str(clean_sweep), "--metric", "macro_f1", "--cell", "c05-s1"]) == 0
+    md = (clean_sweep / "report.md").read_text()
+    assert "Run c05-s1" in md and "Sorted by val macro F1 @0.5" in md
+    assert (clean_sweep / "report.html").exists() and (clean_sweep / "leaderboard.csv").exists()
+    assert capsys.readouterr().out.strip() == str(clean_sweep / "report.html")
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run folders found" in capsys.readouterr().err
+    assert main(["report", str(clean_sweep), "--baseline", "zzz"]) == 2
+    assert main(["report", str(clean_sweep), "--cell", "nope"]) == 2
+    assert "--cell nope" in capsys.readouterr().err
+
+
+def test_sweep_with_no_finished_run_is_a_user_error(tmp_path: Path):
+    run = tmp_path / "s" / "r1"
+    run.mkdir(parents=True)
+    (run / "status").write_text("running\n")
+    with pytest.raises(LocbenchError, match="no finished run"):
+        build_report(tmp_path / "s")
