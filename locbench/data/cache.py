@@ -30,6 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from locbench.data import io as imio
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 #: Seconds between writes of the progress bitmap: what a killed build loses at most.
 FLUSH_EVERY_S = 2.0
+#: Below this many fields to decode, starting worker processes (about a second) costs more than it saves.
+MIN_FIELDS_FOR_POOL = 128
 
 
 def default_cache_dir() -> Path:
@@ -177,13 +180,14 @@ def build_cache(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = cache_key(table, stains, size)
     folder = root / f"{table.format}-{size}-{''.join(c[0] for c in stains)}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder):
-        if not (folder / "complete").is_file():
-            _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)
-        else:
-            log.info("reusing cache %s", folder)
-        cache = open_cache(folder)
+    if (folder / "complete").is_file():  # finished: no lock needed, so a read-only shared cache works too
+        log.info("reusing cache %s", folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder):
+            if not (folder / "complete").is_file():  # another process may have finished it while we waited
+                _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)
+    cache = open_cache(folder)
     if cache.bad_ids:
         items = [f"{fid}: {reason}" for fid, reason in cache.bad_ids.items()]
         if not skip_bad:
@@ -272,7 +276,7 @@ def _build(
 
 def _run_chunks(chunks, pixels: str, dtype: np.dtype, stains, size: int, workers: int | None) -> Iterator[list]:
     workers = default_workers() if workers is None else workers
-    if workers <= 1 or len(chunks) <= 1:
+    if workers <= 1 or len(chunks) <= 1 or sum(len(c) for c in chunks) < MIN_FIELDS_FOR_POOL:
         for chunk in chunks:
             yield _fill_chunk(pixels, dtype.name, chunk, stains, size)
         return
@@ -320,6 +324,8 @@ def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int) -> list[tuple
             out.append((r, None))
         except imio.ImageReadError as e:
             out.append((r, f"{e.path.name}: {e.reason}"))
+        except cv2.error as e:  # OpenCV refusing a malformed image is a bad field, not a crash of the build
+            out.append((r, f"OpenCV cannot process it ({str(e).strip().splitlines()[-1]})"))
     arr.flush()  # rows reach the file before the parent marks them done
     return out
 

@@ -155,7 +155,8 @@ def test_cache_pickles_without_its_memory_map(table, tmp_path):
     assert clone._array is None and np.array_equal(clone.get(5), cache.get(5))
 
 
-def test_parallel_build_matches_serial(real_data, tmp_path):
+def test_parallel_build_matches_serial(real_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "MIN_FIELDS_FOR_POOL", 0)  # use the process pool even for 12 fields
     table = load_table(real_data / "kaggle2018").subset(range(12))
     par = build_cache(table, channels="rgby", size=32, cache_dir=tmp_path / "p", workers=2, chunk_size=2)
     ser = build_cache(table, channels="rgby", size=32, cache_dir=tmp_path / "s", workers=0)
