@@ -4,7 +4,14 @@ from locbench.cells.crops import CellCropDataset, CellIndex, index_cells, load_c
 from locbench.cells.metric import CellInstances, average_precision, cell_map, compare_masks, iou_matrix, pool_agreement
 from locbench.cells.rle import decode_binary_mask, encode_binary_mask
 from locbench.cells.segment import SEGMENTERS, Segmenter, make_segmenter, segment_dataset
-from locbench.cells.submission import SubmissionRow, make_row, read_submission, validate_submission, write_submission
+from locbench.cells.submission import (
+    SubmissionRow,
+    make_row,
+    read_submission,
+    rows_from_instances,
+    validate_submission,
+    write_submission,
+)
 
 __all__ = [
     "SEGMENTERS",
@@ -25,6 +32,7 @@ __all__ = [
     "make_segmenter",
     "pool_agreement",
     "read_submission",
+    "rows_from_instances",
     "segment_dataset",
     "validate_submission",
     "write_submission",

@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from locbench.cells.metric import CellInstances
 from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
 from locbench.data.channels import resolve_channels
 from locbench.errors import BadInputError, LocbenchError
@@ -245,6 +246,24 @@ class CellCropDataset:
             return self._cell_labels
         return self._targets[self.cells.image_index]
 
+    def instances(self, values: np.ndarray) -> Mapping[str, CellInstances]:
+        """Group per-cell rows (predicted probabilities, or :meth:`targets`) into images for :func:`cell_map`.
+
+        Args:
+            values: (len(self), C), row ``k`` for item ``k``.
+
+        Returns:
+            A read-only mapping image ID → :class:`~locbench.cells.metric.CellInstances`; each image's mask is
+            read when the image is looked up, so scoring a large split holds one mask at a time.
+        """
+        values = np.asarray(values)
+        if values.ndim != 2 or len(values) != len(self):
+            raise LocbenchError(f"instances() needs one row per cell: shape ({len(self)}, C), got {values.shape}")
+        rows: dict[int, list[int]] = {}
+        for k, i in enumerate(self.cells.image_index.tolist()):
+            rows.setdefault(i, []).append(k)
+        return _LazyInstances(self, values, rows)
+
     def _field(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(stack (C, H, W) uint8, mask (H, W) int32 at the image's resolution) of table row ``i``."""
         if i in self._cache:
@@ -290,6 +309,28 @@ class CellCropDataset:
             raise IndexError(k)
         k = k % len(self)
         return torch.from_numpy(np.ascontiguousarray(self.crop(k))), torch.from_numpy(self.target(k).copy())
+
+
+class _LazyInstances(Mapping):
+    """image ID → CellInstances, reading the mask on access (see :meth:`CellCropDataset.instances`)."""
+
+    def __init__(self, ds: CellCropDataset, values: np.ndarray, rows: dict[int, list[int]]) -> None:
+        self._ds = ds
+        self._values = values
+        self._rows = {ds._ids[i]: (i, r) for i, r in rows.items()}
+
+    def __getitem__(self, image_id: str) -> CellInstances:
+        i, rows = self._rows[image_id]
+        mask = read_mask(mask_path(self._ds.masks_dir, image_id))
+        return CellInstances(
+            mask=mask, cell_ids=self._ds.cells.cell_id[rows].astype(np.int64), values=self._values[rows]
+        )
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

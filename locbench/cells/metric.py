@@ -188,20 +188,19 @@ def cell_map(
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(names) != num_classes:
         raise LocbenchError(f"class_names has {len(names)} names for num_classes={num_classes}")
-    for where, group in (("prediction", predictions), ("ground truth", ground_truth)):
-        bad = [k for k, v in group.items() if v.values.shape[1] != num_classes]
-        if bad:
-            raise BadInputError(f"{where} values do not have num_classes={num_classes} columns", bad)
 
     scores: list[list[float]] = [[] for _ in range(num_classes)]
     hits: list[list[bool]] = [[] for _ in range(num_classes)]
     num_gt = np.zeros(num_classes, dtype=np.int64)
+    # One image at a time: ``ground_truth`` and ``predictions`` may be lazy mappings that read masks on access.
     for image_id, truth in ground_truth.items():
+        _check_columns(truth, num_classes, f"ground truth of {image_id}")
         labels = truth.values > 0
         num_gt += labels.sum(axis=0)
         pred = predictions.get(image_id)
         if pred is None or len(pred.cell_ids) == 0:
             continue
+        _check_columns(pred, num_classes, f"predictions of {image_id}")
         iou = _instance_iou(pred, truth)
         for c in range(num_classes):
             conf = pred.values[:, c]
@@ -237,6 +236,11 @@ def cell_map(
         "absent_classes": absent,
         "iou_threshold": iou_threshold,
     }
+
+
+def _check_columns(cells: CellInstances, num_classes: int, where: str) -> None:
+    if cells.values.shape[1] != num_classes:
+        raise LocbenchError(f"{where}: {cells.values.shape[1]} class columns, expected num_classes={num_classes}")
 
 
 def _instance_iou(pred: CellInstances, truth: CellInstances) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from locbench.cells.metric import CellInstances
 from locbench.cells.rle import decode_binary_mask, encode_binary_mask
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_text
@@ -72,6 +73,17 @@ def make_row(
     return SubmissionRow(
         image_id, width=int(mask.shape[1]), height=int(mask.shape[0]), prediction_string=" ".join(triples)
     )
+
+
+def rows_from_instances(
+    instances: Mapping[str, CellInstances], *, min_confidence: float | None = None
+) -> list[SubmissionRow]:
+    """One row per image from predicted cells (e.g. ``CellCropDataset.instances(probs)``); NaN = not predicted."""
+    rows = []
+    for image_id, cells in instances.items():
+        scores = {int(c): dict(enumerate(map(float, v))) for c, v in zip(cells.cell_ids, cells.values, strict=True)}
+        rows.append(make_row(image_id, cells.mask, scores, min_confidence=min_confidence))
+    return rows
 
 
 def _fmt(v: float) -> str:

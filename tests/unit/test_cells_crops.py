@@ -12,7 +12,7 @@ import torch
 from locbench.cells import crops as crops_mod
 from locbench.cells.crops import CellCropDataset, index_cells, load_cell_labels
 from locbench.data.formats import load_table
-from locbench.errors import BadInputError
+from locbench.errors import BadInputError, LocbenchError
 
 STAIN_VALUES = {"red": 10, "green": 20, "blue": 30, "yellow": 40}
 
@@ -131,3 +131,23 @@ def test_fields_are_read_once_for_consecutive_cells(data, monkeypatch):
     for k in range(len(ds)):
         ds[k]
     assert len(calls) == 2  # image a (two cells), then image b
+
+
+def test_cell_rows_group_back_into_images_for_the_metric_and_the_submission(data, tmp_path):
+    from locbench.cells.metric import cell_map
+    from locbench.cells.submission import parse_prediction_string, rows_from_instances
+
+    labels = load_cell_labels(data / "cells.csv", num_classes=19)
+    ds = CellCropDataset(load_table(data), data / "masks", [0, 1], cell_labels=labels)
+    truth = ds.instances(ds.targets())
+    assert sorted(truth) == ["a", "b"]
+    assert truth["a"].cell_ids.tolist() == [1, 2] and truth["a"].mask.shape == (64, 64)
+    probs = np.where(ds.targets() > 0, 0.8, np.nan)
+    assert cell_map(ds.instances(probs), truth, num_classes=19)["map"] == 1.0
+    probs[1, 3] = np.nan  # cell a/2 loses class 3, its only cell of that class
+    r = cell_map(ds.instances(probs), truth, num_classes=19)
+    assert r["per_class"]["3"]["ap"] == 0.0 and r["per_class"]["2"]["ap"] == 1.0
+    rows = rows_from_instances(ds.instances(probs))
+    assert [(lab, conf) for lab, conf, _ in parse_prediction_string(rows[0])] == [(0, 0.8), (2, 0.8)]
+    with pytest.raises(LocbenchError, match="one row per cell"):
+        ds.instances(probs[:2])
