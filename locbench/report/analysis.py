@@ -136,10 +136,20 @@ def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
 
 def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Predictions of each run on the same image ids in the same order (the intersection), with notes."""
+    from locbench.metrics import check_inputs
+
     preds = {name: r.predictions() for name, r in runs.items()}
     missing = [n for n, p in preds.items() if p is None]
-    preds = {n: p for n, p in preds.items() if p is not None}
     notes = []
+    for n, p in list(preds.items()):
+        if p is None:
+            continue
+        try:
+            check_inputs(p.probs, p.targets)
+        except LocbenchError as e:
+            notes.append(f"{runs[n].path / 'predictions' / 'val.npz'}: {e}; left out of the bootstrap")
+            preds[n] = None
+    preds = {n: p for n, p in preds.items() if p is not None}
     if missing:
         notes.append(f"no predictions/val.npz for {', '.join(missing)}: left out of the bootstrap")
     if not preds:
@@ -156,7 +166,19 @@ def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarr
     return out, notes
 
 
+def _observed(metric: str, sweep: Sweep, run: Run, probs: np.ndarray, targets: np.ndarray) -> float:
+    """The metric on all validation images, by the project's definition (``locbench.metrics``)."""
+    from locbench.metrics import compute_metrics
+
+    thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else 0.5
+    names = sweep.classes if len(sweep.classes) == probs.shape[1] else [str(i) for i in range(probs.shape[1])]
+    out = compute_metrics(probs, targets, class_names=names, thresholds=thr)
+    v = out["map" if metric == "map" else "macro_f1"]
+    return float(v) if v is not None else math.nan
+
+
 def _score_fn(metric: str, sweep: Sweep, run: Run):
+    """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``)."""
     if metric == "map":
         return stats.weighted_macro_ap
     thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
@@ -287,14 +309,14 @@ def _bootstrap(
     aligned, notes = _aligned_predictions(runs)
     estimates: dict[str, dict[str, stats.Estimate]] = {}
     draws_by_metric: dict[str, tuple[dict, dict]] = {}
+    # One set of resamples for every run and metric: comparisons are paired on the same resampled images.
+    n_img = len(next(iter(aligned.values()))[0]) if aligned else 0
+    w_all = stats.resample_weights(n_img, n_resamples, seed=seed) if aligned else None
     for m in METRICS:
         observed, draws = {}, {}
         for name, (p, t) in aligned.items():
-            o, d = stats.bootstrap_metric(
-                {name: (p, t)}, _score_fn(m, sweep, runs[name]), n_resamples=n_resamples, seed=seed
-            )
-            observed.update(o)
-            draws.update(d)
+            observed[name] = _observed(m, sweep, runs[name], p, t)
+            draws[name] = stats.score_resamples(_score_fn(m, sweep, runs[name]), p, t, w_all)
         draws_by_metric[m] = (observed, draws)
     for c in cells:
         estimates[c.cell_id] = {}

@@ -347,12 +347,12 @@ def _curves_section(sweep: Sweep) -> Section:
 
 def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
     label = metric_label(an.metric)
-    h, md = "", ""
+    varying = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1]
+    panels, md = [], ""
     for key, xlabel in (("gmacs", "GMACs per image (forward)"), ("epoch_s", "seconds per training epoch")):
         pts = [
             {
-                "label": ", ".join(str(r.get(sweep.axis_labels[k], "")) for k in sweep.axes if len(sweep.axes[k]) > 1)
-                or r["cell"],
+                "label": ", ".join(str(r.get(a, "")) for a in varying) or r["cell"],
                 "x": r[key],
                 "y": r[f"{an.metric}_mean"],
                 "lo": r[f"{an.metric}_ci_lo"],
@@ -360,19 +360,20 @@ def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
             }
             for r in rows
         ]
-        pts = [p for p in pts if math.isfinite(p["x"])]
+        pts = [p for p in pts if math.isfinite(p["x"]) and math.isfinite(p["y"])]
         if not pts:
             continue
-        h += image(plots.pareto(pts, xlabel=xlabel, ylabel=label, title=f"{label} against {xlabel}"), f"{key} pareto")
+        panels.append((xlabel, pts))
         front = plots.pareto_front([(p["x"], p["y"]) for p in pts])
-        md += f"Pareto front ({xlabel}): " + "; ".join(pts[i]["label"] for i in front) + "\n\n"
-    if not h:
+        md += f"Pareto front against {xlabel}: " + "; ".join(pts[i]["label"] for i in front) + "\n\n"
+    if not panels:
         return Section("Accuracy against cost", *para("No cost figures in summary.json."))
     txt = (
-        "Red points: the Pareto front, configurations that no other one beats on both accuracy and cost. "
-        "Error bars: the intervals of the leaderboard."
+        "Red, labelled: the Pareto front, configurations that no other one beats on both accuracy and cost "
+        f"({', '.join(varying) or 'cell'}). Error bars: the intervals of the leaderboard."
     )
-    return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + h)
+    png = plots.pareto(panels, ylabel=label)
+    return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + image(png, "accuracy against cost"))
 
 
 def _focus(sweep: Sweep, an: Analysis, spec: str | None) -> tuple[str, list[Run]]:
@@ -433,15 +434,19 @@ def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
 
 
 def _confusion(sweep: Sweep, runs: list[Run]) -> np.ndarray | None:
-    from sklearn.metrics import multilabel_confusion_matrix
+    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions)."""
+    from locbench.metrics import multilabel_confusion
 
     total = None
     for r in runs:
         p = r.predictions()
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
-        pred = (p.probs >= r.thresholds(sweep.classes)[None, :]).astype(np.uint8)
-        cm = multilabel_confusion_matrix(p.targets.astype(np.uint8), pred)
+        try:
+            cm = multilabel_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
+        except LocbenchError as e:
+            log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / "val.npz", e)
+            continue
         total = cm if total is None else total + cm
     return total
 

@@ -77,38 +77,60 @@ def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], ke
     return _png(fig)
 
 
-def pareto(points: Sequence[dict], *, xlabel: str, ylabel: str, title: str) -> bytes:
-    """Accuracy against cost; the Pareto front (no other cell is both cheaper and better) is joined by a line.
+def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> bytes:
+    """Accuracy against cost, one panel per cost; the Pareto front (no other cell is both cheaper and better)
+    is drawn in red, joined by a line and labelled (other points would overlap; they are in the leaderboard).
 
     Args:
-        points: dicts with ``label``, ``x``, ``y``, ``lo``, ``hi`` (interval of y).
+        panels: (x-axis label, points) pairs; a point is a dict with ``label``, ``x``, ``y``, ``lo``, ``hi``.
     """
-    fig = _figure(7.5, 4.6)
-    ax = fig.add_subplot()
-    pts = [p for p in points if math.isfinite(p["x"]) and math.isfinite(p["y"])]
-    front = pareto_front([(p["x"], p["y"]) for p in pts])
-    for i, p in enumerate(pts):
-        on = i in front
-        ax.errorbar(
-            p["x"],
-            p["y"],
-            yerr=_err([p["lo"]], [p["hi"]], [p["y"]]),
-            fmt="o",
-            color="#d62728" if on else "#1f77b4",
-            ms=6 if on else 4,
-            capsize=2,
-            lw=1,
-        )
-        ax.annotate(_short(p["label"], 40), (p["x"], p["y"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
-    if front:
-        fx = [pts[i]["x"] for i in front]
-        fy = [pts[i]["y"] for i in front]
-        ax.plot(fx, fy, "--", color="#d62728", lw=1, label="Pareto front")
-        ax.legend(fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
+    fig = _figure(6.0 * len(panels), 4.4)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (xlabel, points) in zip(axes, panels, strict=True):
+        pts = [p for p in points if math.isfinite(p["x"]) and math.isfinite(p["y"])]
+        front = pareto_front([(p["x"], p["y"]) for p in pts])
+        others = [p for i, p in enumerate(pts) if i not in front]
+        if others:
+            ax.errorbar(
+                [p["x"] for p in others],
+                [p["y"] for p in others],
+                yerr=_err([p["lo"] for p in others], [p["hi"] for p in others], [p["y"] for p in others]),
+                fmt="o",
+                color="#7f9fbf",
+                ms=4,
+                capsize=2,
+                lw=0.8,
+                alpha=0.8,
+                label="other configurations",
+            )
+        if front:
+            fp = [pts[i] for i in front]
+            ax.errorbar(
+                [p["x"] for p in fp],
+                [p["y"] for p in fp],
+                yerr=_err([p["lo"] for p in fp], [p["hi"] for p in fp], [p["y"] for p in fp]),
+                fmt="o--",
+                color="#d62728",
+                ms=6,
+                capsize=2,
+                lw=1,
+                label="Pareto front",
+            )
+            for k, p in enumerate(fp):
+                # Alternate the label side so neighbouring front points do not print over each other.
+                ax.annotate(
+                    _short(p["label"], 40),
+                    (p["x"], p["y"]),
+                    xytext=(6, 8 if k % 2 == 0 else -12),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#8b1a1a",
+                )
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.margins(x=0.15)
+    axes[0].set_ylabel(ylabel)
     return _png(fig)
 
 
@@ -163,9 +185,9 @@ def confusion_grid(classes: Sequence[str], counts: np.ndarray, *, title: str) ->
     ncol = min(6, max(n, 1))
     nrow = math.ceil(n / ncol)
     # A fixed grid: constrained layout over dozens of small axes costs seconds and gains nothing here.
-    fig = _figure(1.9 * ncol + 0.4, 1.9 * nrow + 0.6, layout=None)
+    fig = _figure(1.9 * ncol + 0.4, 1.9 * nrow + 0.8, layout=None)
     axes = fig.subplots(nrow, ncol, squeeze=False)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=1 - 0.5 / (1.9 * nrow + 0.6), wspace=0.55, hspace=0.6)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=1 - 0.75 / (1.9 * nrow + 0.8), wspace=0.55, hspace=0.6)
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")

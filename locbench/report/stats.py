@@ -314,29 +314,54 @@ def weighted_macro_ap(probs: np.ndarray, targets: np.ndarray, weights: np.ndarra
     Returns:
         ``(B,)`` macro AP per resample.
     """
-    weights = np.atleast_2d(weights)
-    B = weights.shape[0]
-    C = probs.shape[1]
-    ap = np.full((B, C), np.nan)
+    from scipy import sparse
+
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    B, (N, C) = weights.shape[0], probs.shape
+    # AP only changes at score thresholds whose tie group holds a positive, so per class we need, at the end of
+    # each such group k, the weight of all images ranked up to it (total_k) and of the positives (tp_k). Both are
+    # cumulative sums of per-segment sums; one sparse (segments x images) matrix times the (images x resamples)
+    # weights gives every segment sum of every class at once, with no per-resample sorting or copying.
+    rows, cols, spans = [], [], []
+    offset = 0
     for c in range(C):
-        y = targets[:, c].astype(np.float64)
-        if y.sum() == 0:
+        y = targets[:, c] > 0
+        if not y.any():
+            spans.append(None)
             continue
         order = np.argsort(-probs[:, c], kind="stable")
         s = probs[order, c]
-        # Last index of each run of equal scores: precision and recall are read at distinct thresholds only.
+        new_group = np.r_[True, s[1:] != s[:-1]]
+        group = np.cumsum(new_group) - 1
         ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-        w = weights[:, order]
-        tp = np.cumsum(w * y[order], axis=1)[:, ends]
-        total = np.cumsum(w, axis=1)[:, ends]
-        pos = tp[:, -1:]
+        pos_sorted = np.flatnonzero(y[order])
+        kends = ends[np.unique(group[pos_sorted])]
+        k = kends.size
+        seg = np.searchsorted(kends, np.arange(N), side="left")  # segment of each sorted position
+        keep = seg < k
+        rows += [order[keep], order[pos_sorted]]
+        cols += [offset + seg[keep], offset + k + seg[pos_sorted]]
+        spans.append((offset, k))
+        offset += 2 * k
+    ap = np.full((B, C), np.nan)
+    if offset == 0:
+        return np.full(B, np.nan)
+    r = np.concatenate(rows)
+    m = sparse.csr_matrix((np.ones(r.size), (np.concatenate(cols), r)), shape=(offset, N))
+    seg_sums = np.asarray(m @ weights.T)  # (segments, B)
+    for c, span in enumerate(spans):
+        if span is None:
+            continue
+        off, k = span
+        total = np.cumsum(seg_sums[off : off + k], axis=0)
+        tp = np.cumsum(seg_sums[off + k : off + 2 * k], axis=0)
+        d_tp = np.diff(tp, axis=0, prepend=0.0)
+        pos = tp[-1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(total > 0, tp / total, 0.0)
-            recall = tp / pos
-            d_recall = np.diff(np.hstack([np.zeros((B, 1)), recall]), axis=1)
-            ap[:, c] = np.where(pos[:, 0] > 0, np.sum(d_recall * precision, axis=1), np.nan)
+            precision = np.where(total > 0, tp / np.where(total > 0, total, 1.0), 0.0)
+            ap[:, c] = np.where(pos > 0, np.sum(d_tp * precision, axis=0) / np.where(pos > 0, pos, 1.0), np.nan)
     with np.errstate(invalid="ignore"):
-        return np.nanmean(ap, axis=1) if C else np.full(B, np.nan)
+        return np.nanmean(ap, axis=1)
 
 
 def weighted_macro_f1(
@@ -344,22 +369,19 @@ def weighted_macro_f1(
 ) -> np.ndarray:
     """Macro F1 of one run at fixed per-class ``thresholds`` under each row of ``weights``.
 
-    Classes with no positive in the full validation set are left out (as their F1 is not defined by data);
-    a present class with no positive and no prediction in a resample scores 0 there.
+    As :func:`locbench.metrics.compute_metrics` on the resampled arrays: a class with no positive in a resample
+    is absent there and left out of that resample's mean; a present class with nothing predicted scores 0.
     """
     weights = np.atleast_2d(weights)
     pred = (probs >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64)
     t = targets.astype(np.float64)
-    keep = t.sum(axis=0) > 0
     tp = weights @ (pred * t)
     fp = weights @ (pred * (1 - t))
     fn = weights @ ((1 - pred) * t)
     denom = 2 * tp + fp + fn
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
-    if not keep.any():
-        return np.full(weights.shape[0], np.nan)
-    return f1[:, keep].mean(axis=1)
+        f1 = np.where(tp + fn > 0, np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), 0.0), np.nan)
+        return np.nanmean(f1, axis=1)
 
 
 def bootstrap_metric(
@@ -389,10 +411,20 @@ def bootstrap_metric(
     observed, draws = {}, {}
     for name, (probs, targets) in runs.items():
         observed[name] = float(score(probs, targets, np.ones((1, n)))[0])
-        draws[name] = np.concatenate(
-            [score(probs, targets, w_all[i : i + chunk]) for i in range(0, n_resamples, chunk)]
-        )
+        draws[name] = score_resamples(score, probs, targets, w_all, chunk=chunk)
     return observed, draws
+
+
+def score_resamples(
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    *,
+    chunk: int = 200,
+) -> np.ndarray:
+    """``score`` under every row of ``weights``, ``chunk`` rows at a time (bounds memory to chunk x N)."""
+    return np.concatenate([score(probs, targets, weights[i : i + chunk]) for i in range(0, len(weights), chunk)])
 
 
 def percentile_interval(draws: np.ndarray, *, conf: float = 0.95) -> tuple[float, float]:

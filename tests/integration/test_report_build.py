@@ -39,7 +39,8 @@ def test_report_writes_three_self_contained_files(sweep_report: Path):
     md = (sweep_report / "report.md").read_text()
     # Offline: no external scripts, stylesheets or images; figures are inline base64 PNGs.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 6
+    # main effects, per-class AP, training curves, accuracy against cost, confusion matrices
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 5
     for title in (
         "What was compared and how",
         "Findings",
@@ -166,3 +167,16 @@ def test_sweep_with_no_finished_run_is_a_user_error(tmp_path: Path):
     (run / "status").write_text("running\n")
     with pytest.raises(LocbenchError, match="no finished run"):
         build_report(tmp_path / "s")
+
+
+def test_corrupt_predictions_are_left_out_with_a_note(tmp_path: Path):
+    import numpy as np
+
+    root = make_sweep(tmp_path / "one", backbones=("resnet18",), augs=("standard",), seeds=(0,), problems=False)
+    bad = root / "c01-s0" / "predictions" / "val.npz"
+    z = dict(np.load(bad))
+    z["probs"][0, 0] = np.nan
+    np.savez(bad, **z)
+    an = analyze(collect(root), n_resamples=100)
+    assert any("c01-s0" in n and "NaN" in n and "left out of the bootstrap" in n for n in an.notes)
+    assert an.comparisons == []  # the only other cell cannot be compared on images

@@ -207,3 +207,27 @@ def test_bootstrap_compare_is_paired_on_the_same_resamples():
     assert rows["copy"].diff == 0 and rows["copy"].lo == 0 and rows["copy"].hi == 0 and rows["copy"].p == 1.0
     assert rows["strong"].significant and rows["strong"].lo > 0
     assert "single seed" in rows["strong"].method
+
+
+def test_weighted_metrics_equal_locbench_compute_metrics_on_resampled_arrays():
+    # The bootstrap must score a resample exactly as the engine scores a validation set.
+    from locbench.metrics import compute_metrics
+
+    rng = np.random.default_rng(4)
+    n, c = 60, 5
+    targets = (rng.random((n, c)) < 0.25).astype(np.uint8)
+    targets[:, 4] = 0
+    targets[0, 4] = 1  # rare: absent from some resamples, where it must be left out of both averages
+    probs = np.round(rng.random((n, c)), 2)
+    thr = np.array([0.5, 0.4, 0.6, 0.3, 0.5])
+    names = [f"k{j}" for j in range(c)]
+    idx, w = _resampled(n, rng, 15)
+    got_ap = stats.weighted_macro_ap(probs, targets, w)
+    got_f1 = stats.weighted_macro_f1(probs, targets, w, thr)
+    absent_seen = False
+    for k in range(15):
+        ref = compute_metrics(probs[idx[k]], targets[idx[k]], class_names=names, thresholds=thr)
+        absent_seen |= bool(ref["absent_classes"])
+        assert got_ap[k] == pytest.approx(ref["map"], abs=1e-12)
+        assert got_f1[k] == pytest.approx(ref["macro_f1"], abs=1e-12)
+    assert absent_seen
