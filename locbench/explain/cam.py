@@ -43,9 +43,20 @@ SCORECAM_BATCH = 32
 
 
 def unwrap_backbone(model: nn.Module) -> nn.Module:
-    """Return ``model.backbone`` when locbench wrapped a timm model with a custom head, else ``model``."""
-    inner = getattr(model, "backbone", None)
-    return inner if isinstance(inner, nn.Module) else model
+    """Find the timm backbone inside ``model``.
+
+    Returns the first ``backbone`` attribute found (locbench's backbone + head wrapper), also when nested, as in
+    a finished run's ``nn.Sequential(Normalize, wrapper)``; else the first timm-like module (ViT blocks or
+    ``feature_info``); else ``model`` itself.
+    """
+    for m in model.modules():  # the model itself first, then its submodules depth-first
+        inner = getattr(m, "backbone", None)
+        if isinstance(inner, nn.Module):
+            return inner
+    for m in model.modules():
+        if is_vit(m) or _last_feature_module(m) is not None:
+            return m
+    return model
 
 
 def is_vit(model: nn.Module) -> bool:

@@ -95,6 +95,11 @@ def test_default_target_layer_per_family_and_through_wrapper() -> None:
 
     wrapped = _Wrapped("test_vit")
     assert default_target_layer(wrapped) is wrapped.backbone.blocks[-1].norm1
+    # What a finished run's model() looks like: input normalisation in front of the wrapper.
+    run_model = nn.Sequential(nn.Identity(), _Wrapped("test_resnet"))
+    assert default_target_layer(run_model) is run_model[1].backbone.layer4
+    cams = compute_cams(run_model, torch.rand(1, 4, SIZE, SIZE), [1])
+    assert cams.shape == (1, 1, SIZE, SIZE) and _hooks_left(run_model) == 0
     cams = compute_cams(wrapped, torch.rand(2, 4, SIZE, SIZE), [[0], [2]], method="gradcam++")
     assert cams.shape == (2, 1, SIZE, SIZE) and cams.max() > 0.5
     assert _hooks_left(wrapped) == 0
