@@ -722,7 +722,7 @@ def _intermediate_filaments(p: Painter, i: int, a: float) -> None:
     y0, x0, tan = np.tile(y0, 2), np.tile(x0, 2), np.concatenate([tan, tan + math.pi])
     ys, xs = walk(rng, y0, x0, tan, int(1.2 * cell.radius / 0.5), 0.5, 0.09)
     ys, xs = clip_fibres(g, ys, xs, i)
-    p.cyto.curves(ys, xs, 0.7 * a, 0.6, 0.5)
+    p.cyto.curves(ys, xs, 0.5 * a, 0.6, 0.5)
 
 
 def _actin(p: Painter, i: int, a: float) -> None:
