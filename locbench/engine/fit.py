@@ -28,6 +28,7 @@ from locbench.engine.device import amp_dtype, peak_memory_mb, pick_device, use_c
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.errors import LocbenchError
 from locbench.store.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,22 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
 
     run = RunDir(Path(out))
     dist = DistEnv.from_env()
-    _check_run_folder(run, cfg, resume)
     device = _setup_device(cfg, dist)
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
+    lock = FileLock(run.root / ".lock")
     if dist.main:
+        _check_run_folder(run, cfg, resume)
         run.root.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire(blocking=False):
+            raise LocbenchError(f"{run.root} is being trained by another process right now")
         _attach_log_file(run)
         atomic_write_text(run.config, dump_config(cfg))
         atomic_write_json(run.env, environment(str(device)))
         run.set_status("running")
+    if dist.world > 1:
+        torch.distributed.barrier()
     try:
         return _train(
             cfg, run, dist, device, resume, build_augmentation, build_loss, build_model, count_params, measure_gmacs
@@ -111,6 +117,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
         raise
     finally:
         _detach_log_file()
+        lock.release()
 
 
 def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build_model, count_params, measure_gmacs):
@@ -439,6 +446,11 @@ def _save_predictions(path: Path, val: dict, table, indices) -> None:
     ids = np.array([table.ids[i] for i in indices])
     np.savez(buf, ids=ids, probs=val["probs"], targets=val["targets"])
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _num(x: float | None) -> float:
+    """A metric for a log line: None (undefined, no class present) prints as nan."""
+    return float("nan") if x is None else x
 
 
 def _should_stop(cfg, state) -> bool:

@@ -1,1 +1,1 @@
-
+"""Sweeps: grids as data, a resumable runner, local and SLURM executors."""

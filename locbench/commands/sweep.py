@@ -1,0 +1,65 @@
+"""`locbench sweep SWEEP.yaml --out DIR`: every cell of a grid, resumable, locally or on SLURM."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run every cell of a sweep file (resumable; local or SLURM)",
+        description="Run every cell of a sweep into DIR/<run_id>/. Re-running the same command "
+        "skips finished cells and resumes interrupted ones.",
+    )
+    p.add_argument("sweep_file", help="a sweep YAML (see configs/sweeps/)")
+    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--data", help="dataset for every cell (overrides the sweep file's data.path)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every cell")
+    p.add_argument("--workers", type=int, default=1, help="cells at once (one GPU each where several)")
+    p.add_argument(
+        "--executor",
+        default="inline",
+        choices=["inline", "local", "slurm"],
+        help="inline: this process; local: submitit's local executor; slurm: a SLURM job array",
+    )
+    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged cells again")
+    p.add_argument("--no-wait", action="store_true", help="local/slurm: return once the jobs are submitted")
+    g = p.add_argument_group("SLURM (also settable in the sweep file's executor: section)")
+    g.add_argument("--partition")
+    g.add_argument("--gpus-per-node", type=int)
+    g.add_argument("--timeout-min", type=int)
+    g.add_argument("--mem-gb", type=int)
+    g.add_argument("--cpus-per-task", type=int)
+    g.add_argument("--array-parallelism", type=int)
+    p.add_argument("--report", action="store_true", help="write the report when the sweep is finished")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from locbench.config import parse_set
+    from locbench.sweep.runner import run_sweep
+
+    slurm = {
+        k: getattr(args, k)
+        for k in ("partition", "gpus_per_node", "timeout_min", "mem_gb", "cpus_per_task", "array_parallelism")
+        if getattr(args, k) is not None
+    }
+    counts = run_sweep(
+        args.sweep_file,
+        args.out,
+        data=args.data,
+        overrides=parse_set(args.set),
+        workers=args.workers,
+        executor=args.executor,
+        retry_failed=args.retry_failed,
+        slurm=slurm,
+        wait=not args.no_wait,
+    )
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if args.report:
+        from locbench.report import build_report
+
+        print(f"report: {build_report(args.out)}")
+    bad = counts.get("failed", 0) + counts.get("diverged", 0)
+    return 1 if bad else 0

@@ -1,0 +1,56 @@
+"""Advisory file locks (fcntl.flock): released by the kernel when the holder dies, even by kill -9."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from locbench.errors import LocbenchError
+
+
+class FileLock:
+    """An exclusive lock on ``path``; ``acquire(blocking=False)`` returns False if another process holds it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """True if another process holds the lock right now (probes without keeping it)."""
+        if not self.path.exists():
+            return False
+        if self.acquire(blocking=False):
+            self.release()
+            return False
+        return True
+
+    def __enter__(self) -> FileLock:
+        if not self.acquire(blocking=False):
+            raise LocbenchError(f"{self.path.parent} is in use by another locbench process (lock {self.path})")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

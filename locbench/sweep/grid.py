@@ -1,0 +1,216 @@
+"""Sweep files: a base configuration, a grid of dotted keys, seeds, exclusions and conditional overrides.
+
+```yaml
+name: study
+base: ../base.yaml            # optional run-config preset, relative to this file
+config: {train: {epochs: 20}} # optional inline base, same shape as a run config
+grid:                         # cartesian product of these axes
+  model.backbone: [resnet50, efficientnet_b0]
+  loss.name: [bce, focal]
+seeds: [0, 1, 2]              # each seed sets every key in seed_keys (default train.seed, data.split_seed)
+exclude:                      # drop cells matching all given axis values
+  - {model.backbone: resnet50, loss.name: focal}
+overrides:                    # where `when` matches, apply `set`
+  - when: {model.backbone: efficientnet_b0}
+    set: {train.batch_size: 64}
+executor: {partition: gpu, gpus_per_node: 1, timeout_min: 600}   # defaults for --executor slurm
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from locbench.config import RunConfig, merge, read_yaml, set_dotted
+from locbench.errors import LocbenchError
+
+SWEEP_KEYS = {"name", "base", "config", "grid", "seeds", "seed_keys", "exclude", "overrides", "executor", "description"}
+#: Keys that do not change what a run computes: left out of the run id's hash.
+NON_RESULT_KEYS = ("data.path", "data.split", "data.workers", "data.cache_dir", "train.device", "log.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep: a grid point and a seed."""
+
+    run_id: str
+    cell_id: str
+    axes: dict[str, Any]
+    seed: int
+    config: RunConfig
+
+    def record(self, sweep_name: str) -> dict[str, Any]:
+        return {
+            "sweep": sweep_name,
+            "cell_id": self.cell_id,
+            "axes": self.axes,
+            "seed": self.seed,
+            "run_id": self.run_id,
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: Path | None
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    cells: list[Cell]
+    executor: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def load_sweep(path: str | Path, *, data: str | None = None, extra: dict[str, Any] | None = None) -> Sweep:
+    """Read and expand a sweep file; ``data`` and ``extra`` (dotted overrides) apply to every cell."""
+    path = Path(path)
+    spec = read_yaml(path)
+    return expand(spec, where=str(path), base_dir=path.parent, data=data, extra=extra, path=path)
+
+
+def expand(
+    spec: dict[str, Any],
+    *,
+    where: str = "sweep",
+    base_dir: Path = Path("."),
+    data: str | None = None,
+    extra: dict[str, Any] | None = None,
+    path: Path | None = None,
+) -> Sweep:
+    """Expand a sweep mapping into cells; every mistake names the key and the file."""
+    unknown = sorted(set(spec) - SWEEP_KEYS)
+    if unknown:
+        raise LocbenchError(
+            f"{where}: unknown sweep key(s) {', '.join(unknown)}; valid: {', '.join(sorted(SWEEP_KEYS))}"
+        )
+    base = RunConfig().to_dict()
+    if spec.get("base"):
+        merge(base, read_yaml(base_dir / spec["base"]), where=str(base_dir / spec["base"]))
+    if spec.get("config"):
+        merge(base, spec["config"], where=f"{where}: config")
+    if data:
+        base["data"]["path"] = data
+    for key, value in (extra or {}).items():
+        set_dotted(base, key, value)
+
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise LocbenchError(f"{where}: grid must map dotted keys to lists of values")
+    if not grid:
+        raise LocbenchError(
+            f"{where}: the grid is empty; give at least one axis, e.g. grid: {{loss.name: [bce, focal]}}"
+        )
+    for key, values in grid.items():
+        _check_key(base, key, f"{where}: grid")
+        if not isinstance(values, list) or not values:
+            raise LocbenchError(f"{where}: grid axis {key!r} needs a non-empty list of values, got {values!r}")
+        if len(set(map(_freeze, values))) != len(values):
+            raise LocbenchError(f"{where}: grid axis {key!r} lists a value twice: {values}")
+    seeds = spec.get("seeds", [0])
+    if isinstance(seeds, int):
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise LocbenchError(f"{where}: seeds must be a list of integers (or a count), got {seeds!r}")
+    seed_keys = spec.get("seed_keys", ["train.seed", "data.split_seed"])
+    for key in seed_keys:
+        _check_key(base, key, f"{where}: seed_keys")
+    excludes = spec.get("exclude") or []
+    for rule in excludes:
+        if not isinstance(rule, dict):
+            raise LocbenchError(f"{where}: each exclude entry maps axis keys to values, got {rule!r}")
+        for key in rule:
+            if key not in grid:
+                raise LocbenchError(f"{where}: exclude names {key!r}, which is not a grid axis ({', '.join(grid)})")
+    overrides = spec.get("overrides") or []
+    for rule in overrides:
+        if not isinstance(rule, dict) or set(rule) - {"when", "set"} or "set" not in rule:
+            raise LocbenchError(f"{where}: each overrides entry is {{when: {{...}}, set: {{...}}}}, got {rule!r}")
+        for key in list(rule.get("when") or {}) + list(rule["set"]):
+            _check_key(base, key, f"{where}: overrides")
+
+    name = str(spec.get("name") or (path.stem if path else "sweep"))
+    keys = list(grid)
+    cells: list[Cell] = []
+    seen: dict[str, tuple] = {}
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        axes = dict(zip(keys, combo, strict=True))
+        if any(all(axes.get(k) == v for k, v in rule.items()) for rule in excludes):
+            continue
+        for seed in seeds:
+            d = json.loads(json.dumps(base))
+            for k, v in axes.items():
+                set_dotted(d, k, v)
+            for rule in overrides:
+                when = rule.get("when") or {}
+                if all(_get(d, k) == v for k, v in when.items()):
+                    for k, v in rule["set"].items():
+                        set_dotted(d, k, v)
+            for k in seed_keys:
+                set_dotted(d, k, seed)
+            cfg = _validated(d, where, axes)
+            cell_id = "-".join(_slug(v) for v in combo)
+            run_id = f"{cell_id}-s{seed}-{config_hash(cfg)}"
+            if run_id in seen:
+                raise LocbenchError(f"{where}: two cells resolve to the same run {run_id}: {seen[run_id]} and {axes}")
+            seen[run_id] = (axes, seed)
+            cells.append(Cell(run_id, cell_id, axes, seed, cfg))
+    if not cells:
+        raise LocbenchError(f"{where}: every cell of the grid is excluded; nothing to run")
+    return Sweep(name, path, grid, seeds, cells, dict(spec.get("executor") or {}), str(spec.get("description", "")))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A short hash of what a configuration computes (paths, devices, workers and loggers left out)."""
+    flat = {k: v for k, v in _flatten(cfg.to_dict()).items() if not k.startswith(NON_RESULT_KEYS)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def _validated(d: dict, where: str, axes: dict) -> RunConfig:
+    from locbench.config import from_dict
+
+    try:
+        return from_dict(d)
+    except LocbenchError as e:
+        raise LocbenchError(f"{where}: cell {axes}: {e}") from None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _get(d: dict, key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def _check_key(base: dict, key: str, where: str) -> None:
+    try:
+        _get(base, key)
+    except (KeyError, TypeError):
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_flatten(base)), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise LocbenchError(f"{where}: {key!r} is not a config key{hint}") from None
+
+
+def _freeze(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def _slug(v: Any) -> str:
+    s = re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
+    return s or "x"

@@ -1,0 +1,336 @@
+"""Run every cell of a sweep into DIR/<run_id>/, resumably, locally or through submitit (SLURM or local).
+
+Re-running the same command finishes what is left: finished cells are not touched, interrupted ones resume from
+their last good checkpoint, failed and diverged ones are left alone unless ``retry_failed``. One cell's failure
+is recorded in its folder (status, traceback) and the sweep goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from locbench.errors import LocbenchError
+from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.lock import FileLock
+from locbench.store.rundir import RunDir
+from locbench.sweep.grid import Cell, Sweep, load_sweep
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("inline", "local", "slurm")
+
+
+def cell_state(run: RunDir) -> str:
+    """pending, done, failed, diverged, running (a live process holds it) or interrupted (nobody does)."""
+    status = run.status()
+    if status is None:
+        return "pending"
+    if status == "running":
+        return "running" if FileLock(run.root / ".lock").held_elsewhere() else "interrupted"
+    return status
+
+
+def run_sweep(
+    sweep: str | Path | Sweep,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    workers: int = 1,
+    executor: str = "inline",
+    retry_failed: bool = False,
+    slurm: dict[str, Any] | None = None,
+    wait: bool = True,
+) -> dict[str, int]:
+    """Run (or finish) a sweep into ``out``; returns the count of cells per final state.
+
+    Args:
+        sweep: a sweep file or an expanded :class:`Sweep`.
+        out: the sweep folder; one run folder per cell inside.
+        data: dataset for every cell (overrides the file's data.path).
+        overrides: dotted config overrides for every cell.
+        workers: cells run at once (inline: >1 runs each cell in its own process, one GPU each where several).
+        executor: ``inline`` (this machine, no submitit), ``local`` (submitit's local executor) or ``slurm``.
+        retry_failed: run failed and diverged cells again (a diverged cell's old folder is kept aside).
+        slurm: submitit parameters for ``slurm`` (partition, gpus_per_node, timeout_min, mem_gb, cpus_per_task,
+            array_parallelism), over the sweep file's ``executor:`` section.
+        wait: wait for submitted jobs (local/slurm); without it, return after submission.
+    """
+    if executor not in EXECUTORS:
+        raise LocbenchError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep, data=data, extra=overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
+    lock = FileLock(out / ".sweep.lock")
+    if not lock.acquire(blocking=False):
+        raise LocbenchError(
+            f"another `locbench sweep` is running on {out} right now; wait for it, or watch it with "
+            f"`locbench status {out}`"
+        )
+    try:
+        cells = _prepare(sweep, out)
+        todo = _select(cells, out, retry_failed)
+        log.info(
+            "sweep %s: %d runs (%d cells x %d seeds); %d to run, %d already done",
+            sweep.name,
+            len(cells),
+            len({c.cell_id for c in cells}),
+            len(sweep.seeds),
+            len(todo),
+            sum(cell_state(RunDir(out / c.run_id)) == "done" for c in cells),
+        )
+        if todo:
+            _build_shared_caches(todo)
+            if executor == "inline":
+                _run_inline(todo, out, workers)
+            else:
+                params = {**sweep.executor, **(slurm or {})}
+                _run_submitit(todo, out, executor, params, wait)
+    finally:
+        lock.release()
+    counts = Counter(cell_state(RunDir(out / c.run_id)) for c in cells)
+    log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return dict(counts)
+
+
+def _check_writable(out: Path) -> None:
+    probe = out / ".write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise LocbenchError(f"cannot write to the sweep folder {out}: {e.strerror}; choose a writable --out") from None
+
+
+def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
+    """Write the plan and one split file per split seed; point every cell at its split file."""
+    from locbench.data.splits import make_split, save_split
+    from locbench.engine.data import load_data_table
+
+    plan = {
+        "name": sweep.name,
+        "description": sweep.description,
+        "grid": sweep.grid,
+        "seeds": sweep.seeds,
+        "runs": [{"run_id": c.run_id, "cell_id": c.cell_id, "axes": c.axes, "seed": c.seed} for c in sweep.cells],
+    }
+    atomic_write_json(out / "plan.json", plan)
+    if sweep.path is not None and sweep.path.exists():
+        atomic_write_text(out / "sweep.yaml", sweep.path.read_text())
+    cells = []
+    tables: dict[tuple, Any] = {}
+    for cell in sweep.cells:
+        d = cell.config.data
+        if d.split is None:
+            key = (
+                d.path,
+                d.format,
+                d.pattern,
+                d.id_col,
+                d.label_col,
+                d.split_seed,
+                d.val_frac,
+                d.test_frac,
+                d.group_col,
+            )
+            digest = hashlib.sha256(json.dumps(key[1:]).encode()).hexdigest()[:6]
+            split_path = out / "splits" / f"split-seed{d.split_seed}-{digest}.json"
+            if not split_path.exists():
+                tkey = key[:5]
+                if tkey not in tables:
+                    tables[tkey] = load_data_table(d)
+                split = make_split(
+                    tables[tkey], seed=d.split_seed, val_frac=d.val_frac, test_frac=d.test_frac, group_col=d.group_col
+                )
+                save_split(split, split_path)
+            cell = replace(cell, config=cell.config.replace({"data.split": str(split_path.resolve())}))
+        run = RunDir(out / cell.run_id)
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.cell, cell.record(sweep.name))
+        cells.append(cell)
+    return cells
+
+
+def _select(cells: list[Cell], out: Path, retry_failed: bool) -> list[Cell]:
+    todo = []
+    for cell in cells:
+        run = RunDir(out / cell.run_id)
+        state = cell_state(run)
+        if state == "done":
+            continue
+        if state == "running":
+            log.info("%s is being trained by another process; leaving it", cell.run_id)
+            continue
+        if state in ("failed", "diverged"):
+            if not retry_failed:
+                log.info(
+                    "%s %s earlier (%s); --retry-failed runs it again",
+                    cell.run_id,
+                    state,
+                    run.status_info().get("reason", "")[:200],
+                )
+                continue
+            if state == "diverged" or not (run.checkpoints.exists() and any(run.checkpoints.iterdir())):
+                _set_aside(run, out)  # keep the old attempt; start clean
+        todo.append(cell)
+    return todo
+
+
+def _set_aside(run: RunDir, out: Path) -> None:
+    record = run.cell.read_bytes() if run.cell.exists() else None
+    dest = out / ".attempts" / f"{run.root.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(run.root), str(dest))
+    run.root.mkdir()
+    if record is not None:
+        run.cell.write_bytes(record)
+    log.info("kept the previous attempt of %s in %s", run.root.name, dest)
+
+
+def _build_shared_caches(cells: list[Cell]) -> None:
+    """Build each distinct preprocessing cache once, before the cells that share it start."""
+    from locbench.data.cache import build_cache
+    from locbench.data.channels import resolve_channels
+    from locbench.engine.data import load_data_table
+
+    done = set()
+    for cell in cells:
+        d = cell.config.data
+        key = (d.path, d.format, d.pattern, d.channels, d.img_size, d.cache_dir)
+        if not d.cache or key in done or cell.config.train.level != "image":
+            continue
+        done.add(key)
+        table = load_data_table(d)
+        build_cache(
+            table,
+            channels=resolve_channels(d.channels),
+            size=d.img_size,
+            cache_dir=d.cache_dir,
+            workers=max(1, d.workers),
+            skip_bad=d.skip_bad,
+        )
+
+
+def run_cell(run_dir: str) -> str:
+    """Train the cell described by ``RUN_DIR/sweep_cell.json`` (resuming if it was interrupted); return its
+    final status. Never raises for a failed run: the failure is recorded in the run folder."""
+    from locbench.config import from_dict
+    from locbench.engine.fit import train
+
+    run = RunDir(Path(run_dir))
+    record = json.loads(run.cell.read_text())
+    cfg = from_dict(record["config"])
+    try:
+        train(cfg, run.root, resume=True)
+    except LocbenchError as e:
+        log.error("%s: %s", run.root.name, e)
+    except Exception:  # recorded in the run folder by train(); the sweep goes on
+        log.exception("%s failed", run.root.name)
+    return run.status() or "failed"
+
+
+def _run_inline(cells: list[Cell], out: Path, workers: int) -> None:
+    total = len(cells)
+    t0 = time.perf_counter()
+    if workers <= 1:
+        for k, cell in enumerate(cells):
+            _log_progress(k, total, t0, cell)
+            status = run_cell(str(out / cell.run_id))
+            log.info("[%d/%d] %s: %s", k + 1, total, cell.run_id, status)
+        return
+    gpus = _visible_gpus()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def launch(args: tuple[int, Cell]) -> str:
+        k, cell = args
+        slot = k % workers
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOCBENCH_CELL_SLOT=str(slot))
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+        _log_progress(k, total, t0, cell)
+        cmd = [sys.executable, "-m", "locbench", "-q", "sweep-cell", str(out / cell.run_id)]
+        with open(out / cell.run_id / "worker.log", "ab") as logf:
+            subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, check=False)
+        status = RunDir(out / cell.run_id).status() or "failed"
+        log.info("%s: %s", cell.run_id, status)
+        return status
+
+    # a thread per slot feeding processes: `workers` cells in flight at once
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(launch, enumerate(cells)))
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def _log_progress(k: int, total: int, t0: float, cell: Cell) -> None:
+    elapsed = time.perf_counter() - t0
+    eta = f", ETA {_fmt_s(elapsed / k * (total - k))}" if k else ""
+    log.info("[%d/%d] starting %s (elapsed %s%s)", k + 1, total, cell.run_id, _fmt_s(elapsed), eta)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _run_submitit(cells: list[Cell], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
+    try:
+        import submitit
+    except ImportError:
+        raise LocbenchError("--executor local/slurm needs the submitit package: pip install submitit") from None
+    ex = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster="local" if executor == "local" else None)
+    if executor == "slurm" and ex.cluster != "slurm":
+        raise LocbenchError("--executor slurm: no SLURM found here (sbatch is not on PATH); use --executor local")
+    p = dict(params)
+    upd: dict[str, Any] = {
+        "timeout_min": int(p.pop("timeout_min", 24 * 60)),
+        "gpus_per_node": int(p.pop("gpus_per_node", 0)),
+        "cpus_per_task": int(p.pop("cpus_per_task", 2 if executor == "local" else 8)),
+        "name": f"locbench-{out.name}",
+    }
+    if executor == "slurm":
+        upd["slurm_array_parallelism"] = int(p.pop("array_parallelism", 16))
+        if "partition" in p:
+            upd["slurm_partition"] = p.pop("partition")
+        if "mem_gb" in p:
+            upd["mem_gb"] = int(p.pop("mem_gb"))
+        upd.update({k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in p.items()})
+    ex.update_parameters(**upd)
+    jobs = ex.map_array(run_cell, [str(out / c.run_id) for c in cells])
+    atomic_write_text(out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(cells, jobs, strict=True)}))
+    log.info("submitted %d cells as %s job array %s", len(cells), executor, jobs[0].job_id.split("_")[0])
+    if not wait:
+        log.info("not waiting: watch with `locbench status %s`, then `locbench report %s`", out, out)
+        return
+    for k, (cell, job) in enumerate(zip(cells, jobs, strict=True)):
+        try:
+            status = job.result()
+        except Exception as e:  # the job itself died (pre-empted, out of time): its folder says how far it got
+            status = f"job failed ({type(e).__name__})"
+        log.info("[%d/%d] %s: %s", k + 1, len(cells), cell.run_id, status)
