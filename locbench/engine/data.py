@@ -25,12 +25,21 @@ class PreparedData:
     cache: object | None
     class_names: list[str]
 
+    img_size: int = 256
+
     def dataset(self, part: str):
+        """The dataset of split part ``part``: (uint8 image, float multi-hot target) items."""
         from locbench.data.dataset import FieldDataset
 
         return FieldDataset(self.table, self.parts[part], channels=self.channels, size=self.img_size, cache=self.cache)
 
-    img_size: int = 256
+    def ids(self, part: str) -> list[str]:
+        """One id per item of :meth:`dataset` (field ids here; cell-level data uses "FIELD/CELL")."""
+        return [self.table.ids[i] for i in self.parts[part]]
+
+    def targets(self, part: str) -> np.ndarray:
+        """(N, C) multi-hot targets of the items of :meth:`dataset`."""
+        return self.table.targets[self.parts[part]]
 
 
 def load_data_table(dcfg, *, path: str | None = None, check_images: bool = True):
@@ -61,6 +70,10 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
     from locbench.data.channels import resolve_channels
     from locbench.data.splits import load_split, make_split, save_split
 
+    if cfg.train.level == "cell":
+        from locbench.engine.cells import prepare_cell_data
+
+        return prepare_cell_data(cfg, split_file, build_cache=build_cache)
     dcfg = cfg.data
     table = load_data_table(dcfg)
     channels = resolve_channels(dcfg.channels)

@@ -129,6 +129,15 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
             "use more data or change data.val_frac"
         )
     num_classes, in_chans = len(data.class_names), len(data.channels)
+    absent = [c for c, k in zip(data.class_names, data.targets("val").sum(0), strict=True) if k == 0]
+    if absent:
+        log.info(
+            "%d of %d classes have no positive in the validation part; they are left out of its averages "
+            "and listed in summary.json: %s",
+            len(absent),
+            num_classes,
+            ", ".join(absent),
+        )
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
     model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans)
     params = count_params(model)
@@ -140,7 +149,7 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    targets_train = data.table.targets[data.parts["train"]]
+    targets_train = data.targets("train")
     loss_fn = build_loss(cfg.loss, _class_weights(cfg.loss.class_weights, targets_train, num_classes)).to(device)
     augment = build_augmentation(cfg.augment)
     optimizer = _optimizer(cfg.optim, model)
@@ -252,7 +261,7 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
                 ckpt.save_checkpoint(
                     run.best, {"model": eval_model.state_dict()}, dict(meta_common, epoch=epoch + 1, val_map=m["map"])
                 )
-                _save_predictions(run.predictions / "val.npz", val, data.table, data.parts["val"])
+                _save_predictions(run.predictions / "val.npz", val, data.ids("val"))
             else:
                 state["bad_epochs"] += 1
             log.info(
@@ -437,13 +446,13 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
     )
 
 
-def _save_predictions(path: Path, val: dict, table, indices) -> None:
+def _save_predictions(path: Path, val: dict, ids: list[str]) -> None:
     import io
 
     from locbench.store.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
-    ids = np.array([table.ids[i] for i in indices])
+    ids = np.array(ids)
     np.savez(buf, ids=ids, probs=val["probs"], targets=val["targets"])
     atomic_write_bytes(path, buf.getvalue())
 
