@@ -131,8 +131,8 @@ def _how(sweep: Sweep, an: Analysis) -> Section:
             "Only one seed per configuration: uncertainty comes from a bootstrap over validation images (single "
             "seed): the images are resampled with replacement, every run is re-scored on the same resamples, and "
             f"differences to the baseline {_label(sweep, base)} ({an.baseline_why}) get percentile intervals and "
-            "Holm-adjusted bootstrap p-values. This captures the sampling of validation images, not training "
-            "randomness."
+            "p-values from the bootstrap standard error, Holm-adjusted. This captures the sampling of validation "
+            "images, not training randomness: repeat runs with more seeds to measure that."
         )
     lines.append(f"Effects of each axis and of pairs of axes: {an.anova_method}.")
     md = "".join(para(x)[0] for x in lines)

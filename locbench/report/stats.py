@@ -298,7 +298,7 @@ def resample_weights(n_items: int, n_resamples: int, *, seed: int = 0) -> np.nda
     return rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_resamples).astype(np.float64)
 
 
-def weighted_macro_ap(probs: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_macro_ap(probs: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, chunk: int = 250) -> np.ndarray:
     """Macro average precision of one run under each row of ``weights`` (bootstrap counts).
 
     Average precision follows scikit-learn's step definition (sum over distinct score thresholds of the recall
@@ -343,23 +343,28 @@ def weighted_macro_ap(probs: np.ndarray, targets: np.ndarray, weights: np.ndarra
         cols += [offset + seg[keep], offset + k + seg[pos_sorted]]
         spans.append((offset, k))
         offset += 2 * k
-    ap = np.full((B, C), np.nan)
     if offset == 0:
         return np.full(B, np.nan)
     r = np.concatenate(rows)
     m = sparse.csr_matrix((np.ones(r.size), (np.concatenate(cols), r)), shape=(offset, N))
-    seg_sums = np.asarray(m @ weights.T)  # (segments, B)
-    for c, span in enumerate(spans):
-        if span is None:
-            continue
-        off, k = span
-        total = np.cumsum(seg_sums[off : off + k], axis=0)
-        tp = np.cumsum(seg_sums[off + k : off + 2 * k], axis=0)
-        d_tp = np.diff(tp, axis=0, prepend=0.0)
-        pos = tp[-1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(total > 0, tp / np.where(total > 0, total, 1.0), 0.0)
-            ap[:, c] = np.where(pos > 0, np.sum(d_tp * precision, axis=0) / np.where(pos > 0, pos, 1.0), np.nan)
+    ap = np.full((B, C), np.nan)
+    # Resamples in chunks: the segment sums are (segments x chunk), a few MB whatever the number of resamples.
+    for start in range(0, B, chunk):
+        stop = min(B, start + chunk)
+        seg_sums = np.asarray(m @ weights[start:stop].T)
+        for c, span in enumerate(spans):
+            if span is None:
+                continue
+            off, k = span
+            total = np.cumsum(seg_sums[off : off + k], axis=0)
+            tp = np.cumsum(seg_sums[off + k : off + 2 * k], axis=0)
+            d_tp = np.diff(tp, axis=0, prepend=0.0)
+            pos = tp[-1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                precision = np.where(total > 0, tp / np.where(total > 0, total, 1.0), 0.0)
+                ap[start:stop, c] = np.where(
+                    pos > 0, np.sum(d_tp * precision, axis=0) / np.where(pos > 0, pos, 1.0), np.nan
+                )
     with np.errstate(invalid="ignore"):
         return np.nanmean(ap, axis=1)
 
@@ -373,14 +378,15 @@ def weighted_macro_f1(
     is absent there and left out of that resample's mean; a present class with nothing predicted scores 0.
     """
     weights = np.atleast_2d(weights)
-    pred = (probs >= np.asarray(thresholds, dtype=np.float64)[None, :]).astype(np.float64)
-    t = targets.astype(np.float64)
-    tp = weights @ (pred * t)
-    fp = weights @ (pred * (1 - t))
-    fn = weights @ ((1 - pred) * t)
-    denom = 2 * tp + fp + fn
+    pred = probs >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    t = targets > 0
+    c = t.shape[1]
+    # One product gives, per resample and class, the weighted counts of TP, predicted and true positives.
+    counts = weights @ np.hstack([pred & t, pred, t]).astype(np.float64)
+    tp, n_pred, n_true = counts[:, :c], counts[:, c : 2 * c], counts[:, 2 * c :]
+    denom = n_pred + n_true  # = 2 TP + FP + FN
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(tp + fn > 0, np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), 0.0), np.nan)
+        f1 = np.where(n_true > 0, np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), 0.0), np.nan)
         return np.nanmean(f1, axis=1)
 
 
@@ -424,6 +430,8 @@ def score_resamples(
     chunk: int = 200,
 ) -> np.ndarray:
     """``score`` under every row of ``weights``, ``chunk`` rows at a time (bounds memory to chunk x N)."""
+    if score is weighted_macro_ap:
+        return weighted_macro_ap(probs, targets, weights, chunk=chunk)  # sorts once, chunks internally
     return np.concatenate([score(probs, targets, weights[i : i + chunk]) for i in range(0, len(weights), chunk)])
 
 
@@ -436,17 +444,20 @@ def percentile_interval(draws: np.ndarray, *, conf: float = 0.95) -> tuple[float
     return float(np.quantile(d, a)), float(np.quantile(d, 1 - a))
 
 
-def bootstrap_p(diff_draws: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of "the difference is zero": twice the smaller tail mass at 0.
+def bootstrap_p(diff: float, diff_draws: np.ndarray) -> float:
+    """Two-sided p-value of "the difference is zero" from the bootstrap standard error (normal approximation).
 
-    Uses (k + 1) / (B + 1) so a p-value is never exactly 0 from a finite number of resamples.
+    The share of resamples on the other side of zero cannot go below 1 / (B + 1), so with many comparisons a
+    Holm adjustment would call even a huge difference non-significant just because B is finite; the bootstrap
+    standard error has no such floor. Identical runs (every resampled difference zero) get p = 1.
     """
     d = diff_draws[np.isfinite(diff_draws)]
-    if d.size == 0:
+    if d.size < 2 or not math.isfinite(diff):
         return math.nan
-    below = (np.sum(d <= 0) + 1) / (d.size + 1)
-    above = (np.sum(d >= 0) + 1) / (d.size + 1)
-    return float(min(1.0, 2 * min(below, above)))
+    se = float(d.std(ddof=1))
+    if se == 0.0:
+        return 1.0 if diff == 0.0 and not np.any(d) else math.nan
+    return float(2 * stats.norm.sf(abs(diff) / se))
 
 
 def bootstrap_compare(
@@ -458,10 +469,21 @@ def bootstrap_compare(
         if cell == baseline:
             continue
         dd = draws[cell] - draws[baseline]
+        diff = observed[cell] - observed[baseline]
         lo, hi = percentile_interval(dd, conf=conf)
-        rows.append((cell, observed[cell] - observed[baseline], lo, hi, bootstrap_p(dd), dd.size))
+        rows.append((cell, diff, lo, hi, bootstrap_p(diff, dd), dd.size))
     adj = holm([r[4] for r in rows])
     return [
-        Comparison(cell, baseline, 1, diff, lo, hi, p, pa, f"{BOOT_METHOD}, {b} resamples, Holm-adjusted")
+        Comparison(
+            cell,
+            baseline,
+            1,
+            diff,
+            lo,
+            hi,
+            p,
+            pa,
+            f"{BOOT_METHOD}, {b} resamples: percentile CI, p from the bootstrap standard error, Holm-adjusted",
+        )
         for (cell, diff, lo, hi, p, b), pa in zip(rows, adj, strict=True)
     ]

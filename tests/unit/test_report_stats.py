@@ -183,8 +183,12 @@ def test_weighted_macro_f1_equals_sklearn_on_resampled_arrays():
 
 
 def test_bootstrap_p_and_interval():
-    assert stats.bootstrap_p(np.full(999, 0.01)) == pytest.approx(2 / 1000)
-    assert stats.bootstrap_p(np.r_[np.full(500, -0.01), np.full(500, 0.01)]) == pytest.approx(1.0)
+    # difference 0.03 with bootstrap standard error 0.01: z = 3, p = 2 (1 - Phi(3)) = 0.0026998
+    draws = np.r_[np.full(500, 0.02), np.full(500, 0.04)]
+    se = draws.std(ddof=1)
+    assert stats.bootstrap_p(0.03, draws) == pytest.approx(2 * sps.norm.sf(0.03 / se))
+    assert stats.bootstrap_p(0.03, draws) == pytest.approx(0.0027, abs=1e-4)
+    assert stats.bootstrap_p(0.0, np.zeros(100)) == 1.0
     lo, hi = stats.percentile_interval(np.arange(1001, dtype=float))
     assert (lo, hi) == pytest.approx((25.0, 975.0))
 
