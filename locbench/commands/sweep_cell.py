@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep-cell", help=argparse.SUPPRESS)
+    p = sub.add_parser("sweep-cell", help="(internal) run one prepared cell of a sweep folder")
     p.add_argument("run_dir")
     p.set_defaults(func=run)
 
