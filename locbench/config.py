@@ -202,6 +202,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CellConfig:
+    masks: str = "auto"
+    """Cell masks for cell-level runs: auto (the dataset's masks/ folder, else segment), segment, or a folder."""
+    backend: str = "watershed"
+    """Segmentation backend when masks are made here (see `locbench segment`); cached under data.cache_dir."""
+    margin: float = 0.1
+    """Context kept around a cell's box in its crop, as a fraction of the box's longer side on each side."""
+    masked: bool = False
+    """Zero the pixels outside the cell in its crop (neighbours' signal would otherwise leak into its label)."""
+    blend: float = 0.0
+    """Weight of an image-level run's field probabilities in each cell's prediction (0 = the cell model alone)."""
+    negative: str = "max"
+    """Negative-class rule on cell predictions: max (p_neg = max(p_neg, 1 - max other p)) or none."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.masks), "cell.masks", "must be auto, segment or a mask folder")
+        _check(self.margin >= 0.0, "cell.margin", "must be >= 0")
+        _check(0.0 <= self.blend <= 1.0, "cell.blend", "must be in [0, 1]")
+        _check(self.negative in ("max", "none"), "cell.negative", "must be max or none")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     tensorboard: bool = False
     """Write TensorBoard event files into RUN_DIR/tb (needs the tensorboard package)."""
@@ -219,6 +241,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cell: CellConfig = field(default_factory=CellConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -385,6 +408,10 @@ def validate_names(cfg: RunConfig) -> None:
     AUGMENTATIONS.get(cfg.augment.name)
     HEADS.get(cfg.model.head)
     check_backbone(cfg.model.backbone)
+    if cfg.train.level == "cell" and cfg.cell.masks in ("auto", "segment"):
+        from locbench.cells.segment import SEGMENTERS
+
+        SEGMENTERS.get(cfg.cell.backend)
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "balanced":
         raise LocbenchError(f"config key loss.class_weights: {cfg.loss.class_weights!r}; use 'balanced' or a list")
 
