@@ -417,7 +417,15 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
             else:
                 nonsig.append(f"No significant interaction of {pair} ({stat}).")
     head = [Finding(t, True) for t in sig]
-    if not sig:
+    if not an.comparisons and not any(math.isfinite(t.p) for t in an.anova):
+        head = [
+            Finding(
+                f"Nothing was tested: {len(an.estimates)} configuration(s) with a finished run and no "
+                "comparison with the baseline was possible.",
+                False,
+            )
+        ]
+    elif not sig:
         head = [
             Finding(f"No difference in {label} is statistically significant after Holm correction ({unit}).", False)
         ]

@@ -227,7 +227,12 @@ def _num(x: float, digits: int) -> str:
 def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
     base = sweep.cell(an.baseline)
     if not an.comparisons:
-        return Section("Comparisons with the baseline", *para("No comparison: the baseline has no finished run."))
+        why = (
+            "only one configuration has a finished run"
+            if len(an.estimates) < 2
+            else "the baseline has no finished run or no usable predictions"
+        )
+        return Section("Comparisons with the baseline", *para(f"No comparison: {why}."))
     rows = []
     for c in an.comparisons:
         rows.append(
@@ -406,7 +411,9 @@ def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
             xs = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get(k) for r in runs]
             xs = [x for x in xs if isinstance(x, int | float)]
             vals.append(np.mean(xs) if xs else math.nan)
-        rows.append([name, *(fmt_num(v) for v in vals[:5]), _num(vals[5], 1), fmt_num(vals[6])])
+        rows.append(
+            [name, *(fmt_num(v) for v in vals[:5]), _num(vals[5], 0 if len(runs) == 1 else 1), fmt_num(vals[6])]
+        )
     headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold"]
     md, h = table(headers, rows)
     pooled = f"mean over {len(runs)} seed(s)" if len(runs) > 1 else "one run"

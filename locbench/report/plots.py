@@ -60,7 +60,9 @@ def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], ke
         series: cell label -> metric key -> (epochs, mean values).
         keys: (metric key, panel title) pairs, e.g. ``("val/map", "val mAP")``.
     """
-    fig = _figure(4.2 * len(keys) + 2.5, 3.4)
+    # The legend goes under the panels in three columns, so dozens of cells still fit without clipping.
+    rows = math.ceil(len(series) / 3)
+    fig = _figure(4.2 * len(keys), 3.2 + 0.17 * rows)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     colors = _colors(len(series))
     for ax, (key, title) in zip(axes, keys, strict=True):
@@ -73,7 +75,7 @@ def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], ke
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return _png(fig)
 
 

@@ -180,3 +180,17 @@ def test_corrupt_predictions_are_left_out_with_a_note(tmp_path: Path):
     an = analyze(collect(root), n_resamples=100)
     assert any("c01-s0" in n and "NaN" in n and "left out of the bootstrap" in n for n in an.notes)
     assert an.comparisons == []  # the only other cell cannot be compared on images
+
+
+def test_a_single_run_folder_gets_a_report_without_claims(tmp_path: Path):
+    import shutil
+
+    root = make_sweep(
+        tmp_path / "s", backbones=("resnet18",), losses=("bce",), augs=("standard",), seeds=(0,), problems=False
+    )
+    run = tmp_path / "run"
+    shutil.copytree(root / "c00-s0", run)
+    (run / "sweep_cell.json").unlink()
+    md = build_report(run).with_suffix(".md").read_text()
+    assert "Nothing was tested" in md and "only one configuration has a finished run" in md
+    assert "raised" not in md and "lowered" not in md
