@@ -8,6 +8,7 @@ loaded, with the list of valid names, not three epochs into training. Defaults a
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from locbench.errors import LocbenchError
 
 #: timm names for the study's presets where they differ (the study's code actually used nfnet_f1 for "NFNet").
 BACKBONE_ALIASES = {"nfnet_l0": "eca_nfnet_l0"}
+#: Exponent floats PyYAML (YAML 1.1) reads as strings (1e-3, 1.5e3: no dot or no exponent sign); YAML 1.2 reads floats.
+_EXP_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 STUDY_BACKBONES = ("nfnet_l0", "resnet50", "inception_v3", "efficientnet_b0", "efficientnet_b3", "efficientnet_b5")
 
 
@@ -300,6 +303,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXP_FLOAT.fullmatch(value.strip()):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
