@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands.cells import add_cell_args
+from locbench.commands.cells import run_predict as run_cell_predict
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict labels for images with a finished run (tuned thresholds)")
@@ -18,10 +21,17 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--level", choices=["image", "cell"], default="image", help="cell: the 2021 competition submission per cell"
+    )
+    p.add_argument("--min-confidence", type=float, default=None, help="--level cell: drop triples below this")
+    add_cell_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.level == "cell":
+        return run_cell_predict(args)
     from locbench.engine.infer import predict
 
     out = predict(args.run_dir, data=args.data, out=args.out, fmt=args.format, device=args.device, workers=args.workers)

@@ -1,0 +1,438 @@
+"""Cell-level data for the engine: a field-level split, one item per segmented cell, crops cached once.
+
+The split is made over fields (cells of one field never straddle train and val), then every cell of every field
+gets one square crop of side ``data.img_size``. Cutting a crop means reading the whole field, so crops are cut
+once, in field order, into a memory-mapped array (``<cache_dir>/cells-.../pixels.npy``) that training then reads
+row by row; its key covers the images, the masks, the crop size, margin, masking and stains.
+
+Targets: with the dataset's own masks and a ``cells.csv`` beside ``train.csv`` (synthetic data) every cell takes
+its own labels; otherwise (segmented masks, real data) every cell takes its field's weak image labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from locbench.errors import BadInputError, LocbenchError
+from locbench.store.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CROP_CACHE_VERSION = 1
+#: cells.csv: per-cell labels written by ``locbench synth`` beside train.csv.
+CELL_LABELS_FILE = "cells.csv"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Masks and targets
+# --------------------------------------------------------------------------------------------------------------
+
+
+def resolve_masks(
+    cell_cfg: Any, table: Any, *, cache_dir: str | os.PathLike | None = None, workers: int = 1
+) -> tuple[Path, bool]:
+    """The mask folder a cell configuration names for ``table``, segmenting (cached) when needed.
+
+    Args:
+        cell_cfg: a :class:`~locbench.config.CellConfig` (``masks``: ``auto``, ``segment`` or a folder;
+            ``backend``).
+        table: the fields (``root``, ``ids``, ``paths(i)``).
+        cache_dir: parent of segmentation output (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
+        workers: segmentation processes.
+
+    Returns:
+        ``(folder, own)``: ``own`` is True when the folder is the dataset's own ``masks/`` (the truth of
+        synthetic data, whose ``cells.csv`` rows name its cells).
+    """
+    own = Path(table.root) / "masks"
+    if cell_cfg.masks not in ("auto", "segment"):
+        folder = Path(cell_cfg.masks).expanduser()
+        if not folder.is_dir():
+            raise LocbenchError(
+                f"cell.masks {folder} is not a folder; give a folder of {{ID}}.png masks, 'auto' or 'segment'"
+            )
+        return folder, folder.resolve() == own.resolve()
+    if cell_cfg.masks == "auto" and own.is_dir():
+        return own, True
+    return segment_cached(table, backend=cell_cfg.backend, cache_dir=cache_dir, workers=workers), False
+
+
+def segment_cached(table: Any, *, backend: str, cache_dir: str | os.PathLike | None = None, workers: int = 1) -> Path:
+    """Segment every field of ``table`` into ``<cache_dir>/masks-<backend>-<dataset hash>/`` (reused when current)."""
+    from locbench.cells.segment import segment_dataset
+    from locbench.data.cache import default_cache_dir
+    from locbench.store.lock import FileLock
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha256(str(Path(table.root).resolve()).encode()).hexdigest()[:12]
+    out = root / f"masks-{backend}-{digest}"
+    lock = FileLock(root / f".masks-{backend}-{digest}.lock")
+    lock.acquire()  # two sweep cells segmenting the same data would both write its manifest
+    try:
+        segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers))
+    finally:
+        lock.release()
+    return out
+
+
+def index_table_cells(table: Any, masks_dir: Path, *, cache_dir: str | os.PathLike | None = None):
+    """:func:`~locbench.cells.crops.index_cells` of ``table`` with its cached list under the cache folder.
+
+    Keeping the list in the cache folder rather than beside the masks leaves datasets untouched.
+    """
+    from locbench.cells.crops import index_cells
+    from locbench.data.cache import default_cache_dir
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    h = hashlib.sha256(str(masks_dir.resolve()).encode())
+    h.update("\n".join(table.ids).encode())
+    path = root / "cell-index" / f"{h.hexdigest()[:20]}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return index_cells(table, masks_dir, cache_path=path)
+
+
+def cell_targets(table: Any, cells: Any, *, own_masks: bool) -> tuple[np.ndarray, str]:
+    """(n_cells, C) uint8 targets and where they came from (``cells.csv`` or ``image labels``).
+
+    Per-cell labels are used only with the dataset's own masks: the rows of ``cells.csv`` name cells of those
+    masks, and a segmentation's cell ``k`` is an unrelated cell.
+    """
+    from locbench.cells.crops import load_cell_labels
+
+    labels_path = Path(table.root) / CELL_LABELS_FILE
+    if own_masks and labels_path.is_file():
+        labels = load_cell_labels(labels_path, num_classes=len(table.scheme.classes))
+        keys = [(table.ids[int(i)], int(c)) for i, c in zip(cells.image_index, cells.cell_id, strict=True)]
+        missing = [f"{i} cell {c}" for i, c in keys if (i, c) not in labels]
+        if missing:
+            raise BadInputError(
+                f"cells in {Path(table.root) / 'masks'} have no row in {labels_path}",
+                missing,
+                "use the masks the labels were written for, or remove cells.csv to train on image labels",
+            )
+        out = np.stack([labels[k] for k in keys]) if keys else np.zeros((0, len(table.scheme.classes)))
+        return out.astype(np.uint8), CELL_LABELS_FILE
+    if labels_path.is_file():
+        log.info("cells.csv is ignored: its rows name the dataset's own masks, not these; cells take image labels")
+    return np.asarray(table.targets, dtype=np.uint8)[cells.image_index], "image labels"
+
+
+def cell_ids(table: Any, cells: Any) -> list[str]:
+    """``"FIELD/CELL"`` of every cell of a :class:`~locbench.cells.crops.CellIndex` over ``table``."""
+    return [f"{table.ids[int(i)]}/{int(c)}" for i, c in zip(cells.image_index, cells.cell_id, strict=True)]
+
+
+def split_cell_id(cell_id: str) -> tuple[str, int]:
+    """``"FIELD/CELL"`` → (field id, cell id)."""
+    field, _, cell = cell_id.rpartition("/")
+    if not field or not cell.isdigit():
+        raise LocbenchError(f"{cell_id!r} is not a cell id of the form FIELD/CELL")
+    return field, int(cell)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The crop cache
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CropCache:
+    """A finished crop cache: row ``k`` is cell ``k`` of the index it was built from, (C_unique, S, S) uint8.
+
+    Picklable for DataLoader workers: the memory map is opened lazily in each process.
+    """
+
+    path: Path
+    channels: tuple[str, ...]
+    size: int
+    n: int
+    _array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path / "pixels.npy", mmap_mode="r")
+        return self._array
+
+    def get(self, k: int, channels: tuple[str, ...] | None = None) -> np.ndarray:
+        """Row ``k`` in memory; ``channels`` picks (and repeats) stains, default all cached ones."""
+        row = self.array[k]
+        if channels is None:
+            return np.array(row)
+        return np.array(row[[self.channels.index(c) for c in channels]])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None
+        return state
+
+
+def crop_cache_key(
+    table: Any, cells: Any, masks_dir: Path, *, stains: tuple[str, ...], size: int, margin: float, masked: bool
+) -> str:
+    """Hash of what the crops depend on: images, masks, the cell list, crop size, margin, masking, stains."""
+    from locbench.cells.segment import mask_path
+    from locbench.data.cache import cache_key
+
+    h = hashlib.sha256()
+    h.update(json.dumps([CROP_CACHE_VERSION, cache_key(table, stains, size), float(margin), bool(masked)]).encode())
+    for fid in table.ids:
+        p = mask_path(masks_dir, fid)
+        st = p.stat() if p is not None else None
+        h.update(f"{fid}:{st.st_size}:{st.st_mtime_ns}\0".encode() if st else f"{fid}:none\0".encode())
+    for name in ("image_index", "cell_id", "bbox"):
+        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
+    return h.hexdigest()[:20]
+
+
+def build_crop_cache(
+    table: Any,
+    cells: Any,
+    masks_dir: Path,
+    *,
+    stains: tuple[str, ...],
+    size: int,
+    margin: float,
+    masked: bool,
+    cache_dir: str | os.PathLike | None = None,
+) -> CropCache:
+    """Cut every cell's crop once into ``<cache_dir>/cells-<format>-<size>-<stains>-<key>/``, or reuse it.
+
+    Args:
+        table: the fields; ``cells`` must index this table's rows.
+        cells: a :class:`~locbench.cells.crops.CellIndex` sorted by field (as :func:`index_cells` returns it);
+            row ``k`` of the cache is cell ``k``.
+        masks_dir: the instance masks the index was made from.
+        stains: distinct stains to keep (the channel mode picks and repeats them when reading).
+        size, margin, masked: as :class:`~locbench.cells.crops.CellCropDataset`.
+        cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
+    """
+    from locbench.cells.crops import CellCropDataset
+    from locbench.data.cache import default_cache_dir
+    from locbench.store.lock import FileLock
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = crop_cache_key(table, cells, masks_dir, stains=stains, size=size, margin=margin, masked=masked)
+    folder = root / f"cells-{table.format}-{size}-{''.join(c[0] for c in stains)}-{key}"
+    result = CropCache(folder, tuple(stains), int(size), len(cells))
+    if (folder / "complete").is_file():
+        log.info("reusing cell crop cache %s", folder)
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".lock")
+    lock.acquire()  # a second builder waits, then finds the cache complete
+    try:
+        if (folder / "complete").is_file():
+            return result
+        crops = CellCropDataset(
+            table,
+            masks_dir,
+            np.arange(len(table)),
+            channels=stains,
+            crop_size=size,
+            margin=margin,
+            masked=masked,
+            index=cells,
+        )
+        if not np.array_equal(crops.cells.cell_id, cells.cell_id):
+            raise LocbenchError("the cell index is not sorted by field; build it with index_cells")
+        tmp = folder / "pixels.npy.tmp"
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(cells), len(stains), size, size))
+        last = time.monotonic()
+        # Cells come grouped by field: the dataset's small field cache makes this one read per field.
+        for k in range(len(cells)):
+            arr[k] = crops.crop(k)
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                log.info("cell crops: %d / %d", k + 1, len(cells))
+        arr.flush()
+        del arr
+        os.replace(tmp, folder / "pixels.npy")
+        atomic_write_json(
+            folder / "meta.json",
+            {
+                "version": CROP_CACHE_VERSION,
+                "cells": len(cells),
+                "size": size,
+                "stains": list(stains),
+                "margin": margin,
+                "masked": masked,
+                "masks": str(masks_dir),
+                "table": str(table.root),
+            },
+        )
+        atomic_write_text(folder / "complete", "ok\n")
+        log.info("cached %d cell crops of %d fields in %s", len(cells), len(table), folder)
+    except BaseException:
+        (folder / "pixels.npy.tmp").unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Datasets and the prepared data
+# --------------------------------------------------------------------------------------------------------------
+
+
+class CellDataset(Dataset):
+    """Items ``(uint8 tensor (C, S, S), float32 multi-hot target)`` for a list of cell rows.
+
+    Reads the crop cache when given, else cuts crops on demand through a ``CellCropDataset`` over all fields
+    (one field read per cell in shuffled order: slow on 2048 px fields, fine for small data).
+    """
+
+    def __init__(self, rows: np.ndarray, targets: np.ndarray, *, channels: tuple[str, ...], cache=None, crops=None):
+        if (cache is None) == (crops is None):
+            raise ValueError("give exactly one of cache and crops")
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.float32)
+        self.channels = tuple(channels)
+        self.cache, self.crops = cache, crops
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = int(self.rows[i])
+        if self.cache is not None:
+            x = self.cache.get(k, self.channels)
+        else:
+            x = self.crops.crop(k)
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(self.targets[k].copy())
+
+
+@dataclass
+class CellData:
+    """Cell-level counterpart of :class:`~locbench.engine.data.PreparedData`.
+
+    Attributes:
+        table: the field table.
+        parts: split part → field (table) indices, as for image-level data.
+        channels: the channel mode's stains.
+        cache: the crop cache, or None (crops cut on demand).
+        class_names: the class scheme's names.
+        img_size: crop side in pixels.
+        cells: every cell of the table (a ``CellIndex``, sorted by field).
+        cell_targets: (n_cells, C) uint8 targets of ``cells``.
+        cell_parts: split part → rows of ``cells``.
+        masks_dir: the masks the cells come from.
+        target_source: ``cells.csv`` or ``image labels``.
+    """
+
+    table: Any
+    parts: dict[str, np.ndarray]
+    channels: tuple[str, ...]
+    cache: CropCache | None
+    class_names: list[str]
+    img_size: int
+    cells: Any
+    cell_targets: np.ndarray
+    cell_parts: dict[str, np.ndarray]
+    masks_dir: Path
+    target_source: str
+    margin: float = 0.1
+    masked: bool = False
+
+    def dataset(self, part: str) -> CellDataset:
+        """The cells of split part ``part`` as a dataset."""
+        crops = None
+        if self.cache is None:
+            from locbench.cells.crops import CellCropDataset
+
+            crops = CellCropDataset(
+                self.table,
+                self.masks_dir,
+                np.arange(len(self.table)),
+                channels=self.channels,
+                crop_size=self.img_size,
+                margin=self.margin,
+                masked=self.masked,
+                index=self.cells,
+            )
+        return CellDataset(
+            self.cell_parts[part], self.cell_targets, channels=self.channels, cache=self.cache, crops=crops
+        )
+
+    def ids(self, part: str) -> list[str]:
+        """``"FIELD/CELL"`` of every item of :meth:`dataset`."""
+        return cell_ids(self.table, self.cells.take(self.cell_parts[part]))
+
+    def targets(self, part: str) -> np.ndarray:
+        """(N, C) uint8 targets of the items of :meth:`dataset`."""
+        return self.cell_targets[self.cell_parts[part]]
+
+
+def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -> CellData:
+    """Field table, field-level split (saved to ``split_file``), cell index, per-cell targets and crop cache.
+
+    Args:
+        cfg: a :class:`~locbench.config.RunConfig` with ``train.level == "cell"``.
+        split_file: where the split is saved (and reused from, for a resumed run).
+        build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
+    """
+    from locbench.data.channels import resolve_channels, unique_channels
+    from locbench.data.splits import load_split, make_split, save_split
+    from locbench.engine.data import load_data_table
+
+    dcfg = cfg.data
+    table = load_data_table(dcfg)
+    channels = resolve_channels(dcfg.channels)
+    if dcfg.split:
+        split = load_split(dcfg.split, table)
+    elif split_file.exists():
+        split = load_split(split_file, table)  # a resumed run keeps its split
+    else:
+        split = make_split(
+            table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
+        )
+    if not split_file.exists():
+        save_split(split, split_file)
+    parts = {part: split.indices(table, part) for part in split.parts}
+
+    masks_dir, own = resolve_masks(cfg.cell, table, cache_dir=dcfg.cache_dir, workers=max(1, dcfg.workers))
+    cells = index_table_cells(table, masks_dir, cache_dir=dcfg.cache_dir)
+    targets, source = cell_targets(table, cells, own_masks=own)
+    cell_parts = {part: np.flatnonzero(np.isin(cells.image_index, idx)) for part, idx in parts.items()}
+    cache = None
+    if dcfg.cache and build_cache:
+        cache = build_crop_cache(
+            table,
+            cells,
+            masks_dir,
+            stains=unique_channels(channels),
+            size=dcfg.img_size,
+            margin=cfg.cell.margin,
+            masked=cfg.cell.masked,
+            cache_dir=dcfg.cache_dir,
+        )
+    for name, rows in cell_parts.items():
+        log.info("split %s: %d cells of %d fields", name, len(rows), len(parts[name]))
+    log.info("cells from %s, targets from %s", masks_dir, source)
+    return CellData(
+        table=table,
+        parts=parts,
+        channels=channels,
+        cache=cache,
+        class_names=list(table.scheme.classes),
+        img_size=dcfg.img_size,
+        cells=cells,
+        cell_targets=targets,
+        cell_parts=cell_parts,
+        masks_dir=masks_dir,
+        target_source=source,
+        margin=cfg.cell.margin,
+        masked=cfg.cell.masked,
+    )
