@@ -270,8 +270,8 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
                 cfg.train.epochs,
                 train_loss,
                 val["loss"],
-                m["map"] or float("nan"),
-                m["macro_f1"] or float("nan"),
+                _num(m["map"]),
+                _num(m["macro_f1"]),
                 throughputs[-1],
                 epoch_s,
                 "  (best)" if improved else "",
@@ -439,9 +439,9 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
     log.info(
         "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
         state["best_epoch"],
-        at_half["map"] or float("nan"),
-        at_half["macro_f1"] or float("nan"),
-        tuned["macro_f1"] or float("nan"),
+        _num(at_half["map"]),
+        _num(at_half["macro_f1"]),
+        _num(tuned["macro_f1"]),
         run.root,
     )
 
