@@ -1,0 +1,121 @@
+"""Cell level end to end: train one epoch, the run folder contract, cell evaluation, blending, a submission,
+and a sweep with the level as an axis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from locbench.cells.predict import evaluate_cells
+from locbench.cells.submission import read_submission, validate_submission
+from locbench.cli import main
+from locbench.config import load_config
+from locbench.data.splits import load_split
+from locbench.data.synth import synthesize
+from locbench.engine.fit import train
+
+TINY = {
+    "model.backbone": "test_resnet",
+    "data.img_size": 32,
+    "data.channels": "rgby",
+    "data.workers": 0,
+    "data.val_frac": 0.3,
+    "train.epochs": 1,
+    "train.batch_size": 8,
+    "train.device": "cpu",
+    "log.progress": "lines",
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny synthetic dataset, one cell-level and one image-level run on it (one epoch each)."""
+    root = tmp_path_factory.mktemp("cellmode")
+    data = synthesize(root / "data", images=10, size=64, cells_per_field=(2, 3), seed=7)
+    sets = {**TINY, "data.path": str(data), "data.cache_dir": str(root / "cache")}
+    cell = train(load_config(overrides={**sets, "train.level": "cell"}), root / "cell")
+    image = train(load_config(overrides=sets), root / "image")
+    return data, cell, image
+
+
+def test_cell_run_folder_contract(runs):
+    data, cell, _ = runs
+    assert (cell / "status").read_text().strip() == "done"
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "thresholds.json", "split.json"):
+        assert (cell / name).is_file(), name
+    assert (cell / "checkpoints" / "best.safetensors").is_file()
+    preds = np.load(cell / "predictions" / "val.npz")
+    ids = [str(i) for i in preds["ids"]]
+    val_fields = set(load_split(cell / "split.json").parts["val"])
+    assert ids and all(i.rsplit("/", 1)[0] in val_fields and i.rsplit("/", 1)[1].isdigit() for i in ids)
+    n_val_cells = sum(
+        1 for line in (data / "cells.csv").read_text().splitlines()[1:] if line.split(",")[0] in val_fields
+    )
+    assert preds["probs"].shape == (n_val_cells, 19) == preds["targets"].shape
+    summary = json.loads((cell / "summary.json").read_text())
+    assert summary["val"]["n_images"] == n_val_cells
+
+
+def test_evaluate_cell_level_and_image_baseline(runs, capsys):
+    _, cell, image = runs
+    assert main(["evaluate", str(cell), "--level", "cell", "--workers", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "mAP" in printed and "IoU >= 0.6" in printed
+    result = json.loads((cell / "eval" / "cell_val.json").read_text())
+    assert result["level"] == "cell" and 0.0 <= result["map"] <= 1.0
+    assert result["masks"] == result["truth_masks"] and "segmentation" not in result
+    stored = np.load(cell / "eval" / "cell_val.npz")
+    np.testing.assert_array_equal(stored["ids"], np.load(cell / "predictions" / "val.npz")["ids"])
+
+    baseline = evaluate_cells(image, device="cpu", workers=0)
+    assert baseline["level"] == "image" and baseline["n_pred_cells"] == result["n_pred_cells"]
+    # The image run's field probabilities are copied to every cell of the field.
+    probs = np.load(Path(baseline["path"]).with_suffix(".npz"))["probs"]
+    fields = [i.rsplit("/", 1)[0] for i in np.load(Path(baseline["path"]).with_suffix(".npz"))["ids"]]
+    for f in set(fields):
+        rows = probs[[k for k, g in enumerate(fields) if g == f]]
+        assert np.allclose(rows, rows[0])
+
+    # Blending with weight 1 gives exactly the image run's per-cell predictions and score.
+    full = evaluate_cells(cell, image_run=image, blend=1.0, device="cpu", workers=0, out=cell / "eval" / "b.json")
+    np.testing.assert_allclose(np.load(cell / "eval" / "b.npz")["probs"], probs, atol=1e-6)
+    assert full["map"] == pytest.approx(baseline["map"]) and full["blend"] == 1.0
+
+
+def test_cell_submission_validates(runs, tmp_path, capsys):
+    data, cell, _ = runs
+    out = tmp_path / "submission.csv"
+    args = ["predict", str(cell), "--level", "cell", "--data", str(data), "--out", str(out), "--workers", "0"]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert "validated" in capsys.readouterr().out
+    rows = read_submission(out)
+    ids = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
+    assert [r.image_id for r in rows] == ids and all((r.width, r.height) == (64, 64) for r in rows)
+    n_cells = len((data / "cells.csv").read_text().splitlines()) - 1
+    assert validate_submission(out, num_classes=19, ids=ids) == {
+        "images": 10,
+        "triples": 19 * n_cells,
+        "cells": n_cells,
+    }
+
+
+def test_sweep_with_level_axis(runs, tmp_path):
+    from locbench.sweep.runner import run_sweep
+
+    data, _, _ = runs
+    spec = tmp_path / "levels.yaml"
+    spec.write_text("name: levels\nconfig: {train: {max_steps: 1}}\ngrid:\n  train.level: [image, cell]\nseeds: [0]\n")
+    counts = run_sweep(spec, tmp_path / "sweep", data=str(data), overrides={**TINY, "data.cache_dir": str(tmp_path)})
+    assert counts == {"done": 2}
+    levels = {}
+    for folder in (tmp_path / "sweep").iterdir():
+        if (folder / "sweep_cell.json").is_file():
+            record = json.loads((folder / "sweep_cell.json").read_text())
+            levels[record["axes"]["train.level"]] = np.load(folder / "predictions" / "val.npz")["ids"]
+    assert set(levels) == {"image", "cell"}
+    assert all("/" in str(i) for i in levels["cell"]) and not any("/" in str(i) for i in levels["image"])
+    # One split file serves both levels: the cells' fields are exactly the image run's validation fields.
+    assert {str(i).rsplit("/", 1)[0] for i in levels["cell"]} == {str(i) for i in levels["image"]}
