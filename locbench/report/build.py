@@ -205,8 +205,8 @@ def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Sectio
                 *(_ci(e[m]) for m in METRICS),
                 "baseline" if r["baseline"] else fmt_num(diff, True),
                 "" if r["baseline"] else fmt_p(r["p_holm"]).removeprefix("p = ").removeprefix("p "),
-                _num(r["params"] / 1e6, 2),
-                _num(r["gmacs"], 2),
+                _sig(r["params"] / 1e6),
+                _sig(r["gmacs"]),
                 _num(r["train_img_per_s"], 0),
                 _num(r["epoch_s"], 1),
             ]
@@ -218,6 +218,11 @@ def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Sectio
         "(highlighted row); p: Holm-adjusted. Also written to leaderboard.csv."
     )
     return Section("Leaderboard", para(note)[0] + md, para(note)[1] + h)
+
+
+def _sig(x: float) -> str:
+    """Three significant digits: costs span orders of magnitude (a tiny test model has 0.0166 GMACs)."""
+    return f"{x:.3g}" if math.isfinite(x) else "n/a"
 
 
 def _num(x: float, digits: int) -> str:

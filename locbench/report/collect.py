@@ -250,6 +250,9 @@ def read_run(path: Path) -> Run:
         reasons.append("status is done but summary.json is missing")
     if run.status == "running" and not reasons:
         reasons.append(f"still running ({len(run.metrics)} epochs logged)")
+    if run.status == "unknown" and not run.metrics and run.summary is None:
+        # A sweep creates every run folder (with sweep_cell.json) before training starts.
+        run.status, reasons = "pending", ["not started yet"]
     run.reason = "; ".join(reasons)
     return run
 

@@ -194,3 +194,16 @@ def test_a_single_run_folder_gets_a_report_without_claims(tmp_path: Path):
     md = build_report(run).with_suffix(".md").read_text()
     assert "Nothing was tested" in md and "only one configuration has a finished run" in md
     assert "raised" not in md and "lowered" not in md
+
+
+def test_run_folders_not_started_are_pending(tmp_path: Path):
+    root = make_sweep(tmp_path / "s", backbones=("resnet18",), augs=("standard",), problems=False)
+    (root / "c09-s0").mkdir()
+    (root / "c09-s0" / "sweep_cell.json").write_text(
+        '{"sweep": "ablation", "cell_id": "c09", "axes": {"model.backbone": "resnet18", "loss.name": "asl", '
+        '"augment.preset": "standard"}, "seed": 0, "run_id": "c09-s0"}'
+    )
+    sweep = collect(root)
+    (pending,) = sweep.problems
+    assert (pending.run_id, pending.status, pending.reason) == ("c09-s0", "pending", "not started yet")
+    assert sweep.axes["loss.name"] == ["bce", "focal", "asl"]  # sweep.yaml order, then levels seen only in runs
