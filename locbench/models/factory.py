@@ -67,6 +67,12 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> LocModel:
     except Exception as e:  # timm raises many kinds of errors for missing weights offline
         if not cfg.pretrained:
             raise
+        if cfg.pretrained_file:  # a local file that does not fit: "offline?" would mislead
+            detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
+            raise LocbenchError(
+                f"model.pretrained_file {cfg.pretrained_file} does not fit {name!r} ({type(e).__name__}: {detail}); "
+                f"give a .safetensors/.pth state dict of timm's {name!r} model"
+            ) from None
         raise LocbenchError(
             f"could not load pretrained weights for {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             "Offline? Download the weights elsewhere (e.g. `timm.create_model(name, pretrained=True)` on a machine "
@@ -74,8 +80,27 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> LocModel:
             "--set model.pretrained_file=PATH (a .safetensors/.pth state dict of the timm model), "
             "or train from scratch without --pretrained."
         ) from None
+    if cfg.pretrained and cfg.pretrained_file:
+        _check_file_matches(backbone, Path(cfg.pretrained_file).expanduser(), name)
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
     return LocModel(backbone, head)
+
+
+def _check_file_matches(backbone: nn.Module, path: Path, name: str) -> None:
+    """timm loads pretrained weights non-strictly once the classifier is dropped (num_classes=0), so a file made
+    for another model would leave the backbone at random init without an error: refuse such a file."""
+    from timm.models import load_state_dict
+
+    keys = set(load_state_dict(str(path)))
+    own = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in keys]
+    if len(missing) > len(own) // 2:
+        raise LocbenchError(
+            f"model.pretrained_file {path} does not hold {name} weights: {len(missing)} of {len(own)} backbone "
+            f"tensors are not in it (e.g. {missing[0]}); give a state dict of timm's {name!r} model"
+        )
+    if missing:
+        log.warning("%s lacks %d of %d %s tensors; they keep their random init", path, len(missing), len(own), name)
 
 
 def count_params(model: nn.Module) -> int:
