@@ -22,6 +22,19 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def run_level(run_dir: str) -> str:
+    """The ``train.level`` of a run folder (``image`` when it has no readable config: the image path reports it)."""
+    from pathlib import Path
+
+    from locbench.config import load_config
+    from locbench.errors import LocbenchError
+
+    try:
+        return load_config(Path(run_dir) / "config.yaml").train.level
+    except LocbenchError:
+        return "image"
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("cells", help="cell-level evaluation (HPA 2021 metric) and competition submissions")
     actions = p.add_subparsers(dest="cells_command", metavar="ACTION", required=True)

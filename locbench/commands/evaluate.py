@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args
+from locbench.commands.cells import add_cell_args, run_level
 from locbench.commands.cells import run_evaluate as run_cell_evaluate
 
 
@@ -16,14 +16,14 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", help="metrics JSON (default RUN_DIR/eval/<split>.json)")
-    p.add_argument("--level", choices=["image", "cell"], default="image", help="cell: the HPA 2021 per-cell metric")
+    p.add_argument("--level", choices=["image", "cell"], help="cell: the HPA 2021 per-cell metric (default: the run's)")
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")
     add_cell_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.level == "cell":
+    if (args.level or run_level(args.run_dir)) == "cell":
         return run_cell_evaluate(args)
     from locbench.engine.infer import evaluate
     from locbench.metrics import format_metrics_table, with_tuned

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args
+from locbench.commands.cells import add_cell_args, run_level
 from locbench.commands.cells import run_predict as run_cell_predict
 
 
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument(
-        "--level", choices=["image", "cell"], default="image", help="cell: the 2021 competition submission per cell"
+        "--level", choices=["image", "cell"], help="cell: the 2021 competition submission (default: the run's level)"
     )
     p.add_argument("--min-confidence", type=float, default=None, help="--level cell: drop triples below this")
     add_cell_args(p)
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.level == "cell":
+    if (args.level or run_level(args.run_dir)) == "cell":
         return run_cell_predict(args)
     from locbench.engine.infer import predict
 

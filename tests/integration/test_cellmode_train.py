@@ -61,7 +61,7 @@ def test_cell_run_folder_contract(runs):
 
 def test_evaluate_cell_level_and_image_baseline(runs, capsys):
     _, cell, image = runs
-    assert main(["evaluate", str(cell), "--level", "cell", "--workers", "0", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(cell), "--workers", "0", "--device", "cpu"]) == 0  # a cell run: cell level
     printed = capsys.readouterr().out
     assert "mAP" in printed and "IoU >= 0.6" in printed
     result = json.loads((cell / "eval" / "cell_val.json").read_text())
