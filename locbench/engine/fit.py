@@ -608,20 +608,46 @@ def _progress(total: int, desc: str, mode: str):
 
 
 _file_handler: logging.Handler | None = None
+_saved_logger: tuple[int, bool, logging.Handler] | None = None
+
+
+class _ToRootHandlers(logging.Handler):
+    """Hands records on to the root logger's handlers, as propagation would."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().callHandlers(record)
 
 
 def _attach_log_file(run: RunDir) -> None:
-    """Copy locbench's log lines into RUN_DIR/train.log."""
-    global _file_handler
+    """Copy locbench's log lines (INFO and up) into RUN_DIR/train.log."""
+    global _file_handler, _saved_logger
     _file_handler = logging.FileHandler(run.log_file)
+    _file_handler.setLevel(logging.INFO)
     _file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    logging.getLogger("locbench").addHandler(_file_handler)
+    logger = logging.getLogger("locbench")
+    logger.addHandler(_file_handler)
+    level = logger.getEffectiveLevel()
+    if level > logging.INFO:
+        # Under -q, or with no logging set up (a submitit job, a library caller), the logger would drop the epoch
+        # lines before the file saw them: let INFO through to the file, pass on to the caller's handlers only
+        # what they would have got.
+        forward = _ToRootHandlers(level)
+        _saved_logger = (logger.level, logger.propagate, forward)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(forward)
 
 
 def _detach_log_file() -> None:
-    global _file_handler
+    global _file_handler, _saved_logger
+    logger = logging.getLogger("locbench")
+    if _saved_logger is not None:
+        logger.setLevel(_saved_logger[0])
+        logger.propagate = _saved_logger[1]
+        logger.removeHandler(_saved_logger[2])
+        _saved_logger = None
     if _file_handler is not None:
-        logging.getLogger("locbench").removeHandler(_file_handler)
+        logger.removeHandler(_file_handler)
         _file_handler.close()
         _file_handler = None
 

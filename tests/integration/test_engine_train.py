@@ -1,0 +1,266 @@
+"""`locbench train / evaluate / predict` end to end on tiny synthetic data: the run-folder contract
+(docs/ARCHITECTURE.md), determinism, divergence and the refusals that protect a run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+import yaml
+
+from locbench.cli import main
+from locbench.config import load_config
+from locbench.engine.fit import RunDiverged, train
+from locbench.store.atomic import read_jsonl
+
+pytest_plugins = ["fixtures.synth_data"]
+
+METRIC_KEYS = {"epoch", "train/loss", "val/loss", "val/macro_f1", "val/map", "time/epoch_s", "train/img_per_s", "lr"}
+PER_CLASS_KEYS = {"ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold"}
+COST_KEYS = {"params", "gmacs", "train_img_per_s", "epoch_s", "peak_mem_mb"}
+
+
+def _read_npz(path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def check_run_folder(run, *, epochs: int, n_classes: int = 19) -> dict:
+    """Assert the run-folder contract of docs/ARCHITECTURE.md; return the parsed summary."""
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    expected = {
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "summary.json",
+        "thresholds.json",
+        "predictions/val.npz",
+        "split.json",
+        "status",
+        "status.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/best.json",
+    }
+    assert expected <= names, expected - names
+    kept = sorted(n for n in names if n.startswith("checkpoints/epoch-"))
+    newest = [
+        f"checkpoints/epoch-{e:04d}.{x}" for e in range(max(1, epochs - 1), epochs + 1) for x in ("json", "safetensors")
+    ]
+    assert kept == sorted(newest)  # the two newest epochs' full state
+    assert not [n for n in names if n.endswith(".tmp")]
+
+    assert (run / "status").read_text().strip() == "done"
+    assert json.loads((run / "status.json").read_text())["status"] == "done"
+    cfg = load_config(run / "config.yaml")  # the resolved configuration loads again
+    assert cfg.train.epochs == epochs
+    env = json.loads((run / "env.json").read_text())
+    assert {"python", "torch", "timm", "locbench", "git_commit", "device", "hostname", "started"} <= set(env)
+
+    lines = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
+    assert all(set(r) == METRIC_KEYS for r in lines)
+    assert all(np.isfinite(r["train/loss"]) and r["train/loss"] > 0 for r in lines)
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["format_version"] == 1 and summary["epochs_run"] == epochs
+    assert 1 <= summary["best_epoch"] <= epochs
+    val = summary["val"]
+    assert {"macro_f1", "micro_f1", "map", "macro_f1_tuned", "micro_f1_tuned", "per_class", "absent_classes"} <= set(
+        val
+    )
+    assert len(val["per_class"]) == n_classes
+    assert all(set(row) == PER_CLASS_KEYS for row in val["per_class"].values())
+    assert set(summary["cost"]) == COST_KEYS and summary["cost"]["params"] > 0 and summary["cost"]["gmacs"] > 0
+    best_line = lines[summary["best_epoch"] - 1]
+    assert val["map"] == pytest.approx(best_line["val/map"]) == max(r["val/map"] for r in lines)
+
+    th = json.loads((run / "thresholds.json").read_text())
+    assert th["classes"] == list(val["per_class"]) and len(th["thresholds"]) == n_classes
+    assert [row["threshold"] for row in val["per_class"].values()] == pytest.approx(th["thresholds"])
+
+    preds = _read_npz(run / "predictions" / "val.npz")
+    n_val = len(json.loads((run / "split.json").read_text())["parts"]["val"])
+    assert preds["ids"].shape == (n_val,) and preds["ids"].dtype.kind == "U"
+    assert preds["probs"].shape == (n_val, n_classes) and preds["probs"].dtype == np.float32
+    assert preds["targets"].shape == (n_val, n_classes) and preds["targets"].dtype == np.uint8
+    assert ((preds["probs"] >= 0) & (preds["probs"] <= 1)).all()
+    best_meta = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best_meta["epoch"] == summary["best_epoch"] and best_meta["num_classes"] == n_classes
+    assert {"in_chans", "channels", "class_names", "norm_mean", "norm_std", "sha256"} <= set(best_meta)
+    return summary
+
+
+def test_train_cli_writes_the_run_folder_contract(kit, tmp_path, capsys):
+    run = tmp_path / "run"
+    over = kit.overrides()
+    del over["train.epochs"]
+    args = ["train", "--out", str(run), "--epochs", "2", "--channels", "rgby", *kit.set_args(over)]
+    assert main(args) == 0
+    assert f"run folder: {run}" in capsys.readouterr().out
+    check_run_folder(run, epochs=2)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["channels"] == "rgby" and saved["model"]["backbone"] == "test_resnet"
+    meta = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert meta["in_chans"] == 4 and meta["channels"] == ["red", "green", "blue", "yellow"]
+    assert "training test_resnet" in (run / "train.log").read_text()
+
+
+def test_the_shared_trained_run_follows_the_contract(trained_run):
+    check_run_folder(trained_run, epochs=2)
+
+
+def test_evaluate_writes_json_prints_table_and_matches_training(trained_run, capsys, one_thread):
+    assert main(["evaluate", str(trained_run), "--device", "cpu", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "macro" in out.lower() and "metrics written to" in out
+    result = json.loads((trained_run / "eval" / "val.json").read_text())
+    summary = json.loads((trained_run / "summary.json").read_text())["val"]
+    assert result["split"] == "val" and result["n_images"] == summary["n_images"]
+    # the best model on the same images gives the same numbers as the training's last look at them
+    assert result["map"] == pytest.approx(summary["map"], abs=1e-6)
+    assert result["macro_f1_tuned"] == pytest.approx(summary["macro_f1_tuned"], abs=1e-6)
+    assert set(result["per_class"]["Nucleoplasm"]) == PER_CLASS_KEYS
+
+
+def test_evaluate_refusals_exit_2(trained_run, synth_2018_dir, capsys):
+    assert main(["evaluate", str(trained_run), "--split", "test", "--device", "cpu", "--workers", "0"]) == 2
+    assert "has no part 'test'" in capsys.readouterr().err
+    assert main(["evaluate", str(trained_run), "--data", str(synth_2018_dir), "--device", "cpu"]) == 2
+    assert "differ from the run's" in capsys.readouterr().err
+    assert main(["evaluate", str(trained_run.parent / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_predict_csv(trained_run, kit, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    args = [
+        "predict",
+        str(trained_run),
+        "--data",
+        str(kit.data),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader(out.open()))
+    classes = json.loads((trained_run / "thresholds.json").read_text())
+    assert len(rows) == 48
+    assert list(rows[0]) == ["id", "labels", "names", *[f"p_{c}" for c in classes["classes"]]]
+    for row in rows:
+        probs = np.array([float(row[f"p_{c}"]) for c in classes["classes"]])
+        labels = [int(k) for k in row["labels"].split()]
+        th = np.array(classes["thresholds"])
+        # labels use the tuned thresholds (probabilities are written rounded to 6 decimals)
+        assert all(probs[j] >= th[j] - 1e-6 for j in labels)
+        assert all(probs[j] < th[j] + 1e-6 for j in set(range(len(th))) - set(labels))
+        assert row["names"] == "|".join(classes["classes"][j] for j in labels)
+    # a bare folder of stain images (no CSV) predicts the same numbers
+    bare = tmp_path / "bare.csv"
+    assert main([*args[:3], str(kit.data / "train"), "--out", str(bare), "--device", "cpu", "--workers", "0"]) == 0
+    by_id = {r["id"]: r for r in csv.DictReader(bare.open())}
+    assert len(by_id) == 48
+    for row in rows[:5]:
+        assert by_id[row["id"]]["p_Nucleoplasm"] == row["p_Nucleoplasm"]
+
+
+def test_predict_kaggle2018_format(kit, synth_2018_dir, tmp_path):
+    run = train(load_config(None, kit.overrides(synth_2018_dir)), tmp_path / "run2018")
+    summary = check_run_folder(run, epochs=1, n_classes=28)
+    assert "Microtubule organizing center" in summary["val"]["per_class"]
+    out = tmp_path / "submission.csv"
+    args = ["predict", str(run), "--data", str(synth_2018_dir), "--out", str(out), "--format", "kaggle2018"]
+    assert main([*args, "--device", "cpu", "--workers", "0"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "Id,Predicted" and len(lines) == 25
+    ids = [line.split(",")[0] for line in lines[1:]]
+    assert ids == [r["Id"] for r in csv.DictReader((synth_2018_dir / "train.csv").open())]
+    for line in lines[1:]:
+        labels = line.split(",")[1].split()
+        assert all(0 <= int(k) < 28 for k in labels)
+
+
+def test_same_seed_same_numbers_other_seed_differs(trained_run, kit, tmp_path):
+    again = train(load_config(None, kit.overrides(train__epochs=2)), tmp_path / "again")
+    first, second = read_jsonl(trained_run / "metrics.jsonl"), read_jsonl(again / "metrics.jsonl")
+    for key in ("train/loss", "val/loss", "val/map"):
+        assert [r[key] for r in first] == [r[key] for r in second]
+    a, b = _read_npz(trained_run / "predictions" / "val.npz"), _read_npz(again / "predictions" / "val.npz")
+    assert np.array_equal(a["probs"], b["probs"]) and np.array_equal(a["ids"], b["ids"])
+
+    other = train(load_config(None, kit.overrides(train__epochs=2, train__seed=1)), tmp_path / "s1")
+    c = _read_npz(other / "predictions" / "val.npz")
+    assert [r["train/loss"] for r in read_jsonl(other / "metrics.jsonl")] != [r["train/loss"] for r in first]
+    assert np.array_equal(c["ids"], a["ids"])  # train.seed alone keeps the split (data.split_seed is separate)
+    assert not np.array_equal(c["probs"], a["probs"])
+
+
+def test_existing_run_folder_without_resume_exits_2(trained_run, kit, capsys):
+    before = (trained_run / "metrics.jsonl").read_bytes()
+    args = ["train", "--out", str(trained_run), *kit.set_args(kit.overrides(train__epochs=2))]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (status: done)" in err and "--resume" in err
+    assert (trained_run / "metrics.jsonl").read_bytes() == before
+    assert (trained_run / "status").read_text().strip() == "done"
+
+
+def test_divergence_is_recorded_and_exits_3(kit, tmp_path, capsys):
+    run = tmp_path / "div"
+    over = kit.overrides(optim__name="sgd")
+    assert main(["train", "--out", str(run), *kit.set_args(over), "--set", "optim.lr=1e6"]) == 3
+    err = capsys.readouterr().err
+    assert "training loss became nan in epoch 1" in err and "optim.clip_grad" in err
+    assert (run / "status").read_text().strip() == "diverged"
+    info = json.loads((run / "status.json").read_text())
+    assert info["status"] == "diverged" and "lower the learning rate" in info["reason"]
+    assert not (run / "summary.json").exists()
+
+
+def test_nan_loss_diverges(kit, tmp_path, monkeypatch):
+    from locbench.losses.bce import BCELoss
+
+    monkeypatch.setattr(BCELoss, "elementwise", lambda self, x, y: x * float("nan"))
+    with pytest.raises(RunDiverged) as e:
+        train(load_config(None, kit.overrides()), tmp_path / "nan")
+    assert e.value.exit_code == 3
+    assert (tmp_path / "nan" / "status").read_text().strip() == "diverged"
+
+
+def test_unavailable_device_exits_2(kit, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    over = kit.overrides()
+    over.pop("train.device")
+    assert main(["train", "--out", str(tmp_path / "r"), "--device", "cuda", *kit.set_args(over)]) == 2
+    assert "CUDA is not available here; use --device cpu" in capsys.readouterr().err
+
+
+def test_too_few_images_is_a_clear_error(kit, tmp_path):
+    from locbench.errors import LocbenchError
+
+    subset = tmp_path / "subset.csv"
+    lines = (kit.data / "train.csv").read_text().splitlines()
+    subset.write_text("\n".join(lines[:3]) + "\n")
+    over = kit.overrides(data__path=str(subset), data__cache=False)
+    with pytest.raises(LocbenchError):
+        train(load_config(None, over), tmp_path / "few")
+    assert (tmp_path / "few" / "status").read_text().strip() == "failed"
+
+
+def test_train_log_gets_info_lines_without_flooding_a_quiet_caller(kit, tmp_path, caplog):
+    # no logging set up at INFO (a submitit job, `locbench -q`, a library caller): the file still gets the epochs
+    caplog.set_level(logging.WARNING)
+    run = train(load_config(None, kit.overrides()), tmp_path / "quiet")
+    text = (run / "train.log").read_text()
+    assert "epoch 1/1" in text and "done: best epoch 1" in text
+    assert not [r for r in caplog.records if r.name.startswith("locbench") and r.levelno < logging.WARNING]
+    assert logging.getLogger("locbench").propagate and logging.getLogger("locbench").handlers == []
