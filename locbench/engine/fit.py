@@ -482,6 +482,12 @@ def _check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
             f"cannot resume {run.root}: the configuration differs from the saved one in {', '.join(changed)}; "
             "resume with the same settings or start a new run folder"
         )
+    if changed and cfg.optim.schedule != "constant":
+        # the cosine curve spans all epochs: the epochs already run followed another curve than the new config's
+        raise LocbenchError(
+            f"cannot resume {run.root} with train.epochs {old.train.epochs} -> {cfg.train.epochs}: its "
+            f"{cfg.optim.schedule} learning-rate schedule depends on the number of epochs; start a new run folder"
+        )
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
