@@ -120,6 +120,7 @@ def expand(
     seed_keys = spec.get("seed_keys", ["train.seed", "data.split_seed"])
     for key in seed_keys:
         _check_key(base, key, f"{where}: seed_keys")
+    _check_not_axis(seed_keys, grid, f"{where}: seed_keys set")
     excludes = spec.get("exclude") or []
     for rule in excludes:
         if not isinstance(rule, dict):
@@ -133,6 +134,7 @@ def expand(
             raise LocbenchError(f"{where}: each overrides entry is {{when: {{...}}, set: {{...}}}}, got {rule!r}")
         for key in list(rule.get("when") or {}) + list(rule["set"]):
             _check_key(base, key, f"{where}: overrides")
+        _check_not_axis(rule["set"], grid, f"{where}: overrides set")
 
     name = str(spec.get("name") or (path.stem if path else "sweep"))
     keys = list(grid)
@@ -205,6 +207,16 @@ def _check_key(base: dict, key: str, where: str) -> None:
         close = difflib.get_close_matches(key, list(_flatten(base)), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LocbenchError(f"{where}: {key!r} is not a config key{hint}") from None
+
+
+def _check_not_axis(keys, grid: dict, where: str) -> None:
+    """A key set after the axes would overwrite an axis value: the cell would be named for a value it does not use."""
+    clash = [k for k in keys if k in grid]
+    if clash:
+        raise LocbenchError(
+            f"{where} {', '.join(clash)}, which is a grid axis: cells would be named for values they do not use; "
+            "use exclude to drop cells, or change the axis values"
+        )
 
 
 def _freeze(v: Any) -> str:
