@@ -477,6 +477,8 @@ def _check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     old = load_config(run.config)
     diff = _config_diff(old.to_dict(), cfg.to_dict())
     changed = [k for k in diff if not k.startswith(("log.", "data.workers", "train.device", "data.cache_dir"))]
+    if "data.split" in changed and _same_split(cfg.data.split, run.split):
+        changed.remove("data.split")  # the split the run used, at another path (a moved or copied sweep folder)
     if changed and not all(k == "train.epochs" for k in changed):
         raise LocbenchError(
             f"cannot resume {run.root}: the configuration differs from the saved one in {', '.join(changed)}; "
@@ -488,6 +490,16 @@ def _check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
             f"cannot resume {run.root} with train.epochs {old.train.epochs} -> {cfg.train.epochs}: its "
             f"{cfg.optim.schedule} learning-rate schedule depends on the number of epochs; start a new run folder"
         )
+
+
+def _same_split(path: str | None, saved: Path) -> bool:
+    """Whether the split file ``path`` holds the same split as the run's own copy ``saved``."""
+    import json
+
+    try:
+        return path is not None and json.loads(Path(path).read_text()) == json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -240,9 +240,18 @@ def run_cell(run_dir: str) -> str:
         train(cfg, run.root, resume=True)
     except LocbenchError as e:
         log.error("%s: %s", run.root.name, e)
-    except Exception:  # recorded in the run folder by train(); the sweep goes on
+        _record_early_failure(run, e)
+    except Exception as e:  # recorded in the run folder by train(); the sweep goes on
         log.exception("%s failed", run.root.name)
+        _record_early_failure(run, e)
     return run.status() or "failed"
+
+
+def _record_early_failure(run: RunDir, e: BaseException) -> None:
+    """train() records failures once the run has started; one before that (an unavailable device) left no status,
+    and the cell looked pending to every later sweep and to `locbench status`."""
+    if run.status() is None:
+        run.set_status("failed", f"{type(e).__name__}: {e}")
 
 
 def _run_inline(cells: list[Cell], out: Path, workers: int) -> None:

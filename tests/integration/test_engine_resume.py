@@ -141,3 +141,23 @@ def test_more_epochs_on_resume_is_refused_under_a_cosine_schedule(kit, tmp_path)
     with pytest.raises(LocbenchError, match=r"train.epochs 1 -> 2: its cosine learning-rate schedule depends"):
         train(load_config(None, dict(over, **{"train.epochs": 2})), run, resume=True)
     assert load_config(run / "config.yaml").train.epochs == 1
+
+
+def test_resume_accepts_the_same_split_at_another_path_only(kit, tmp_path):
+    from locbench.data.splits import make_split, save_split
+    from locbench.engine.data import load_data_table
+
+    run = tmp_path / "r"
+    train(load_config(None, kit.overrides()), run)
+    copy = shutil.copy(run / "split.json", tmp_path / "moved-split.json")  # a moved sweep folder's split file
+    RunDir(run).set_status("running")
+    train(load_config(None, kit.overrides(data__split=str(copy))), run, resume=True)
+    assert RunDir(run).status() == "done"
+
+    cfg = load_config(None, kit.overrides())
+    other = save_split(
+        make_split(load_data_table(cfg.data), seed=5, val_frac=0.2, test_frac=0.0, group_col=None),
+        tmp_path / "other-split.json",
+    )
+    with pytest.raises(LocbenchError, match=r"differs from the saved one in data.split"):
+        train(load_config(None, kit.overrides(data__split=str(other))), run, resume=True)
