@@ -136,6 +136,12 @@ def localization_report(
 ) -> dict[str, Any]:
     """Per-class and overall share of CAM mass inside the cells that carry the class, against chance.
 
+    Two views. Field level: the share of all CAM mass inside the carrying cells, against the share of the field
+    they cover; a map that merely prefers cells to background already beats this chance level. Cell level, for
+    images where only some cells carry the class (the weak-label case): the share of the mass *inside cells*
+    that falls in the carrying ones, against their share of the cell area; this asks whether the map picks the
+    right cells.
+
     Each (image, class) pair whose class is carried by at least one cell of the image is scored; pairs whose
     class no cell carries (a CAM of a false positive, say) or whose map is all zero are skipped and counted.
 
@@ -148,9 +154,12 @@ def localization_report(
         class_names: All class names of the scheme.
 
     Returns:
-        ``{"per_class": {name: {"n", "mean_share", "mean_chance", "lift"}}, "overall": {...same keys},
-        "items": [{"id", "class", "share", "chance"}], "skipped": int}``. ``lift`` is mean share minus mean
-        chance (0 = no better than a map blind to the image). Classes with no scored pair are omitted.
+        ``{"per_class": {name: summary}, "overall": summary, "items": [...], "skipped": int}``. A summary has
+        ``n``, ``mean_share``, ``mean_chance``, ``lift`` (share minus chance; 0 = no better than a map blind
+        to the image) and ``n_mixed``, ``mean_cell_share``, ``mean_cell_chance``, ``cell_lift`` over the pairs
+        where only some cells carry the class (``None`` when there are none). An item has ``id``, ``class``,
+        ``share``, ``chance``, ``cell_share`` and ``cell_chance`` (the last two ``None`` unless mixed).
+        Classes with no scored pair are omitted.
 
     Raises:
         LocbenchError: when an image has no mask.
@@ -163,44 +172,67 @@ def localization_report(
             raise LocbenchError(f"no cell mask for image {image_id!r}; localization needs masks/{image_id}.png")
         mask = resize_mask(masks[image_id], cams.shape[-2:])
         per_cell = cells.get(image_id, {})
+        present = set(np.unique(mask[mask > 0]).tolist())  # cells still visible at the map's resolution
         for j, c in enumerate(class_indices[i]):
-            carrying = [cell for cell, classes in per_cell.items() if c in classes]
+            carrying = [cell for cell, classes in per_cell.items() if c in classes and cell in present]
             share = cam_mass_inside(cams[i, j], mask, carrying) if carrying else float("nan")
-            chance = area_share(mask, carrying) if carrying else 0.0
-            if not carrying or np.isnan(share) or chance == 0.0:
+            if not carrying or np.isnan(share):
                 skipped += 1
                 continue
-            items.append({"id": str(image_id), "class": class_names[c], "share": share, "chance": chance})
+            item = {"id": str(image_id), "class": class_names[c], "share": share, "chance": area_share(mask, carrying)}
+            item["cell_share"] = item["cell_chance"] = None
+            if len(carrying) < len(present):
+                in_cells = cam_mass_inside(cams[i, j], mask, sorted(present))
+                if in_cells > 0:
+                    item["cell_share"] = share / in_cells
+                    item["cell_chance"] = item["chance"] / area_share(mask, sorted(present))
+            items.append(item)
     if skipped:
         log.info("localization: skipped %d (image, class) pair(s) with no carrying cell or an all-zero map", skipped)
-
-    def summary(sel: list[dict[str, Any]]) -> dict[str, Any]:
-        share = float(np.mean([x["share"] for x in sel]))
-        chance = float(np.mean([x["chance"] for x in sel]))
-        return {"n": len(sel), "mean_share": share, "mean_chance": chance, "lift": share - chance}
 
     per_class = {}
     for name in class_names:
         sel = [x for x in items if x["class"] == name]
         if sel:
-            per_class[name] = summary(sel)
-    overall = summary(items) if items else {"n": 0, "mean_share": None, "mean_chance": None, "lift": None}
-    return {"per_class": per_class, "overall": overall, "items": items, "skipped": skipped}
+            per_class[name] = _summary(sel)
+    return {"per_class": per_class, "overall": _summary(items), "items": items, "skipped": skipped}
+
+
+def _summary(sel: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str, rows: list[dict[str, Any]]) -> float | None:
+        return float(np.mean([x[key] for x in rows])) if rows else None
+
+    mixed = [x for x in sel if x["cell_share"] is not None]
+    out: dict[str, Any] = {"n": len(sel), "mean_share": mean("share", sel), "mean_chance": mean("chance", sel)}
+    out["lift"] = None if not sel else out["mean_share"] - out["mean_chance"]
+    out.update(
+        n_mixed=len(mixed), mean_cell_share=mean("cell_share", mixed), mean_cell_chance=mean("cell_chance", mixed)
+    )
+    out["cell_lift"] = None if not mixed else out["mean_cell_share"] - out["mean_cell_chance"]
+    return out
 
 
 def localization_markdown(report: dict[str, Any]) -> str:
     """Render :func:`localization_report` output as a Markdown table (one row per class, then overall)."""
+
+    def f(x: float | None, sign: str = "") -> str:
+        return "–" if x is None else f"{x:{sign}.3f}"
+
     lines = [
         "## CAM localization (synthetic data)",
         "",
-        "Share of CAM mass inside the cells that carry the class; chance = share of the field those cells cover.",
+        "Field: share of CAM mass inside the cells that carry the class; chance = share of the field they cover.",
+        "Cells: in images where only some cells carry the class, share of the in-cell CAM mass on those cells;",
+        "chance = their share of the cell area.",
         "",
-        "| class | n | CAM share | chance | lift |",
-        "|---|---|---|---|---|",
+        "| class | n | field share | chance | lift | n mixed | cell share | chance | lift |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = [*report["per_class"].items(), ("overall", report["overall"])]
-    for name, s in rows:
+    for name, s in [*report["per_class"].items(), ("overall", report["overall"])]:
         if not s["n"]:
             continue
-        lines.append(f"| {name} | {s['n']} | {s['mean_share']:.3f} | {s['mean_chance']:.3f} | {s['lift']:+.3f} |")
+        lines.append(
+            f"| {name} | {s['n']} | {f(s['mean_share'])} | {f(s['mean_chance'])} | {f(s['lift'], '+')} "
+            f"| {s['n_mixed']} | {f(s['mean_cell_share'])} | {f(s['mean_cell_chance'])} | {f(s['cell_lift'], '+')} |"
+        )
     return "\n".join(lines) + "\n"

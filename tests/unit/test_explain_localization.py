@@ -58,29 +58,38 @@ def test_resize_mask_keeps_cell_ids() -> None:
 
 
 def test_localization_report_against_chance() -> None:
-    # Image "a": class 0 in cell 1, class 1 in cells 2 and 3, class 2 in no cell. Masks at 4x the CAM size.
-    masks = {"a": np.kron(MASK, np.ones((4, 4), dtype=MASK.dtype))}
-    cells = {"a": {1: {0}, 2: {1}, 3: {1}}}
-    cams = np.zeros((1, 3, 4, 4))
-    cams[0, 0] = MASK == 1  # all mass in cell 1: share 1, chance 4/16
-    cams[0, 1] = 1.0  # uniform: share = chance = 8/16
-    cams[0, 2] = 1.0  # class 2 carried by no cell: skipped
-    report = localization_report(["a"], cams, [[0, 1, 2]], masks, cells, ["c0", "c1", "c2"])
+    # Image "a": class 0 in cell 1, class 1 in cells 2 and 3, class 2 in no cell. Image "b": class 0 in every
+    # cell. Masks at 4x the CAM size (resized to the map).
+    big = np.kron(MASK, np.ones((4, 4), dtype=MASK.dtype))
+    masks = {"a": big, "b": big}
+    cells = {"a": {1: {0}, 2: {1}, 3: {1}}, "b": {1: {0}, 2: {0}, 3: {0}}}
+    cams = np.zeros((2, 3, 4, 4))
+    cams[0, 0] = MASK == 1  # a/c0: all mass in cell 1; field share 1, chance 4/16; cells: 1 vs 4/12
+    cams[0, 1] = 1.0  # a/c1 uniform: field 8/16 vs 8/16; cells: (8/16)/(12/16) = 2/3 vs 8/12
+    cams[0, 2] = 1.0  # a/c2: carried by no cell, skipped
+    cams[1, 0] = 1.0  # b/c0 uniform: field 12/16 vs 12/16; all cells carry it, so no cell-level figure
+    report = localization_report(["a", "b"], cams, [[0, 1, 2]] * 2, masks, cells, ["c0", "c1", "c2"])
 
-    assert report["skipped"] == 1
+    assert report["skipped"] == 3  # a/c2, b/c1, b/c2
     assert set(report["per_class"]) == {"c0", "c1"}
     c0, c1 = report["per_class"]["c0"], report["per_class"]["c1"]
-    assert (c0["n"], c0["mean_share"], c0["mean_chance"]) == (1, pytest.approx(1.0), pytest.approx(0.25))
-    assert c0["lift"] == pytest.approx(0.75)
-    assert c1["mean_share"] == pytest.approx(0.5) and c1["lift"] == pytest.approx(0.0)
+    assert (c0["n"], c0["n_mixed"]) == (2, 1)
+    assert c0["mean_share"] == pytest.approx((1 + 0.75) / 2) and c0["mean_chance"] == pytest.approx((0.25 + 0.75) / 2)
+    assert c0["mean_cell_share"] == pytest.approx(1.0) and c0["mean_cell_chance"] == pytest.approx(1 / 3)
+    assert c1["lift"] == pytest.approx(0.0) and c1["cell_lift"] == pytest.approx(0.0)
+    assert c1["mean_cell_share"] == pytest.approx(2 / 3)
     overall = report["overall"]
-    assert overall["n"] == 2
-    assert overall["mean_share"] == pytest.approx(0.75) and overall["mean_chance"] == pytest.approx(0.375)
+    assert (overall["n"], overall["n_mixed"]) == (3, 2)
+    assert overall["mean_share"] == pytest.approx(0.75) and overall["mean_chance"] == pytest.approx(0.5)
+    assert overall["mean_cell_share"] == pytest.approx(5 / 6) and overall["cell_lift"] == pytest.approx(1 / 3)
+    b_item = next(x for x in report["items"] if x["id"] == "b")
+    assert b_item["cell_share"] is None and b_item["cell_chance"] is None
     md = localization_markdown(report)
-    assert "| c0 | 1 | 1.000 | 0.250 | +0.750 |" in md and "| overall | 2 |" in md
+    assert "| c0 | 2 | 0.875 | 0.500 | +0.375 | 1 | 1.000 | 0.333 | +0.667 |" in md
+    assert "| overall | 3 |" in md
 
     with pytest.raises(LocbenchError, match="no cell mask"):
-        localization_report(["zz"], cams, [[0, 1, 2]], masks, cells, ["c0", "c1", "c2"])
+        localization_report(["zz"], cams[:1], [[0, 1, 2]], masks, cells, ["c0", "c1", "c2"])
 
 
 def test_read_cells_csv_and_mask(tmp_path) -> None:
