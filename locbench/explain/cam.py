@@ -220,6 +220,8 @@ def compute_cams(
 
 
 def _per_image_classes(class_indices: Sequence[Sequence[int]] | Sequence[int], batch: int) -> list[list[int]]:
+    if batch == 0:
+        raise LocbenchError("compute_cams got an empty batch; pass at least one image")
     items = list(class_indices)
     if all(isinstance(c, int | np.integer) for c in items):
         return [[int(c) for c in items] for _ in range(batch)]

@@ -156,6 +156,8 @@ def test_bad_arguments_raise() -> None:
         compute_cams(model, x, [[0], [1, 2]])
     with pytest.raises(LocbenchError, match="out of range"):
         compute_cams(model, x, [9])
+    with pytest.raises(LocbenchError, match="empty batch"):
+        compute_cams(model, x[:0], [0])
     with pytest.raises(LocbenchError, match="float"):
         compute_cams(model, x.to(torch.uint8), [0])
     assert _hooks_left(model) == 0
