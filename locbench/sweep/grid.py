@@ -168,8 +168,18 @@ def expand(
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """A short hash of what a configuration computes (paths, devices, workers and loggers left out)."""
-    flat = {k: v for k, v in _flatten(cfg.to_dict()).items() if not k.startswith(NON_RESULT_KEYS)}
+    """A short hash of what a configuration computes (paths, devices, workers and loggers left out).
+
+    Only values that differ from the defaults are hashed, so a key added to the configuration in a later version
+    (with a default) does not rename the runs of existing sweeps; a run whose saved configuration differs from
+    the cell's anyway is refused at resume with the differing keys named.
+    """
+    defaults = _flatten(RunConfig().to_dict())
+    flat = {
+        k: v
+        for k, v in _flatten(cfg.to_dict()).items()
+        if not k.startswith(NON_RESULT_KEYS) and (k not in defaults or defaults[k] != v)
+    }
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:6]
 
 
