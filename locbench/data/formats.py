@@ -185,9 +185,11 @@ def load_table(
         if label_problem:
             problems[row].append(label_problem)
 
-    image_dir = Path(image_dir) if image_dir is not None else (root / "train" if (root / "train").is_dir() else root)
-    if not image_dir.is_absolute():
-        image_dir = root / image_dir
+    if image_dir is None:
+        image_dir = root / "train" if (root / "train").is_dir() else root
+    elif not Path(image_dir).is_absolute():
+        image_dir = root / image_dir  # relative to the dataset folder, not to the working directory
+    image_dir = Path(image_dir)
     pattern = pattern or DEFAULT_PATTERN
     _check_pattern(pattern)
     ok_rows = [r for r in range(len(raw_ids)) if r not in problems]
