@@ -54,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     except LocbenchError as e:
         print(f"locbench {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # A path the OS refused (disk full, permissions, a file where a folder should be) is the user's to fix:
+        # name it, no traceback. OSErrors without a path may be bugs: those keep their traceback.
+        if e.filename is None:
+            raise
+        log.debug("OS error", exc_info=True)
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
+        print(f"locbench {args.command}: error: {e.strerror or e}: {where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"locbench {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130

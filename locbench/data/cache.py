@@ -37,7 +37,7 @@ from locbench.data import io as imio
 from locbench.data.channels import resolve_channels, unique_channels
 from locbench.data.formats import Table
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def build_cache(
     if (folder / "complete").is_file():  # finished: no lock needed, so a read-only shared cache works too
         log.info("reusing cache %s", folder)
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        # a file in the way or a read-only folder: say so before decoding anything (a finished cache needs neither)
+        ensure_writable_dir(folder, what="cache folder (--cache-dir or $LOCBENCH_CACHE)")
         with _locked(folder):
             if not (folder / "complete").is_file():  # another process may have finished it while we waited
                 _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)

@@ -41,7 +41,7 @@ import numpy as np
 from locbench.data import synth_patterns as sp
 from locbench.data.schemes import ClassScheme, get_scheme
 from locbench.errors import LocbenchError
-from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -273,13 +273,13 @@ def synthesize(
     out = Path(out)
     scheme_name, id_col, label_col, sep = _format(fmt)
     _check(images=images, size=size, noise=noise, spread=intensity_spread, cells=cells_per_field, bg=background)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise LocbenchError(f"{out} is not empty; choose a new folder or pass overwrite (--overwrite)")
         for name in ("train.csv", "cells.csv", "synth.json", "preview.png", "train", "masks"):
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out, what="OUT")  # a file there, or a read-only folder: say so before drawing anything
     # Images go to a staging folder renamed into place at the end; train.csv is written last, so a folder
     # with a train.csv is complete.
     stage = out / ".synth-partial"

@@ -27,7 +27,14 @@ from locbench.engine.data import EpochSampler, channel_stats, make_loader, prepa
 from locbench.engine.device import amp_dtype, peak_memory_mb, pick_device, use_channels_last
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.errors import LocbenchError
-from locbench.store.atomic import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from locbench.store.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    read_jsonl,
+    remove_stale_tmp,
+)
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir, environment
 
@@ -88,9 +95,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
     lock = FileLock(run.root / ".lock")
     if dist.main:
         _check_run_folder(run, cfg, resume)
-        run.root.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(run.root, what="--out")  # a file there or a read-only folder: say so before any work
         if not lock.acquire(blocking=False):
             raise LocbenchError(f"{run.root} is being trained by another process right now")
+        if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
+            log.info("removed scratch files an interrupted write left in %s", run.root)
         _attach_log_file(run)
         atomic_write_text(run.config, dump_config(cfg))
         atomic_write_json(run.env, environment(str(device)))
@@ -107,13 +116,14 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
         raise
     except KeyboardInterrupt:
         if dist.main:
-            run.set_status("failed", "interrupted (Ctrl-C); resume with --resume")
+            run.set_status("failed", "interrupted (Ctrl-C); resume with --resume", must=False)
         raise
     except BaseException as e:
         if dist.main:
             import traceback
 
-            run.set_status("failed", f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            # must=False: on a full disk this write fails too, and the error to report is the first one
+            run.set_status("failed", f"{type(e).__name__}: {e}", must=False, traceback=traceback.format_exc())
         raise
     finally:
         _detach_log_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
@@ -14,6 +15,8 @@ from typing import Any
 
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 #: Version of the run-folder layout; a folder from a newer locbench is refused with a clear message.
 RUN_FORMAT_VERSION = 1
@@ -59,12 +62,19 @@ class RunDir:
         except (FileNotFoundError, json.JSONDecodeError):
             return {"status": self.status()}
 
-    def set_status(self, status: str, reason: str = "", **extra: Any) -> None:
+    def set_status(self, status: str, reason: str = "", *, must: bool = True, **extra: Any) -> None:
+        """Write ``status.json`` then ``status``. With ``must=False`` (recording a failure) a write that fails
+        is logged, not raised, so that the error which caused the failure is the one the caller sees."""
         assert status in STATUSES, status
-        self.root.mkdir(parents=True, exist_ok=True)
         info = {"status": status, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
-        atomic_write_json(self.status_json, info)
-        atomic_write_text(self.status_file, status + "\n")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.status_json, info)
+            atomic_write_text(self.status_file, status + "\n")
+        except OSError as e:
+            if must:
+                raise
+            log.warning("could not record status %s in %s: %s", status, self.root, e)
 
     def read_summary(self) -> dict[str, Any]:
         if not self.summary.exists():

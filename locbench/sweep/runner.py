@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from locbench.errors import LocbenchError
-from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
 from locbench.sweep.grid import Cell, Sweep, load_sweep
@@ -74,9 +74,7 @@ def run_sweep(
         raise LocbenchError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep, data=data, extra=overrides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_writable(out)
+    out = ensure_writable_dir(Path(out), what="sweep folder --out")
     lock = FileLock(out / ".sweep.lock")
     if not lock.acquire(blocking=False):
         raise LocbenchError(
@@ -107,15 +105,6 @@ def run_sweep(
     counts = Counter(cell_state(RunDir(out / c.run_id)) for c in cells)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return dict(counts)
-
-
-def _check_writable(out: Path) -> None:
-    probe = out / ".write-test"
-    try:
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise LocbenchError(f"cannot write to the sweep folder {out}: {e.strerror}; choose a writable --out") from None
 
 
 def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
