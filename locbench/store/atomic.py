@@ -8,6 +8,7 @@ and is both a :class:`~locbench.errors.LocbenchError` (the CLI prints it, exit 2
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import tempfile
@@ -92,6 +93,9 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
     except OSError as e:
         raise write_error(path, e) from None
     try:
+        # mkstemp makes 0600 files: give the mode any new file gets (0644 under umask 022), or a colleague could
+        # not read a shared run folder or cache
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
@@ -151,6 +155,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it: a race with other threads' files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _json_default(o: Any) -> Any:
