@@ -151,9 +151,19 @@ def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
             cell = replace(cell, config=cell.config.replace({"data.split": str(split_path.resolve())}))
         run = RunDir(out / cell.run_id)
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.cell, cell.record(sweep.name))
+        record = cell.record(sweep.name)
+        # A finished run is never touched (bytes and mtimes stay); others get the record only when it changed.
+        if run.status() != "done" and _read_json_or_none(run.cell) != json.loads(json.dumps(record)):
+            atomic_write_json(run.cell, record)
         cells.append(cell)
     return cells
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _select(cells: list[Cell], out: Path, retry_failed: bool) -> list[Cell]:
