@@ -378,6 +378,8 @@ def read_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as e:
         raise LocbenchError(f"{path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise LocbenchError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); give a YAML file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
