@@ -97,7 +97,13 @@ def load_checkpoint(path_stem: Path, device: str | torch.device = "cpu") -> tupl
     meta = verify(path_stem)
     if meta is None:
         raise LocbenchError(f"checkpoint {path_stem}.safetensors is missing or corrupt")
-    tensors = load_file(str(path_stem.with_suffix(".safetensors")), device=str(device))
+    try:
+        tensors = load_file(str(path_stem.with_suffix(".safetensors")), device=str(device))
+    except Exception as e:  # safetensors parses a header and raw tensors only: a bad file is refused, never run
+        raise LocbenchError(
+            f"checkpoint {path_stem}.safetensors is not a safetensors file ({type(e).__name__}: {e}); "
+            "locbench checkpoints are safetensors + JSON, never pickles: use a run folder locbench wrote"
+        ) from None
     return unflatten_state(meta["skeleton"], tensors), meta
 
 
