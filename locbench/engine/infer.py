@@ -70,9 +70,46 @@ def load_run(path: str | Path) -> Run:
         raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
     summary = run.read_summary()
     cfg = load_config(run.config)
-    th = json.loads(run.thresholds.read_text())
-    meta = json.loads(run.best.with_suffix(".json").read_text()) if run.best.with_suffix(".json").exists() else {}
+    th = _read_run_json(run.thresholds)
+    best = run.best.with_suffix(".json")
+    meta = _read_run_json(best) if best.exists() else {}
+    _check_checkpoint_fits(run, cfg, list(th["classes"]), meta)
     return Run(run.root, cfg, summary, list(th["classes"]), np.asarray(th["thresholds"], dtype=np.float64), meta)
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LocbenchError(f"{path} is missing: the run folder is incomplete; train it again") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LocbenchError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
+    if not isinstance(obj, dict):
+        raise LocbenchError(f"{path} is not a JSON object; the run folder is damaged")
+    return obj
+
+
+def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta: dict[str, Any]) -> None:
+    """The best checkpoint must belong to this run: the same classes as thresholds.json, the channels of config.yaml
+    (a checkpoint copied in from another run would otherwise predict the wrong classes, or crash mid-way)."""
+    from locbench.data.channels import resolve_channels
+
+    if not meta:
+        return
+    where = f"{run.best}.json"
+    n = meta.get("num_classes")
+    if n is not None and (n != len(classes) or meta.get("class_names", classes) != classes):
+        raise LocbenchError(
+            f"{where}: the checkpoint predicts {n} classes but the run's thresholds.json lists {len(classes)} "
+            f"({', '.join(classes[:3])}, ...); the checkpoint comes from another run: use that run's folder"
+        )
+    want = list(resolve_channels(cfg.data.channels))
+    have = meta.get("channels")
+    if have is not None and (list(have) != want or meta.get("in_chans", len(have)) != len(want)):
+        raise LocbenchError(
+            f"{where}: the checkpoint takes channels {','.join(have)} but the run's config.yaml says "
+            f"data.channels={cfg.data.channels} ({','.join(want)}); the checkpoint comes from another run"
+        )
 
 
 def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> np.ndarray:
