@@ -19,6 +19,7 @@ import yaml
 
 from locbench.errors import LocbenchError
 from locbench.store.atomic import read_jsonl
+from locbench.store.rundir import RUN_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,11 @@ def read_run(path: Path) -> Run:
             run.summary = _read_json(path / "summary.json")
         except (OSError, ValueError) as e:
             reasons.append(f"summary.json unreadable ({e})")
+        version = run.summary.get("format_version", 1) if isinstance(run.summary, dict) else 1
+        if isinstance(version, int) and version > RUN_FORMAT_VERSION:
+            # fields may have changed meaning: never average it in; list it with the reason instead
+            run.summary = None
+            reasons.append(f"summary.json is run format {version}, newer than this locbench reads; upgrade locbench")
     elif run.status == "done":
         reasons.append("status is done but summary.json is missing")
     if run.status == "running" and not reasons:
