@@ -18,89 +18,17 @@ from locbench.store.atomic import read_jsonl
 
 pytest_plugins = ["fixtures.synth_data"]
 
-METRIC_KEYS = {"epoch", "train/loss", "val/loss", "val/macro_f1", "val/map", "time/epoch_s", "train/img_per_s", "lr"}
 PER_CLASS_KEYS = {"ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold"}
-COST_KEYS = {"params", "gmacs", "train_img_per_s", "epoch_s", "peak_mem_mb"}
 
 
-def _read_npz(path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-def check_run_folder(run, *, epochs: int, n_classes: int = 19) -> dict:
-    """Assert the run-folder contract of docs/ARCHITECTURE.md; return the parsed summary."""
-    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
-    expected = {
-        "config.yaml",
-        "env.json",
-        "metrics.jsonl",
-        "summary.json",
-        "thresholds.json",
-        "predictions/val.npz",
-        "split.json",
-        "status",
-        "status.json",
-        "checkpoints/best.safetensors",
-        "checkpoints/best.json",
-    }
-    assert expected <= names, expected - names
-    kept = sorted(n for n in names if n.startswith("checkpoints/epoch-"))
-    newest = [
-        f"checkpoints/epoch-{e:04d}.{x}" for e in range(max(1, epochs - 1), epochs + 1) for x in ("json", "safetensors")
-    ]
-    assert kept == sorted(newest)  # the two newest epochs' full state
-    assert not [n for n in names if n.endswith(".tmp")]
-
-    assert (run / "status").read_text().strip() == "done"
-    assert json.loads((run / "status.json").read_text())["status"] == "done"
-    cfg = load_config(run / "config.yaml")  # the resolved configuration loads again
-    assert cfg.train.epochs == epochs
-    env = json.loads((run / "env.json").read_text())
-    assert {"python", "torch", "timm", "locbench", "git_commit", "device", "hostname", "started"} <= set(env)
-
-    lines = read_jsonl(run / "metrics.jsonl")
-    assert [r["epoch"] for r in lines] == list(range(1, epochs + 1))
-    assert all(set(r) == METRIC_KEYS for r in lines)
-    assert all(np.isfinite(r["train/loss"]) and r["train/loss"] > 0 for r in lines)
-
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["format_version"] == 1 and summary["epochs_run"] == epochs
-    assert 1 <= summary["best_epoch"] <= epochs
-    val = summary["val"]
-    assert {"macro_f1", "micro_f1", "map", "macro_f1_tuned", "micro_f1_tuned", "per_class", "absent_classes"} <= set(
-        val
-    )
-    assert len(val["per_class"]) == n_classes
-    assert all(set(row) == PER_CLASS_KEYS for row in val["per_class"].values())
-    assert set(summary["cost"]) == COST_KEYS and summary["cost"]["params"] > 0 and summary["cost"]["gmacs"] > 0
-    best_line = lines[summary["best_epoch"] - 1]
-    assert val["map"] == pytest.approx(best_line["val/map"]) == max(r["val/map"] for r in lines)
-
-    th = json.loads((run / "thresholds.json").read_text())
-    assert th["classes"] == list(val["per_class"]) and len(th["thresholds"]) == n_classes
-    assert [row["threshold"] for row in val["per_class"].values()] == pytest.approx(th["thresholds"])
-
-    preds = _read_npz(run / "predictions" / "val.npz")
-    n_val = len(json.loads((run / "split.json").read_text())["parts"]["val"])
-    assert preds["ids"].shape == (n_val,) and preds["ids"].dtype.kind == "U"
-    assert preds["probs"].shape == (n_val, n_classes) and preds["probs"].dtype == np.float32
-    assert preds["targets"].shape == (n_val, n_classes) and preds["targets"].dtype == np.uint8
-    assert ((preds["probs"] >= 0) & (preds["probs"] <= 1)).all()
-    best_meta = json.loads((run / "checkpoints" / "best.json").read_text())
-    assert best_meta["epoch"] == summary["best_epoch"] and best_meta["num_classes"] == n_classes
-    assert {"in_chans", "channels", "class_names", "norm_mean", "norm_std", "sha256"} <= set(best_meta)
-    return summary
-
-
-def test_train_cli_writes_the_run_folder_contract(kit, tmp_path, capsys):
+def test_train_cli_writes_the_run_folder_contract(kit, tmp_path, capsys, run_contract):
     run = tmp_path / "run"
     over = kit.overrides()
     del over["train.epochs"]
     args = ["train", "--out", str(run), "--epochs", "2", "--channels", "rgby", *kit.set_args(over)]
     assert main(args) == 0
     assert f"run folder: {run}" in capsys.readouterr().out
-    check_run_folder(run, epochs=2)
+    run_contract(run, epochs=2)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["channels"] == "rgby" and saved["model"]["backbone"] == "test_resnet"
     meta = json.loads((run / "checkpoints" / "best.json").read_text())
@@ -108,8 +36,8 @@ def test_train_cli_writes_the_run_folder_contract(kit, tmp_path, capsys):
     assert "training test_resnet" in (run / "train.log").read_text()
 
 
-def test_the_shared_trained_run_follows_the_contract(trained_run):
-    check_run_folder(trained_run, epochs=2)
+def test_the_shared_trained_run_follows_the_contract(trained_run, run_contract):
+    run_contract(trained_run, epochs=2)
 
 
 def test_evaluate_writes_json_prints_table_and_matches_training(trained_run, capsys, one_thread):
@@ -170,9 +98,9 @@ def test_predict_csv(trained_run, kit, tmp_path, capsys):
         assert by_id[row["id"]]["p_Nucleoplasm"] == row["p_Nucleoplasm"]
 
 
-def test_predict_kaggle2018_format(kit, synth_2018_dir, tmp_path):
+def test_predict_kaggle2018_format(kit, synth_2018_dir, tmp_path, run_contract):
     run = train(load_config(None, kit.overrides(synth_2018_dir)), tmp_path / "run2018")
-    summary = check_run_folder(run, epochs=1, n_classes=28)
+    summary = run_contract(run, epochs=1, n_classes=28)
     assert "Microtubule organizing center" in summary["val"]["per_class"]
     out = tmp_path / "submission.csv"
     args = ["predict", str(run), "--data", str(synth_2018_dir), "--out", str(out), "--format", "kaggle2018"]
@@ -191,11 +119,11 @@ def test_same_seed_same_numbers_other_seed_differs(trained_run, kit, tmp_path):
     first, second = read_jsonl(trained_run / "metrics.jsonl"), read_jsonl(again / "metrics.jsonl")
     for key in ("train/loss", "val/loss", "val/map"):
         assert [r[key] for r in first] == [r[key] for r in second]
-    a, b = _read_npz(trained_run / "predictions" / "val.npz"), _read_npz(again / "predictions" / "val.npz")
+    a, b = kit.read_npz(trained_run / "predictions" / "val.npz"), kit.read_npz(again / "predictions" / "val.npz")
     assert np.array_equal(a["probs"], b["probs"]) and np.array_equal(a["ids"], b["ids"])
 
     other = train(load_config(None, kit.overrides(train__epochs=2, train__seed=1)), tmp_path / "s1")
-    c = _read_npz(other / "predictions" / "val.npz")
+    c = kit.read_npz(other / "predictions" / "val.npz")
     assert [r["train/loss"] for r in read_jsonl(other / "metrics.jsonl")] != [r["train/loss"] for r in first]
     assert np.array_equal(c["ids"], a["ids"])  # train.seed alone keeps the split (data.split_seed is separate)
     assert not np.array_equal(c["probs"], a["probs"])

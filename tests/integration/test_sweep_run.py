@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -245,10 +244,10 @@ def test_bad_executor_and_sweep_file_errors(kit, tmp_path, capsys):
 @pytest.mark.slow
 def test_submitit_local_executor(kit, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs are processes of their own
-    sweep_file = write_sweep(tmp_path / "s.yaml", kit.cache_dir)
+    sweep_file = write_sweep(tmp_path / "s.yaml", kit.cache_dir, grid={"loss.name": ["focal"]})
     out = tmp_path / "out"
     counts = run_sweep(sweep_file, out, data=str(kit.data), executor="local", slurm={"timeout_min": 5})
-    assert counts == {"done": 2}
+    assert counts == {"done": 1}
     jobs = yaml.safe_load((out / "jobs.yaml").read_text())
     assert set(jobs) == {run.name for run in _runs(out)}
     for run in _runs(out):
@@ -266,4 +265,3 @@ def test_worker_processes(kit, tmp_path, monkeypatch):
     for run in _runs(out):
         assert "epoch 1/1" in (run / "train.log").read_text()
         assert (run / "worker.log").exists()
-    assert os.environ.get("LOCBENCH_CELL_SLOT") is None
