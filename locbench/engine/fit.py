@@ -149,7 +149,7 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
             ", ".join(absent),
         )
     torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-    model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans)
+    model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
     params = count_params(model)
     gmacs = measure_gmacs(model, in_chans, cfg.data.img_size)
     mean, std = channel_stats(train_ds, seed=cfg.train.seed)

@@ -43,7 +43,12 @@ class Run:
         from locbench.models import build_model
 
         state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")
-        net = build_model(_no_pretrained(self.config.model), num_classes=meta["num_classes"], in_chans=meta["in_chans"])
+        net = build_model(
+            _no_pretrained(self.config.model),
+            num_classes=meta["num_classes"],
+            in_chans=meta["in_chans"],
+            img_size=self.config.data.img_size,
+        )
         try:
             net.load_state_dict(state["model"])
         except RuntimeError as e:

@@ -40,9 +40,10 @@ class LocModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_model(cfg, *, num_classes: int, in_chans: int) -> LocModel:
+def build_model(cfg, *, num_classes: int, in_chans: int, img_size: int | None = None) -> LocModel:
     """Build the backbone named by ``cfg.backbone`` (a :class:`locbench.config.ModelConfig`) with ``in_chans``
-    input channels and the configured head.
+    input channels and the configured head. With ``img_size``, models made for one input size (ViTs, Swin: timm's
+    ``fixed_input_size``) are resized to it (position embeddings resampled).
 
     With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from timm's
     local cache or a download; timm adapts the first convolution to ``in_chans`` (1 and 4 channels included).
@@ -82,6 +83,9 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> LocModel:
         ) from None
     if cfg.pretrained and cfg.pretrained_file:
         _check_file_matches(backbone, Path(cfg.pretrained_file).expanduser(), name)
+    if img_size is not None and backbone.pretrained_cfg.get("fixed_input_size") and hasattr(backbone, "set_input_size"):
+        # a ViT made for 224 px asserts on any other input size; after loading weights, so theirs are resampled
+        backbone.set_input_size(img_size=img_size)
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
     return LocModel(backbone, head)
 

@@ -146,3 +146,36 @@ def test_pretrained_file_with_wrong_shapes_is_reported(tmp_path, one_thread):
     cfg = ModelConfig(backbone="test_resnet", pretrained=True, pretrained_file=str(wide))
     with pytest.raises(LocbenchError, match=r"wide.safetensors does not fit 'test_resnet' \(RuntimeError: .*mismatch"):
         build_model(cfg, num_classes=3, in_chans=3)
+
+
+def test_fixed_size_models_are_resized_to_the_image_size(tmp_path, one_thread):
+    # vit_tiny_patch16_224 asserts on any input but 224 px unless told the size (the study trains at 256 px)
+    import timm
+    from safetensors.torch import save_file
+
+    cfg = ModelConfig(backbone="vit_tiny_patch16_224", hidden=16)
+    x = torch.rand(2, 4, 64, 64)
+    with pytest.raises(AssertionError, match="doesn't match model"):
+        build_model(cfg, num_classes=3, in_chans=4)(x)
+    model = build_model(cfg, num_classes=3, in_chans=4, img_size=64)
+    assert model(x).shape == (2, 3)
+    # pretrained weights are loaded first, then their position embeddings resampled (16 patches + class token)
+    torch.manual_seed(1)
+    path = tmp_path / "vit.safetensors"
+    state = timm.create_model("vit_tiny_patch16_224").state_dict()
+    save_file(state, str(path))
+    pre = build_model(
+        ModelConfig(backbone="vit_tiny_patch16_224", pretrained=True, pretrained_file=str(path)),
+        num_classes=3,
+        in_chans=3,
+        img_size=64,
+    )
+    pos = pre.backbone.state_dict()["pos_embed"]
+    assert pos.shape == (1, 1 + 16, 192)
+    assert torch.equal(pos[:, 0], state["pos_embed"][:, 0])  # the class token's embedding is kept as it is
+    # a rebuilt model of the same size takes the checkpoint strictly (what evaluate/predict do)
+    again = build_model(cfg, num_classes=3, in_chans=4, img_size=64)
+    again.load_state_dict(model.state_dict())
+    # models of any input size are left alone
+    cnn = build_model(ModelConfig(backbone="test_resnet"), num_classes=3, in_chans=3, img_size=48)
+    assert cnn(torch.rand(1, 3, 48, 48)).shape == (1, 3)
