@@ -1,0 +1,230 @@
+"""kill -9 of `locbench train`, `locbench sweep`, a sweep worker and `locbench cache` (real SIGKILLs of real
+subprocesses), then the same command again: nothing finished is lost or changed, no file is ever half-written
+under its final name, and the re-run ends with the numbers of an uninterrupted run.
+
+Kills land at chosen points through benchmarks/fault_injection.py's ``child`` mode (on the N-th training step,
+half-way through writing a named file); its random-delay driver runs in ``--quick`` mode at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from locbench.cli import main
+from locbench.store.rundir import RunDir
+
+pytest_plugins = ["fixtures.synth_data"]
+
+REPO = Path(__file__).resolve().parents[2]
+#: 48 fields, val 0.2: 38 training images, 5 steps of 8 per epoch.
+STEPS = 5
+
+
+def _load_fi():
+    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fi = _load_fi()
+
+
+def killed(args: list[str], **kill) -> subprocess.CompletedProcess:
+    """Run ``locbench ARGS`` in a subprocess with a SIGKILL planted; assert that it was killed."""
+    res = subprocess.run(fi.child_command(args, **kill), env=fi.child_env(), capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    return res
+
+
+def scratch_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def train_args(synth_dir, cache_dir):
+    from fixtures.synth_data import Kit
+
+    kit = Kit(synth_dir, cache_dir)
+    return lambda out, *extra: ["train", "--out", str(out), *kit.set_args(kit.overrides(train__epochs=3)), *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, train_args):
+    """An uninterrupted 3-epoch run, in this process (one thread, as the subprocesses)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("kill") / "reference"
+        assert main(train_args(out)) == 0
+        return fi.result_numbers(out)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train_killed_mid_epoch_then_mid_checkpoint_write_resumes_to_the_same_numbers(
+    reference, train_args, tmp_path, one_thread
+):
+    run = tmp_path / "run"
+    killed(train_args(run), die_in=f"locbench.engine.fit:_clip@{STEPS + 3}")  # epoch 2, step 3
+    assert RunDir(run).status() == "running" and fi.corrupt_files(run) == []
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == [
+        "epoch-0001.json",
+        "epoch-0001.safetensors",
+    ]
+
+    killed(train_args(run, "--resume"), die_on_write="epoch-0002.safetensors")
+    assert not (run / "checkpoints" / "epoch-0002.safetensors").exists()
+    (half,) = scratch_files(run)  # the half-written bytes sit under a scratch name only
+    assert half.name.startswith(".epoch-0002.safetensors.") and half.stat().st_size > 0
+    assert fi.corrupt_files(run) == []
+
+    assert main(train_args(run, "--resume")) == 0
+    assert scratch_files(run) == []
+    assert fi.result_numbers(run) == reference
+    assert fi.corrupt_files(run) == []
+
+
+def test_train_killed_writing_the_summary_with_a_corrupt_newest_checkpoint(
+    reference, train_args, tmp_path, one_thread, caplog
+):
+    run = tmp_path / "run"
+    killed(train_args(run), die_on_write="summary.json")
+    assert not (run / "summary.json").exists() and RunDir(run).status() == "running"
+    assert fi.corrupt_files(run) == []
+    # on top of the kill, the newest checkpoint got truncated (a disk problem): the previous one is used
+    newest = run / "checkpoints" / "epoch-0003.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING, logger="locbench"):
+        assert main(train_args(run, "--resume")) == 0
+    assert "epoch-0003.safetensors is truncated or corrupt" in caplog.text
+    assert fi.result_numbers(run) == reference
+    assert fi.corrupt_files(run) == []
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory, synth_dir, cache_dir):
+    from fixtures.synth_data import Kit
+
+    config: dict = {}
+    for key, value in Kit(synth_dir, cache_dir).overrides(train__epochs=2).items():
+        section, name = key.split(".")
+        config.setdefault(section, {})[name] = value
+    path = tmp_path_factory.mktemp("sweepfile") / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "kill", "config": config, "grid": {"loss.name": ["bce", "focal"]}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep_reference(tmp_path_factory, sweep_file):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("sweepref") / "sweep"
+        assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+        return {p.name: fi.result_numbers(p) for p in out.iterdir() if (p / "summary.json").exists()}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _runs(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if (p / "sweep_cell.json").exists())
+
+
+def test_killed_sweep_finishes_on_rerun_and_never_touches_finished_runs(
+    sweep_file, sweep_reference, tmp_path, one_thread
+):
+    out = tmp_path / "sweep"
+    killed(["sweep", str(sweep_file), "--out", str(out)], die_in=f"locbench.engine.fit:_clip@{2 * STEPS + 7}")
+    first, second = _runs(out)
+    assert RunDir(first).status() == "done" and RunDir(second).status() == "running"
+    assert fi.corrupt_files(out) == []
+    before = fi.snapshot(first)
+    time.sleep(0.01)  # an mtime written by the re-run would differ
+    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    assert fi.snapshot(first) == before
+    assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+    assert fi.corrupt_files(out) == []
+
+
+def test_a_second_sweep_on_the_same_folder_refuses(sweep_file, tmp_path, capsys):
+    from locbench.store.lock import FileLock
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with FileLock(out / ".sweep.lock"):  # what the first `locbench sweep` holds while it runs
+        assert main(["sweep", str(sweep_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "another `locbench sweep` is running on" in err and str(out) in err
+    assert not (out / "plan.json").exists()
+
+
+def test_killed_sweep_worker_is_resumed_by_the_rerun(sweep_file, sweep_reference, tmp_path, one_thread):
+    from locbench.sweep.runner import cell_state, run_sweep
+
+    out = tmp_path / "sweep"
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run_sweep(sweep_file, out, workers=2)))
+    thread.start()
+    victim = fi._running_worker(out, timeout=240)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    states = sorted(cell_state(RunDir(p)) for p in _runs(out))
+    # the killed worker's cell is interrupted (pending if the kill came before its status was first written, done if
+    # as it finished); the other worker's cell went on to the end
+    assert "done" in states and set(states) <= {"done", "interrupted", "pending"}
+    assert fi.corrupt_files(out) == []
+    finished = {p.name: fi.snapshot(p) for p in _runs(out) if RunDir(p).status() == "done"}
+    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    assert {name: fi.snapshot(out / name) for name in finished} == finished
+    assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+
+
+def test_killed_cache_build_is_never_used_half_built_and_resumes(kit, tmp_path, caplog):
+    from locbench.data.cache import build_cache, open_cache
+    from locbench.data.formats import load_table
+    from locbench.errors import LocbenchError
+
+    cache_dir = tmp_path / "cache"
+    args = ["cache", "--data", str(kit.data), "--img-size", "40", "--cache-dir", str(cache_dir), "--workers", "0"]
+    killed(args, die_in="locbench.data.cache:_fill_chunk@2")
+    (folder,) = list(cache_dir.iterdir())
+    assert not (folder / "complete").exists() and fi.corrupt_files(folder) == []
+    with pytest.raises(LocbenchError, match="not a finished cache"):
+        open_cache(folder)
+    table = load_table(kit.data)
+    with caplog.at_level(logging.INFO, logger="locbench"):
+        resumed = build_cache(table, channels="rgby", size=40, cache_dir=cache_dir, workers=0, progress=False)
+    assert "resuming cache" in caplog.text and "reusing cache" not in caplog.text
+    fresh = build_cache(table, channels="rgby", size=40, cache_dir=tmp_path / "fresh", workers=0, progress=False)
+    assert (resumed.array == fresh.array).all()
+
+
+@pytest.mark.slow
+def test_fault_injection_quick():
+    """The benchmark's random kills (train, sweep, cache), each followed by a re-run: nothing lost or corrupted."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fault_injection.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=fi.child_env(),
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "kill points tried / runs lost / files corrupted: 3 / 0 / 0" in res.stdout
