@@ -5,7 +5,7 @@ localization check on synthetic data.
 """
 
 from locbench.explain.cam import METHODS, compute_cams, default_target_layer, make_reshape_transform
-from locbench.explain.errors import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
+from locbench.explain.errors import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 from locbench.explain.localization import (
     area_share,
     cam_mass_inside,
@@ -40,6 +40,7 @@ __all__ = [
     "errors_html",
     "errors_markdown",
     "explain_images",
+    "hardest_ids",
     "localization_markdown",
     "localization_report",
     "make_reshape_transform",

@@ -247,3 +247,38 @@ def plot_perf_vs_frequency(tables: dict[str, Any], out_png: str | os.PathLike) -
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return atomic_write(out_png, lambda f: f.write(buf.getvalue()))
+
+
+def hardest_ids(tables: dict[str, Any], n: int) -> list[str]:
+    """Up to ``n`` distinct image ids worth explaining first, from :func:`error_tables` output.
+
+    Classes with the most errors (FP + FN) go first; ids are taken round-robin over those classes, alternating
+    each class's worst missed positive and worst false alarm, so one class cannot fill the whole figure.
+
+    Args:
+        tables: The dict from :func:`error_tables`.
+        n: How many ids at most.
+
+    Returns:
+        Image ids, most telling first.
+    """
+    by_errors = sorted(tables["per_class"], key=lambda e: -(e["fp"] + e["fn"]))
+    queues = []
+    for e in by_errors:
+        h = tables["hardest"][e["class"]]
+        fns, fps = h["false_negatives"], h["false_positives"]
+        merged = [r["id"] for pair in zip(fns, fps, strict=False) for r in pair]
+        longer = fns if len(fns) > len(fps) else fps
+        merged += [r["id"] for r in longer[min(len(fns), len(fps)) :]]
+        if merged:
+            queues.append(merged)
+    out: list[str] = []
+    depth = 0
+    while len(out) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and q[depth] not in out:
+                out.append(q[depth])
+                if len(out) == n:
+                    break
+        depth += 1
+    return out

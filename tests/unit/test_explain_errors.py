@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from locbench.errors import LocbenchError
-from locbench.explain import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
+from locbench.explain import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 
 NAMES = ["A", "B", "C", "D<x>"]
 IDS = ["i0", "i1", "i2", "i3", "i4", "i5"]
@@ -75,6 +75,15 @@ def test_hardest_images(tables: dict) -> None:
     assert h["D<x>"] == {"false_negatives": [], "false_positives": []}
     short = error_tables(IDS, PROBS, TARGETS, THR, NAMES, top_k=1)
     assert [r["id"] for r in short["hardest"]["B"]["false_positives"]] == ["i0"]
+
+
+def test_hardest_ids_round_robin_over_classes(tables: dict) -> None:
+    # Classes by errors: B (5), A (4), C (2). Queues alternate missed / false alarm, worst first:
+    #   B: i1 i0 i5 i4 i3    A: i4 i5 i2 i1    C: i3 i1
+    # Round 1 takes i1 i4 i3, round 2 i0 i5 (i1 again is skipped), round 3 i2.
+    assert hardest_ids(tables, 10) == ["i1", "i4", "i3", "i0", "i5", "i2"]
+    assert hardest_ids(tables, 2) == ["i1", "i4"]
+    assert hardest_ids(tables, 0) == []
 
 
 def test_renderers(tables: dict, tmp_path) -> None:
