@@ -243,7 +243,7 @@ def synthesize(
     seed: int = 0,
     noise: float = 0.03,
     intensity_spread: float = 0.35,
-    cells_per_field: tuple[int, int] = (5, 12),
+    cells_per_field: tuple[int, int] | None = None,
     background: float = 0.03,
     workers: int = 1,
     overwrite: bool = False,
@@ -259,7 +259,7 @@ def synthesize(
         noise: camera noise: shot noise with ``1/noise**2`` photons at full scale plus Gaussian read noise of
             ``noise/2`` (0 = clean).
         intensity_spread: log-normal sigma of the per-cell protein brightness (the other stains vary half as much).
-        cells_per_field: (min, max) cells per field.
+        cells_per_field: (min, max) cells per field; default 5-12, fewer where small fields cannot hold 12.
         background: stain offset, as a fraction of full scale.
         workers: processes drawing fields in parallel (the output does not depend on it).
         overwrite: replace a dataset already in ``out``.
@@ -272,6 +272,9 @@ def synthesize(
     """
     out = Path(out)
     scheme_name, id_col, label_col, sep = _format(fmt)
+    if cells_per_field is None:
+        most = max(1, int(sp._FILL * size * size / (math.pi * 144)))  # cells of at least ~12 px radius
+        cells_per_field = (min(5, most), min(12, most))
     _check(images=images, size=size, noise=noise, spread=intensity_spread, cells=cells_per_field, bg=background)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
