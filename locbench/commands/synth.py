@@ -47,7 +47,13 @@ def add_parser(subparsers) -> None:
         help="per-cell brightness spread, log-normal sigma (default 0.35)",
     )
     p.add_argument("--background", type=float, default=0.03, help="stain background level (default 0.03)")
-    p.add_argument("--cells", type=_cells, default=None, metavar="MIN-MAX", help="cells per field (default 5-12, fewer on small fields)")
+    p.add_argument(
+        "--cells",
+        type=_cells,
+        default=None,
+        metavar="MIN-MAX",
+        help="cells per field (default 5-12, fewer on small fields)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes (default 1; output does not depend on it)")
     p.add_argument("--preview", type=int, default=0, metavar="K", help="also write OUT/preview.png of K fields")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
