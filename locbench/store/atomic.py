@@ -26,6 +26,10 @@ TMP_SUFFIX = ".tmp"
 class WriteError(LocbenchError, OSError):
     """A file or folder could not be written; ``errno`` is the operating system's code."""
 
+    def __str__(self) -> str:
+        # OSError's str() would print "[Errno 28] ...: 'path'" once errno is set; the message says it better
+        return str(self.args[0]) if self.args else super().__str__()
+
 
 def write_error(path: str | os.PathLike, e: OSError, what: str = "") -> WriteError:
     """A :class:`WriteError` for ``path`` from the OS error ``e``, saying what to do about it."""
