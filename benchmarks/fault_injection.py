@@ -375,19 +375,21 @@ class Bench:
             if started is not None:
                 time.sleep(max(0.0, delay - (time.monotonic() - started)))
             if target == "worker":
-                victim = _running_worker(folder, timeout=self.window[target] * 2)
+                victim = _running_worker(folder, timeout=600, proc=proc)
                 if victim is not None:
                     os.kill(victim, signal.SIGKILL)
                 else:
                     rec["point"] += " (no worker running)"
                 proc.communicate()
+                rec["killed"] = victim is not None
             else:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                 else:
                     rec["point"] += " (finished first)"
                 proc.communicate()
-        rec["killed"] = proc.returncode == -signal.SIGKILL or target == "worker"
+        if target != "worker":
+            rec["killed"] = proc.returncode == -signal.SIGKILL
         # state at the kill
         rec["corrupted"] += corrupt_files(folder)
         finished = {}
@@ -451,12 +453,13 @@ def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 300.0) -> f
     return None
 
 
-def _running_worker(sweep_dir: Path, timeout: float) -> int | None:
-    """The pid of a sweep worker training a cell right now (from the run folder's lock file)."""
+def _running_worker(sweep_dir: Path, timeout: float, proc: subprocess.Popen | None = None) -> int | None:
+    """The pid of a sweep worker training a cell right now (from the run folder's lock file); None if none
+    starts within ``timeout`` seconds or the sweep process ``proc`` ends first."""
     from locbench.store.lock import FileLock
 
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+    while time.monotonic() - t0 < timeout and (proc is None or proc.poll() is None):
         for lock in sweep_dir.glob("*/.lock"):
             if FileLock(lock).held_elsewhere():
                 try:
