@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from locbench.sweep.runner import run_cell
+    from locbench.sweep.runner import die_with_parent, run_cell
 
+    die_with_parent()
     return 0 if run_cell(args.run_dir) == "done" else 1

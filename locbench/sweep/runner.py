@@ -32,6 +32,8 @@ from locbench.sweep.grid import Cell, Sweep, load_sweep
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("inline", "local", "slurm")
+#: Set for inline worker processes: the pid of the `locbench sweep` that started them.
+PARENT_ENV = "LOCBENCH_SWEEP_PID"
 
 
 def cell_state(run: RunDir) -> str:
@@ -226,6 +228,28 @@ def _build_shared_caches(cells: list[Cell]) -> None:
         )
 
 
+def die_with_parent() -> None:
+    """In an inline worker (Linux): ask the kernel for SIGKILL when the sweep that started it dies.
+
+    Without it a `kill -9` of the sweep left its workers training on, unseen, holding GPUs and run locks; now
+    their cells are left interrupted, and re-running the sweep resumes them. The kernel signals when the
+    launching thread ends, which is never before the worker: that thread waits for it.
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # no prctl in this libc: workers outlive a killed sweep, as before
+        return
+    if os.getppid() != int(parent):  # the sweep died before the request was made
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run_cell(run_dir: str) -> str:
     """Train the cell described by ``RUN_DIR/sweep_cell.json`` (resuming if it was interrupted); return its
     final status. Never raises for a failed run: the failure is recorded in the run folder."""
@@ -269,6 +293,7 @@ def _run_inline(cells: list[Cell], out: Path, workers: int) -> None:
         k, cell = args
         slot = k % workers
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOCBENCH_CELL_SLOT=str(slot))
+        env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (see die_with_parent)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         _log_progress(k, total, t0, cell)
