@@ -196,6 +196,40 @@ def test_killed_sweep_worker_is_resumed_by_the_rerun(sweep_file, sweep_reference
     assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (dead, not yet reaped by its new parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers die with the sweep on Linux (prctl)")
+def test_killing_a_sweep_kills_its_workers_and_the_rerun_resumes(sweep_file, sweep_reference, tmp_path, one_thread):
+    out = tmp_path / "sweep"
+    cmd = fi.child_command(["sweep", str(sweep_file), "--out", str(out), "--workers", "2"])
+    sweep = subprocess.Popen(cmd, env=fi.child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        worker = fi._running_worker(out, timeout=240, proc=sweep)
+        assert worker is not None
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "a worker kept training after its sweep was killed"
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+    assert fi.corrupt_files(out) == []
+
+
 def test_killed_cache_build_is_never_used_half_built_and_resumes(kit, tmp_path, caplog):
     from locbench.data.cache import build_cache, open_cache
     from locbench.data.formats import load_table
