@@ -39,13 +39,24 @@ class FileLock:
             self._fd = None
 
     def held_elsewhere(self) -> bool:
-        """True if another process holds the lock right now (probes without keeping it)."""
-        if not self.path.exists():
+        """True if another process holds the lock right now.
+
+        Probes with a shared lock on a read-only descriptor: nothing is written (acquire() would rewrite the pid
+        in the file), so it works in a folder the caller cannot write, such as a colleague's sweep.
+        """
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return False
-        if self.acquire(blocking=False):
-            self.release()
-            return False
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock
+        return False
 
     def __enter__(self) -> FileLock:
         if not self.acquire(blocking=False):
