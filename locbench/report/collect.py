@@ -255,7 +255,16 @@ def read_run(path: Path) -> Run:
     elif run.status == "done":
         reasons.append("status is done but summary.json is missing")
     if run.status == "running" and not reasons:
-        reasons.append(f"still running ({len(run.metrics)} epochs logged)")
+        from locbench.store.lock import FileLock
+
+        if FileLock(path / ".lock").held_elsewhere():
+            reasons.append(f"still running ({len(run.metrics)} epochs logged)")
+        else:  # killed or crashed: nobody holds its lock (released by the kernel even after kill -9)
+            run.status = "interrupted"
+            reasons.append(
+                f"status running but no process holds it: interrupted after {len(run.metrics)} epochs; re-run the "
+                "sweep (or `locbench train --resume`) to finish it"
+            )
     if run.status == "unknown" and not run.metrics and run.summary is None:
         # A sweep creates every run folder (with sweep_cell.json) before training starts.
         run.status, reasons = "pending", ["not started yet"]
