@@ -199,3 +199,25 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     plain = tmp_path / "plain.json"
     plain.write_text("{}")  # what open() gives a new file under this process's umask
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_lock_probe_writes_nothing_and_report_tells_interrupted_from_running(trained_run, tmp_path):
+    import shutil
+
+    from locbench.report.collect import read_run
+    from locbench.store.lock import FileLock
+
+    run = tmp_path / "sweep" / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("epoch-*", "eval"))
+    (run / "status").write_text("running\n")
+    lock = run / ".lock"
+    lock.write_text("12345\n")
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    assert not FileLock(lock).held_elsewhere()
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before  # probing never rewrites a run's lock
+    got = read_run(run)
+    assert got.status == "interrupted" and "re-run the sweep" in got.reason and not got.usable
+    with FileLock(lock):  # a live trainer holds it
+        assert FileLock(lock).held_elsewhere()
+        got = read_run(run)
+    assert got.status == "running" and "still running" in got.reason
