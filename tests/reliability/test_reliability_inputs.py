@@ -360,3 +360,28 @@ def test_an_unwritable_out_folder_is_refused_before_work_starts(
         target.chmod(0o755)
     assert code == 2 and str(target) in err and "Permission denied" in err
     assert not [p for p in target.rglob("*") if p.is_file()]  # nothing written: no half dataset, run or cache
+
+
+def test_stains_of_different_sizes_stop_training_naming_the_field(dataset, kit, tmp_path, capsys):
+    import cv2
+
+    red = sorted((dataset / "train").glob("*_red.png"))[3]
+    cv2.imwrite(str(red), np.zeros((48, 64), np.uint8))
+    over = kit.overrides(dataset, data__channels="rgby", data__cache_dir=str(tmp_path / "c"))
+    code, err = run_cli(capsys, ["train", "--out", str(tmp_path / "t"), *kit.set_args(over)])
+    assert code == 2 and red.name.rsplit("_", 1)[0] in err and "differ in size" in err and "--skip-bad" in err
+
+
+@pytest.mark.parametrize("what", ["missing", "a file", "empty folder", "not a sweep"])
+def test_report_and_status_on_something_that_is_not_a_sweep(what, tmp_path, capsys):
+    target = tmp_path / "target"
+    if what == "a file":
+        target.write_text("x")
+    elif what == "empty folder":
+        target.mkdir()
+    elif what == "not a sweep":
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "notes.txt").write_text("x")
+    for command in ("report", "status"):
+        code, err = run_cli(capsys, [command, str(target)])
+        assert code == 2 and str(target) in err
