@@ -187,10 +187,9 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
         train_model = torch.compile(train_model)
 
     pin = device.type == "cuda"
-    train_loader = make_loader(
-        train_ds, batch_size=cfg.train.batch_size, workers=cfg.data.workers, sampler=sampler, pin=pin
-    )
-    val_loader = make_loader(val_ds, batch_size=cfg.train.batch_size * 2, workers=cfg.data.workers, pin=pin)
+    workers = _loader_workers(cfg, device, data)
+    train_loader = make_loader(train_ds, batch_size=cfg.train.batch_size, workers=workers, sampler=sampler, pin=pin)
+    val_loader = make_loader(val_ds, batch_size=cfg.train.batch_size * 2, workers=workers, pin=pin)
     loggers = _make_loggers(cfg, run) if dist.main else []
     meta_common = {
         "num_classes": num_classes,
@@ -470,6 +469,19 @@ def _save_predictions(path: Path, val: dict, ids: list[str]) -> None:
 def _num(x: float | None) -> float:
     """A metric for a log line: None (undefined, no class present) prints as nan."""
     return float("nan") if x is None else x
+
+
+def _loader_workers(cfg, device: torch.device, data) -> int:
+    """Loader processes: none when a CPU device trains from the cache.
+
+    A cached batch is a memory-map row copy (about 0.3 ms for 32 images in this process); shipped from worker
+    processes it costs 4-8x that in CPU time, taken from the cores the model trains on (benchmarks/
+    bench_pipeline.py, docs/PERFORMANCE.md). Decoding files (no cache) or feeding an accelerator keeps workers.
+    """
+    if device.type == "cpu" and getattr(data, "cache", None) is not None and cfg.data.workers > 0:
+        log.info("reading the cache in the training process (data.workers=%d unused on a CPU device)", cfg.data.workers)
+        return 0
+    return cfg.data.workers
 
 
 def _should_stop(cfg, state) -> bool:
