@@ -1,0 +1,163 @@
+"""Helpers shared by the benchmark scripts: host description, machine load, timing, tables, JSON output."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "benchmarks" / "out"
+REAL = REPO.parent / "shared" / "data" / "hpa-real"
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where /proc is absent): the CPU is shared, so say how busy."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def host() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import cv2
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "machine": platform.machine(),
+        "loadavg": loadavg(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
+    """Best (least disturbed by other processes) and all wall times of ``repeats`` calls of ``fn``."""
+    times = [timed(fn) for _ in range(repeats)]
+    return min(times), times
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write the benchmark's result atomically (other tools read benchmarks/out)."""
+    from locbench.store.atomic import atomic_write_json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, obj)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markdown: bool = False) -> str:
+    """A plain-text (or markdown) table; floats are printed with 3 significant digits."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            if v != v:  # nan
+                return "-"
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return "-" if v is None else str(v)
+
+    body = [[cell(v) for v in r] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    widths = [max(len(h), *(len(r[k]) for r in body)) if body else len(h) for k, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if k == 0 else f"{{:>{w}}}" for k, w in enumerate(widths))
+    return "\n".join([fmt.format(*headers), *(fmt.format(*r) for r in body)])
+
+
+def load_module(path: Path, name: str):
+    """Import a file that is not part of a package (e.g. tests/report_fixtures.py) by its path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by the live child processes of this one (loader workers).
+
+    On a shared machine wall time depends on everybody else's load; CPU time is the work this program did.
+    Linux only (reads /proc); 0.0 elsewhere.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    try:
+        kids = set()
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            kids.update((task / "children").read_text().split())
+        for pid in kids:
+            # fields after the ")" that closes the command name: state is field 3, utime 14, stime 15
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])
+    except OSError:
+        return 0.0
+    return total / tick
+
+
+class Clock:
+    """Wall, own CPU and children's CPU seconds of a block: ``with Clock() as c: ...; c.wall, c.cpu``."""
+
+    def __enter__(self) -> Clock:
+        self._w, self._c, self._k = time.perf_counter(), time.process_time(), children_cpu_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._w
+        self.cpu_self = time.process_time() - self._c
+        self.cpu_children = max(0.0, children_cpu_s() - self._k)
+        self.cpu = self.cpu_self + self.cpu_children
+
+
+def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, fmt: str = "2021") -> Path:
+    """A synthetic dataset of ``total`` fields made of ``unique`` drawn ones (hard links: cheap to make).
+
+    Decoding costs the same per file whether or not files share their bytes, so a large dataset for timing
+    caches and loaders need not be drawn field by field.
+    """
+    from locbench.data.synth import synthesize
+
+    src = out / "unique"
+    synthesize(src, images=unique, size=size, fmt=fmt, seed=0, workers=workers, overwrite=True)
+    lines = (src / "train.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    dst = out / "data"
+    (dst / "train").mkdir(parents=True, exist_ok=True)
+    out_rows = []
+    for k in range(total):
+        fid, label = rows[k % len(rows)].split(",", 1)
+        new = f"{fid}-{k:05d}"
+        for f in (src / "train").glob(f"{fid}_*.png"):
+            target = dst / "train" / f.name.replace(fid, new)
+            if not target.exists():
+                os.link(f, target)
+        out_rows.append(f"{new},{label}")
+    (dst / "train.csv").write_text("\n".join([header, *out_rows]) + "\n")
+    return dst

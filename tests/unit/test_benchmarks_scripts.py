@@ -1,0 +1,111 @@
+"""The benchmark scripts run end to end in their --quick mode and write the JSON their docs describe."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """The scripts set torch's thread count for timing; give the rest of the test session its own back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(name: str, tmp_path: Path, capsys) -> tuple[dict, dict, str]:
+    out = tmp_path / f"{name}.json"
+    returned = _load(name).main(["--quick", "--out", str(out)])
+    written = json.loads(out.read_text())
+    return returned, written, capsys.readouterr().out
+
+
+def test_common_table_and_line_fit():
+    common = _load("_common")
+    text = common.table(["name", "x"], [["a", 1.23456], ["bb", 12345.6]])
+    assert text.splitlines() == ["name       x", "a       1.23", "bb    12,346"]
+    md = common.table(["a", "b"], [[1, None]], markdown=True)
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | - |"]
+    scaling = _load("bench_scaling")
+    assert scaling.fit_line([1.0, 2.0, 3.0], [3.0, 5.0, 7.0]) == pytest.approx((1.0, 2.0))
+
+
+def test_clock_counts_cpu_of_this_process():
+    common = _load("_common")
+    with common.Clock() as c:
+        sum(i * i for i in range(200_000))
+    assert c.wall > 0 and 0 < c.cpu_self <= c.wall * 1.5 + 0.01
+    assert c.cpu == pytest.approx(c.cpu_self + c.cpu_children)
+
+
+def test_bench_loading_quick(tmp_path, capsys):
+    returned, written, out = _run("bench_loading", tmp_path, capsys)
+    assert written == json.loads(json.dumps(returned))
+    (ds,) = written["datasets"]
+    assert ds["fields"] == 3 and ds["img_size"] == 32
+    names = list(ds["results"])
+    assert names[0].startswith("study") and any("cache" in n for n in names)
+    for r in ds["results"].values():
+        assert r["samples_per_s"] > 0 and r["runs"][0]["samples"] == ds["samples_per_pass"]
+    assert ds["results"][names[0]]["speedup_vs_study"] == pytest.approx(1.0)
+    assert "x study" in out
+
+
+def test_bench_pipeline_quick(tmp_path, capsys):
+    _, written, out = _run("bench_pipeline", tmp_path, capsys)
+    (r,) = written["results"]
+    assert r["backbone"].startswith("test_resnet") and r["epochs"] == 2
+    assert len(r["train_epoch_calls"]) == 2 and len(r["evaluate_calls"]) == 2
+    assert len(r["epochs_detail"]) == 2
+    for key in ("ratio_train_loop", "ratio_epoch", "ratio_run", "ratio_train_loop_cpu"):
+        assert 0 < r[key] < 10, key
+    # the whole run includes its epochs: its ratio cannot beat the per-epoch one
+    assert r["ratio_run"] <= r["ratio_epoch"] * 1.05
+    assert "bare/train" in out
+
+
+def test_bench_study_quick(tmp_path, capsys):
+    _, written, out = _run("bench_study", tmp_path, capsys)
+    r = written["result"]
+    assert len(r["study"]["epoch_s"]) == len(r["locbench"]["epoch_s"]) == r["epochs"] == 2
+    assert r["train_images"] + r["val_images"] == 12
+    assert r["speedup_total"] == pytest.approx(r["study"]["total_s"] / r["locbench"]["total_s"])
+    assert "locbench train" in out
+
+
+def test_bench_gpu_cpu_fallback_quick(tmp_path, capsys):
+    _, written, out = _run("bench_gpu", tmp_path, capsys)
+    assert written["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert {r["variant"] for r in written["bare"]} == {"fp32", "bf16", "bf16_cl", "bf16_cl_fast"}
+    assert all(r["img_per_s"] > 0 for r in written["bare"])
+    (pipe,) = written["pipeline"]
+    assert pipe["img_per_s"] > 0 and pipe["ratio_to_bare"] > 0
+    md = (tmp_path / "bench_gpu.md").read_text()
+    assert "| test_resnet.r160_in1k | 32 |" in md and md in out
+
+
+def test_bench_scaling_quick(tmp_path, capsys):
+    _, written, out = _run("bench_scaling", tmp_path, capsys)
+    rows = written["cache"]["rows"]
+    assert [r["fields"] for r in rows] == [8, 16]
+    # green at 32 px: one uint8 plane of 32 x 32 per field, plus the .npy header
+    assert rows[1]["bytes"] - rows[0]["bytes"] == 8 * 32 * 32
+    assert written["cache_fit"]["bytes"]["per_field"] == pytest.approx(32 * 32)
+    (rep,) = written["report"]
+    assert rep["runs"] == 8 and rep["report_s"] > 0
+    assert "21,806 (fit)" in out
