@@ -321,7 +321,8 @@ class Bench:
         self.window["train"] = t
         self.ref["train"] = result_numbers(self.work / "ref-train")
         t = self._timed(self.sweep_args(self.work / "ref-sweep"), self.work / "ref-sweep" / "plan.json")
-        self.window["sweep"] = self.window["worker"] = t
+        self.window["sweep"] = t
+        self.window["cell"] = t / 2  # two cells, one after the other
         self.ref["sweep"] = {p.name: result_numbers(p) for p in (self.work / "ref-sweep").iterdir() if p.is_dir()}
         self.ref["sweep"] = {k: v for k, v in self.ref["sweep"].items() if v is not None}
         t = self._timed(self.cache_args(self.work / "ref-cache"), self.work / "ref-cache")
@@ -370,23 +371,35 @@ class Bench:
             proc.communicate()
         else:
             started = _wait_for(marker, proc)
-            delay = self.rng.uniform(0, 0.9 * self.window[target])
-            rec["point"] = f"{'worker ' if target == 'worker' else ''}+{delay:.2f}s"
-            if started is not None:
-                time.sleep(max(0.0, delay - (time.monotonic() - started)))
             if target == "worker":
+                # a random point within one cell's training, from the moment a worker holds its run folder
                 victim = _running_worker(folder, timeout=600, proc=proc)
-                if victim is not None:
-                    os.kill(victim, signal.SIGKILL)
-                else:
+                delay = self.rng.uniform(0, 0.9 * self.window["cell"])
+                rec["point"] = f"worker +{delay:.2f}s"
+                time.sleep(delay)
+                if victim is not None and not _alive(victim):  # that cell finished first: take the next one
+                    victim = _running_worker(folder, timeout=600, proc=proc)
+                    rec["point"] += " (next worker)"
+                try:
+                    if victim is not None:
+                        os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:  # it ended in between
+                    victim = None
+                if victim is None:
                     rec["point"] += " (no worker running)"
                 proc.communicate()
                 rec["killed"] = victim is not None
             else:
+                delay = self.rng.uniform(0, 0.9 * self.window[target])
+                rec["point"] = f"+{delay:.2f}s"
+                if started is not None:
+                    time.sleep(max(0.0, delay - (time.monotonic() - started)))
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                 else:
                     rec["point"] += " (finished first)"
+                    if started is not None:  # the machine got faster: draw later kills from what it takes now
+                        self.window[target] = max(0.2, time.monotonic() - started)
                 proc.communicate()
         if target != "worker":
             rec["killed"] = proc.returncode == -signal.SIGKILL
@@ -451,6 +464,14 @@ def _wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 300.0) -> f
             return None
         time.sleep(0.02)
     return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _running_worker(sweep_dir: Path, timeout: float, proc: subprocess.Popen | None = None) -> int | None:
