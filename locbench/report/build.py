@@ -10,7 +10,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ def build_report(
     cell: str | None = None,
     n_resamples: int = 1000,
     conf: float = 0.95,
-    extra_sections: Sequence[Section] = (),
+    extra_sections: Sequence[Section | Callable[[Sweep, Analysis], Section | Sequence[Section]]] = (),
 ) -> Path:
     """Write ``report.md``, ``report.html`` and ``leaderboard.csv`` into ``sweep_dir``.
 
@@ -46,7 +46,9 @@ def build_report(
             cell by ``metric``, pooled over its seeds).
         n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
         conf: confidence level of every interval.
-        extra_sections: more sections (e.g. error analysis), placed before the list of problem runs.
+        extra_sections: more sections (e.g. error analysis), placed before the list of problem runs; an item may
+            also be a callable ``(sweep, analysis) -> Section | list[Section]``, called once the runs are read
+            (for sections about the best cell, say).
 
     Returns:
         The path of ``report.html``.
@@ -70,7 +72,7 @@ def build_report(
         _curves_section(sweep),
         _cost_section(sweep, an, rows),
         _focus_section(sweep, focus_title, focus_runs),
-        *extra_sections,
+        *_extra(extra_sections, sweep, an),
         _problems_section(sweep),
     ]
     if an.notes:
@@ -85,6 +87,14 @@ def build_report(
     atomic_write_text(root / "leaderboard.csv", _csv(rows))
     out = atomic_write_text(root / "report.html", page(title, subtitle, sections))
     log.info("wrote %s, report.md and leaderboard.csv", out)
+    return out
+
+
+def _extra(items: Sequence, sweep: Sweep, an: Analysis) -> list[Section]:
+    out: list[Section] = []
+    for item in items:
+        made = item if isinstance(item, Section) else item(sweep, an)
+        out.extend([made] if isinstance(made, Section) else made)
     return out
 
 
