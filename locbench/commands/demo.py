@@ -17,12 +17,20 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=128, help="synthetic field size in pixels (default 128)")
     p.add_argument("--sweep", help="another sweep file to run on the synthetic data")
     p.add_argument("--workers", type=int, default=1, help="cells at once")
+    p.add_argument("--no-explain", action="store_true", help="leave the error analysis out of the report")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from locbench.sweep.demo import run_demo
 
-    report = run_demo(args.out, images=args.images, size=args.size, sweep_file=args.sweep, workers=args.workers)
+    report = run_demo(
+        args.out,
+        images=args.images,
+        size=args.size,
+        sweep_file=args.sweep,
+        workers=args.workers,
+        explain=not args.no_explain,
+    )
     print(f"\nreport: {report}\n(open it in a browser; the markdown version is beside it)")
     return 0

@@ -40,6 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1000,
         help="bootstrap resamples over validation images, single-seed sweeps only (default: 1000)",
     )
+    p.add_argument(
+        "--explain",
+        action="append",
+        default=[],
+        metavar="CELL_OR_RUN",
+        help="also explain this cell (its best seed) or run: error tables, CAM grids, localization (repeatable; "
+        "the best cell is always explained)",
+    )
+    p.add_argument("--no-explain", action="store_true", help="leave out the error-analysis sections")
     p.set_defaults(func=run)
 
 
@@ -51,7 +60,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resamples < 100:
         raise LocbenchError(f"--resamples {args.resamples}: use at least 100 for a stable interval")
-    out = build_report(args.dir, metric=args.metric, baseline=args.baseline, cell=args.cell, n_resamples=args.resamples)
+    if args.no_explain and args.explain:
+        raise LocbenchError("--explain and --no-explain together: give one of them")
+    extra = []
+    if not args.no_explain:
+        from locbench.report.explain_section import error_analysis
+
+        extra.append(error_analysis(runs=args.explain))
+    out = build_report(
+        args.dir,
+        metric=args.metric,
+        baseline=args.baseline,
+        cell=args.cell,
+        n_resamples=args.resamples,
+        extra_sections=extra,
+    )
     logging.getLogger(__name__).info("report: %s", out)
     print(out)
     return 0

@@ -19,9 +19,11 @@ def run_demo(
     sweep_file: str | Path | None = None,
     workers: int = 1,
     seed: int = 0,
+    explain: bool = True,
 ) -> Path:
     """Synthesize a dataset into ``out/data`` (kept between calls), run the demo sweep into ``out/sweep`` (resumable)
-    and write the report; returns the path of report.html."""
+    and write the report (with the error analysis of the best cell unless ``explain`` is off); returns the path of
+    report.html."""
     from locbench.data.synth import synthesize
     from locbench.report import build_report
     from locbench.sweep.runner import run_sweep
@@ -43,6 +45,11 @@ def run_demo(
         workers=workers,
     )
     log.info("demo 3/3: writing the report")
-    report = build_report(out / "sweep")
+    extra = []
+    if explain:
+        from locbench.report.explain_section import error_analysis
+
+        extra.append(error_analysis(n=6, localize=24))  # a few images, one method: seconds on a CPU
+    report = build_report(out / "sweep", extra_sections=extra)
     log.info("demo finished in %.1f min", (time.perf_counter() - t0) / 60)
     return report
