@@ -1,0 +1,535 @@
+"""``explain_run``: everything ``locbench explain`` and the report's error-analysis section show for one run.
+
+From the stored predictions alone (no re-inference): error tables and the performance-against-frequency plot.
+With the model and the images: CAM grids of chosen validation images (true positives, false positives and
+false negatives of a few classes, or the images asked for), and on synthetic data (``masks/`` + ``cells.csv``)
+the localization check. Output files (in ``out``, default ``RUN_DIR/explain``)::
+
+    errors.json  errors.md  errors.html  perf_vs_frequency.png
+    cams/<method>/<class>.png                     one grid per explained class (or selected.png for --ids)
+    localization.json  localization.md  localization.png   synthetic data only
+    explain.json                                  what was written, notes, and why CAMs were skipped if so
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from locbench.errors import BadInputError, LocbenchError
+from locbench.explain.errors import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
+from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
+from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Order of the images in a class's grid: hits first, then the two kinds of errors.
+KINDS = ("TP", "FP", "FN")
+#: Images per ``compute_cams`` call: bounds memory for large models while keeping the passes batched.
+CAM_BATCH = 16
+
+
+def explain_run(
+    run_dir: str | os.PathLike,
+    *,
+    data: str | None = None,
+    ids: Sequence[str] | None = None,
+    classes: Sequence[str | int] | None = None,
+    n: int = 8,
+    method: str = "gradcam",
+    methods: Sequence[str] | None = None,
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    per_kind: int = 2,
+    max_classes: int = 3,
+    panels: int = 3,
+    localize: int = 32,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Write the error analysis, CAM grids and (synthetic data) localization check of one finished run.
+
+    Args:
+        run_dir: A run folder (``predictions/val.npz`` and ``thresholds.json`` are required; CAMs also need
+            ``config.yaml`` and ``checkpoints/best.*``).
+        data: Where the run's dataset is now, when it moved (default: the ``data.path`` of its config).
+        ids: Explain these validation images (one grid, ``selected.png``) instead of choosing TP/FP/FN images.
+        classes: Class names or indices to explain: with ``ids`` the maps drawn for each image; without, the
+            classes whose TP/FP/FN images are chosen (default: the ``max_classes`` classes with most errors).
+        n: The most distinct images to explain (shared by all classes, filled round-robin over them).
+        method: The CAM method (see :data:`locbench.explain.cam.METHODS`).
+        methods: Several methods (one set of grids each); overrides ``method``.
+        out: Output folder (default ``RUN_DIR/explain``).
+        device: ``auto``, ``cpu``, ``cuda``, ...
+        per_kind: Up to this many TP, FP and FN images per class.
+        max_classes: How many classes get a grid when ``classes`` is not given.
+        panels: Maps per image in a class grid: that class first, then the image's other true or predicted
+            classes (errors first).
+        localize: Validation images (with a true class) scored by the localization check; 0 turns it off.
+        strict: Raise when the CAM stage fails (data moved, bad checkpoint, ...). With ``False`` the failure is
+            recorded in the result's ``cam_error`` and the error tables are still written.
+
+    Returns:
+        A JSON-able dict: ``run``, ``out``, ``files`` (name -> path), ``cam_grids`` (``path``, ``method``,
+        ``class``, ``ids``), ``localization`` (the report of
+        :func:`~locbench.explain.localization.localization_report` without its items, or ``None``),
+        ``notes`` and ``cam_error`` (``None`` unless CAMs failed and ``strict`` is off). Also written to
+        ``explain.json``.
+
+    Raises:
+        LocbenchError: a missing run folder or predictions, an unknown class, image id or method; with
+            ``strict``, any user-fixable failure of the CAM stage.
+    """
+    from locbench.explain.cam import METHODS
+
+    run_path = Path(run_dir)
+    use = list(methods) if methods else [method]
+    bad = [m for m in use if m not in METHODS]
+    if bad:
+        raise LocbenchError(f"unknown CAM method(s) {bad}; valid methods: {', '.join(METHODS)}")
+    if n < 1 or per_kind < 1 or max_classes < 1 or panels < 1:
+        raise LocbenchError(
+            f"n, per_kind, max_classes and panels must be at least 1 (got {n}, {per_kind}, {max_classes}, {panels})"
+        )
+    pred_ids, probs, targets = read_predictions(run_path)
+    names, thresholds = read_thresholds(run_path, probs.shape[1])
+    class_idx = _class_indices(classes, names)
+    rows_asked = _rows_of(ids, pred_ids, run_path) if ids else None
+
+    out_dir = Path(out) if out is not None else run_path / "explain"
+    result: dict[str, Any] = {
+        "run": str(run_path),
+        "out": str(out_dir),
+        "files": {},
+        "cam_grids": [],
+        "localization": None,
+        "notes": [],
+        "cam_error": None,
+    }
+    tables = error_tables(pred_ids, probs, targets, thresholds, names)
+    files = result["files"]
+    files["errors.json"] = str(atomic_write_json(out_dir / "errors.json", tables))
+    files["errors.md"] = str(atomic_write_text(out_dir / "errors.md", errors_markdown(tables)))
+    files["errors.html"] = str(atomic_write_text(out_dir / "errors.html", errors_html(tables)))
+    files["perf_vs_frequency.png"] = str(plot_perf_vs_frequency(tables, out_dir / "perf_vs_frequency.png"))
+
+    if any("/" in i for i in pred_ids):
+        # Cell-level runs predict crops ("FIELD/CELL"); a field-sized CAM of a crop model would be misleading.
+        result["notes"].append(
+            "class activation maps skipped: this is a cell-level run (its predictions are per cell crop, ids "
+            "FIELD/CELL); the error tables above are per cell"
+        )
+    else:
+        if rows_asked is not None:
+            groups = {"selected": [(r, "") for r in rows_asked]}
+        else:
+            groups = select_images(
+                probs, targets, thresholds, classes=class_idx, n=n, per_kind=per_kind, max_classes=max_classes
+            )
+        if not groups:
+            result["notes"].append("no image to explain: no class has a positive or a prediction in the validation set")
+        try:
+            _cam_stage(
+                result,
+                run_path,
+                groups,
+                pred_ids,
+                probs,
+                targets,
+                thresholds,
+                names,
+                class_idx=class_idx,
+                methods=use,
+                data=data,
+                device=device,
+                panels=panels,
+                localize=localize,
+                out_dir=out_dir,
+            )
+        except Exception as e:
+            if strict:
+                raise
+            # The report must still be written when CAMs cannot be (data moved, damaged checkpoint, ...).
+            result["cam_error"] = str(e) if isinstance(e, LocbenchError) else f"{type(e).__name__}: {e}"
+            log.warning("%s: class activation maps failed: %s", run_path, result["cam_error"], exc_info=True)
+    atomic_write_json(out_dir / "explain.json", result)
+    return result
+
+
+def read_predictions(run_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``ids, probs, targets`` from ``RUN_DIR/predictions/val.npz``, with errors that say what to do."""
+    if not run_path.is_dir():
+        raise LocbenchError(f"run folder {run_path} does not exist; pass a folder written by `locbench train`")
+    path = run_path / "predictions" / "val.npz"
+    if not path.exists():
+        raise LocbenchError(
+            f"{path} not found: {run_path} has no stored validation predictions (an unfinished or failed run, or "
+            "not a run folder); error analysis reads them: finish the run first (`locbench status` shows it)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids = [str(i) for i in np.asarray(z["ids"]).astype(str)]
+            probs, targets = np.asarray(z["probs"]), np.asarray(z["targets"])
+    except (OSError, ValueError, KeyError) as e:
+        raise LocbenchError(f"{path} is unreadable ({e}); the run folder is damaged: train it again") from None
+    return ids, probs, targets
+
+
+def read_thresholds(run_path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
+    """Class names and tuned thresholds from ``RUN_DIR/thresholds.json``."""
+    path = run_path / "thresholds.json"
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        names, thr = [str(c) for c in obj["classes"]], np.asarray(obj["thresholds"], dtype=np.float64)
+    except FileNotFoundError:
+        raise LocbenchError(f"{path} is missing: the run folder is incomplete; train it again") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LocbenchError(f"{path} is unreadable ({e}); the run folder is damaged") from None
+    if len(names) != num_classes or thr.shape != (num_classes,):
+        raise LocbenchError(
+            f"{path} lists {len(names)} classes / {thr.size} thresholds but predictions/val.npz has {num_classes} "
+            "columns; the run folder is inconsistent: train it again"
+        )
+    return names, thr
+
+
+def _class_indices(classes: Sequence[str | int] | None, names: list[str]) -> list[int] | None:
+    if not classes:
+        return None
+    out, bad = [], []
+    lower = {n.lower(): i for i, n in enumerate(names)}
+    for c in classes:
+        s = str(c).strip()
+        if s.isdigit() and int(s) < len(names):
+            out.append(int(s))
+        elif s.lower() in lower:
+            out.append(lower[s.lower()])
+        else:
+            bad.append(s)
+    if bad:
+        raise BadInputError(
+            f"{len(bad)} unknown class(es)", bad, f"use class names or indices 0-{len(names) - 1}: {', '.join(names)}"
+        )
+    return list(dict.fromkeys(out))
+
+
+def _rows_of(ids: Sequence[str], pred_ids: list[str], run_path: Path) -> list[int]:
+    where = {i: r for r, i in enumerate(pred_ids)}
+    missing = [str(i) for i in ids if str(i) not in where]
+    if missing:
+        raise BadInputError(
+            f"{len(missing)} image id(s) not among the run's validation predictions ({run_path}/predictions/val.npz)",
+            missing,
+            "explain validation images of this run (their ids are in errors.md and the split's val part)",
+        )
+    return list(dict.fromkeys(where[str(i)] for i in ids))
+
+
+def select_images(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thresholds: np.ndarray,
+    *,
+    classes: Sequence[int] | None = None,
+    n: int = 8,
+    per_kind: int = 2,
+    max_classes: int = 3,
+) -> dict[int, list[tuple[int, str]]]:
+    """Pick the images to explain per class from stored predictions: up to ``per_kind`` TP, FP and FN each.
+
+    TP and FP images are the most confident ones (highest probability), FN images the worst misses (lowest).
+    Classes default to the ``max_classes`` with most errors (FP + FN), or, when no class has an error, those
+    with most true positives. At most ``n`` distinct images in total, taken round-robin (FN, FP, TP of each
+    class, then the second of each), so one class cannot fill the budget.
+
+    Args:
+        probs: ``(N, C)`` probabilities.
+        targets: ``(N, C)`` 0/1 truth.
+        thresholds: ``(C,)`` thresholds; positive means ``prob >= threshold``.
+        classes: Class indices to explain (in this order).
+        n: Distinct images at most.
+        per_kind: Images per class and kind at most.
+        max_classes: Classes when ``classes`` is not given.
+
+    Returns:
+        ``{class index: [(row, "TP" | "FP" | "FN"), ...]}`` with rows in TP, FP, FN order; classes without any
+        chosen image are left out.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    truth = np.asarray(targets).astype(bool)
+    pred = probs >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    masks = {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth}
+    if classes is None:
+        errors = (masks["FP"] | masks["FN"]).sum(axis=0)
+        hits = masks["TP"].sum(axis=0)
+        key = errors if errors.any() else hits
+        # Stable order: most errors first, ties in class order.
+        classes = [int(c) for c in np.argsort(-key, kind="stable")[:max_classes] if key[c] > 0]
+    queues: dict[int, dict[str, list[int]]] = {}
+    for c in classes:
+        queues[c] = {}
+        for kind in KINDS:
+            rows = np.flatnonzero(masks[kind][:, c])
+            order = probs[rows, c] if kind == "FN" else -probs[rows, c]
+            queues[c][kind] = [int(r) for r in rows[np.argsort(order, kind="stable")][:per_kind]]
+    chosen: dict[int, list[tuple[int, str]]] = {c: [] for c in classes}
+    seen: set[int] = set()
+    for depth in range(per_kind):
+        for c in classes:
+            for kind in ("FN", "FP", "TP"):
+                q = queues[c][kind]
+                if depth >= len(q) or (q[depth] not in seen and len(seen) >= n):
+                    continue
+                seen.add(q[depth])
+                chosen[c].append((q[depth], kind))
+    return {c: sorted(v, key=lambda rk: KINDS.index(rk[1])) for c, v in chosen.items() if v}
+
+
+def _panel_classes(row: int, focus: int | None, probs, truth, pred, k: int, fixed: list[int] | None) -> list[int]:
+    """The classes drawn for one image: ``fixed`` if given, else the focus class, then the image's errors, then
+    its hits (each by probability), capped at ``k``; an image with no true or predicted class gets its top one."""
+    if fixed:
+        return list(fixed)
+    p, t, y = probs[row], truth[row], pred[row]
+    rank = np.where(t != y, 0, np.where(t & y, 1, 2))
+    order = [int(c) for c in np.lexsort((-p, rank)) if rank[c] < 2]
+    if focus is not None:
+        order = [focus, *(c for c in order if c != focus)]
+    return (order or [int(np.argmax(p))])[:k]
+
+
+def _cam_stage(
+    result: dict[str, Any],
+    run_path: Path,
+    groups: dict[Any, list[tuple[int, str]]],
+    pred_ids: list[str],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thresholds: np.ndarray,
+    names: list[str],
+    *,
+    class_idx: list[int] | None,
+    methods: list[str],
+    data: str | None,
+    device: str,
+    panels: int,
+    localize: int,
+    out_dir: Path,
+) -> None:
+    """CAM grids for ``groups`` and the localization check; fills ``result`` in place."""
+    import torch
+
+    from locbench.engine.device import pick_device
+    from locbench.engine.infer import load_run
+
+    truth = np.asarray(targets).astype(bool)
+    pred = probs >= thresholds[None, :]
+    wanted: dict[int, list[int]] = {}  # row -> classes to map, over every grid the image appears in
+    layout: list[tuple[Any, list[tuple[int, str, list[int]]]]] = []
+    for key, items in groups.items():
+        focus = key if isinstance(key, int) else None
+        rows = []
+        for row, kind in items:
+            cls = _panel_classes(row, focus, probs, truth, pred, panels, class_idx if focus is None else None)
+            rows.append((row, kind, cls))
+            wanted[row] = list(dict.fromkeys([*wanted.get(row, []), *cls]))
+        layout.append((key, rows))
+
+    loc_rows: list[int] = []
+    run = load_run(run_path)
+    table = _table(run, data)
+    root = Path(table.root)
+    synthetic = (root / "masks").is_dir() and (root / "cells.csv").exists()
+    if synthetic and localize > 0:
+        # The explained images first (their maps are computed anyway), then the other images with a true class.
+        with_truth = [r for r in range(len(pred_ids)) if truth[r].any()]
+        loc_rows = list(dict.fromkeys([*(r for r in wanted if truth[r].any()), *with_truth]))[:localize]
+    elif not synthetic:
+        result["notes"].append(
+            f"localization check skipped: {root} has no masks/ and cells.csv (only synthetic datasets know which "
+            "cells carry which class)"
+        )
+    if not wanted and not loc_rows:
+        return
+
+    dev = pick_device(device)
+    model = run.model(dev)
+    channels = list(run.meta.get("channels") or _channels(run.config.data.channels))
+    all_rows = list(dict.fromkeys([*wanted, *loc_rows]))
+    images = _load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data.img_size)
+    pos = {r: i for i, r in enumerate(all_rows)}
+    for m_i, method in enumerate(methods):
+        need = {r: list(wanted.get(r, [])) for r in all_rows}
+        if m_i == 0:  # localization scores the first method's maps of every true class
+            for r in loc_rows:
+                need[r] = list(dict.fromkeys([*need[r], *np.flatnonzero(truth[r]).tolist()]))
+        cams = _cams(model, images, [pos[r] for r in need], list(need.values()), method, dev, torch)
+        by_key = {(r, c): cams[r_i][j] for r_i, r in enumerate(need) for j, c in enumerate(need[r])}
+        for key, rows in layout:
+            label = names[key] if isinstance(key, int) else "selected"
+            grid = [
+                CamRow(
+                    image_id=pred_ids[row],
+                    rgb=rgb_composite(images[pos[row]], channels),
+                    panels=[
+                        CamPanel(
+                            cam=by_key[(row, c)],
+                            class_name=names[c],
+                            prob=float(probs[row, c]),
+                            outcome=outcome(probs[row, c], truth[row, c], thresholds[c]),
+                        )
+                        for c in cls
+                    ],
+                    caption=(f"{kind} of {label}\n" if kind else "")
+                    + "true: "
+                    + (", ".join(names[c] for c in np.flatnonzero(truth[row])) or "none"),
+                )
+                for row, kind, cls in rows
+            ]
+            path = render_cam_grid(grid, out_dir / "cams" / _slug(method) / f"{_slug(label)}.png")
+            result["cam_grids"].append(
+                {"path": str(path), "method": method, "class": label, "ids": [pred_ids[r] for r, _, _ in rows]}
+            )
+        if m_i == 0 and loc_rows:
+            _localization(
+                result,
+                root,
+                [(pred_ids[r], c, by_key[(r, c)]) for r in loc_rows for c in np.flatnonzero(truth[r])],
+                names,
+                method,
+                out_dir,
+            )
+
+
+def _table(run, data: str | None):
+    from locbench.engine.data import load_data_table
+
+    where = data or run.config.data.path
+    try:
+        table = load_data_table(run.config.data, path=data)
+    except LocbenchError as e:
+        raise LocbenchError(
+            f"cannot read the run's images from {where} ({e}); CAMs need them: pass --data DIR where the dataset is now"
+        ) from None
+    if list(table.scheme.classes) != list(run.class_names):
+        raise LocbenchError(
+            f"the data in {where} has {len(table.scheme.classes)} classes ({table.scheme.name}), the run "
+            f"{len(run.class_names)}; pass --data with the dataset the run was trained on"
+        )
+    return table
+
+
+def _channels(mode: str) -> tuple[str, ...]:
+    from locbench.data.channels import resolve_channels
+
+    return resolve_channels(mode)
+
+
+def _load_images(table, ids: list[str], channels: list[str], size: int) -> np.ndarray:
+    """``(B, C, S, S)`` float32 in [0, 1], the model's input (its normalisation is folded into the model)."""
+    from locbench.data.dataset import FieldDataset
+    from locbench.engine.data import to_unit
+
+    where = {i: r for r, i in enumerate(table.ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise BadInputError(
+            f"{len(missing)} validation image(s) of the run are not in the dataset {table.root}",
+            missing,
+            "pass --data with the dataset the run was trained on",
+        )
+    ds = FieldDataset(table, [where[i] for i in ids], channels=channels, size=size)
+    return np.stack([to_unit(ds[k][0]).numpy() for k in range(len(ds))])
+
+
+def _cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], method: str, dev, torch) -> list:
+    """Maps of ``lists[i]`` for image ``images[idx[i]]``, batched: ``compute_cams`` needs the same number of
+    classes per image, so shorter lists are padded with their first class and the padding dropped."""
+    from locbench.explain.cam import compute_cams
+
+    out: list[np.ndarray] = [np.zeros((0, *images.shape[-2:]), np.float32)] * len(idx)
+    todo = [i for i in range(len(idx)) if lists[i]]
+    # Images with the same number of classes share a batch: no padding work for the common case.
+    todo.sort(key=lambda i: len(lists[i]))
+    for start in range(0, len(todo), CAM_BATCH):
+        chunk = todo[start : start + CAM_BATCH]
+        k = max(len(lists[i]) for i in chunk)
+        padded = [lists[i] + [lists[i][0]] * (k - len(lists[i])) for i in chunk]
+        x = torch.from_numpy(images[[idx[i] for i in chunk]]).to(dev)
+        maps = compute_cams(model, x, padded, method=method)
+        for j, i in enumerate(chunk):
+            out[i] = maps[j, : len(lists[i])]
+    return out
+
+
+def _localization(
+    result: dict[str, Any],
+    root: Path,
+    pairs: list[tuple[str, int, np.ndarray]],
+    names: list[str],
+    method: str,
+    out_dir: Path,
+) -> None:
+    from locbench.explain.localization import localization_markdown, localization_report, read_cells_csv, read_mask
+
+    cells = read_cells_csv(root / "cells.csv", num_classes=len(names))
+    masks = {i: read_mask(root / "masks" / f"{i}.png") for i in dict.fromkeys(p[0] for p in pairs)}
+    cams = np.stack([p[2] for p in pairs])[:, None]
+    report = localization_report([p[0] for p in pairs], cams, [[p[1]] for p in pairs], masks, cells, names)
+    report["method"] = method
+    report["n_images"] = len(masks)
+    files = result["files"]
+    files["localization.json"] = str(atomic_write_json(out_dir / "localization.json", report))
+    note = (
+        f"\n{report['n_images']} validation images, every true class, {method} maps; "
+        f"{report['skipped']} (image, class) pair(s) skipped (no carrying cell visible or an all-zero map).\n"
+    )
+    files["localization.md"] = str(atomic_write_text(out_dir / "localization.md", localization_markdown(report) + note))
+    files["localization.png"] = str(plot_localization(report, out_dir / "localization.png"))
+    result["localization"] = {k: v for k, v in report.items() if k != "items"}
+
+
+def plot_localization(report: dict[str, Any], out_png: str | os.PathLike) -> Path:
+    """Bars per class (and overall): share of CAM mass inside the carrying cells against chance; writes a PNG.
+
+    Args:
+        report: The dict from :func:`~locbench.explain.localization.localization_report`.
+        out_png: Where to write the PNG (atomically).
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
+
+    rows = [(k, v) for k, v in report["per_class"].items() if v["n"]]
+    if report["overall"]["n"]:
+        rows.append(("overall", report["overall"]))
+    fig = Figure(figsize=(max(5.0, 0.55 * len(rows) + 2.0), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    if rows:
+        x = np.arange(len(rows))
+        share = [v["mean_share"] for _, v in rows]
+        chance = [v["mean_chance"] for _, v in rows]
+        ax.bar(x - 0.2, share, width=0.4, label="CAM mass inside carrying cells", color="#2c7fb8")
+        ax.bar(x + 0.2, chance, width=0.4, label="chance (their share of the field)", color="#bdbdbd")
+        ax.set_xticks(x, [f"{k}\n(n={v['n']})" for k, v in rows], rotation=45, ha="right", fontsize=7)
+        ax.legend(loc="upper left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no (image, class) pair could be scored", ha="center", va="center")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("share")
+    ax.set_title(f"Does the CAM sit on the cells that carry the class? ({report.get('method', 'CAM')})")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write(out_png, lambda f: f.write(buf.getvalue()))
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s.replace("+", "p")).strip("_") or "class"

@@ -1,0 +1,218 @@
+"""The report's error-analysis section: error tables, performance against frequency, CAM grids and the
+localization check of one representative run (the best seed) of the best cell and of any cell asked for.
+
+Pass :func:`error_analysis` to :func:`locbench.report.build_report` as an extra section. Its figures are written
+to ``SWEEP_DIR/explain/<run_id>/`` (by :func:`locbench.explain.run.explain_run`) and embedded in report.html as
+base64, so the page stays one self-contained file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from locbench.errors import LocbenchError
+from locbench.report.collect import Cell, Run, Sweep
+from locbench.report.html import Section, esc, image, para, table
+
+log = logging.getLogger(__name__)
+
+
+def error_analysis(
+    *,
+    runs: Sequence[str] = (),
+    best: bool = True,
+    n: int = 6,
+    method: str = "gradcam",
+    localize: int = 24,
+    device: str = "auto",
+) -> Callable[[Sweep, Any], list[Section]]:
+    """An extra section for ``build_report``: one error-analysis section per explained run.
+
+    Args:
+        runs: Cell ids or run ids to explain as well (a cell is represented by its best seed).
+        best: Explain the best cell (by the report's metric) too.
+        n: Images with class activation maps per run (see :func:`~locbench.explain.run.explain_run`).
+        method: The CAM method.
+        localize: Validation images scored by the localization check on synthetic data (0 = off).
+        device: Where the maps are computed (``auto``, ``cpu``, ``cuda``, ...).
+
+    Returns:
+        A callable ``(sweep, analysis) -> [Section, ...]`` for ``build_report(extra_sections=[...])``. It raises
+        :class:`~locbench.errors.LocbenchError` for an id that names no cell or run; a run whose analysis
+        fails gets a section that says why, and the report is still written.
+    """
+
+    def make(sweep: Sweep, an: Any) -> list[Section]:
+        chosen: list[tuple[Run, str]] = []
+        if best and an.best:
+            cell = sweep.cell(an.best)
+            run = best_seed(cell, an.metric)
+            if run is not None:
+                chosen.append((run, f"best configuration {sweep.cell_label(cell)}"))
+        for spec in runs:
+            run, what = resolve(sweep, spec, an.metric)
+            chosen.append((run, what))
+        sections, seen = [], set()
+        for run, what in chosen:
+            if run.run_id in seen:
+                continue
+            seen.add(run.run_id)
+            sections.append(
+                run_section(
+                    run,
+                    what,
+                    out_dir=sweep.root / "explain" / run.run_id,
+                    n=n,
+                    method=method,
+                    localize=localize,
+                    device=device,
+                )
+            )
+        return sections
+
+    return make
+
+
+def best_seed(cell: Cell, metric: str) -> Run | None:
+    """The finished run of ``cell`` with the highest ``metric`` (the first one on ties or NaN)."""
+    done = cell.done
+    if not done:
+        return None
+
+    def key(r: Run) -> float:
+        v = r.value(metric)
+        return v if math.isfinite(v) else -math.inf
+
+    return max(done, key=key)
+
+
+def resolve(sweep: Sweep, spec: str, metric: str) -> tuple[Run, str]:
+    """The run that ``--explain SPEC`` names (a cell id: its best seed; a run id or run folder name: that run)."""
+    for c in sweep.cells:
+        if c.cell_id == spec:
+            run = best_seed(c, metric)
+            if run is None:
+                raise LocbenchError(f"--explain {spec}: this cell has no finished run; pick one from leaderboard.csv")
+            return run, f"configuration {sweep.cell_label(c)}"
+    for r in sweep.runs:
+        if spec in (r.run_id, r.path.name):
+            if not r.usable:
+                raise LocbenchError(f"--explain {spec}: run status is {r.status!r}, not done; pick a finished run")
+            return r, f"configuration {sweep.cell_label(sweep.cell(r.cell_id))}"
+    raise LocbenchError(
+        f"--explain {spec}: no cell or run of that id in {sweep.root}; see the cell column of leaderboard.csv or "
+        "the run folder names"
+    )
+
+
+def run_section(
+    run: Run,
+    what: str,
+    *,
+    out_dir: Path,
+    n: int = 6,
+    method: str = "gradcam",
+    localize: int = 24,
+    device: str = "auto",
+) -> Section:
+    """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why)."""
+    from locbench.explain.run import explain_run
+
+    seed = f", seed {run.seed}" if run.seed is not None else ""
+    title = f"Error analysis: {run.run_id}"
+    intro = (
+        f"Why the {what} (run {run.run_id}{seed}) predicts what it does. Errors are counted at the run's tuned "
+        "thresholds from its stored validation predictions. Files: "
+        f"{out_dir}."
+    )
+    try:
+        res = explain_run(run.path, out=out_dir, n=n, method=method, localize=localize, device=device, strict=False)
+    except LocbenchError as e:
+        return Section(title, *_join(para(intro), para(f"No error analysis for this run: {e}")))
+    except Exception as e:
+        # The report is the product of a whole sweep: one run that cannot be analysed must not cost it.
+        log.warning("%s: error analysis failed", run.path, exc_info=True)
+        return Section(title, *_join(para(intro), para(f"No error analysis for this run: {type(e).__name__}: {e}")))
+
+    files = res["files"]
+    parts = [para(intro)]
+    md_err = Path(files["errors.md"]).read_text(encoding="utf-8")
+    html_err = Path(files["errors.html"]).read_text(encoding="utf-8")
+    parts.append((_demote(md_err), _demote(html_err)))
+    parts.append(
+        (
+            "Per-class AP and F1 against class frequency: perf_vs_frequency.png (in report.html).\n\n",
+            "<h3>Performance against class frequency</h3>"
+            + image(Path(files["perf_vs_frequency.png"]).read_bytes(), "performance against class frequency"),
+        )
+    )
+    parts.append(_cam_part(res, method))
+    if res["localization"] is not None:
+        parts.append(_localization_part(res))
+    for note in res["notes"]:
+        parts.append(para(f"Note: {note}."))
+    return Section(title, *_join(*parts))
+
+
+def _cam_part(res: dict[str, Any], method: str) -> tuple[str, str]:
+    if res["cam_error"]:
+        return para(
+            f"Class activation maps could not be drawn: {res['cam_error']}. The tables above need only the stored "
+            f"predictions; run `locbench explain {res['run']} --data DIR` once the images are reachable."
+        )
+    grids = res["cam_grids"]
+    if not grids:
+        return "", ""
+    txt = (
+        f"Class activation maps ({method}) over the RGB composite of the stains (red: microtubules, green: protein, "
+        "blue: nucleus, yellow: ER). One grid per class: its most confident true positives (TP) and false "
+        "positives (FP) and its worst misses (FN); each row shows the image, then the map of that class, then "
+        "those of the image's other true or predicted classes (red captions: errors at the tuned threshold)."
+    )
+    md = para(txt)[0] + "".join(f"- {g['class']}: {g['path']}\n" for g in grids) + "\n"
+    html = "<h3>Class activation maps</h3>" + para(txt)[1]
+    for g in grids:
+        html += f"<h4>{esc(g['class'])}</h4>" + image(Path(g["path"]).read_bytes(), f"CAMs of {g['class']}")
+    return md, html
+
+
+def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
+    loc = res["localization"]
+
+    def f(x: float | None, sign: str = "") -> str:
+        return "–" if x is None else f"{x:{sign}.3f}"
+
+    rows = [
+        [name, s["n"], f(s["mean_share"]), f(s["mean_chance"]), f(s["lift"], "+"), s["n_mixed"],
+         f(s["mean_cell_share"]), f(s["mean_cell_chance"]), f(s["cell_lift"], "+")]
+        for name, s in [*loc["per_class"].items(), ("overall", loc["overall"])]
+        if s["n"]
+    ]  # fmt: skip
+    headers = ["class", "pairs", "field share", "chance", "lift", "mixed", "cell share", "chance", "lift"]
+    md, html = table(headers, rows)
+    txt = (
+        f"Does the map sit on the cells that carry the class? Synthetic data know it (masks/ and cells.csv). "
+        f"Field share: the share of CAM mass inside the carrying cells; chance: the share of the field they cover "
+        f"(what a map blind to the image scores). Cell share, on images where only some cells carry the class: "
+        f"the share of the in-cell mass on those cells, against their share of the cell area. "
+        f"{loc['n_images']} validation images, every true class, {loc['method']} maps."
+    )
+    html = "<h3>CAM localization (synthetic data)</h3>" + para(txt)[1] + html
+    png = res["files"].get("localization.png")
+    if png:
+        html += image(Path(png).read_bytes(), "CAM localization against chance")
+    return "### CAM localization (synthetic data)\n\n" + para(txt)[0] + md, html
+
+
+def _demote(text: str) -> str:
+    """One heading level down: the explain files use level 2, inside a report section they are level 3."""
+    return re.sub(r"(?m)^## ", "### ", text.replace("<h2>", "<h3>").replace("</h2>", "</h3>"))
+
+
+def _join(*parts: tuple[str, str]) -> tuple[str, str]:
+    return "".join(p[0] for p in parts), "".join(p[1] for p in parts)
