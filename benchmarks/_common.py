@@ -136,6 +136,19 @@ class Clock:
         self.cpu = self.cpu_self + self.cpu_children
 
 
+class Timed:
+    """Wraps an engine function to clock each call (the real function runs unchanged)."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args, **kwargs):
+        with Clock() as c:
+            out = self.fn(*args, **kwargs)
+        self.calls.append({"wall": c.wall, "cpu": c.cpu, "cpu_children": c.cpu_children})
+        return out
+
+
 def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, fmt: str = "2021") -> Path:
     """A synthetic dataset of ``total`` fields made of ``unique`` drawn ones (hard links: cheap to make).
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helper
 
-from _common import OUT_DIR, Clock, host, loadavg, median, table, write_json  # noqa: E402
+from _common import OUT_DIR, Clock, Timed, host, loadavg, median, table, write_json  # noqa: E402
 
 log = logging.getLogger("bench_pipeline")
 DEFAULT_CONFIGS = ("resnet18:128", "test_resnet.r160_in1k:64")
@@ -102,19 +102,6 @@ def bare_blocks(cfg, *, num_classes: int, in_chans: int, steps: int, blocks: int
     return out
 
 
-class _Timed:
-    """Wraps an engine function to clock each call (the real function runs unchanged)."""
-
-    def __init__(self, fn) -> None:
-        self.fn, self.calls = fn, []
-
-    def __call__(self, *args, **kwargs):
-        with Clock() as c:
-            out = self.fn(*args, **kwargs)
-        self.calls.append({"wall": c.wall, "cpu": c.cpu, "cpu_children": c.cpu_children})
-        return out
-
-
 def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, batch_size: int, workers: int) -> dict:
     """Bare blocks, the full ``train()``, bare blocks again, for one (backbone, size)."""
     from locbench.engine import fit
@@ -125,15 +112,15 @@ def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, bat
     load0 = loadavg()
     n_train = _train_count(cfg, tmp)
     steps = -(-n_train // batch_size)
-    bare = bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=2)
-    train_epoch, evaluate = _Timed(fit._train_epoch), _Timed(fit.evaluate_model)
+    bare = bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=3)
+    train_epoch, evaluate = Timed(fit._train_epoch), Timed(fit.evaluate_model)
     fit._train_epoch, fit.evaluate_model = train_epoch, evaluate
     try:
         with Clock() as whole:
             fit.train(cfg, run)
     finally:
         fit._train_epoch, fit.evaluate_model = train_epoch.fn, evaluate.fn
-    bare += bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=2)
+    bare += bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=3)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # epoch 1 starts the loader workers and warms allocators: steady state is epochs 2+
     tr, ev = train_epoch.calls[1:] or train_epoch.calls, evaluate.calls[1:] or evaluate.calls
@@ -189,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--config", action="append", help="BACKBONE:SIZE (repeatable); default: " + ", ".join(DEFAULT_CONFIGS)
     )
-    p.add_argument("--images", type=int, default=200, help="synthetic fields (80%% train)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--images", type=int, default=400, help="synthetic fields (80%% train)")
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--workers", type=int, nargs="+", default=None, help="loader workers, one run each (default: the config's)"

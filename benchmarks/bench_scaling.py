@@ -2,7 +2,8 @@
 
 - Cache: synthetic 512 px fields (a few dozen drawn by ``locbench synth``, hard-linked under new ids up to
   each count: decoding costs the same per file), ``build_cache`` from scratch in a fresh child process per
-  count, which reports its wall time and peak resident memory (its own and its largest decoding worker's).
+  count, which reports its wall time and its peak resident memory. Decoding workers (forkserver processes, not
+  counted there) each hold one chunk of 16 fields at a time, whatever the count.
   A least-squares line through the counts extrapolates to the full Kaggle-2021 train set (21,806 fields).
 - Report: ``locbench.report.build_report`` on fake sweep folders (tests/report_fixtures.py, written to the
   run-folder contract) with more and more runs (seeds × a 2 × 2 × 2 grid).
@@ -42,9 +43,8 @@ def _child(data: str, cache_dir: str, size: int, channels: str, workers: int) ->
     cache = build_cache(tbl, channels=channels, size=size, cache_dir=cache_dir, workers=workers, progress=False)
     dt = time.perf_counter() - t0
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     nbytes = (Path(cache.path) / "pixels.npy").stat().st_size
-    print(json.dumps({"fields": len(tbl), "build_s": dt, "rss_mb": own, "worker_rss_mb": kids, "bytes": nbytes}))
+    print(json.dumps({"fields": len(tbl), "build_s": dt, "rss_mb": own, "bytes": nbytes}))
 
 
 def cache_growth(counts: list[int], *, size: int, channels: str, workers: int, src_size: int, tmp: Path) -> list:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         reports = report_growth(args.seeds, n_val=args.n_val, resamples=args.resamples, tmp=tmp)
     xs = [float(r["fields"]) for r in cache]
     fits = {}
-    for key in ("build_s", "rss_mb", "worker_rss_mb", "bytes"):
+    for key in ("build_s", "rss_mb", "bytes"):
         a, b = fit_line(xs, [float(r[key]) for r in cache])
         fits[key] = {"intercept": a, "per_field": b, "at_21806": a + b * FULL_2021}
     ra, rb = fit_line([float(r["runs"]) for r in reports], [r["report_s"] for r in reports])
@@ -137,21 +137,17 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_json(args.out, result)
     print(f"cache build: {args.src_size} px fields -> {args.img_size} px {args.channels}, {args.workers} workers")
-    rows = [
-        [r["fields"], r["build_s"], r["fields"] / r["build_s"], r["rss_mb"], r["worker_rss_mb"], r["bytes"] / 1e6]
-        for r in cache
-    ]
+    rows = [[r["fields"], r["build_s"], r["fields"] / r["build_s"], r["rss_mb"], r["bytes"] / 1e6] for r in cache]
     rows.append(
         [
             "21,806 (fit)",
-            *(fits[k]["at_21806"] for k in ("build_s",)),
+            fits["build_s"]["at_21806"],
             float("nan"),
             fits["rss_mb"]["at_21806"],
-            fits["worker_rss_mb"]["at_21806"],
             fits["bytes"]["at_21806"] / 1e6,
         ]
     )
-    print(table(["fields", "build s", "fields/s", "peak RSS MB", "worker RSS MB", "cache MB"], rows))
+    print(table(["fields", "build s", "fields/s", "peak RSS MB", "cache MB"], rows))
     print("\nreport generation")
     print(table(["runs", "val images/run", "seconds"], [[r["runs"], r["n_val"], r["report_s"]] for r in reports]))
     print(f"\nload average {result['host']['loadavg']}; JSON: {args.out}")

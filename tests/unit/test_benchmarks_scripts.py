@@ -85,6 +85,7 @@ def test_bench_study_quick(tmp_path, capsys):
     assert len(r["study"]["epoch_s"]) == len(r["locbench"]["epoch_s"]) == r["epochs"] == 2
     assert r["train_images"] + r["val_images"] == 12
     assert r["speedup_total"] == pytest.approx(r["study"]["total_s"] / r["locbench"]["total_s"])
+    assert len(r["locbench"]["epoch_cpu_s"]) == 2 and r["speedup_epoch_cpu"] > 0
     assert "locbench train" in out
 
 
