@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         "the report. Re-running resumes where it stopped.",
     )
     p.add_argument("--out", default="demo-out", help="folder for data, runs and report (default demo-out)")
-    p.add_argument("--images", type=int, default=400, help="synthetic fields (default 400)")
+    p.add_argument("--images", type=int, default=600, help="synthetic fields (default 600)")
     p.add_argument("--size", type=int, default=128, help="synthetic field size in pixels (default 128)")
     p.add_argument("--sweep", help="another sweep file to run on the synthetic data")
     p.add_argument("--workers", type=int, default=1, help="cells at once")

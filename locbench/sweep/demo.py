@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def run_demo(
     out: str | Path,
     *,
-    images: int = 400,
+    images: int = 600,
     size: int = 128,
     sweep_file: str | Path | None = None,
     workers: int = 1,
