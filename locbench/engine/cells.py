@@ -384,23 +384,12 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
         build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
     """
     from locbench.data.channels import resolve_channels, unique_channels
-    from locbench.data.splits import load_split, make_split, save_split
-    from locbench.engine.data import load_data_table
+    from locbench.engine.data import load_data_table, resolve_split
 
     dcfg = cfg.data
     table = load_data_table(dcfg)
     channels = resolve_channels(dcfg.channels)
-    if dcfg.split:
-        split = load_split(dcfg.split, table)
-    elif split_file.exists():
-        split = load_split(split_file, table)  # a resumed run keeps its split
-    else:
-        split = make_split(
-            table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
-        )
-    if not split_file.exists():
-        save_split(split, split_file)
-    parts = {part: split.indices(table, part) for part in split.parts}
+    parts = resolve_split(dcfg, table, split_file)
 
     masks_dir, own = resolve_masks(cfg.cell, table, cache_dir=dcfg.cache_dir, workers=max(1, dcfg.workers))
     cells = index_table_cells(table, masks_dir, cache_dir=dcfg.cache_dir)

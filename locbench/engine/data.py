@@ -68,7 +68,6 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
     """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache."""
     from locbench.data.cache import build_cache as _build_cache
     from locbench.data.channels import resolve_channels
-    from locbench.data.splits import load_split, make_split, save_split
 
     if cfg.train.level == "cell":
         from locbench.engine.cells import prepare_cell_data
@@ -88,22 +87,30 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
             skip_bad=dcfg.skip_bad,
         )
         table = cache.drop_bad(table)  # with skip_bad, fields that could not be decoded are left out
+    parts = resolve_split(dcfg, table, split_file)
+    prepared = PreparedData(table, parts, channels, cache, list(table.scheme.classes))
+    prepared.img_size = dcfg.img_size
+    for name, idx in parts.items():
+        log.info("split %s: %d images", name, len(idx))
+    return prepared
+
+
+def resolve_split(dcfg, table, split_file: Path) -> dict[str, np.ndarray]:
+    """Split part → table indices: the split file the config names, else the run's own ``split_file`` (a resumed
+    run keeps its split), else a new stratified split from ``data.split_seed``, saved to ``split_file``."""
+    from locbench.data.splits import load_split, make_split, save_split
+
     if dcfg.split:
         split = load_split(dcfg.split, table)
     elif split_file.exists():
-        split = load_split(split_file, table)  # a resumed run keeps its split
+        split = load_split(split_file, table)
     else:
         split = make_split(
             table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
         )
     if not split_file.exists():
         save_split(split, split_file)
-    parts = {part: split.indices(table, part) for part in split.parts}
-    prepared = PreparedData(table, parts, channels, cache, list(table.scheme.classes))
-    prepared.img_size = dcfg.img_size
-    for name, idx in parts.items():
-        log.info("split %s: %d images", name, len(idx))
-    return prepared
+    return {part: split.indices(table, part) for part in split.parts}
 
 
 class EpochSampler(Sampler[int]):
