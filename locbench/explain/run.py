@@ -381,7 +381,8 @@ def _cam_stage(
                     panels=[
                         CamPanel(
                             cam=by_key[(row, c)],
-                            class_name=names[c],
+                            # An all-zero map tints the whole image one colour: say it means "no evidence".
+                            class_name=names[c] + ("" if by_key[(row, c)].any() else " (zero map)"),
                             prob=float(probs[row, c]),
                             outcome=outcome(probs[row, c], truth[row, c], thresholds[c]),
                         )
@@ -511,7 +512,7 @@ def plot_localization(report: dict[str, Any], out_png: str | os.PathLike) -> Pat
     rows = [(k, v) for k, v in report["per_class"].items() if v["n"]]
     if report["overall"]["n"]:
         rows.append(("overall", report["overall"]))
-    fig = Figure(figsize=(max(5.0, 0.55 * len(rows) + 2.0), 4.2), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.55 * len(rows) + 2.0), 4.2), layout="constrained")
     ax = fig.add_subplot()
     if rows:
         x = np.arange(len(rows))
@@ -525,7 +526,7 @@ def plot_localization(report: dict[str, Any], out_png: str | os.PathLike) -> Pat
         ax.text(0.5, 0.5, "no (image, class) pair could be scored", ha="center", va="center")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("share")
-    ax.set_title(f"Does the CAM sit on the cells that carry the class? ({report.get('method', 'CAM')})")
+    ax.set_title(f"{report.get('method', 'CAM')} mass on the cells carrying the class vs chance", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return atomic_write(out_png, lambda f: f.write(buf.getvalue()))

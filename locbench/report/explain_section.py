@@ -8,6 +8,7 @@ base64, so the page stays one self-contained file.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -121,6 +122,7 @@ def run_section(
     device: str = "auto",
 ) -> Section:
     """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why)."""
+    from locbench.explain.errors import errors_html, errors_markdown  # lazy: the explain package imports torch
     from locbench.explain.run import explain_run
 
     seed = f", seed {run.seed}" if run.seed is not None else ""
@@ -141,9 +143,9 @@ def run_section(
 
     files = res["files"]
     parts = [para(intro)]
-    md_err = Path(files["errors.md"]).read_text(encoding="utf-8")
-    html_err = Path(files["errors.html"]).read_text(encoding="utf-8")
-    parts.append((_demote(md_err), _demote(html_err)))
+    tables = json.loads(Path(files["errors.json"]).read_text(encoding="utf-8"))
+    md_err = errors_markdown(tables, max_pairs=10, max_images=3)
+    parts.append((_demote(md_err), _fit_page(_demote(errors_html(tables, max_pairs=10, max_images=3)))))
     parts.append(
         (
             "Per-class AP and F1 against class frequency: perf_vs_frequency.png (in report.html).\n\n",
@@ -200,13 +202,23 @@ def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
         f"Field share: the share of CAM mass inside the carrying cells; chance: the share of the field they cover "
         f"(what a map blind to the image scores). Cell share, on images where only some cells carry the class: "
         f"the share of the in-cell mass on those cells, against their share of the cell area. "
-        f"{loc['n_images']} validation images, every true class, {loc['method']} maps."
+        f"{loc['n_images']} validation images, every true class, {loc['method']} maps; {loc['skipped']} (image, "
+        "class) pair(s) left out: no carrying cell visible at the model's resolution, or an all-zero map (no "
+        "positive evidence at the target layer, common for classes a model has barely learnt)."
     )
     html = "<h3>CAM localization (synthetic data)</h3>" + para(txt)[1] + html
     png = res["files"].get("localization.png")
     if png:
         html += image(Path(png).read_bytes(), "CAM localization against chance")
     return "### CAM localization (synthetic data)\n\n" + para(txt)[0] + md, html
+
+
+def _fit_page(fragment: str) -> str:
+    """Tables scroll sideways like the report's own, and the lists of image ids wrap instead of running off."""
+    fragment = fragment.replace('<table class="errors">', '<div class="scroll"><table class="errors">')
+    fragment = fragment.replace("</table>", "</table></div>")
+    head, sep, hardest = fragment.partition("<h3>Hardest images</h3>")
+    return head + sep + hardest.replace("<td>", '<td class="l" style="white-space: normal; min-width: 16em">')
 
 
 def _demote(text: str) -> str:

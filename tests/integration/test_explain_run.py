@@ -144,6 +144,20 @@ def test_select_images_picks_confident_hits_worst_misses_within_the_budget():
     assert got == {0: [(5, "FP"), (3, "FN")]}
 
 
+def test_all_zero_maps_are_drawn_and_left_out_of_localization(resnet_run, tmp_path, monkeypatch):
+    import locbench.explain.cam as cam
+
+    def zeros(model, images, class_indices, **kw):  # a model with no positive evidence anywhere
+        return np.zeros((images.shape[0], len(class_indices[0]), *images.shape[-2:]), dtype=np.float32)
+
+    monkeypatch.setattr(cam, "compute_cams", zeros)
+    res = explain_run(resnet_run, out=tmp_path, n=2, localize=4, device="cpu")
+    assert res["cam_grids"] and all(_is_png(g["path"]) for g in res["cam_grids"])
+    loc = res["localization"]
+    assert loc["overall"]["n"] == 0 and loc["skipped"] > 0 and loc["per_class"] == {}
+    assert _is_png(tmp_path / "localization.png")
+
+
 def test_explain_cli(resnet_run, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["explain", str(resnet_run), "--out", str(out), "--n", "3", "--classes", "Nucleoplasm", "Cytosol"]
@@ -212,6 +226,8 @@ def test_report_gains_the_error_analysis_section(vit_run, tmp_path):
     assert section.count('src="data:image/png;base64,') >= 3  # frequency plot, a CAM grid, localization
     assert (sweep / "explain" / "vit" / "errors.json").exists()
     assert "### Errors by class" in (sweep / "report.md").read_text()
+    hardest = section[section.index("Hardest images") :]
+    assert 'style="white-space: normal' in hardest  # the lists of ids wrap inside the page
 
 
 def test_report_cli_explain_flags_and_a_run_whose_data_moved(vit_run, tmp_path, capsys):
@@ -229,3 +245,37 @@ def test_report_cli_explain_flags_and_a_run_whose_data_moved(vit_run, tmp_path, 
     assert main(["report", str(sweep), "--explain", "nope"]) == 2
     assert "--explain nope" in capsys.readouterr().err
     assert main(["report", str(sweep), "--explain", "vit", "--no-explain"]) == 2
+
+
+def test_demo_report_shows_the_error_analysis(tmp_path, one_thread_torch):
+    from locbench.sweep.demo import run_demo
+
+    sweep_file = tmp_path / "tiny.yaml"
+    spec = {
+        "name": "tiny-demo",
+        "config": {
+            "model": {"backbone": "test_resnet", "hidden": 32},
+            "data": {"channels": "rgby", "img_size": 32, "workers": 0},
+            "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+            "log": {"progress": "lines"},
+        },
+        "grid": {"loss.name": ["bce"]},
+        "seeds": [0],
+    }
+    sweep_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    report = run_demo(tmp_path / "demo", images=40, size=64, sweep_file=sweep_file)
+    html = report.read_text()
+    section = html[html.index("<h2>Error analysis: ") :]
+    assert "Class activation maps" in section and 'src="data:image/png;base64,' in section
+    assert "CAM localization (synthetic data)" in section  # the demo's data are synthetic: masks and cells.csv
+    assert any((tmp_path / "demo" / "sweep" / "explain").iterdir())
+
+
+@pytest.fixture
+def one_thread_torch():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
