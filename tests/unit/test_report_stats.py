@@ -235,3 +235,12 @@ def test_weighted_metrics_equal_locbench_compute_metrics_on_resampled_arrays():
         assert got_ap[k] == pytest.approx(ref["map"], abs=1e-12)
         assert got_f1[k] == pytest.approx(ref["macro_f1"], abs=1e-12)
     assert absent_seen
+
+
+def test_error_bars_never_negative_when_an_interval_excludes_the_estimate():
+    from locbench.report.plots import _err
+
+    bars = _err([0.266, 0.1], [0.590, 0.3], [0.260, 0.2])
+    assert (bars >= 0).all()
+    assert bars[0, 0] == 0.0 and np.isclose(bars[1, 0], 0.33)
+    assert np.allclose(bars[:, 1], [0.1, 0.1])
