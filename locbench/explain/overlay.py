@@ -140,7 +140,9 @@ def render_cam_grid(
         for j, panel in enumerate(row.panels, start=1):
             ax = axes[r, j]
             ax.imshow(rgb, interpolation="nearest")
-            ax.imshow(_resize(panel.cam, rgb.shape[:2]), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+            cam = np.asarray(panel.cam, dtype=np.float32)
+            if np.nanmax(cam, initial=0.0) > 0:  # an all-zero map (no evidence) would tint the image one colour
+                ax.imshow(_resize(cam, rgb.shape[:2]), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
             text = panel.class_name
             details = [f"p={panel.prob:.2f}" if panel.prob is not None else "", panel.outcome or ""]
             if any(details):
