@@ -339,6 +339,11 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
         _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, device)
         for lg in loggers:
             lg.close()
+    if dist.world > 1:
+        # every rank waits for rank 0's summary, then leaves the group together: a rank that exits while another
+        # still holds gloo connections aborts ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return run.root
 
 
