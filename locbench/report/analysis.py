@@ -377,7 +377,8 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
     for cmp in an.comparisons:
         what = describe_vs(sweep, sweep.cell(cmp.cell), base)
         n_txt = f"{cmp.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
-        ci = f"95% CI {fmt_num(cmp.lo, True)} to {fmt_num(cmp.hi, True)}"
+        # the interval is per comparison; only the p-value is corrected for multiplicity, so say which is which
+        ci = f"unadjusted 95% CI {fmt_num(cmp.lo, True)} to {fmt_num(cmp.hi, True)}"
         if cmp.significant:
             verb = "raised" if cmp.diff > 0 else "lowered"
             sig.append(
