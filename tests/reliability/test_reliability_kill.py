@@ -222,6 +222,13 @@ def test_killing_a_sweep_kills_its_workers_and_the_rerun_resumes(sweep_file, swe
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(worker), "a worker kept training after its sweep was killed"
+        # the other worker gets the same signal but may take a moment to die; until then its cell counts as
+        # running and a re-run leaves it alone (correctly), so wait for every cell lock to be free
+        from locbench.sweep.runner import cell_state
+
+        while any(cell_state(RunDir(p)) == "running" for p in _runs(out)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(cell_state(RunDir(p)) == "running" for p in _runs(out)), "a worker outlived its sweep"
     finally:
         if sweep.poll() is None:
             sweep.kill()
