@@ -67,14 +67,14 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read an instance mask PNG (8- or 16-bit) as an integer array."""
-    from PIL import Image
+    """Read an instance mask PNG (8- or 16-bit) as an integer array (the cells module's reader, with a message
+    that says where synthetic masks live)."""
+    from locbench.cells.segment import read_mask as read_instance_mask
 
     path = Path(path)
     if not path.exists():
         raise LocbenchError(f"{path}: cell mask not found; synthetic datasets keep one masks/{{ID}}.png per image")
-    with Image.open(path) as im:
-        return np.asarray(im).astype(np.int32)
+    return read_instance_mask(path)
 
 
 def read_cells_csv(path: str | os.PathLike, *, num_classes: int) -> dict[str, dict[int, set[int]]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from locbench.data.channels import composite_rgb
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write
 
@@ -47,16 +48,12 @@ def rgb_composite(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
             f"rgb_composite got an image of shape {arr.shape} for channels {tuple(channels)}; expected "
             f"({len(channels)}, H, W)"
         )
-    out = np.zeros((*arr.shape[1:], 3), dtype=np.float32)
-    seen: set[str] = set()
+    planes: dict[str, np.ndarray] = {}
     for plane, name in zip(arr, channels, strict=True):
         if name not in STAIN_RGB:
             raise LocbenchError(f"unknown stain {name!r} in channels {tuple(channels)}; use {', '.join(STAIN_RGB)}")
-        if name in seen:
-            continue
-        seen.add(name)
-        out += np.clip(plane, 0.0, 1.0)[..., None] * np.asarray(STAIN_RGB[name], dtype=np.float32)
-    return np.clip(out, 0.0, 1.0)
+        planes.setdefault(name, np.clip(plane, 0.0, 1.0))  # a repeated stain is drawn once
+    return composite_rgb(planes)
 
 
 def _to_numpy(x) -> np.ndarray:
