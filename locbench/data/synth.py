@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.data import synth_patterns as sp
+from locbench.data.channels import COLORS
 from locbench.data.schemes import ClassScheme, get_scheme
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -46,7 +47,6 @@ from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_
 log = logging.getLogger(__name__)
 
 STATS_PATH = Path(__file__).with_name("hpa_label_stats.json")
-COLORS = ("red", "green", "blue", "yellow")
 FORMATS = {"2021": ("hpa2021", "ID", "Label", "|"), "2018": ("hpa2018", "Id", "Target", " ")}
 
 #: Share of cells without a mitotic label that are drawn dividing anyway (dividing cells are not a giveaway).

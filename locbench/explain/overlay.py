@@ -11,19 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from locbench.data.channels import composite_rgb
+from locbench.data.channels import COLORS, composite_rgb
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write
 
 log = logging.getLogger(__name__)
-
-#: Display colour of each stain as (R, G, B) weights; yellow (ER) is added to both red and green.
-STAIN_RGB: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (1.0, 1.0, 0.0),
-}
 
 
 def rgb_composite(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
@@ -50,8 +42,8 @@ def rgb_composite(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
         )
     planes: dict[str, np.ndarray] = {}
     for plane, name in zip(arr, channels, strict=True):
-        if name not in STAIN_RGB:
-            raise LocbenchError(f"unknown stain {name!r} in channels {tuple(channels)}; use {', '.join(STAIN_RGB)}")
+        if name not in COLORS:
+            raise LocbenchError(f"unknown stain {name!r} in channels {tuple(channels)}; use {', '.join(COLORS)}")
         planes.setdefault(name, np.clip(plane, 0.0, 1.0))  # a repeated stain is drawn once
     return composite_rgb(planes)
 
