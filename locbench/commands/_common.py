@@ -24,7 +24,7 @@ FLAG_KEYS = {
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a YAML preset (configs/*.yaml shape); flags and --set override it")
+    p.add_argument("--config", help="a YAML preset (the shape of the shipped base.yaml); flags and --set override it")
     p.add_argument(
         "--set",
         action="append",

@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole job on synthetic data: synthesize, sweep, report (a few minutes)",
-        description="Synthesize an HPA-like dataset, run configs/sweeps/demo.yaml on it and write "
+        description="Synthesize an HPA-like dataset, run the shipped sweeps/demo.yaml on it and write "
         "the report. Re-running resumes where it stopped.",
     )
     p.add_argument("--out", default="demo-out", help="folder for data, runs and report (default demo-out)")

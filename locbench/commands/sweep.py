@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
         description="Run every cell of a sweep into DIR/<run_id>/. Re-running the same command "
         "skips finished cells and resumes interrupted ones.",
     )
-    p.add_argument("sweep_file", help="a sweep YAML (see configs/sweeps/)")
+    p.add_argument("sweep_file", help="a sweep YAML (`locbench list configs` lists the shipped ones)")
     p.add_argument("--out", required=True, help="sweep folder")
     p.add_argument("--data", help="dataset for every cell (overrides the sweep file's data.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every cell")

@@ -36,9 +36,10 @@ def run_demo(
         synthesize(data, images=images, size=size, seed=seed, overwrite=True, workers=max(1, workers))
     else:
         log.info("demo 1/3: reusing the synthetic dataset in %s", data)
-    log.info("demo 2/3: running the sweep %s", sweep_file or "configs/sweeps/demo.yaml")
+    sweep_file = sweep_file or shipped("sweeps/demo.yaml")
+    log.info("demo 2/3: running the sweep %s", sweep_file)
     run_sweep(
-        sweep_file or shipped("sweeps/demo.yaml"),
+        sweep_file,
         out / "sweep",
         data=str(data),
         overrides={"data.cache_dir": str(out / "cache")},

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import submitit
 import yaml
 
 from locbench.errors import LocbenchError
@@ -333,10 +334,6 @@ def _fmt_s(s: float) -> str:
 
 
 def _run_submitit(cells: list[Cell], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
-    try:
-        import submitit
-    except ImportError:
-        raise LocbenchError("--executor local/slurm needs the submitit package: pip install submitit") from None
     ex = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster="local" if executor == "local" else None)
     if executor == "slurm" and ex.cluster != "slurm":
         raise LocbenchError("--executor slurm: no SLURM found here (sbatch is not on PATH); use --executor local")
