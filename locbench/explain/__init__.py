@@ -1,11 +1,10 @@
 """Why a model says what it says: class activation maps, error analysis from stored predictions, and a CAM
 localization check on synthetic data.
 
-``locbench.explain.errors`` and ``locbench.explain.localization`` need no torch; ``cam`` does.
+``locbench.explain.mistakes`` and ``locbench.explain.localization`` need no torch; ``cam`` does.
 """
 
 from locbench.explain.cam import METHODS, compute_cams, default_target_layer, make_reshape_transform
-from locbench.explain.errors import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 from locbench.explain.localization import (
     area_share,
     cam_mass_inside,
@@ -15,6 +14,7 @@ from locbench.explain.localization import (
     read_mask,
     resize_mask,
 )
+from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 from locbench.explain.overlay import (
     CamPanel,
     CamRow,

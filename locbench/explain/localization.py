@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from locbench.errors import BadInputError, LocbenchError
+from locbench.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -225,14 +226,12 @@ def localization_markdown(report: dict[str, Any]) -> str:
         "Cells: in images where only some cells carry the class, share of the in-cell CAM mass on those cells;",
         "chance = their share of the cell area.",
         "",
-        "| class | n | field share | chance | lift | n mixed | cell share | chance | lift |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, s in [*report["per_class"].items(), ("overall", report["overall"])]:
-        if not s["n"]:
-            continue
-        lines.append(
-            f"| {name} | {s['n']} | {f(s['mean_share'])} | {f(s['mean_chance'])} | {f(s['lift'], '+')} "
-            f"| {s['n_mixed']} | {f(s['mean_cell_share'])} | {f(s['mean_cell_chance'])} | {f(s['cell_lift'], '+')} |"
-        )
-    return "\n".join(lines) + "\n"
+    headers = ["class", "n", "field share", "chance", "lift", "n mixed", "cell share", "chance", "lift"]
+    rows = [
+        [name, s["n"], f(s["mean_share"]), f(s["mean_chance"]), f(s["lift"], "+")]
+        + [s["n_mixed"], f(s["mean_cell_share"]), f(s["mean_cell_chance"]), f(s["cell_lift"], "+")]
+        for name, s in [*report["per_class"].items(), ("overall", report["overall"])]
+        if s["n"]
+    ]
+    return "\n".join([*lines, markdown_table(headers, rows, left=None)]) + "\n"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from locbench.errors import BadInputError, LocbenchError
-from locbench.explain.errors import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
+from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
 

@@ -19,8 +19,9 @@ from locbench.errors import LocbenchError
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, fmt_num, fmt_p, leaderboard, metric_label
 from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep, collect
-from locbench.report.html import Section, esc, image, markdown, page, para, table
+from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
+from locbench.tables import html_escape
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _findings(an: Analysis) -> Section:
     md = "".join(f"- {f.text}\n" for f in an.findings)
     h = (
         '<ul class="findings">'
-        + "".join(f'<li class="{"sig" if f.significant else "ns"}">{esc(f.text)}</li>' for f in an.findings)
+        + "".join(f'<li class="{"sig" if f.significant else "ns"}">{html_escape(f.text)}</li>' for f in an.findings)
         + "</ul>"
     )
     h += (
@@ -313,7 +314,7 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
         title = f"Interaction {sweep.axis_labels[a]} x {sweep.axis_labels[b]} (mean {label})"
         tmd, th = table([f"{sweep.axis_labels[a]} \\ {sweep.axis_labels[b]}", *lb], rows)
         md += f"\n{title}:\n\n{tmd}"
-        h += f"<h3>{esc(title)}</h3>{th}"
+        h += f"<h3>{html_escape(title)}</h3>{th}"
     return Section("Effects of each axis", md, h)
 
 
@@ -491,7 +492,9 @@ def _problems_section(sweep: Sweep) -> Section:
 
 def _list_section(title: str, items: list[str]) -> Section:
     return Section(
-        title, "".join(f"- {x}\n" for x in items), "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in items) + "</ul>"
+        title,
+        "".join(f"- {x}\n" for x in items),
+        "<ul>" + "".join(f"<li>{html_escape(x)}</li>" for x in items) + "</ul>",
     )
 
 
