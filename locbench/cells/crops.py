@@ -8,7 +8,6 @@ dataset keeps the last few in memory: cells of one image taken one after another
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from locbench.cells.metric import CellInstances
 from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
 from locbench.data.channels import resolve_channels
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_bytes
+from locbench.store.atomic import atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +136,8 @@ def index_cells(
         area=np.asarray(cols["area"], dtype=np.int32),
     )
     if cache_path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, signature=np.array(sig), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__})
-        atomic_write_bytes(cache_path, buf.getvalue())
+        fields = {f: getattr(index, f) for f in CellIndex.__dataclass_fields__}
+        atomic_write_npz(cache_path, signature=np.array(sig), **fields)
     log.info("indexed %d cells in %d images from %s", len(index), len(ids), masks_dir)
     return index
 

@@ -324,7 +324,7 @@ def evaluate_cells(
     """
     from locbench.engine.data import load_data_table
     from locbench.engine.infer import _check_compatible, load_run
-    from locbench.store.atomic import atomic_write_bytes, atomic_write_json
+    from locbench.store.atomic import atomic_write_json, atomic_write_npz
 
     run = load_run(path)
     table = load_data_table(run.config.data, path=data)
@@ -356,11 +356,7 @@ def evaluate_cells(
         result["segmentation"] = segmentation_agreement(preds, truth)
     out_path = Path(out) if out else run.path / "eval" / f"cell_{name}.json"
     atomic_write_json(out_path, result)
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, ids=np.array(preds.ids()), probs=preds.probs)
-    atomic_write_bytes(out_path.with_suffix(".npz"), buf.getvalue())
+    atomic_write_npz(out_path.with_suffix(".npz"), ids=np.array(preds.ids()), probs=preds.probs)
     result["path"] = str(out_path)
     log.info("cell mAP %.4f on %d fields (%s) -> %s", result["map"] or math.nan, len(sub), name, out_path)
     return result

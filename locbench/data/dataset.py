@@ -48,10 +48,10 @@ class FieldDataset(Dataset):
         if absent:
             raise LocbenchError(f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images")
         if cache is not None:
-            missing = [c for c in self.channels if c not in cache.channels]
+            missing = [c for c in self.channels if c not in cache.stains]
             if missing or cache.size != self.size:
                 raise LocbenchError(
-                    f"cache {cache.path} holds stains {','.join(cache.channels)} at {cache.size}px; this dataset "
+                    f"cache {cache.path} holds stains {','.join(cache.stains)} at {cache.size}px; this dataset "
                     f"needs {','.join(self.channels)} at {self.size}px: build a matching cache"
                 )
             self.dtype = cache.dtype

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from locbench.data.cache import MemmapRows
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
 
@@ -77,12 +78,9 @@ def segment_cached(table: Any, *, backend: str, cache_dir: str | os.PathLike | N
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(str(Path(table.root).resolve()).encode()).hexdigest()[:12]
     out = root / f"masks-{backend}-{digest}"
-    lock = FileLock(root / f".masks-{backend}-{digest}.lock")
-    lock.acquire()  # two sweep cells segmenting the same data would both write its manifest
-    try:
+    # two sweep cells segmenting the same data would both write its manifest
+    with FileLock(root / f".masks-{backend}-{digest}.lock").waiting():
         segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers))
-    finally:
-        lock.release()
     return out
 
 
@@ -147,35 +145,14 @@ def split_cell_id(cell_id: str) -> tuple[str, int]:
 
 
 @dataclass
-class CropCache:
-    """A finished crop cache: row ``k`` is cell ``k`` of the index it was built from, (C_unique, S, S) uint8.
-
-    Picklable for DataLoader workers: the memory map is opened lazily in each process.
-    """
+class CropCache(MemmapRows):
+    """A finished crop cache: row ``k`` is cell ``k`` of the index it was built from, (C_unique, S, S) uint8."""
 
     path: Path
-    channels: tuple[str, ...]
+    stains: tuple[str, ...]
     size: int
     n: int
     _array: np.ndarray | None = None
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.load(self.path / "pixels.npy", mmap_mode="r")
-        return self._array
-
-    def get(self, k: int, channels: tuple[str, ...] | None = None) -> np.ndarray:
-        """Row ``k`` in memory; ``channels`` picks (and repeats) stains, default all cached ones."""
-        row = self.array[k]
-        if channels is None:
-            return np.array(row)
-        return np.array(row[[self.channels.index(c) for c in channels]])
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_array"] = None
-        return state
 
 
 def crop_cache_key(
@@ -218,7 +195,6 @@ def build_crop_cache(
         size, margin, masked: as :class:`~locbench.cells.crops.CellCropDataset`.
         cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
     """
-    from locbench.cells.crops import CellCropDataset
     from locbench.data.cache import default_cache_dir
     from locbench.store.lock import FileLock
 
@@ -230,11 +206,27 @@ def build_crop_cache(
         log.info("reusing cell crop cache %s", folder)
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / ".lock")
-    lock.acquire()  # a second builder waits, then finds the cache complete
+    with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds the cache complete
+        if not (folder / "complete").is_file():
+            _cut_crops(table, cells, masks_dir, folder, stains=stains, size=size, margin=margin, masked=masked)
+    return result
+
+
+def _cut_crops(
+    table: Any,
+    cells: Any,
+    masks_dir: Path,
+    folder: Path,
+    *,
+    stains: tuple[str, ...],
+    size: int,
+    margin: float,
+    masked: bool,
+) -> None:
+    """Write the crop cache's files into ``folder`` (the caller holds its lock)."""
+    from locbench.cells.crops import CellCropDataset
+
     try:
-        if (folder / "complete").is_file():
-            return result
         crops = CellCropDataset(
             table,
             masks_dir,
@@ -277,9 +269,6 @@ def build_crop_cache(
     except BaseException:
         (folder / "pixels.npy.tmp").unlink(missing_ok=True)
         raise
-    finally:
-        lock.release()
-    return result
 
 
 # --------------------------------------------------------------------------------------------------------------
