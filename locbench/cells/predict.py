@@ -227,8 +227,7 @@ def truth_cells(
     table: Any, *, masks_dir: str | os.PathLike | None = None, labels: str | os.PathLike | None = None
 ) -> TruthCells:
     """The true cells of ``table``'s fields: masks (default ``DATA/masks``), labels (default ``DATA/cells.csv``)."""
-    from locbench.cells.crops import load_cell_labels
-    from locbench.engine.cells import CELL_LABELS_FILE
+    from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
 
     masks_dir = Path(masks_dir) if masks_dir else Path(table.root) / "masks"
     labels = Path(labels) if labels else Path(table.root) / CELL_LABELS_FILE

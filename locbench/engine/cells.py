@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from locbench.cells.labels import CELL_LABELS_FILE
 from locbench.data.cache import MemmapRows
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
@@ -31,8 +32,6 @@ from locbench.store.atomic import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 CROP_CACHE_VERSION = 1
-#: cells.csv: per-cell labels written by ``locbench synth`` beside train.csv.
-CELL_LABELS_FILE = "cells.csv"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -106,7 +105,7 @@ def cell_targets(table: Any, cells: Any, *, own_masks: bool) -> tuple[np.ndarray
     Per-cell labels are used only with the dataset's own masks: the rows of ``cells.csv`` name cells of those
     masks, and a segmentation's cell ``k`` is an unrelated cell.
     """
-    from locbench.cells.crops import load_cell_labels
+    from locbench.cells.labels import load_cell_labels
 
     labels_path = Path(table.root) / CELL_LABELS_FILE
     if own_masks and labels_path.is_file():

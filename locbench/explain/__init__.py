@@ -10,7 +10,6 @@ from locbench.explain.localization import (
     cam_mass_inside,
     localization_markdown,
     localization_report,
-    read_cells_csv,
     read_mask,
     resize_mask,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "make_reshape_transform",
     "outcome",
     "plot_perf_vs_frequency",
-    "read_cells_csv",
     "read_mask",
     "render_cam_grid",
     "resize_mask",

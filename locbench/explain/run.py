@@ -478,7 +478,8 @@ def _localization(
     method: str,
     out_dir: Path,
 ) -> None:
-    from locbench.explain.localization import localization_markdown, localization_report, read_cells_csv, read_mask
+    from locbench.cells.labels import read_cells_csv
+    from locbench.explain.localization import localization_markdown, localization_report, read_mask
 
     cells = read_cells_csv(root / "cells.csv", num_classes=len(names))
     masks = {i: read_mask(root / "masks" / f"{i}.png") for i in dict.fromkeys(p[0] for p in pairs)}
