@@ -321,12 +321,12 @@ def evaluate_cells(
         ``n_truth_cells``, the settings used and, when the predicted cells are not the truth's, ``segmentation``
         (pooled agreement at IoU 0.5); plus ``path``.
     """
-    from locbench.engine.data import load_data_table
+    from locbench.data.formats import table_from_config
     from locbench.engine.infer import _check_compatible, load_run
     from locbench.store.atomic import atomic_write_json, atomic_write_npz
 
     run = load_run(path)
-    table = load_data_table(run.config.data, path=data)
+    table = table_from_config(run.config.data, path=data)
     _check_compatible(run, table)
     rows, name = split_fields(run, table, split, other_data=data is not None)
     sub = table.subset(rows)

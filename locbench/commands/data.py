@@ -30,22 +30,21 @@ def add_table_args(parser: argparse.ArgumentParser, *, positional: bool = False)
 
 def table_from_args(args: argparse.Namespace, *, check_images: bool = True):
     """Load the table the options of :func:`add_table_args` describe."""
-    from locbench.data.formats import load_table
+    from locbench.config import DataConfig
+    from locbench.data.formats import table_from_config
 
-    return load_table(
-        args.data,
-        fmt=args.fmt,
-        csv=args.csv,
+    dcfg = DataConfig(
+        path=args.data,
+        format=args.fmt,
         id_col=args.id_col,
         label_col=args.label_col,
         label_sep=args.label_sep,
         pattern=args.pattern,
         classes=args.classes,
-        image_dir=args.image_dir,
         group_col=args.group_col,
         skip_bad=args.skip_bad,
-        check_images=check_images,
     )
+    return table_from_config(dcfg, csv=args.csv, image_dir=args.image_dir, check_images=check_images)
 
 
 def add_parser(subparsers) -> None:

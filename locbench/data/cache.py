@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -212,6 +213,19 @@ def build_cache(
             )
         log.warning("skipping %d of %d fields that cannot be decoded", len(items), len(table))
     return cache
+
+
+def cache_from_config(table: Table, dcfg: Any) -> Cache:
+    """:func:`build_cache` of ``table`` with the settings of a :class:`~locbench.config.DataConfig` (``channels``,
+    ``img_size``, ``cache_dir``, ``workers``, ``skip_bad``)."""
+    return build_cache(
+        table,
+        channels=resolve_channels(dcfg.channels),
+        size=dcfg.img_size,
+        cache_dir=dcfg.cache_dir,
+        workers=max(1, dcfg.workers),
+        skip_bad=dcfg.skip_bad,
+    )
 
 
 def _build(

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,46 @@ class Table:
         _require_columns(self.csv_path, frame, [self.id_col, name])
         by_id = dict(zip(frame[self.id_col].str.strip(), frame[name].str.strip(), strict=True))
         return np.array([by_id[i] for i in self.ids], dtype=object)
+
+
+def table_from_config(
+    dcfg: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    csv: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    check_images: bool = True,
+) -> Table:
+    """The table a data configuration names: every caller that holds a ``DataConfig`` loads its table here.
+
+    Args:
+        dcfg: A :class:`~locbench.config.DataConfig` (``path``, ``format``, ``id_col``, ``label_col``,
+            ``label_sep``, ``pattern``, ``classes``, ``group_col``, ``skip_bad``).
+        path: The dataset instead of ``dcfg.path`` (``--data`` of evaluate, predict, explain).
+        csv: The label CSV relative to the dataset folder (default ``train.csv``).
+        image_dir: The image folder (default ``<root>/train`` if it exists, else ``<root>``).
+        check_images: Check that every stain file exists.
+
+    Raises:
+        LocbenchError: no dataset given, or as :func:`load_table`.
+    """
+    data = path or dcfg.path
+    if not data:
+        raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
+    return load_table(
+        data,
+        fmt=dcfg.format,
+        csv=csv,
+        id_col=dcfg.id_col,
+        label_col=dcfg.label_col,
+        label_sep=dcfg.label_sep,
+        pattern=dcfg.pattern,
+        classes=dcfg.classes,
+        image_dir=image_dir,
+        group_col=dcfg.group_col,
+        skip_bad=dcfg.skip_bad,
+        check_images=check_images,
+    )
 
 
 def load_table(

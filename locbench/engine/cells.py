@@ -372,10 +372,11 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
         build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
     """
     from locbench.data.channels import resolve_channels, unique_channels
-    from locbench.engine.data import load_data_table, resolve_split
+    from locbench.data.formats import table_from_config
+    from locbench.engine.data import resolve_split
 
     dcfg = cfg.data
-    table = load_data_table(dcfg)
+    table = table_from_config(dcfg)
     channels = resolve_channels(dcfg.channels)
     parts = resolve_split(dcfg, table, split_file)
 

@@ -410,11 +410,11 @@ def _cam_stage(
 
 
 def _table(run, data: str | None):
-    from locbench.engine.data import load_data_table
+    from locbench.data.formats import table_from_config
 
     where = data or run.config.data.path
     try:
-        table = load_data_table(run.config.data, path=data)
+        table = table_from_config(run.config.data, path=data)
     except LocbenchError as e:
         raise LocbenchError(
             f"cannot read the run's images from {where} ({e}); CAMs need them: pass --data DIR where the dataset is now"
