@@ -291,7 +291,7 @@ def _make_cellpose(**options: Any) -> Segmenter:
 
 def read_stains(paths: Mapping[str, str | os.PathLike], names: Sequence[str] = SEGMENTATION_CHANNELS) -> dict:
     """Read the named stains of one field at full resolution, in their own dtype (uint8 or uint16)."""
-    from locbench.data.io import read_image
+    from locbench.data.images import read_image
 
     out = {}
     for name in dict.fromkeys(names):

@@ -54,7 +54,7 @@ def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: i
     import matplotlib.pyplot as plt
 
     from locbench.data.channels import composite_rgb
-    from locbench.data.io import read_field
+    from locbench.data.images import read_field
     from locbench.store.atomic import atomic_write_bytes
 
     cols = min(3, len(indices))

@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from locbench.data import io as imio
+from locbench.data import images as imio
 from locbench.data.channels import resolve_channels, unique_channels
 from locbench.data.formats import Table
 from locbench.errors import BadInputError, LocbenchError

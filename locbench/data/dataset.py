@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.data import io as imio
+from locbench.data import images as imio
 from locbench.data.cache import Cache
 from locbench.data.channels import resolve_channels
 from locbench.data.formats import Table

@@ -280,7 +280,7 @@ def load_table(
 
 def summarize(table: Table, *, sample: int = 0) -> dict:
     """A summary for ``locbench data info``: format, scheme, counts per class and one field's pixel format."""
-    from locbench.data.io import ImageReadError, read_image
+    from locbench.data.images import ImageReadError, read_image
 
     counts = table.targets.sum(axis=0)
     info: dict = {

@@ -11,7 +11,7 @@ import pytest
 from fixtures.data_factory import write_dataset
 
 from locbench.data import cache as cache_mod
-from locbench.data import io as imio
+from locbench.data import images as imio
 from locbench.data.cache import build_cache, open_cache
 from locbench.data.formats import load_table
 from locbench.errors import BadInputError, LocbenchError

@@ -8,7 +8,7 @@ import pytest
 from fixtures.data_factory import field_pixels
 
 from locbench.data.channels import composite_rgb, resolve_channels, unique_channels
-from locbench.data.io import ImageReadError, read_field, read_field_raw, read_image, write_image
+from locbench.data.images import ImageReadError, read_field, read_field_raw, read_image, write_image
 from locbench.errors import LocbenchError
 
 
