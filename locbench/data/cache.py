@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from locbench.data import images as imio
-from locbench.data.channels import resolve_channels, unique_channels
+from locbench.data.channels import resolve_channels, unique_stains
 from locbench.data.formats import Table
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_text, ensure_writable_dir
@@ -130,8 +130,8 @@ def cache_key(table: Table, channels: tuple[str, ...], size: int) -> str:
     h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, int(size), list(channels)]).encode())
     for i, fid in enumerate(table.ids):
         h.update(fid.encode() + b"\0")
-        for color in channels:
-            path = table.paths(i)[color]
+        for stain in channels:
+            path = table.paths(i)[stain]
             try:
                 st = path.stat()
                 stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
@@ -184,12 +184,12 @@ def build_cache(
         BadInputError: some fields could not be decoded (all listed); the decoded rows are kept for a rerun.
         LocbenchError: not enough free disk space.
     """
-    stains = unique_channels(resolve_channels(channels))
-    absent = [c for c in stains if c not in table.colors]
+    stains = unique_stains(resolve_channels(channels))
+    absent = [c for c in stains if c not in table.stains]
     if absent:
         raise LocbenchError(
             f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images; pick a channel mode "
-            f"within {', '.join(table.colors)}"
+            f"within {', '.join(table.stains)}"
         )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = cache_key(table, stains, size)

@@ -44,7 +44,7 @@ class FieldDataset(Dataset):
         self.channels = resolve_channels(channels)
         self.size = int(size)
         self.cache = cache
-        absent = [c for c in dict.fromkeys(self.channels) if c not in table.colors]
+        absent = [c for c in dict.fromkeys(self.channels) if c not in table.stains]
         if absent:
             raise LocbenchError(f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images")
         if cache is not None:

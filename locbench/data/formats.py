@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from locbench.data.channels import COLORS
+from locbench.data.channels import STAINS
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
 from locbench.errors import BadInputError, LocbenchError
 
@@ -62,7 +62,7 @@ class Table:
         image_dir: folder the pattern is relative to.
         pattern: file pattern with ``{id}``, ``{channel}`` and optionally ``{ext}``.
         exts: per-field extension filling ``{ext}`` (None when the pattern has none).
-        colors: the stains this dataset has.
+        stains: the stains this dataset has.
         csv_path: the label CSV.
         id_col: its id column (to read further columns with :meth:`column`).
         group_col: the column ``groups`` came from.
@@ -77,7 +77,7 @@ class Table:
     image_dir: Path = field(default_factory=Path)
     pattern: str = DEFAULT_PATTERN
     exts: list[str] | None = None
-    colors: tuple[str, ...] = COLORS
+    stains: tuple[str, ...] = STAINS
     csv_path: Path | None = None
     id_col: str = "ID"
     group_col: str | None = None
@@ -92,7 +92,7 @@ class Table:
     def paths(self, i: int) -> dict[str, Path]:
         """Color → image file of field ``i``, for every stain of the dataset."""
         ext = self.exts[i] if self.exts is not None else ""
-        return {c: self.image_dir / self.pattern.format(id=self.ids[i], channel=c, ext=ext) for c in self.colors}
+        return {c: self.image_dir / self.pattern.format(id=self.ids[i], channel=c, ext=ext) for c in self.stains}
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Table:
         """A table of the rows ``indices`` (in that order)."""
@@ -181,7 +181,7 @@ def load_table(
         label_col: label column (overrides the format's).
         label_sep: separator between class ids in a label (default: the format's; generic: detected
             among ``|``, ``;``, ``,``, else whitespace).
-        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a color name);
+        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a stain name);
             ``{ext}`` picks ``.png``/``.tif``/``.tiff`` per field. Default ``{id}_{channel}{ext}``.
         classes: a built-in scheme name, a text file with one class name per line, or a list of names.
             Default: the format's scheme (required for generic CSVs).
@@ -234,7 +234,7 @@ def load_table(
     pattern = pattern or DEFAULT_PATTERN
     _check_pattern(pattern)
     ok_rows = [r for r in range(len(raw_ids)) if r not in problems]
-    exts, colors = _locate_images(
+    exts, stains = _locate_images(
         image_dir, pattern, raw_ids, ok_rows, problems, check_images=check_images, rel_to=root
     )
 
@@ -269,7 +269,7 @@ def load_table(
         image_dir=image_dir,
         pattern=pattern,
         exts=None if exts is None else [exts[r] for r in keep],
-        colors=colors,
+        stains=stains,
         csv_path=csv_path,
         id_col=id_col,
         group_col=group_col,
@@ -290,19 +290,19 @@ def summarize(table: Table, *, sample: int = 0) -> dict:
         "scheme": table.scheme.name,
         "num_classes": table.num_classes,
         "num_fields": len(table),
-        "colors": list(table.colors),
+        "colors": list(table.stains),
         "labels_per_field": round(float(table.targets.sum(axis=1).mean()), 3),
         "class_counts": {name: int(c) for name, c in zip(table.scheme.classes, counts, strict=True)},
     }
     if table.groups is not None:
         info["num_groups"] = len(set(table.groups.tolist()))
     stains = {}
-    for color, path in table.paths(sample).items():
+    for stain, path in table.paths(sample).items():
         try:
             img = read_image(path)
-            stains[color] = {"file": path.name, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
+            stains[stain] = {"file": path.name, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
         except ImageReadError as e:
-            stains[color] = {"file": path.name, "error": e.reason}
+            stains[stain] = {"file": path.name, "error": e.reason}
     info["sample"] = {"id": table.ids[sample], "stains": stains}
     return info
 
@@ -463,7 +463,7 @@ def _locate_images(
     has_ext = "{ext}" in pattern
     exts = [IMAGE_EXTS[0]] * len(ids) if has_ext else None
     if not check_images:
-        return exts, COLORS
+        return exts, STAINS
     if not image_dir.is_dir():
         raise LocbenchError(f"{image_dir}: image folder not found; images go in <dataset>/train/ (or pass image_dir)")
     listings: dict[Path, set[str]] = {}
@@ -483,22 +483,22 @@ def _locate_images(
         ext = ""
         if has_ext:
             ext = next(
-                (e for e in IMAGE_EXTS if any(exists(pattern.format(id=fid, channel=c, ext=e)) for c in COLORS)),
+                (e for e in IMAGE_EXTS if any(exists(pattern.format(id=fid, channel=c, ext=e)) for c in STAINS)),
                 IMAGE_EXTS[0],
             )
             exts[r] = ext
-        found[r] = {c for c in COLORS if exists(pattern.format(id=fid, channel=c, ext=ext))}
+        found[r] = {c for c in STAINS if exists(pattern.format(id=fid, channel=c, ext=ext))}
     # A stain no field has is absent from the dataset (e.g. a 3-stain dataset), not missing per field.
-    colors = tuple(c for c in COLORS if any(c in f for f in found.values()))
-    if not colors and rows:
-        colors = COLORS
+    stains = tuple(c for c in STAINS if any(c in f for f in found.values()))
+    if not stains and rows:
+        stains = STAINS
     for r in rows:
-        missing = [c for c in colors if c not in found[r]]
+        missing = [c for c in stains if c not in found[r]]
         if missing:
             ext = exts[r] if exts is not None else ""
             files = [_rel(image_dir / pattern.format(id=ids[r], channel=c, ext=ext), rel_to) for c in missing]
             problems[r].append(f"missing image files {', '.join(files)}")
-    return exts, colors
+    return exts, stains
 
 
 def _rel(path: Path, base: Path) -> str:

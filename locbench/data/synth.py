@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.data import synth_patterns as sp
-from locbench.data.channels import COLORS
+from locbench.data.channels import STAINS
 from locbench.data.schemes import ClassScheme, get_scheme
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -160,7 +160,7 @@ class Field:
     """One synthetic field: its stains, cell mask and truth."""
 
     id: str
-    channels: dict[str, np.ndarray]  # color → uint8 (S, S)
+    stains: dict[str, np.ndarray]  # stain → uint8 (S, S)
     mask: np.ndarray  # (S, S) int32, 0 background, 1..N
     nucleus: np.ndarray  # (S, S) bool
     labels: tuple[int, ...]  # image label: union of the cells'
@@ -225,9 +225,9 @@ def make_field(
         background=background,
         noise=noise,
     )
-    channels = {c: np.rint(v * 255).astype(np.uint8) for c, v in floats.items()}
+    stains = {c: np.rint(v * 255).astype(np.uint8) for c, v in floats.items()}
     union = tuple(sorted(set().union(*cell_labels)))
-    return Field(make_id(seed, index), channels, geom.labels, geom.nucleus, union, cell_labels, stages)
+    return Field(make_id(seed, index), stains, geom.labels, geom.nucleus, union, cell_labels, stages)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,8 +375,8 @@ def _write_field(job) -> tuple[str, tuple[int, ...], list[tuple[int, ...]]]:
 
     seed, index, fmt, stage, params = job
     f = make_field(seed, index, stats=load_label_stats(fmt), **params)
-    for color in COLORS:
-        Image.fromarray(f.channels[color]).save(stage / "train" / f"{f.id}_{color}.png", format="PNG")
+    for stain in STAINS:
+        Image.fromarray(f.stains[stain]).save(stage / "train" / f"{f.id}_{stain}.png", format="PNG")
     mask = f.mask.astype(np.uint16 if f.mask.max() > 255 else np.uint8)
     Image.fromarray(mask).save(stage / "masks" / f"{f.id}.png", format="PNG")
     return f.id, f.labels, f.cell_labels
@@ -386,9 +386,9 @@ def _write_field(job) -> tuple[str, tuple[int, ...], list[tuple[int, ...]]]:
 # Preview
 
 
-def composite(channels: dict[str, np.ndarray]) -> np.ndarray:
+def composite(stains: dict[str, np.ndarray]) -> np.ndarray:
     """RGB view of a field: red, green, blue, with yellow added to red and green (uint8 (S, S, 3))."""
-    r, g, b, y = (channels[c].astype(np.float32) for c in COLORS)
+    r, g, b, y = (stains[c].astype(np.float32) for c in STAINS)
     return np.clip(np.stack([r + 0.6 * y, g + 0.6 * y, b], axis=-1), 0, 255).astype(np.uint8)
 
 
@@ -414,9 +414,9 @@ def write_preview(out: str | os.PathLike, k: int = 8) -> Path:
     FigureCanvasAgg(fig)
     for n, line in enumerate(lines):
         fid, labels = line.split(",", 1)
-        channels = {c: np.asarray(Image.open(out / "train" / f"{fid}_{c}.png")) for c in COLORS}
+        stains = {c: np.asarray(Image.open(out / "train" / f"{fid}_{c}.png")) for c in STAINS}
         ax = fig.add_subplot(rows, cols, n + 1)
-        ax.imshow(composite(channels))
+        ax.imshow(composite(stains))
         names = ", ".join(classes[int(v)] for v in labels.split(sep) if v)
         ax.set_title(textwrap.fill(names, 40), fontsize=9)
         ax.set_axis_off()

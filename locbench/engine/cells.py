@@ -371,7 +371,7 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
         split_file: where the split is saved (and reused from, for a resumed run).
         build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
     """
-    from locbench.data.channels import resolve_channels, unique_channels
+    from locbench.data.channels import resolve_channels, unique_stains
     from locbench.data.formats import table_from_config
     from locbench.engine.data import resolve_split
 
@@ -390,7 +390,7 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
             table,
             cells,
             masks_dir,
-            stains=unique_channels(channels),
+            stains=unique_stains(channels),
             size=dcfg.img_size,
             margin=cfg.cell.margin,
             masked=cfg.cell.masked,
