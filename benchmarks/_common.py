@@ -146,7 +146,7 @@ class Timed:
         return out
 
 
-def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, fmt: str = "2021") -> Path:
+def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, edition: str = "2021") -> Path:
     """A synthetic dataset of ``total`` fields made of ``unique`` drawn ones (hard links: cheap to make).
 
     Decoding costs the same per file whether or not files share their bytes, so a large dataset for timing
@@ -155,7 +155,7 @@ def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: in
     from locbench.data.synth import synthesize
 
     src = out / "unique"
-    synthesize(src, images=unique, size=size, fmt=fmt, seed=0, workers=workers, overwrite=True)
+    synthesize(src, images=unique, size=size, edition=edition, seed=0, workers=workers, overwrite=True)
     lines = (src / "train.csv").read_text().splitlines()
     header, rows = lines[0], lines[1:]
     dst = out / "data"

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
             from locbench.data.synth import synthesize
 
             args.data = overrides["data.path"] = str(
-                synthesize(tmp / "synth", images=12, size=64, fmt="2018", cells_per_field=(2, 5))
+                synthesize(tmp / "synth", images=12, size=64, edition="2018", cells_per_field=(2, 5))
             )
         overrides["data.cache_dir"] = str(tmp / "cache")
         cfg = RunConfig().replace(overrides)

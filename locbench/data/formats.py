@@ -141,7 +141,7 @@ def table_from_config(
         raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
     return load_table(
         data,
-        fmt=dcfg.format,
+        layout=dcfg.format,
         csv=csv,
         id_col=dcfg.id_col,
         label_col=dcfg.label_col,
@@ -158,7 +158,7 @@ def table_from_config(
 def load_table(
     data: str | os.PathLike,
     *,
-    fmt: str | None = None,
+    layout: str | None = None,
     csv: str | os.PathLike | None = None,
     id_col: str | None = None,
     label_col: str | None = None,
@@ -174,7 +174,7 @@ def load_table(
 
     Args:
         data: a dataset folder (``train.csv`` + ``train/``) or a CSV file.
-        fmt: ``kaggle2021``, ``kaggle2018`` or ``generic``; None detects it from the CSV header
+        layout: ``kaggle2021``, ``kaggle2018`` or ``generic``; None detects it from the CSV header
             (``ID,Label`` → kaggle2021, ``Id,Target`` → kaggle2018; other headers need ``id_col``/``label_col``).
         csv: the CSV, relative to ``data`` when ``data`` is a folder (default ``train.csv``).
         id_col: id column (overrides the format's).
@@ -199,7 +199,7 @@ def load_table(
     """
     root, csv_path = _locate(data, csv)
     frame = _read_csv(csv_path)
-    spec = _resolve_format(csv_path, list(frame.columns), fmt, id_col, label_col)
+    spec = _resolve_format(csv_path, list(frame.columns), layout, id_col, label_col)
     id_col = id_col or spec.id_col
     label_col = label_col or spec.label_col
     _require_columns(csv_path, frame, [id_col, label_col] + ([group_col] if group_col else []))
@@ -340,15 +340,15 @@ def _read_csv(path: Path):
     return frame
 
 
-def _resolve_format(path: Path, columns: list[str], fmt: str | None, id_col: str | None, label_col: str | None):
-    if fmt is not None:
-        if fmt == "generic":
+def _resolve_format(path: Path, columns: list[str], layout: str | None, id_col: str | None, label_col: str | None):
+    if layout is not None:
+        if layout == "generic":
             if not (id_col and label_col):
                 raise LocbenchError("format 'generic' needs id_col and label_col (--id-col, --label-col)")
             return FormatSpec("generic", id_col, label_col, None, "")
-        if fmt not in FORMATS:
-            raise LocbenchError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}, generic")
-        return FORMATS[fmt]
+        if layout not in FORMATS:
+            raise LocbenchError(f"unknown format {layout!r}; valid: {', '.join(FORMATS)}, generic")
+        return FORMATS[layout]
     cols = set(columns)
     for spec in FORMATS.values():
         if {spec.id_col, spec.label_col} <= cols and id_col in (None, spec.id_col):

@@ -217,20 +217,20 @@ def predict(
     *,
     data: str,
     out: str | Path,
-    fmt: str = "csv",
+    output_format: str = "csv",
     device: str = "auto",
     workers: int | None = None,
 ) -> Path:
     """Per-image probabilities and labels (the run's tuned thresholds) for the images in ``data``.
 
     ``data`` is a dataset folder or CSV (labels, if any, are ignored), or a folder of ``{id}_{stain}.png|tif``
-    images without a CSV. ``fmt``: ``csv`` (id, labels, names, one probability column per class) or
+    images without a CSV. ``output_format``: ``csv`` (id, labels, names, one probability column per class) or
     ``kaggle2018`` (``Id,Predicted``, that competition's submission).
     """
     from locbench.data.dataset import FieldDataset
 
-    if fmt not in ("csv", "kaggle2018"):
-        raise LocbenchError(f"--format {fmt!r}: use csv or kaggle2018")
+    if output_format not in ("csv", "kaggle2018"):
+        raise LocbenchError(f"--format {output_format!r}: use csv or kaggle2018")
     run = load_run(path)
     cfg = run.config
     table = _prediction_table(run, data)
@@ -247,7 +247,7 @@ def predict(
     pred = probs >= run.thresholds[None, :]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    if fmt == "kaggle2018":
+    if output_format == "kaggle2018":
         w.writerow(["Id", "Predicted"])
         for fid, row in zip(table.ids, pred, strict=True):
             w.writerow([fid, " ".join(str(j) for j in np.flatnonzero(row))])

@@ -124,7 +124,7 @@ def error_tables(
     }
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
+def _number(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
@@ -139,8 +139,8 @@ def _table_rows(tables: dict[str, Any], max_pairs: int, max_images: int) -> dict
             str(e["fp"]),
             str(e["fn"]),
             str(e["tn"]),
-            _fmt(e["ap"]),
-            _fmt(e["f1"]),
+            _number(e["ap"]),
+            _number(e["f1"]),
             f"{e['threshold']:.3f}",
         ]
         for e in sorted(tables["per_class"], key=lambda e: -e["support"])
