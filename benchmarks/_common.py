@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from locbench.tables import markdown_table, text_table
+
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "benchmarks" / "out"
 REAL = REPO.parent / "shared" / "data" / "hpa-real"
@@ -85,12 +87,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markdown: bo
         return "-" if v is None else str(v)
 
     body = [[cell(v) for v in r] for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
-    widths = [max(len(h), *(len(r[k]) for r in body)) if body else len(h) for k, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" if k == 0 else f"{{:>{w}}}" for k, w in enumerate(widths))
-    return "\n".join([fmt.format(*headers), *(fmt.format(*r) for r in body)])
+    return markdown_table(headers, body, left=None) if markdown else text_table(headers, body)
 
 
 def load_module(path: Path, name: str):
@@ -149,7 +146,7 @@ class Timed:
         return out
 
 
-def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, fmt: str = "2021") -> Path:
+def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, edition: str = "2021") -> Path:
     """A synthetic dataset of ``total`` fields made of ``unique`` drawn ones (hard links: cheap to make).
 
     Decoding costs the same per file whether or not files share their bytes, so a large dataset for timing
@@ -158,7 +155,7 @@ def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: in
     from locbench.data.synth import synthesize
 
     src = out / "unique"
-    synthesize(src, images=unique, size=size, fmt=fmt, seed=0, workers=workers, overwrite=True)
+    synthesize(src, images=unique, size=size, edition=edition, seed=0, workers=workers, overwrite=True)
     lines = (src / "train.csv").read_text().splitlines()
     header, rows = lines[0], lines[1:]
     dst = out / "data"

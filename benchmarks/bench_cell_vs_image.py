@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work
     data = work / f"synth-{args.images}-{args.size}"
     if not (data / "train.csv").is_file():
-        synthesize(data, images=args.images, size=args.size, fmt="2021", seed=0)
+        synthesize(data, images=args.images, size=args.size, edition="2021", seed=0)
     fields = load_table(data)
 
     # Segmentation agreement with the true masks (the backend's defaults), at the two usual IoU thresholds.

@@ -162,11 +162,11 @@ def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, bat
 
 def _train_count(cfg, tmp: Path) -> int:
     """Training images of the split ``train()`` will make (same table, seed and fractions)."""
+    from locbench.data.formats import table_from_config
     from locbench.data.splits import make_split
-    from locbench.engine.data import load_data_table
 
     d = cfg.data
-    table = load_data_table(d, check_images=False)
+    table = table_from_config(d, check_images=False)
     split = make_split(table, seed=d.split_seed, val_frac=d.val_frac, test_frac=d.test_frac, group_col=d.group_col)
     return len(split.parts["train"])
 

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     from study_baseline import study_loader, study_train
 
     from locbench.config import RunConfig
+    from locbench.data.formats import table_from_config
     from locbench.data.splits import make_split, save_split
     from locbench.engine import fit
-    from locbench.engine.data import load_data_table
     from locbench.models import build_model
 
     if args.quick:
@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
             from locbench.data.synth import synthesize
 
             args.data = overrides["data.path"] = str(
-                synthesize(tmp / "synth", images=12, size=64, fmt="2018", cells_per_field=(2, 5))
+                synthesize(tmp / "synth", images=12, size=64, edition="2018", cells_per_field=(2, 5))
             )
         overrides["data.cache_dir"] = str(tmp / "cache")
         cfg = RunConfig().replace(overrides)
-        tbl = load_data_table(cfg.data)
+        tbl = table_from_config(cfg.data)
         split = make_split(tbl, seed=0, val_frac=cfg.data.val_frac, test_frac=0.0, group_col=None)
         save_split(split, tmp / "split.json")
         cfg = cfg.replace({"data.split": str(tmp / "split.json")})

@@ -1,6 +1,7 @@
 """Single-cell classification: segmentation backends, cell crops, the HPA 2021 cell metric, submissions."""
 
-from locbench.cells.crops import CellCropDataset, CellIndex, index_cells, load_cell_labels
+from locbench.cells.crops import CellCropDataset, CellIndex, index_cells
+from locbench.cells.labels import load_cell_labels, read_cells_csv
 from locbench.cells.metric import CellInstances, average_precision, cell_map, compare_masks, iou_matrix, pool_agreement
 from locbench.cells.rle import decode_binary_mask, encode_binary_mask
 from locbench.cells.segment import SEGMENTERS, Segmenter, make_segmenter, segment_dataset
@@ -28,6 +29,7 @@ __all__ = [
     "index_cells",
     "iou_matrix",
     "load_cell_labels",
+    "read_cells_csv",
     "make_row",
     "make_segmenter",
     "pool_agreement",

@@ -8,7 +8,6 @@ dataset keeps the last few in memory: cells of one image taken one after another
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from locbench.cells.metric import CellInstances
 from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
 from locbench.data.channels import resolve_channels
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_bytes
+from locbench.store.atomic import atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -137,40 +136,10 @@ def index_cells(
         area=np.asarray(cols["area"], dtype=np.int32),
     )
     if cache_path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, signature=np.array(sig), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__})
-        atomic_write_bytes(cache_path, buf.getvalue())
+        fields = {f: getattr(index, f) for f in CellIndex.__dataclass_fields__}
+        atomic_write_npz(cache_path, signature=np.array(sig), **fields)
     log.info("indexed %d cells in %d images from %s", len(index), len(ids), masks_dir)
     return index
-
-
-def parse_labels(text: str, num_classes: int, *, where: str = "") -> np.ndarray:
-    """A ``Label`` cell (``"0|5"`` or ``"0 5"``) as a float32 multi-hot vector of length ``num_classes``."""
-    target = np.zeros(num_classes, dtype=np.float32)
-    for tok in str(text).replace("|", " ").split():
-        try:
-            k = int(tok)
-        except ValueError:
-            raise LocbenchError(f"{where}: label {tok!r} is not a class index") from None
-        if not 0 <= k < num_classes:
-            raise LocbenchError(f"{where}: class {k} is outside 0..{num_classes - 1}")
-        target[k] = 1.0
-    return target
-
-
-def load_cell_labels(path: str | os.PathLike, *, num_classes: int) -> dict[tuple[str, int], np.ndarray]:
-    """Read ``cells.csv`` (``ID,cell,Label``) into ``{(ID, cell): multi-hot float32 vector}``."""
-    import pandas as pd
-
-    path = Path(path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    need = {"ID", "cell", "Label"}
-    if not need <= set(frame.columns):
-        raise LocbenchError(f"{path}: columns are {list(frame.columns)}; expected ID,cell,Label")
-    out = {}
-    for n, (image_id, cell, label) in enumerate(zip(frame["ID"], frame["cell"], frame["Label"], strict=True)):
-        out[(image_id, int(cell))] = parse_labels(label, num_classes, where=f"{path} row {n + 2}")
-    return out
 
 
 class CellCropDataset:

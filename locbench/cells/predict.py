@@ -227,8 +227,7 @@ def truth_cells(
     table: Any, *, masks_dir: str | os.PathLike | None = None, labels: str | os.PathLike | None = None
 ) -> TruthCells:
     """The true cells of ``table``'s fields: masks (default ``DATA/masks``), labels (default ``DATA/cells.csv``)."""
-    from locbench.cells.crops import load_cell_labels
-    from locbench.engine.cells import CELL_LABELS_FILE
+    from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
 
     masks_dir = Path(masks_dir) if masks_dir else Path(table.root) / "masks"
     labels = Path(labels) if labels else Path(table.root) / CELL_LABELS_FILE
@@ -322,12 +321,12 @@ def evaluate_cells(
         ``n_truth_cells``, the settings used and, when the predicted cells are not the truth's, ``segmentation``
         (pooled agreement at IoU 0.5); plus ``path``.
     """
-    from locbench.engine.data import load_data_table
+    from locbench.data.formats import table_from_config
     from locbench.engine.infer import _check_compatible, load_run
-    from locbench.store.atomic import atomic_write_bytes, atomic_write_json
+    from locbench.store.atomic import atomic_write_json, atomic_write_npz
 
     run = load_run(path)
-    table = load_data_table(run.config.data, path=data)
+    table = table_from_config(run.config.data, path=data)
     _check_compatible(run, table)
     rows, name = split_fields(run, table, split, other_data=data is not None)
     sub = table.subset(rows)
@@ -356,11 +355,7 @@ def evaluate_cells(
         result["segmentation"] = segmentation_agreement(preds, truth)
     out_path = Path(out) if out else run.path / "eval" / f"cell_{name}.json"
     atomic_write_json(out_path, result)
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, ids=np.array(preds.ids()), probs=preds.probs)
-    atomic_write_bytes(out_path.with_suffix(".npz"), buf.getvalue())
+    atomic_write_npz(out_path.with_suffix(".npz"), ids=np.array(preds.ids()), probs=preds.probs)
     result["path"] = str(out_path)
     log.info("cell mAP %.4f on %d fields (%s) -> %s", result["map"] or math.nan, len(sub), name, out_path)
     return result

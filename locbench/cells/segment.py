@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -291,7 +291,7 @@ def _make_cellpose(**options: Any) -> Segmenter:
 
 def read_stains(paths: Mapping[str, str | os.PathLike], names: Sequence[str] = SEGMENTATION_CHANNELS) -> dict:
     """Read the named stains of one field at full resolution, in their own dtype (uint8 or uint16)."""
-    from locbench.data.io import read_image
+    from locbench.data.images import read_image
 
     out = {}
     for name in dict.fromkeys(names):
@@ -488,8 +488,3 @@ def compare_mask_dirs(
             raise LocbenchError(f"mask {image_id} is {pred.shape} in {pred_dir} but {truth.shape} in {truth_dir}")
         rows.append({"id": image_id, **compare_masks(pred, truth, iou_threshold=iou_threshold)})
     return rows, pool_agreement(rows)
-
-
-def watershed_defaults() -> dict:
-    """The watershed backend's default options (for reports and the manifest)."""
-    return asdict(WatershedSegmenter())

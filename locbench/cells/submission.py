@@ -69,7 +69,7 @@ def make_row(
         if not binary.any():
             raise LocbenchError(f"image {image_id}: cell {cell_id} has scores but no pixels in its mask")
         encoded = encode_binary_mask(binary)
-        triples.extend(f"{c} {_fmt(v)} {encoded}" for c, v in keep)
+        triples.extend(f"{c} {_score(v)} {encoded}" for c, v in keep)
     return SubmissionRow(
         image_id, width=int(mask.shape[1]), height=int(mask.shape[0]), prediction_string=" ".join(triples)
     )
@@ -86,7 +86,7 @@ def rows_from_instances(
     return rows
 
 
-def _fmt(v: float) -> str:
+def _score(v: float) -> str:
     # Short but exact enough: ranking only needs the order, and ties are rare at 6 significant digits.
     return f"{v:.6g}"
 

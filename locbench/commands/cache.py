@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
     )
     print(f"cache {cache.path}")
-    print(f"  {len(cache)} fields, stains {','.join(cache.channels)}, {cache.size}px, {cache.dtype.name}")
+    print(f"  {len(cache)} fields, stains {','.join(cache.stains)}, {cache.size}px, {cache.dtype.name}")
     if cache.bad_ids:
         print(f"  {len(cache.bad_ids)} fields could not be decoded and are left out")
     return 0

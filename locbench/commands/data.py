@@ -16,7 +16,7 @@ def add_table_args(parser: argparse.ArgumentParser, *, positional: bool = False)
     else:
         parser.add_argument("--data", required=True, help="dataset folder (train.csv + train/) or label CSV")
     g = parser.add_argument_group("dataset layout (detected from the CSV header unless given)")
-    g.add_argument("--format", dest="fmt", choices=["kaggle2021", "kaggle2018", "generic"], default=None)
+    g.add_argument("--format", dest="layout", choices=["kaggle2021", "kaggle2018", "generic"], default=None)
     g.add_argument("--csv", default=None, help="label CSV relative to DATA (default train.csv)")
     g.add_argument("--id-col", default=None, help="id column of a generic CSV")
     g.add_argument("--label-col", default=None, help="label column of a generic CSV")
@@ -30,22 +30,21 @@ def add_table_args(parser: argparse.ArgumentParser, *, positional: bool = False)
 
 def table_from_args(args: argparse.Namespace, *, check_images: bool = True):
     """Load the table the options of :func:`add_table_args` describe."""
-    from locbench.data.formats import load_table
+    from locbench.config import DataConfig
+    from locbench.data.formats import table_from_config
 
-    return load_table(
-        args.data,
-        fmt=args.fmt,
-        csv=args.csv,
+    dcfg = DataConfig(
+        path=args.data,
+        format=args.layout,
         id_col=args.id_col,
         label_col=args.label_col,
         label_sep=args.label_sep,
         pattern=args.pattern,
         classes=args.classes,
-        image_dir=args.image_dir,
         group_col=args.group_col,
         skip_bad=args.skip_bad,
-        check_images=check_images,
     )
+    return table_from_config(dcfg, csv=args.csv, image_dir=args.image_dir, check_images=check_images)
 
 
 def add_parser(subparsers) -> None:

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         return run_cell_predict(args)
     from locbench.engine.infer import predict
 
-    out = predict(args.run_dir, data=args.data, out=args.out, fmt=args.format, device=args.device, workers=args.workers)
+    out = predict(
+        args.run_dir, data=args.data, out=args.out, output_format=args.format, device=args.device, workers=args.workers
+    )
     print(f"predictions written to {out}")
     return 0

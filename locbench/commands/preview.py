@@ -54,7 +54,7 @@ def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: i
     import matplotlib.pyplot as plt
 
     from locbench.data.channels import composite_rgb
-    from locbench.data.io import read_field
+    from locbench.data.images import read_field
     from locbench.store.atomic import atomic_write_bytes
 
     cols = min(3, len(indices))
@@ -63,7 +63,7 @@ def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: i
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices, strict=False):
-        stains = table.colors
+        stains = table.stains
         pixels = read_field(table.paths(i), stains, size)
         ax.imshow(composite_rgb(dict(zip(stains, pixels, strict=True))))
         names = _names(table, i)

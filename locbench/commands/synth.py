@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--size", type=int, default=256, help="field side in pixels (default 256)")
     p.add_argument(
         "--format",
-        dest="fmt",
+        dest="edition",
         choices=("2021", "2018"),
         default="2021",
         help="class scheme and CSV syntax: 2021 (19 classes, ID,Label) or 2018 (28 classes, Id,Target)",
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         images=args.images,
         size=args.size,
-        fmt=args.fmt,
+        edition=args.edition,
         seed=args.seed,
         noise=args.noise,
         intensity_spread=args.intensity_spread,

@@ -15,9 +15,7 @@ and the resize method: any change makes a new folder, the same inputs reuse the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io as _io
 import json
 import logging
 import multiprocessing as mp
@@ -29,15 +27,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from locbench.data import io as imio
-from locbench.data.channels import resolve_channels, unique_channels
+from locbench.data import images as imio
+from locbench.data.channels import resolve_channels, unique_stains
 from locbench.data.formats import Table
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir
+from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_text, ensure_writable_dir
+from locbench.store.lock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +58,19 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-@dataclass
-class Cache:
-    """A finished cache: ``get(i)`` is row ``i`` (the field ``ids[i]``), shape (C_unique, S, S), integer dtype.
+class MemmapRows:
+    """Rows of a cache folder's memory-mapped ``pixels.npy``: row ``i`` is (len(stains), S, S), one plane a stain.
 
-    Picklable for DataLoader workers: the memory map is opened lazily in each process.
+    The base of the field cache (:class:`Cache`) and the cell crop cache. Subclasses are dataclasses with ``path``,
+    ``stains`` and an ``_array`` field defaulting to None. Picklable for DataLoader workers: the memory map is
+    opened lazily in each process.
     """
 
     path: Path
-    ids: list[str]
-    channels: tuple[str, ...]
-    size: int
-    dtype: np.dtype
-    bad_ids: dict[str, str] = field(default_factory=dict)
-    _array: np.ndarray | None = field(default=None, repr=False, compare=False)
-    _rows: dict[str, int] | None = field(default=None, repr=False, compare=False)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+    stains: tuple[str, ...]
+    _array: np.ndarray | None
+    #: Attributes not sent to worker processes (each rebuilds its own).
+    _transient: tuple[str, ...] = ("_array",)
 
     @property
     def array(self) -> np.ndarray:
@@ -85,11 +80,36 @@ class Cache:
         return self._array
 
     def get(self, i: int, channels: Iterable[str] | None = None) -> np.ndarray:
-        """Row ``i`` as an in-memory array; ``channels`` picks (and repeats) stains, default all cached ones."""
+        """Row ``i`` as an in-memory array; ``channels`` names the stain of each tensor channel (picks and repeats
+        planes), default every cached stain once."""
         row = self.array[i]
         if channels is None:
             return np.array(row)
-        return np.array(row[[self.channels.index(c) for c in channels]])
+        return np.array(row[[self.stains.index(c) for c in channels]])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._transient:
+            state[name] = None  # a memory map is not sent to workers; each opens its own
+        return state
+
+
+@dataclass
+class Cache(MemmapRows):
+    """A finished field cache: ``get(i)`` is row ``i`` (the field ``ids[i]``), shape (C_unique, S, S), integer dtype."""
+
+    path: Path
+    ids: list[str]
+    stains: tuple[str, ...]
+    size: int
+    dtype: np.dtype
+    bad_ids: dict[str, str] = field(default_factory=dict)
+    _array: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _rows: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    _transient = ("_array", "_rows")
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def row_of(self, field_id: str) -> int:
         """The row holding ``field_id`` (KeyError if not cached)."""
@@ -103,12 +123,6 @@ class Cache:
             return table
         return table.subset([i for i, fid in enumerate(table.ids) if fid not in self.bad_ids])
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_array"] = None  # a memory map is not sent to workers; each opens its own
-        state["_rows"] = None
-        return state
-
 
 def cache_key(table: Table, channels: tuple[str, ...], size: int) -> str:
     """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method)."""
@@ -116,8 +130,8 @@ def cache_key(table: Table, channels: tuple[str, ...], size: int) -> str:
     h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, int(size), list(channels)]).encode())
     for i, fid in enumerate(table.ids):
         h.update(fid.encode() + b"\0")
-        for color in channels:
-            path = table.paths(i)[color]
+        for stain in channels:
+            path = table.paths(i)[stain]
             try:
                 st = path.stat()
                 stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
@@ -170,12 +184,12 @@ def build_cache(
         BadInputError: some fields could not be decoded (all listed); the decoded rows are kept for a rerun.
         LocbenchError: not enough free disk space.
     """
-    stains = unique_channels(resolve_channels(channels))
-    absent = [c for c in stains if c not in table.colors]
+    stains = unique_stains(resolve_channels(channels))
+    absent = [c for c in stains if c not in table.stains]
     if absent:
         raise LocbenchError(
             f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images; pick a channel mode "
-            f"within {', '.join(table.colors)}"
+            f"within {', '.join(table.stains)}"
         )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = cache_key(table, stains, size)
@@ -185,7 +199,7 @@ def build_cache(
     else:
         # a file in the way or a read-only folder: say so before decoding anything (a finished cache needs neither)
         ensure_writable_dir(folder, what="cache folder (--cache-dir or $LOCBENCH_CACHE)")
-        with _locked(folder):
+        with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds it complete
             if not (folder / "complete").is_file():  # another process may have finished it while we waited
                 _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)
     cache = open_cache(folder)
@@ -199,6 +213,19 @@ def build_cache(
             )
         log.warning("skipping %d of %d fields that cannot be decoded", len(items), len(table))
     return cache
+
+
+def cache_from_config(table: Table, dcfg: Any) -> Cache:
+    """:func:`build_cache` of ``table`` with the settings of a :class:`~locbench.config.DataConfig` (``channels``,
+    ``img_size``, ``cache_dir``, ``workers``, ``skip_bad``)."""
+    return build_cache(
+        table,
+        channels=resolve_channels(dcfg.channels),
+        size=dcfg.img_size,
+        cache_dir=dcfg.cache_dir,
+        workers=max(1, dcfg.workers),
+        skip_bad=dcfg.skip_bad,
+    )
 
 
 def _build(
@@ -351,26 +378,8 @@ def _check_disk(folder: Path, needed: int) -> None:
 
 
 def _save_progress(folder: Path, done: np.ndarray, bad: dict[str, str]) -> None:
-    buf = _io.BytesIO()
-    np.save(buf, done)
-    atomic_write_bytes(folder / "done.npy", buf.getvalue())
+    atomic_write_npy(folder / "done.npy", done)
     atomic_write_json(folder / "bad.json", bad)
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialize builders of one cache folder: a second process waits, then finds it complete."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no locking
-        yield
-        return
-    with open(folder / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class _Progress:

@@ -9,7 +9,7 @@ import numpy as np
 from locbench.errors import LocbenchError
 
 #: The four HPA stains, in the order the Kaggle layouts name them.
-COLORS = ("red", "green", "blue", "yellow")
+STAINS = ("red", "green", "blue", "yellow")
 
 MODES = {
     # The protein channel alone, repeated so that ImageNet 3-channel stems take it unchanged.
@@ -24,7 +24,7 @@ def resolve_channels(mode: str | Iterable[str]) -> tuple[str, ...]:
 
     Args:
         mode: ``green`` (the protein stain repeated 3 times), ``rgb``, ``rgby``, an explicit comma list such as
-            ``"green,blue"``, or an iterable of color names.
+            ``"green,blue"``, or an iterable of stain names.
 
     Returns:
         The stains in model-input order; ``len()`` of it is the model's ``in_chans``.
@@ -36,29 +36,29 @@ def resolve_channels(mode: str | Iterable[str]) -> tuple[str, ...]:
         names = [c.strip().lower() for c in key.split(",")]
     else:
         names = [str(c).strip().lower() for c in mode]
-    bad = [c for c in names if c not in COLORS]
+    bad = [c for c in names if c not in STAINS]
     if not names or bad:
         raise LocbenchError(
             f"unknown channel mode {mode!r}: {', '.join(repr(b) for b in bad) or 'empty'} is not a stain; "
-            f"use one of {', '.join(MODES)} or a comma list of {', '.join(COLORS)}"
+            f"use one of {', '.join(MODES)} or a comma list of {', '.join(STAINS)}"
         )
     return tuple(names)
 
 
-def unique_channels(channels: Iterable[str]) -> tuple[str, ...]:
+def unique_stains(channels: Iterable[str]) -> tuple[str, ...]:
     """The distinct stains of ``channels`` in canonical order (red, green, blue, yellow).
 
     Canonical order makes ``rgby`` and ``yrgb`` share one cache and one file read per stain.
     """
     wanted = set(channels)
-    return tuple(c for c in COLORS if c in wanted)
+    return tuple(c for c in STAINS if c in wanted)
 
 
 def composite_rgb(field: Mapping[str, np.ndarray]) -> np.ndarray:
     """Render stains as the HPA viewer does: red, green, blue as such, yellow added to red and green.
 
     Args:
-        field: color name → 2-D float array in [0, 1]; missing stains count as black.
+        field: stain name → 2-D float array in [0, 1]; missing stains count as black.
 
     Returns:
         (H, W, 3) float32 in [0, 1].

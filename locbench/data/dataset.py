@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.data import io as imio
+from locbench.data import images as imio
 from locbench.data.cache import Cache
 from locbench.data.channels import resolve_channels
 from locbench.data.formats import Table
@@ -44,14 +44,14 @@ class FieldDataset(Dataset):
         self.channels = resolve_channels(channels)
         self.size = int(size)
         self.cache = cache
-        absent = [c for c in dict.fromkeys(self.channels) if c not in table.colors]
+        absent = [c for c in dict.fromkeys(self.channels) if c not in table.stains]
         if absent:
             raise LocbenchError(f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images")
         if cache is not None:
-            missing = [c for c in self.channels if c not in cache.channels]
+            missing = [c for c in self.channels if c not in cache.stains]
             if missing or cache.size != self.size:
                 raise LocbenchError(
-                    f"cache {cache.path} holds stains {','.join(cache.channels)} at {cache.size}px; this dataset "
+                    f"cache {cache.path} holds stains {','.join(cache.stains)} at {cache.size}px; this dataset "
                     f"needs {','.join(self.channels)} at {self.size}px: build a matching cache"
                 )
             self.dtype = cache.dtype

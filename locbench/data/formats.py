@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from locbench.data.channels import COLORS
+from locbench.data.channels import STAINS
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
 from locbench.errors import BadInputError, LocbenchError
 
@@ -61,7 +62,7 @@ class Table:
         image_dir: folder the pattern is relative to.
         pattern: file pattern with ``{id}``, ``{channel}`` and optionally ``{ext}``.
         exts: per-field extension filling ``{ext}`` (None when the pattern has none).
-        colors: the stains this dataset has.
+        stains: the stains this dataset has.
         csv_path: the label CSV.
         id_col: its id column (to read further columns with :meth:`column`).
         group_col: the column ``groups`` came from.
@@ -76,7 +77,7 @@ class Table:
     image_dir: Path = field(default_factory=Path)
     pattern: str = DEFAULT_PATTERN
     exts: list[str] | None = None
-    colors: tuple[str, ...] = COLORS
+    stains: tuple[str, ...] = STAINS
     csv_path: Path | None = None
     id_col: str = "ID"
     group_col: str | None = None
@@ -91,7 +92,7 @@ class Table:
     def paths(self, i: int) -> dict[str, Path]:
         """Color → image file of field ``i``, for every stain of the dataset."""
         ext = self.exts[i] if self.exts is not None else ""
-        return {c: self.image_dir / self.pattern.format(id=self.ids[i], channel=c, ext=ext) for c in self.colors}
+        return {c: self.image_dir / self.pattern.format(id=self.ids[i], channel=c, ext=ext) for c in self.stains}
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Table:
         """A table of the rows ``indices`` (in that order)."""
@@ -114,10 +115,50 @@ class Table:
         return np.array([by_id[i] for i in self.ids], dtype=object)
 
 
+def table_from_config(
+    dcfg: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    csv: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    check_images: bool = True,
+) -> Table:
+    """The table a data configuration names: every caller that holds a ``DataConfig`` loads its table here.
+
+    Args:
+        dcfg: A :class:`~locbench.config.DataConfig` (``path``, ``format``, ``id_col``, ``label_col``,
+            ``label_sep``, ``pattern``, ``classes``, ``group_col``, ``skip_bad``).
+        path: The dataset instead of ``dcfg.path`` (``--data`` of evaluate, predict, explain).
+        csv: The label CSV relative to the dataset folder (default ``train.csv``).
+        image_dir: The image folder (default ``<root>/train`` if it exists, else ``<root>``).
+        check_images: Check that every stain file exists.
+
+    Raises:
+        LocbenchError: no dataset given, or as :func:`load_table`.
+    """
+    data = path or dcfg.path
+    if not data:
+        raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
+    return load_table(
+        data,
+        layout=dcfg.format,
+        csv=csv,
+        id_col=dcfg.id_col,
+        label_col=dcfg.label_col,
+        label_sep=dcfg.label_sep,
+        pattern=dcfg.pattern,
+        classes=dcfg.classes,
+        image_dir=image_dir,
+        group_col=dcfg.group_col,
+        skip_bad=dcfg.skip_bad,
+        check_images=check_images,
+    )
+
+
 def load_table(
     data: str | os.PathLike,
     *,
-    fmt: str | None = None,
+    layout: str | None = None,
     csv: str | os.PathLike | None = None,
     id_col: str | None = None,
     label_col: str | None = None,
@@ -133,14 +174,14 @@ def load_table(
 
     Args:
         data: a dataset folder (``train.csv`` + ``train/``) or a CSV file.
-        fmt: ``kaggle2021``, ``kaggle2018`` or ``generic``; None detects it from the CSV header
+        layout: ``kaggle2021``, ``kaggle2018`` or ``generic``; None detects it from the CSV header
             (``ID,Label`` → kaggle2021, ``Id,Target`` → kaggle2018; other headers need ``id_col``/``label_col``).
         csv: the CSV, relative to ``data`` when ``data`` is a folder (default ``train.csv``).
         id_col: id column (overrides the format's).
         label_col: label column (overrides the format's).
         label_sep: separator between class ids in a label (default: the format's; generic: detected
             among ``|``, ``;``, ``,``, else whitespace).
-        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a color name);
+        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a stain name);
             ``{ext}`` picks ``.png``/``.tif``/``.tiff`` per field. Default ``{id}_{channel}{ext}``.
         classes: a built-in scheme name, a text file with one class name per line, or a list of names.
             Default: the format's scheme (required for generic CSVs).
@@ -158,7 +199,7 @@ def load_table(
     """
     root, csv_path = _locate(data, csv)
     frame = _read_csv(csv_path)
-    spec = _resolve_format(csv_path, list(frame.columns), fmt, id_col, label_col)
+    spec = _resolve_format(csv_path, list(frame.columns), layout, id_col, label_col)
     id_col = id_col or spec.id_col
     label_col = label_col or spec.label_col
     _require_columns(csv_path, frame, [id_col, label_col] + ([group_col] if group_col else []))
@@ -193,7 +234,7 @@ def load_table(
     pattern = pattern or DEFAULT_PATTERN
     _check_pattern(pattern)
     ok_rows = [r for r in range(len(raw_ids)) if r not in problems]
-    exts, colors = _locate_images(
+    exts, stains = _locate_images(
         image_dir, pattern, raw_ids, ok_rows, problems, check_images=check_images, rel_to=root
     )
 
@@ -228,7 +269,7 @@ def load_table(
         image_dir=image_dir,
         pattern=pattern,
         exts=None if exts is None else [exts[r] for r in keep],
-        colors=colors,
+        stains=stains,
         csv_path=csv_path,
         id_col=id_col,
         group_col=group_col,
@@ -239,7 +280,7 @@ def load_table(
 
 def summarize(table: Table, *, sample: int = 0) -> dict:
     """A summary for ``locbench data info``: format, scheme, counts per class and one field's pixel format."""
-    from locbench.data.io import ImageReadError, read_image
+    from locbench.data.images import ImageReadError, read_image
 
     counts = table.targets.sum(axis=0)
     info: dict = {
@@ -249,19 +290,19 @@ def summarize(table: Table, *, sample: int = 0) -> dict:
         "scheme": table.scheme.name,
         "num_classes": table.num_classes,
         "num_fields": len(table),
-        "colors": list(table.colors),
+        "colors": list(table.stains),
         "labels_per_field": round(float(table.targets.sum(axis=1).mean()), 3),
         "class_counts": {name: int(c) for name, c in zip(table.scheme.classes, counts, strict=True)},
     }
     if table.groups is not None:
         info["num_groups"] = len(set(table.groups.tolist()))
     stains = {}
-    for color, path in table.paths(sample).items():
+    for stain, path in table.paths(sample).items():
         try:
             img = read_image(path)
-            stains[color] = {"file": path.name, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
+            stains[stain] = {"file": path.name, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
         except ImageReadError as e:
-            stains[color] = {"file": path.name, "error": e.reason}
+            stains[stain] = {"file": path.name, "error": e.reason}
     info["sample"] = {"id": table.ids[sample], "stains": stains}
     return info
 
@@ -299,15 +340,15 @@ def _read_csv(path: Path):
     return frame
 
 
-def _resolve_format(path: Path, columns: list[str], fmt: str | None, id_col: str | None, label_col: str | None):
-    if fmt is not None:
-        if fmt == "generic":
+def _resolve_format(path: Path, columns: list[str], layout: str | None, id_col: str | None, label_col: str | None):
+    if layout is not None:
+        if layout == "generic":
             if not (id_col and label_col):
                 raise LocbenchError("format 'generic' needs id_col and label_col (--id-col, --label-col)")
             return FormatSpec("generic", id_col, label_col, None, "")
-        if fmt not in FORMATS:
-            raise LocbenchError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}, generic")
-        return FORMATS[fmt]
+        if layout not in FORMATS:
+            raise LocbenchError(f"unknown format {layout!r}; valid: {', '.join(FORMATS)}, generic")
+        return FORMATS[layout]
     cols = set(columns)
     for spec in FORMATS.values():
         if {spec.id_col, spec.label_col} <= cols and id_col in (None, spec.id_col):
@@ -422,7 +463,7 @@ def _locate_images(
     has_ext = "{ext}" in pattern
     exts = [IMAGE_EXTS[0]] * len(ids) if has_ext else None
     if not check_images:
-        return exts, COLORS
+        return exts, STAINS
     if not image_dir.is_dir():
         raise LocbenchError(f"{image_dir}: image folder not found; images go in <dataset>/train/ (or pass image_dir)")
     listings: dict[Path, set[str]] = {}
@@ -442,22 +483,22 @@ def _locate_images(
         ext = ""
         if has_ext:
             ext = next(
-                (e for e in IMAGE_EXTS if any(exists(pattern.format(id=fid, channel=c, ext=e)) for c in COLORS)),
+                (e for e in IMAGE_EXTS if any(exists(pattern.format(id=fid, channel=c, ext=e)) for c in STAINS)),
                 IMAGE_EXTS[0],
             )
             exts[r] = ext
-        found[r] = {c for c in COLORS if exists(pattern.format(id=fid, channel=c, ext=ext))}
+        found[r] = {c for c in STAINS if exists(pattern.format(id=fid, channel=c, ext=ext))}
     # A stain no field has is absent from the dataset (e.g. a 3-stain dataset), not missing per field.
-    colors = tuple(c for c in COLORS if any(c in f for f in found.values()))
-    if not colors and rows:
-        colors = COLORS
+    stains = tuple(c for c in STAINS if any(c in f for f in found.values()))
+    if not stains and rows:
+        stains = STAINS
     for r in rows:
-        missing = [c for c in colors if c not in found[r]]
+        missing = [c for c in stains if c not in found[r]]
         if missing:
             ext = exts[r] if exts is not None else ""
             files = [_rel(image_dir / pattern.format(id=ids[r], channel=c, ext=ext), rel_to) for c in missing]
             problems[r].append(f"missing image files {', '.join(files)}")
-    return exts, colors
+    return exts, stains
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.data import synth_patterns as sp
-from locbench.data.channels import COLORS
+from locbench.data.channels import STAINS
 from locbench.data.schemes import ClassScheme, get_scheme
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -47,7 +47,7 @@ from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_
 log = logging.getLogger(__name__)
 
 STATS_PATH = Path(__file__).with_name("hpa_label_stats.json")
-FORMATS = {"2021": ("hpa2021", "ID", "Label", "|"), "2018": ("hpa2018", "Id", "Target", " ")}
+EDITIONS = {"2021": ("hpa2021", "ID", "Label", "|"), "2018": ("hpa2018", "Id", "Target", " ")}
 
 #: Share of cells without a mitotic label that are drawn dividing anyway (dividing cells are not a giveaway).
 SPONTANEOUS_MITOSIS = 0.03
@@ -57,12 +57,12 @@ SPONTANEOUS_MITOSIS = 0.03
 # Label statistics
 
 
-def compute_label_stats(csv: str | os.PathLike, *, fmt: str) -> dict:
+def compute_label_stats(csv: str | os.PathLike, *, edition: str) -> dict:
     """Class frequencies, co-occurrence counts and every label combination with its count, from a label CSV.
 
     Args:
         csv: a complete Kaggle label file (``ID,Label`` with ``|`` for 2021, ``Id,Target`` with spaces for 2018).
-        fmt: ``"2021"`` or ``"2018"``.
+        edition: ``"2021"`` or ``"2018"``.
 
     Returns:
         ``{"source", "scheme", "classes", "images", "frequency", "cooccurrence", "combinations"}``;
@@ -70,18 +70,20 @@ def compute_label_stats(csv: str | os.PathLike, *, fmt: str) -> dict:
     """
     import pandas as pd
 
-    scheme_name, id_col, label_col, sep = _format(fmt)
+    scheme_name, id_col, label_col, sep = _edition(edition)
     classes = get_scheme(scheme_name).classes
     table = pd.read_csv(csv, dtype=str)
     if list(table.columns[:2]) != [id_col, label_col]:
-        raise LocbenchError(f"{csv}: expected header {id_col},{label_col} for format {fmt}, got {list(table.columns)}")
+        raise LocbenchError(
+            f"{csv}: expected header {id_col},{label_col} for format {edition}, got {list(table.columns)}"
+        )
     combos = Counter(tuple(sorted({int(v) for v in str(s).split(sep) if v.strip()})) for s in table[label_col])
     co = np.zeros((len(classes), len(classes)), np.int64)
     for combo, n in combos.items():
         idx = np.array(combo)
         co[np.ix_(idx, idx)] += n
     return {
-        "source": f"{Path(csv).name} (complete Kaggle {fmt} train labels, {len(table)} images)",
+        "source": f"{Path(csv).name} (complete Kaggle {edition} train labels, {len(table)} images)",
         "scheme": scheme_name,
         "classes": list(classes),
         "images": len(table),
@@ -91,18 +93,18 @@ def compute_label_stats(csv: str | os.PathLike, *, fmt: str) -> dict:
     }
 
 
-def load_label_stats(fmt: str) -> dict:
+def load_label_stats(edition: str) -> dict:
     """The stored statistics of one format (``"2021"`` or ``"2018"``), from ``hpa_label_stats.json``."""
-    _format(fmt)
+    _edition(edition)
     if not STATS_PATH.exists():
         raise LocbenchError(f"{STATS_PATH} is missing from the install; reinstall locbench (it ships with it)")
-    return json.loads(STATS_PATH.read_text(encoding="utf-8"))[fmt]
+    return json.loads(STATS_PATH.read_text(encoding="utf-8"))[edition]
 
 
-def _format(fmt: str) -> tuple[str, str, str, str]:
-    if fmt not in FORMATS:
-        raise LocbenchError(f"unknown synthetic format {fmt!r}; valid: {', '.join(FORMATS)}")
-    return FORMATS[fmt]
+def _edition(edition: str) -> tuple[str, str, str, str]:
+    if edition not in EDITIONS:
+        raise LocbenchError(f"unknown synthetic format {edition!r}; valid: {', '.join(EDITIONS)}")
+    return EDITIONS[edition]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ class Field:
     """One synthetic field: its stains, cell mask and truth."""
 
     id: str
-    channels: dict[str, np.ndarray]  # color → uint8 (S, S)
+    stains: dict[str, np.ndarray]  # stain → uint8 (S, S)
     mask: np.ndarray  # (S, S) int32, 0 background, 1..N
     nucleus: np.ndarray  # (S, S) bool
     labels: tuple[int, ...]  # image label: union of the cells'
@@ -225,9 +227,9 @@ def make_field(
         background=background,
         noise=noise,
     )
-    channels = {c: np.rint(v * 255).astype(np.uint8) for c, v in floats.items()}
+    stains = {c: np.rint(v * 255).astype(np.uint8) for c, v in floats.items()}
     union = tuple(sorted(set().union(*cell_labels)))
-    return Field(make_id(seed, index), channels, geom.labels, geom.nucleus, union, cell_labels, stages)
+    return Field(make_id(seed, index), stains, geom.labels, geom.nucleus, union, cell_labels, stages)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def synthesize(
     *,
     images: int = 200,
     size: int = 256,
-    fmt: str = "2021",
+    edition: str = "2021",
     seed: int = 0,
     noise: float = 0.03,
     intensity_spread: float = 0.35,
@@ -254,7 +256,7 @@ def synthesize(
         out: dataset folder to create.
         images: number of fields.
         size: field side in pixels (at least 64).
-        fmt: ``"2021"`` (19 classes, ``ID,Label``, ``|``) or ``"2018"`` (28 classes, ``Id,Target``, spaces).
+        edition: ``"2021"`` (19 classes, ``ID,Label``, ``|``) or ``"2018"`` (28 classes, ``Id,Target``, spaces).
         seed: dataset seed; the same seed gives the same bytes.
         noise: camera noise: shot noise with ``1/noise**2`` photons at full scale plus Gaussian read noise of
             ``noise/2`` (0 = clean).
@@ -271,7 +273,7 @@ def synthesize(
         LocbenchError: bad parameters, or ``out`` already holds a dataset and ``overwrite`` is False.
     """
     out = Path(out)
-    scheme_name, id_col, label_col, sep = _format(fmt)
+    scheme_name, id_col, label_col, sep = _edition(edition)
     if cells_per_field is None:
         most = max(1, int(sp._FILL * size * size / (math.pi * 144)))  # cells of at least ~12 px radius
         cells_per_field = (min(5, most), min(12, most))
@@ -297,7 +299,7 @@ def synthesize(
         intensity_spread=intensity_spread,
         background=background,
     )
-    jobs = [(seed, i, fmt, stage, params) for i in range(images)]
+    jobs = [(seed, i, edition, stage, params) for i in range(images)]
     rows: list[tuple[str, tuple[int, ...], list[tuple[int, ...]]]] = []
     step = max(1, images // 10)
     if workers > 1:
@@ -316,18 +318,18 @@ def synthesize(
         os.replace(stage / name, out / name)
     stage.rmdir()
 
-    def fmt_labels(ks: tuple[int, ...]) -> str:
+    def label_text(ks: tuple[int, ...]) -> str:
         return sep.join(str(k) for k in ks)
 
     cell_lines = ["ID,cell,Label"] + [
-        f"{fid},{c},{fmt_labels(cl)}" for fid, _, cls in rows for c, cl in enumerate(cls, start=1)
+        f"{fid},{c},{label_text(cl)}" for fid, _, cls in rows for c, cl in enumerate(cls, start=1)
     ]
     atomic_write_text(out / "cells.csv", "\n".join(cell_lines) + "\n")
     atomic_write_json(
         out / "synth.json",
         {
             "generator": "locbench.data.synth",
-            "format": fmt,
+            "format": edition,
             "scheme": scheme_name,
             "images": images,
             "size": size,
@@ -336,10 +338,10 @@ def synthesize(
             "intensity_spread": intensity_spread,
             "cells_per_field": list(cells_per_field),
             "background": background,
-            "label_stats": load_label_stats(fmt)["source"],
+            "label_stats": load_label_stats(edition)["source"],
         },
     )
-    train = [f"{id_col},{label_col}"] + [f"{fid},{fmt_labels(labels)}" for fid, labels, _ in rows]
+    train = [f"{id_col},{label_col}"] + [f"{fid},{label_text(labels)}" for fid, labels, _ in rows]
     atomic_write_text(out / "train.csv", "\n".join(train) + "\n")
     log.info("synth: wrote %d fields (%s scheme, %d px) to %s", images, scheme_name, size, out)
     return out
@@ -373,10 +375,10 @@ def _progress(done: int, total: int, step: int) -> None:
 def _write_field(job) -> tuple[str, tuple[int, ...], list[tuple[int, ...]]]:
     from PIL import Image
 
-    seed, index, fmt, stage, params = job
-    f = make_field(seed, index, stats=load_label_stats(fmt), **params)
-    for color in COLORS:
-        Image.fromarray(f.channels[color]).save(stage / "train" / f"{f.id}_{color}.png", format="PNG")
+    seed, index, edition, stage, params = job
+    f = make_field(seed, index, stats=load_label_stats(edition), **params)
+    for stain in STAINS:
+        Image.fromarray(f.stains[stain]).save(stage / "train" / f"{f.id}_{stain}.png", format="PNG")
     mask = f.mask.astype(np.uint16 if f.mask.max() > 255 else np.uint8)
     Image.fromarray(mask).save(stage / "masks" / f"{f.id}.png", format="PNG")
     return f.id, f.labels, f.cell_labels
@@ -386,9 +388,9 @@ def _write_field(job) -> tuple[str, tuple[int, ...], list[tuple[int, ...]]]:
 # Preview
 
 
-def composite(channels: dict[str, np.ndarray]) -> np.ndarray:
+def composite(stains: dict[str, np.ndarray]) -> np.ndarray:
     """RGB view of a field: red, green, blue, with yellow added to red and green (uint8 (S, S, 3))."""
-    r, g, b, y = (channels[c].astype(np.float32) for c in COLORS)
+    r, g, b, y = (stains[c].astype(np.float32) for c in STAINS)
     return np.clip(np.stack([r + 0.6 * y, g + 0.6 * y, b], axis=-1), 0, 255).astype(np.uint8)
 
 
@@ -405,7 +407,7 @@ def write_preview(out: str | os.PathLike, k: int = 8) -> Path:
 
     out = Path(out)
     info = json.loads((out / "synth.json").read_text(encoding="utf-8"))
-    scheme_name, _, _, sep = _format(info["format"])
+    scheme_name, _, _, sep = _edition(info["format"])
     classes = get_scheme(scheme_name).classes
     lines = (out / "train.csv").read_text(encoding="utf-8").splitlines()[1 : k + 1]
     cols = min(4, len(lines))
@@ -414,9 +416,9 @@ def write_preview(out: str | os.PathLike, k: int = 8) -> Path:
     FigureCanvasAgg(fig)
     for n, line in enumerate(lines):
         fid, labels = line.split(",", 1)
-        channels = {c: np.asarray(Image.open(out / "train" / f"{fid}_{c}.png")) for c in COLORS}
+        stains = {c: np.asarray(Image.open(out / "train" / f"{fid}_{c}.png")) for c in STAINS}
         ax = fig.add_subplot(rows, cols, n + 1)
-        ax.imshow(composite(channels))
+        ax.imshow(composite(stains))
         names = ", ".join(classes[int(v)] for v in labels.split(sep) if v)
         ax.set_title(textwrap.fill(names, 40), fontsize=9)
         ax.set_axis_off()

@@ -505,17 +505,17 @@ class Painter:
         """Blue, red and yellow of every cell, each cell with its own brightness (log-normal, ``spread``)."""
         g, rng = self.geom, self.rng
         out = {}
-        for color in ("blue", "red", "yellow"):
+        for stain in ("blue", "red", "yellow"):
             amp = np.exp(rng.normal(0, spread / 2, g.n + 1)).astype(np.float32)
-            if color == "blue":
+            if stain == "blue":
                 amp[1:] *= [1.4 if c.stage != "interphase" else 1.0 for c in g.cells]  # condensed chromatin
                 tex = np.clip(0.72 + 0.28 * self.field("texture"), 0, None)
                 base = self.field("nuc_soft") * tex * (1 - 0.55 * g.nucleoli)
-            elif color == "red":
+            elif stain == "red":
                 base = self.field("mt_fibres") + 0.2 * self.field("cyto_soft")
             else:
                 base = self.field("er")
-            out[color] = base * amp[g.labels]
+            out[stain] = base * amp[g.labels]
         return out
 
     def render_green(self) -> np.ndarray:
@@ -878,10 +878,10 @@ def draw_field(
     out = p.stains(intensity_spread)
     out["green"] = p.render_green()
     gains = {"red": (0.35, 0.7), "green": (0.45, 0.95), "blue": (0.45, 0.8), "yellow": (0.45, 0.85)}
-    for color in ("red", "green", "blue", "yellow"):
-        x = out[color] * rng.uniform(*gains[color]) + background * rng.uniform(0.7, 1.3)
+    for stain in ("red", "green", "blue", "yellow"):
+        x = out[stain] * rng.uniform(*gains[stain]) + background * rng.uniform(0.7, 1.3)
         if noise > 0:
             photons = 1.0 / noise**2
             x = rng.poisson(np.clip(x, 0, None) * photons) / photons + rng.normal(0, noise / 2, x.shape)
-        out[color] = np.clip(x, 0, 1).astype(np.float32)
+        out[stain] = np.clip(x, 0, 1).astype(np.float32)
     return {c: out[c] for c in ("red", "green", "blue", "yellow")}

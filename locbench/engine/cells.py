@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from locbench.cells.labels import CELL_LABELS_FILE
+from locbench.data.cache import MemmapRows
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CROP_CACHE_VERSION = 1
-#: cells.csv: per-cell labels written by ``locbench synth`` beside train.csv.
-CELL_LABELS_FILE = "cells.csv"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -77,12 +77,9 @@ def segment_cached(table: Any, *, backend: str, cache_dir: str | os.PathLike | N
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(str(Path(table.root).resolve()).encode()).hexdigest()[:12]
     out = root / f"masks-{backend}-{digest}"
-    lock = FileLock(root / f".masks-{backend}-{digest}.lock")
-    lock.acquire()  # two sweep cells segmenting the same data would both write its manifest
-    try:
+    # two sweep cells segmenting the same data would both write its manifest
+    with FileLock(root / f".masks-{backend}-{digest}.lock").waiting():
         segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers))
-    finally:
-        lock.release()
     return out
 
 
@@ -108,7 +105,7 @@ def cell_targets(table: Any, cells: Any, *, own_masks: bool) -> tuple[np.ndarray
     Per-cell labels are used only with the dataset's own masks: the rows of ``cells.csv`` name cells of those
     masks, and a segmentation's cell ``k`` is an unrelated cell.
     """
-    from locbench.cells.crops import load_cell_labels
+    from locbench.cells.labels import load_cell_labels
 
     labels_path = Path(table.root) / CELL_LABELS_FILE
     if own_masks and labels_path.is_file():
@@ -147,35 +144,14 @@ def split_cell_id(cell_id: str) -> tuple[str, int]:
 
 
 @dataclass
-class CropCache:
-    """A finished crop cache: row ``k`` is cell ``k`` of the index it was built from, (C_unique, S, S) uint8.
-
-    Picklable for DataLoader workers: the memory map is opened lazily in each process.
-    """
+class CropCache(MemmapRows):
+    """A finished crop cache: row ``k`` is cell ``k`` of the index it was built from, (C_unique, S, S) uint8."""
 
     path: Path
-    channels: tuple[str, ...]
+    stains: tuple[str, ...]
     size: int
     n: int
     _array: np.ndarray | None = None
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.load(self.path / "pixels.npy", mmap_mode="r")
-        return self._array
-
-    def get(self, k: int, channels: tuple[str, ...] | None = None) -> np.ndarray:
-        """Row ``k`` in memory; ``channels`` picks (and repeats) stains, default all cached ones."""
-        row = self.array[k]
-        if channels is None:
-            return np.array(row)
-        return np.array(row[[self.channels.index(c) for c in channels]])
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_array"] = None
-        return state
 
 
 def crop_cache_key(
@@ -218,7 +194,6 @@ def build_crop_cache(
         size, margin, masked: as :class:`~locbench.cells.crops.CellCropDataset`.
         cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
     """
-    from locbench.cells.crops import CellCropDataset
     from locbench.data.cache import default_cache_dir
     from locbench.store.lock import FileLock
 
@@ -230,11 +205,27 @@ def build_crop_cache(
         log.info("reusing cell crop cache %s", folder)
         return result
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / ".lock")
-    lock.acquire()  # a second builder waits, then finds the cache complete
+    with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds the cache complete
+        if not (folder / "complete").is_file():
+            _cut_crops(table, cells, masks_dir, folder, stains=stains, size=size, margin=margin, masked=masked)
+    return result
+
+
+def _cut_crops(
+    table: Any,
+    cells: Any,
+    masks_dir: Path,
+    folder: Path,
+    *,
+    stains: tuple[str, ...],
+    size: int,
+    margin: float,
+    masked: bool,
+) -> None:
+    """Write the crop cache's files into ``folder`` (the caller holds its lock)."""
+    from locbench.cells.crops import CellCropDataset
+
     try:
-        if (folder / "complete").is_file():
-            return result
         crops = CellCropDataset(
             table,
             masks_dir,
@@ -277,9 +268,6 @@ def build_crop_cache(
     except BaseException:
         (folder / "pixels.npy.tmp").unlink(missing_ok=True)
         raise
-    finally:
-        lock.release()
-    return result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -383,11 +371,12 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
         split_file: where the split is saved (and reused from, for a resumed run).
         build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
     """
-    from locbench.data.channels import resolve_channels, unique_channels
-    from locbench.engine.data import load_data_table, resolve_split
+    from locbench.data.channels import resolve_channels, unique_stains
+    from locbench.data.formats import table_from_config
+    from locbench.engine.data import resolve_split
 
     dcfg = cfg.data
-    table = load_data_table(dcfg)
+    table = table_from_config(dcfg)
     channels = resolve_channels(dcfg.channels)
     parts = resolve_split(dcfg, table, split_file)
 
@@ -401,7 +390,7 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
             table,
             cells,
             masks_dir,
-            stains=unique_channels(channels),
+            stains=unique_stains(channels),
             size=dcfg.img_size,
             margin=cfg.cell.margin,
             masked=cfg.cell.masked,

@@ -42,50 +42,22 @@ class PreparedData:
         return self.table.targets[self.parts[part]]
 
 
-def load_data_table(dcfg, *, path: str | None = None, check_images: bool = True):
-    """The :class:`~locbench.data.formats.Table` that a data configuration names."""
-    from locbench.data.formats import load_table
-    from locbench.errors import LocbenchError
-
-    data_path = path or dcfg.path
-    if not data_path:
-        raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
-    return load_table(
-        data_path,
-        fmt=dcfg.format,
-        id_col=dcfg.id_col,
-        label_col=dcfg.label_col,
-        label_sep=dcfg.label_sep,
-        pattern=dcfg.pattern,
-        classes=dcfg.classes,
-        group_col=dcfg.group_col,
-        skip_bad=dcfg.skip_bad,
-        check_images=check_images,
-    )
-
-
 def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> PreparedData:
     """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache."""
-    from locbench.data.cache import build_cache as _build_cache
+    from locbench.data.cache import cache_from_config
     from locbench.data.channels import resolve_channels
+    from locbench.data.formats import table_from_config
 
     if cfg.train.level == "cell":
         from locbench.engine.cells import prepare_cell_data
 
         return prepare_cell_data(cfg, split_file, build_cache=build_cache)
     dcfg = cfg.data
-    table = load_data_table(dcfg)
+    table = table_from_config(dcfg)
     channels = resolve_channels(dcfg.channels)
     cache = None
     if dcfg.cache and build_cache:
-        cache = _build_cache(
-            table,
-            channels=channels,
-            size=dcfg.img_size,
-            cache_dir=dcfg.cache_dir,
-            workers=max(1, dcfg.workers),
-            skip_bad=dcfg.skip_bad,
-        )
+        cache = cache_from_config(table, dcfg)
         table = cache.drop_bad(table)  # with skip_bad, fields that could not be decoded are left out
     parts = resolve_split(dcfg, table, split_file)
     prepared = PreparedData(table, parts, channels, cache, list(table.scheme.classes))

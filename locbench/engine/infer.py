@@ -153,13 +153,13 @@ def evaluate(
     another dataset (``data`` given and its ids not in the run's split). Written to ``RUN_DIR/eval/<name>.json``.
     """
     from locbench.data.dataset import FieldDataset
+    from locbench.data.formats import table_from_config
     from locbench.data.splits import load_split
-    from locbench.engine.data import load_data_table
     from locbench.metrics import compute_metrics
 
     run = load_run(path)
     cfg = run.config
-    table = load_data_table(cfg.data, path=data)
+    table = table_from_config(cfg.data, path=data)
     _check_compatible(run, table)
     name = split
     if split == "all":
@@ -217,20 +217,20 @@ def predict(
     *,
     data: str,
     out: str | Path,
-    fmt: str = "csv",
+    output_format: str = "csv",
     device: str = "auto",
     workers: int | None = None,
 ) -> Path:
     """Per-image probabilities and labels (the run's tuned thresholds) for the images in ``data``.
 
     ``data`` is a dataset folder or CSV (labels, if any, are ignored), or a folder of ``{id}_{stain}.png|tif``
-    images without a CSV. ``fmt``: ``csv`` (id, labels, names, one probability column per class) or
+    images without a CSV. ``output_format``: ``csv`` (id, labels, names, one probability column per class) or
     ``kaggle2018`` (``Id,Predicted``, that competition's submission).
     """
     from locbench.data.dataset import FieldDataset
 
-    if fmt not in ("csv", "kaggle2018"):
-        raise LocbenchError(f"--format {fmt!r}: use csv or kaggle2018")
+    if output_format not in ("csv", "kaggle2018"):
+        raise LocbenchError(f"--format {output_format!r}: use csv or kaggle2018")
     run = load_run(path)
     cfg = run.config
     table = _prediction_table(run, data)
@@ -247,7 +247,7 @@ def predict(
     pred = probs >= run.thresholds[None, :]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    if fmt == "kaggle2018":
+    if output_format == "kaggle2018":
         w.writerow(["Id", "Predicted"])
         for fid, row in zip(table.ids, pred, strict=True):
             w.writerow([fid, " ".join(str(j) for j in np.flatnonzero(row))])
@@ -266,7 +266,7 @@ def predict(
 
 def _prediction_table(run: Run, data: str):
     """A table for ``data``: a labelled dataset, or a bare folder of stain images (targets all zero)."""
-    from locbench.data.formats import Table, load_table
+    from locbench.data.formats import Table, table_from_config
     from locbench.data.schemes import SCHEMES, ClassScheme
 
     p = Path(data)
@@ -274,16 +274,7 @@ def _prediction_table(run: Run, data: str):
     if not p.exists():
         raise LocbenchError(f"--data {p} does not exist")
     if has_csv:
-        dcfg = run.config.data
-        table = load_table(
-            p,
-            fmt=dcfg.format,
-            id_col=dcfg.id_col,
-            label_col=dcfg.label_col,
-            label_sep=dcfg.label_sep,
-            pattern=dcfg.pattern,
-            classes=dcfg.classes,
-        )
+        table = table_from_config(run.config.data, path=p)
         _check_compatible(run, table)
         return table
     images = p / "test" if (p / "test").is_dir() else p / "train" if (p / "train").is_dir() else p

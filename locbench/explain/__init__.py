@@ -1,20 +1,19 @@
 """Why a model says what it says: class activation maps, error analysis from stored predictions, and a CAM
 localization check on synthetic data.
 
-``locbench.explain.errors`` and ``locbench.explain.localization`` need no torch; ``cam`` does.
+``locbench.explain.mistakes`` and ``locbench.explain.localization`` need no torch; ``cam`` does.
 """
 
 from locbench.explain.cam import METHODS, compute_cams, default_target_layer, make_reshape_transform
-from locbench.explain.errors import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 from locbench.explain.localization import (
     area_share,
     cam_mass_inside,
     localization_markdown,
     localization_report,
-    read_cells_csv,
     read_mask,
     resize_mask,
 )
+from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
 from locbench.explain.overlay import (
     CamPanel,
     CamRow,
@@ -46,7 +45,6 @@ __all__ = [
     "make_reshape_transform",
     "outcome",
     "plot_perf_vs_frequency",
-    "read_cells_csv",
     "read_mask",
     "render_cam_grid",
     "resize_mask",

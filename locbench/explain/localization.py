@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from locbench.errors import BadInputError, LocbenchError
+from locbench.errors import LocbenchError
+from locbench.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -75,55 +76,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if not path.exists():
         raise LocbenchError(f"{path}: cell mask not found; synthetic datasets keep one masks/{{ID}}.png per image")
     return read_instance_mask(path)
-
-
-def read_cells_csv(path: str | os.PathLike, *, num_classes: int) -> dict[str, dict[int, set[int]]]:
-    """Parse ``cells.csv`` (``ID,cell,Label``) into ``{image id: {cell id: set of class indices}}``.
-
-    ``Label`` uses the ``train.csv`` syntax: class indices separated by ``|`` (or spaces); an empty label is a
-    cell with no class.
-
-    Args:
-        path: The CSV file.
-        num_classes: Number of classes of the scheme (indices must be below it).
-
-    Returns:
-        The per-image, per-cell class sets.
-
-    Raises:
-        LocbenchError: when the file or a column is missing.
-        BadInputError: listing rows with a bad cell id or label.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise LocbenchError(f"{path}: not found; localization needs a synthetic dataset's cells.csv")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("ID", "cell", "Label") if c not in frame.columns]
-    if missing:
-        raise LocbenchError(f"{path}: missing column(s) {missing}; expected the header ID,cell,Label")
-    out: dict[str, dict[int, set[int]]] = {}
-    bad = []
-    for row, (image_id, cell, label) in enumerate(zip(frame["ID"], frame["cell"], frame["Label"], strict=True)):
-        try:
-            cell_id = int(cell)
-            parts = label.replace("|", " ").split()
-            classes = {int(p) for p in parts}
-        except ValueError:
-            bad.append(f"row {row + 2}: cell={cell!r} Label={label!r}")
-            continue
-        if cell_id < 1 or any(not 0 <= c < num_classes for c in classes):
-            bad.append(f"row {row + 2}: cell={cell!r} Label={label!r}")
-            continue
-        out.setdefault(image_id, {})[cell_id] = classes
-    if bad:
-        raise BadInputError(
-            f"{path}: {len(bad)} row(s) with a bad cell id or label",
-            bad,
-            f"cell ids are integers >= 1 and labels are class indices below {num_classes} separated by '|'",
-        )
-    return out
 
 
 def localization_report(
@@ -225,14 +177,12 @@ def localization_markdown(report: dict[str, Any]) -> str:
         "Cells: in images where only some cells carry the class, share of the in-cell CAM mass on those cells;",
         "chance = their share of the cell area.",
         "",
-        "| class | n | field share | chance | lift | n mixed | cell share | chance | lift |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, s in [*report["per_class"].items(), ("overall", report["overall"])]:
-        if not s["n"]:
-            continue
-        lines.append(
-            f"| {name} | {s['n']} | {f(s['mean_share'])} | {f(s['mean_chance'])} | {f(s['lift'], '+')} "
-            f"| {s['n_mixed']} | {f(s['mean_cell_share'])} | {f(s['mean_cell_chance'])} | {f(s['cell_lift'], '+')} |"
-        )
-    return "\n".join(lines) + "\n"
+    headers = ["class", "n", "field share", "chance", "lift", "n mixed", "cell share", "chance", "lift"]
+    rows = [
+        [name, s["n"], f(s["mean_share"]), f(s["mean_chance"]), f(s["lift"], "+")]
+        + [s["n_mixed"], f(s["mean_cell_share"]), f(s["mean_cell_chance"]), f(s["cell_lift"], "+")]
+        for name, s in [*report["per_class"].items(), ("overall", report["overall"])]
+        if s["n"]
+    ]
+    return "\n".join([*lines, markdown_table(headers, rows, left=None)]) + "\n"

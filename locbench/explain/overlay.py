@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from locbench.data.channels import COLORS, composite_rgb
+from locbench.data.channels import STAINS, composite_rgb
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write
 
@@ -42,8 +42,8 @@ def rgb_composite(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
         )
     planes: dict[str, np.ndarray] = {}
     for plane, name in zip(arr, channels, strict=True):
-        if name not in COLORS:
-            raise LocbenchError(f"unknown stain {name!r} in channels {tuple(channels)}; use {', '.join(COLORS)}")
+        if name not in STAINS:
+            raise LocbenchError(f"unknown stain {name!r} in channels {tuple(channels)}; use {', '.join(STAINS)}")
         planes.setdefault(name, np.clip(plane, 0.0, 1.0))  # a repeated stain is drawn once
     return composite_rgb(planes)
 

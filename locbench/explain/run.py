@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from locbench.errors import BadInputError, LocbenchError
-from locbench.explain.errors import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
+from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
 
@@ -410,11 +410,11 @@ def _cam_stage(
 
 
 def _table(run, data: str | None):
-    from locbench.engine.data import load_data_table
+    from locbench.data.formats import table_from_config
 
     where = data or run.config.data.path
     try:
-        table = load_data_table(run.config.data, path=data)
+        table = table_from_config(run.config.data, path=data)
     except LocbenchError as e:
         raise LocbenchError(
             f"cannot read the run's images from {where} ({e}); CAMs need them: pass --data DIR where the dataset is now"
@@ -478,7 +478,8 @@ def _localization(
     method: str,
     out_dir: Path,
 ) -> None:
-    from locbench.explain.localization import localization_markdown, localization_report, read_cells_csv, read_mask
+    from locbench.cells.labels import read_cells_csv
+    from locbench.explain.localization import localization_markdown, localization_report, read_mask
 
     cells = read_cells_csv(root / "cells.csv", num_classes=len(names))
     masks = {i: read_mask(root / "masks" / f"{i}.png") for i in dict.fromkeys(p[0] for p in pairs)}

@@ -228,7 +228,7 @@ def with_tuned(default: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _fmt(x: float | None, width: int, digits: int = 4) -> str:
+def _number(x: float | None, width: int, digits: int = 4) -> str:
     return f"{'-':>{width}}" if x is None else f"{x:>{width}.{digits}f}"
 
 
@@ -256,22 +256,22 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
     header = f"{'class':<{name_w}}" + "".join(f" {label:>{w}}" for label, w in cols)
     rows = [header, "-" * len(header)]
     for name, e in per_class.items():
-        vals = [f"{e['support']:>8d}", _fmt(e["ap"], 7), _fmt(e["f1"], 7)]
+        vals = [f"{e['support']:>8d}", _number(e["ap"], 7), _number(e["f1"], 7)]
         if tuned:
-            vals.append(_fmt(e.get("f1_tuned"), 8))
-        vals += [_fmt(e["precision"], 7), _fmt(e["recall"], 7), _fmt(e["threshold"], cols[-1][1], 3)]
+            vals.append(_number(e.get("f1_tuned"), 8))
+        vals += [_number(e["precision"], 7), _number(e["recall"], 7), _number(e["threshold"], cols[-1][1], 3)]
         rows.append(f"{name:<{name_w}} " + " ".join(vals))
 
     present = len(per_class) - len(metrics["absent_classes"])
     head = [
         f"samples: {metrics['n_samples']}   classes present: {present} of {len(per_class)}",
-        f"macro F1 ({f1_label[3:]}): {_fmt(metrics['macro_f1'], 0)}   micro F1: {_fmt(metrics['micro_f1'], 0)}",
-        f"mAP: {_fmt(metrics['map'], 0)}   micro AP: {_fmt(metrics['micro_ap'], 0)}",
+        f"macro F1 ({f1_label[3:]}): {_number(metrics['macro_f1'], 0)}   micro F1: {_number(metrics['micro_f1'], 0)}",
+        f"mAP: {_number(metrics['map'], 0)}   micro AP: {_number(metrics['micro_ap'], 0)}",
     ]
     if "macro_f1_tuned" in metrics:
         head.append(
-            f"macro F1 (tuned): {_fmt(metrics['macro_f1_tuned'], 0)}   "
-            f"micro F1 (tuned): {_fmt(metrics.get('micro_f1_tuned'), 0)}"
+            f"macro F1 (tuned): {_number(metrics['macro_f1_tuned'], 0)}   "
+            f"micro F1 (tuned): {_number(metrics.get('micro_f1_tuned'), 0)}"
         )
     if metrics["absent_classes"]:
         head.append("absent (no positives, left out of averages): " + ", ".join(metrics["absent_classes"]))

@@ -59,13 +59,13 @@ def metric_label(metric: str) -> str:
     return "val " + METRIC_LABELS.get(metric, metric)
 
 
-def fmt_p(p: float) -> str:
+def format_p(p: float) -> str:
     if not math.isfinite(p):
         return "p = n/a"
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def fmt_num(x: float, signed: bool = False) -> str:
+def format_number(x: float, signed: bool = False) -> str:
     if not math.isfinite(x):
         return "n/a"
     return f"{x:+.3f}" if signed else f"{x:.3f}"
@@ -378,28 +378,28 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
         what = describe_vs(sweep, sweep.cell(cmp.cell), base)
         n_txt = f"{cmp.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
         # the interval is per comparison; only the p-value is corrected for multiplicity, so say which is which
-        ci = f"unadjusted 95% CI {fmt_num(cmp.lo, True)} to {fmt_num(cmp.hi, True)}"
+        ci = f"unadjusted 95% CI {format_number(cmp.lo, True)} to {format_number(cmp.hi, True)}"
         if cmp.significant:
             verb = "raised" if cmp.diff > 0 else "lowered"
             sig.append(
                 f"{what} {verb} {label} over the baseline by {abs(cmp.diff):.3f} "
-                f"({ci}, {fmt_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+                f"({ci}, {format_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
             )
         elif cmp.tested:
             nonsig.append(
                 f"{what} vs the baseline: the difference is not significant "
-                f"({fmt_num(cmp.diff, True)}, {ci}, {fmt_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+                f"({format_number(cmp.diff, True)}, {ci}, {format_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
             )
         else:
             nonsig.append(
-                f"{what} vs the baseline: not tested ({cmp.note}); observed difference {fmt_num(cmp.diff, True)}."
+                f"{what} vs the baseline: not tested ({cmp.note}); observed difference {format_number(cmp.diff, True)}."
             )
     for t in an.anova:
         names = [sweep.axis_labels.get(k, k) for k in t.term.split(" x ")]
-        stat = f"F({t.df1}, {t.df2}) = {t.f:.2f}, {fmt_p(t.p_adj)}, Holm-adjusted over the ANOVA terms"
+        stat = f"F({t.df1}, {t.df2}) = {t.f:.2f}, {format_p(t.p_adj)}, Holm-adjusted over the ANOVA terms"
         if len(names) == 1:
             levels = an.main_effects.get(t.term, {})
-            means = "; ".join(f"{lev} {fmt_num(e.mean)}" for lev, e in levels.items())
+            means = "; ".join(f"{lev} {format_number(e.mean)}" for lev, e in levels.items())
             if not math.isfinite(t.p):
                 nonsig.append(f"Main effect of {names[0]}: not tested (no residual degrees of freedom).")
             elif t.p_adj < ALPHA:

@@ -17,10 +17,11 @@ import numpy as np
 
 from locbench.errors import LocbenchError
 from locbench.report import plots
-from locbench.report.analysis import Analysis, analyze, fmt_num, fmt_p, leaderboard, metric_label
+from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
 from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep, collect
-from locbench.report.html import Section, esc, image, markdown, page, para, table
+from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
+from locbench.tables import html_escape
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _findings(an: Analysis) -> Section:
     md = "".join(f"- {f.text}\n" for f in an.findings)
     h = (
         '<ul class="findings">'
-        + "".join(f'<li class="{"sig" if f.significant else "ns"}">{esc(f.text)}</li>' for f in an.findings)
+        + "".join(f'<li class="{"sig" if f.significant else "ns"}">{html_escape(f.text)}</li>' for f in an.findings)
         + "</ul>"
     )
     h += (
@@ -213,8 +214,8 @@ def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Sectio
                 *(r.get(a, r["cell"]) if a != "cell" else r["cell"] for a in axis_cols),
                 r["n_seeds"],
                 *(_ci(e[m]) for m in METRICS),
-                "baseline" if r["baseline"] else fmt_num(diff, True),
-                "" if r["baseline"] else fmt_p(r["p_holm"]).removeprefix("p = ").removeprefix("p "),
+                "baseline" if r["baseline"] else format_number(diff, True),
+                "" if r["baseline"] else format_p(r["p_holm"]).removeprefix("p = ").removeprefix("p "),
                 _sig(r["params"] / 1e6),
                 _sig(r["gmacs"]),
                 _num(r["train_img_per_s"], 0),
@@ -254,10 +255,10 @@ def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
             [
                 _label(sweep, sweep.cell(c.cell)),
                 c.n if an.mode == "seeds" else "1 (bootstrap)",
-                fmt_num(c.diff, True),
-                f"{fmt_num(c.lo, True)} to {fmt_num(c.hi, True)}",
-                fmt_p(c.p).removeprefix("p = "),
-                fmt_p(c.p_adj).removeprefix("p = "),
+                format_number(c.diff, True),
+                f"{format_number(c.lo, True)} to {format_number(c.hi, True)}",
+                format_p(c.p).removeprefix("p = "),
+                format_p(c.p_adj).removeprefix("p = "),
                 "yes" if c.significant else ("no" if c.tested else c.note),
             ]
         )
@@ -298,8 +299,8 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
                 t.df1,
                 t.df2,
                 "n/a" if not math.isfinite(t.f) else f"{t.f:.2f}",
-                fmt_p(t.p).removeprefix("p = "),
-                fmt_p(t.p_adj).removeprefix("p = "),
+                format_p(t.p).removeprefix("p = "),
+                format_p(t.p_adj).removeprefix("p = "),
             ]
             for t in an.anova
         ]
@@ -309,11 +310,11 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
         h += "<h3>Tests of main effects and interactions</h3>" + para(txt)[1] + th
     for (a, b), cells in an.interactions.items():
         la, lb = sweep.axes[a], sweep.axes[b]
-        rows = [[lev_a, *(fmt_num(cells.get((lev_a, lev_b), math.nan)) for lev_b in lb)] for lev_a in la]
+        rows = [[lev_a, *(format_number(cells.get((lev_a, lev_b), math.nan)) for lev_b in lb)] for lev_a in la]
         title = f"Interaction {sweep.axis_labels[a]} x {sweep.axis_labels[b]} (mean {label})"
         tmd, th = table([f"{sweep.axis_labels[a]} \\ {sweep.axis_labels[b]}", *lb], rows)
         md += f"\n{title}:\n\n{tmd}"
-        h += f"<h3>{esc(title)}</h3>{th}"
+        h += f"<h3>{html_escape(title)}</h3>{th}"
     return Section("Effects of each axis", md, h)
 
 
@@ -331,7 +332,7 @@ def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
                 mat[i, j] = float(np.mean(vals))
     labels = [_label(sweep, c) for c in cells]
     png = plots.heatmap(mat, labels, classes, title="Validation AP per class (mean over seeds)", cbar="AP")
-    rows = [[lab, *(fmt_num(v) for v in mat[i])] for i, lab in enumerate(labels)]
+    rows = [[lab, *(format_number(v) for v in mat[i])] for i, lab in enumerate(labels)]
     md, _ = table(["configuration", *classes], rows)
     txt = "Average precision per class, mean over seeds; blank/n/a: class absent from the validation images."
     return Section("Per-class AP", para(txt)[0] + md, para(txt)[1] + image(png, "per-class AP heatmap"))
@@ -427,7 +428,12 @@ def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
             xs = [x for x in xs if isinstance(x, int | float)]
             vals.append(np.mean(xs) if xs else math.nan)
         rows.append(
-            [name, *(fmt_num(v) for v in vals[:5]), _num(vals[5], 0 if len(runs) == 1 else 1), fmt_num(vals[6])]
+            [
+                name,
+                *(format_number(v) for v in vals[:5]),
+                _num(vals[5], 0 if len(runs) == 1 else 1),
+                format_number(vals[6]),
+            ]
         )
     headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold"]
     md, h = table(headers, rows)
@@ -491,7 +497,9 @@ def _problems_section(sweep: Sweep) -> Section:
 
 def _list_section(title: str, items: list[str]) -> Section:
     return Section(
-        title, "".join(f"- {x}\n" for x in items), "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in items) + "</ul>"
+        title,
+        "".join(f"- {x}\n" for x in items),
+        "<ul>" + "".join(f"<li>{html_escape(x)}</li>" for x in items) + "</ul>",
     )
 
 

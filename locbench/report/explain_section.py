@@ -18,7 +18,8 @@ from typing import Any
 
 from locbench.errors import LocbenchError
 from locbench.report.collect import Cell, Run, Sweep
-from locbench.report.html import Section, esc, image, para, table
+from locbench.report.html import Section, image, para, table
+from locbench.tables import html_escape
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def run_section(
     device: str = "auto",
 ) -> Section:
     """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why)."""
-    from locbench.explain.errors import errors_html, errors_markdown  # lazy: the explain package imports torch
+    from locbench.explain.mistakes import errors_html, errors_markdown  # lazy: the explain package imports torch
     from locbench.explain.run import explain_run
 
     seed = f", seed {run.seed}" if run.seed is not None else ""
@@ -179,7 +180,7 @@ def _cam_part(res: dict[str, Any], method: str) -> tuple[str, str]:
     md = para(txt)[0] + "".join(f"- {g['class']}: {g['path']}\n" for g in grids) + "\n"
     html = "<h3>Class activation maps</h3>" + para(txt)[1]
     for g in grids:
-        html += f"<h4>{esc(g['class'])}</h4>" + image(Path(g["path"]).read_bytes(), f"CAMs of {g['class']}")
+        html += f"<h4>{html_escape(g['class'])}</h4>" + image(Path(g["path"]).read_bytes(), f"CAMs of {g['class']}")
     return md, html
 
 

@@ -7,9 +7,10 @@ parts (error analysis) can add a section without knowing how the page is assembl
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from locbench.tables import html_escape, html_table, markdown_table
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,6 @@ nav a { margin-right: 12px; font-size: 0.9em; }
 """
 
 
-def esc(s: object) -> str:
-    return html.escape(str(s), quote=True)
-
-
-def md_escape(s: object) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def table(
     headers: Sequence[str],
     rows: Sequence[Sequence[object]],
@@ -63,48 +56,33 @@ def table(
     left: int = 1,
     row_classes: Sequence[str] | None = None,
 ) -> tuple[str, str]:
-    """The same table as Markdown and as HTML; the first ``left`` columns are left-aligned (labels)."""
-    md = [
-        "| " + " | ".join(md_escape(h) for h in headers) + " |",
-        "|" + "|".join(":---" if i < left else "---:" for i in range(len(headers))) + "|",
-    ]
-    md += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
-
-    def cls(i: int) -> str:
-        return ' class="l"' if i < left else ""
-
-    h = ['<div class="scroll"><table><thead><tr>']
-    h += [f"<th{cls(i)}>{esc(x)}</th>" for i, x in enumerate(headers)]
-    h.append("</tr></thead><tbody>")
-    for k, r in enumerate(rows):
-        rc = row_classes[k] if row_classes and row_classes[k] else ""
-        h.append(f'<tr class="{rc}">' if rc else "<tr>")
-        h += [f"<td{cls(i)}>{esc(x)}</td>" for i, x in enumerate(r)]
-        h.append("</tr>")
-    h.append("</tbody></table></div>")
-    return "\n".join(md) + "\n", "".join(h)
+    """The same table as Markdown and as HTML (for a :class:`Section`); the first ``left`` columns are labels."""
+    md = markdown_table(headers, rows, left=left) + "\n"
+    return md, html_table(headers, rows, left=left, row_classes=row_classes)
 
 
 def image(png: bytes, alt: str) -> str:
     """An ``<img>`` with the PNG embedded as base64, so the page opens offline as a single file."""
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+    return f'<img alt="{html_escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def para(text: str) -> tuple[str, str]:
-    return text + "\n\n", f"<p>{esc(text)}</p>"
+    return text + "\n\n", f"<p>{html_escape(text)}</p>"
 
 
 def page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     """A complete HTML document: inline CSS, no external resources."""
     anchors = [f"s{i}" for i in range(len(sections))]
-    nav = "".join(f'<a href="#{a}">{esc(s.title)}</a>' for a, s in zip(anchors, sections, strict=True))
+    nav = "".join(f'<a href="#{a}">{html_escape(s.title)}</a>' for a, s in zip(anchors, sections, strict=True))
     body = "".join(
-        f'<section id="{a}"><h2>{esc(s.title)}</h2>{s.html}</section>' for a, s in zip(anchors, sections, strict=True)
+        f'<section id="{a}"><h2>{html_escape(s.title)}</h2>{s.html}</section>'
+        for a, s in zip(anchors, sections, strict=True)
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
-        f'<style>{CSS}</style></head><body><main><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html_escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><main><h1>{html_escape(title)}</h1>"
+        f'<p class="sub">{html_escape(subtitle)}</p>'
         f"<nav>{nav}</nav>{body}</main></body></html>\n"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import json
 import os
 import tempfile
@@ -122,6 +123,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """``numpy.savez`` (uncompressed) of ``arrays`` to ``path``, atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``numpy.save`` of one array to ``path``, atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from locbench.errors import LocbenchError
 
 
 class FileLock:
-    """An exclusive lock on ``path``; ``acquire(blocking=False)`` returns False if another process holds it."""
+    """An exclusive lock on ``path``; ``acquire(blocking=False)`` returns False if another process holds it.
+
+    ``with lock:`` fails at once when the lock is taken elsewhere; ``with lock.waiting():`` waits for it.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -57,6 +62,15 @@ class FileLock:
         finally:
             os.close(fd)  # closing drops the probe's shared lock
         return False
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[FileLock]:
+        """Hold the lock for a ``with`` block, waiting as long as another process holds it."""
+        self.acquire(blocking=True)
+        try:
+            yield self
+        finally:
+            self.release()
 
     def __enter__(self) -> FileLock:
         if not self.acquire(blocking=False):

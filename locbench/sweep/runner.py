@@ -112,8 +112,8 @@ def run_sweep(
 
 def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
     """Write the plan and one split file per split seed; point every cell at its split file."""
+    from locbench.data.formats import table_from_config
     from locbench.data.splits import make_split, save_split
-    from locbench.engine.data import load_data_table
 
     plan = {
         "name": sweep.name,
@@ -146,7 +146,7 @@ def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
             if not split_path.exists():
                 tkey = key[:5]
                 if tkey not in tables:
-                    tables[tkey] = load_data_table(d)
+                    tables[tkey] = table_from_config(d)
                 split = make_split(
                     tables[tkey], seed=d.split_seed, val_frac=d.val_frac, test_frac=d.test_frac, group_col=d.group_col
                 )
@@ -207,9 +207,8 @@ def _set_aside(run: RunDir, out: Path) -> None:
 
 def _build_shared_caches(cells: list[Cell]) -> None:
     """Build each distinct preprocessing cache once, before the cells that share it start."""
-    from locbench.data.cache import build_cache
-    from locbench.data.channels import resolve_channels
-    from locbench.engine.data import load_data_table
+    from locbench.data.cache import cache_from_config
+    from locbench.data.formats import table_from_config
 
     done = set()
     for cell in cells:
@@ -218,15 +217,7 @@ def _build_shared_caches(cells: list[Cell]) -> None:
         if not d.cache or key in done or cell.config.train.level != "image":
             continue
         done.add(key)
-        table = load_data_table(d)
-        build_cache(
-            table,
-            channels=resolve_channels(d.channels),
-            size=d.img_size,
-            cache_dir=d.cache_dir,
-            workers=max(1, d.workers),
-            skip_bad=d.skip_bad,
-        )
+        cache_from_config(table_from_config(d), d)
 
 
 def die_with_parent() -> None:

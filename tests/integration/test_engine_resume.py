@@ -144,8 +144,8 @@ def test_more_epochs_on_resume_is_refused_under_a_cosine_schedule(kit, tmp_path)
 
 
 def test_resume_accepts_the_same_split_at_another_path_only(kit, tmp_path):
+    from locbench.data.formats import table_from_config
     from locbench.data.splits import make_split, save_split
-    from locbench.engine.data import load_data_table
 
     run = tmp_path / "r"
     train(load_config(None, kit.overrides()), run)
@@ -156,7 +156,7 @@ def test_resume_accepts_the_same_split_at_another_path_only(kit, tmp_path):
 
     cfg = load_config(None, kit.overrides())
     other = save_split(
-        make_split(load_data_table(cfg.data), seed=5, val_frac=0.2, test_frac=0.0, group_col=None),
+        make_split(table_from_config(cfg.data), seed=5, val_frac=0.2, test_frac=0.0, group_col=None),
         tmp_path / "other-split.json",
     )
     with pytest.raises(LocbenchError, match=r"differs from the saved one in data.split"):

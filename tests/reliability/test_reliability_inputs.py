@@ -122,7 +122,7 @@ def _float_tiff(dataset: Path) -> Path:
     """Turn the dataset into TIFFs, one green stain of them 32-bit float; return that file."""
     import tifffile
 
-    from locbench.data.io import read_image
+    from locbench.data.images import read_image
 
     for png in sorted((dataset / "train").glob("*.png")):
         tifffile.imwrite(png.with_suffix(".tif"), read_image(png))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from locbench.cells.crops import CellCropDataset, load_cell_labels
+from locbench.cells.crops import CellCropDataset
+from locbench.cells.labels import load_cell_labels
 from locbench.config import load_config
 from locbench.data.synth import synthesize
 from locbench.engine import cells as cellmod

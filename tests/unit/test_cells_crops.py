@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from locbench.cells import crops as crops_mod
-from locbench.cells.crops import CellCropDataset, index_cells, load_cell_labels
+from locbench.cells.crops import CellCropDataset, index_cells
+from locbench.cells.labels import load_cell_labels
 from locbench.data.formats import load_table
 from locbench.errors import BadInputError, LocbenchError
 

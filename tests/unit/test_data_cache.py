@@ -11,7 +11,7 @@ import pytest
 from fixtures.data_factory import write_dataset
 
 from locbench.data import cache as cache_mod
-from locbench.data import io as imio
+from locbench.data import images as imio
 from locbench.data.cache import build_cache, open_cache
 from locbench.data.formats import load_table
 from locbench.errors import BadInputError, LocbenchError
@@ -37,7 +37,7 @@ def _count_reads(monkeypatch) -> list:
 
 def test_cache_holds_resized_unique_stains(table, tmp_path):
     cache = build_cache(table, channels="green", size=16, cache_dir=tmp_path / "c", workers=0)
-    assert cache.channels == ("green",) and cache.dtype == np.uint8 and len(cache) == len(table)
+    assert cache.stains == ("green",) and cache.dtype == np.uint8 and len(cache) == len(table)
     assert cache.array.shape == (7, 1, 16, 16)
     for i in range(len(table)):
         assert np.array_equal(cache.get(i), imio.read_field_raw(table.paths(i), ("green",), 16))

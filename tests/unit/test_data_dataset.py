@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from locbench.data.cache import build_cache
 from locbench.data.dataset import FieldDataset
 from locbench.data.formats import load_table
-from locbench.data.io import read_field
+from locbench.data.images import read_field
 from locbench.errors import LocbenchError
 
 

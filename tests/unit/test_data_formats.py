@@ -96,7 +96,7 @@ def test_generic_without_classes_is_a_clear_error(tmp_path):
 def test_three_stain_dataset_has_no_yellow(tmp_path):
     write_dataset(tmp_path, ["1", "2"], colors=("red", "green", "blue"))
     table = load_table(tmp_path)
-    assert table.colors == ("red", "green", "blue") and "yellow" not in table.paths(0)
+    assert table.stains == ("red", "green", "blue") and "yellow" not in table.paths(0)
 
 
 def test_subset_keeps_rows_aligned(tmp_path):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from locbench.cells.labels import read_cells_csv
 from locbench.errors import BadInputError, LocbenchError
 from locbench.explain import (
     area_share,
     cam_mass_inside,
     localization_report,
-    read_cells_csv,
     read_mask,
     resize_mask,
 )

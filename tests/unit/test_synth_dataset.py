@@ -42,7 +42,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ds2021(tmp_path_factory) -> Path:
-    return synthesize(tmp_path_factory.mktemp("s21") / "data", fmt="2021", seed=1, **SMALL)
+    return synthesize(tmp_path_factory.mktemp("s21") / "data", edition="2021", seed=1, **SMALL)
 
 
 def test_layout_2021(ds2021):
@@ -100,7 +100,7 @@ def test_mitotic_labels_go_to_few_dividing_cells():
 
 
 def test_format_2018_syntax(tmp_path):
-    out = synthesize(tmp_path / "d18", fmt="2018", seed=2, **SMALL)
+    out = synthesize(tmp_path / "d18", edition="2018", seed=2, **SMALL)
     rows = _csv(out / "train.csv")
     assert rows[0] == ["Id", "Target"]
     for _, target in rows[1:]:
@@ -130,16 +130,16 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(images=0), dict(size=32), dict(fmt="2020"), dict(cells_per_field=(3, 2)), dict(cells_per_field=(1, 500))],
+    [dict(images=0), dict(size=32), dict(edition="2020"), dict(cells_per_field=(3, 2)), dict(cells_per_field=(1, 500))],
 )
 def test_bad_parameters_are_user_errors(tmp_path, bad):
     with pytest.raises(LocbenchError):
         synthesize(tmp_path / "y", **{**dict(images=1, size=64, cells_per_field=(1, 2)), **bad})
 
 
-@pytest.mark.parametrize("fmt", ["2021", "2018"])
-def test_label_sampling_follows_the_real_statistics(fmt):
-    stats = load_label_stats(fmt)
+@pytest.mark.parametrize("edition", ["2021", "2018"])
+def test_label_sampling_follows_the_real_statistics(edition):
+    stats = load_label_stats(edition)
     scheme = get_scheme(stats["scheme"])
     rng = np.random.default_rng(0)
     n = 3000
@@ -160,8 +160,8 @@ def test_label_sampling_follows_the_real_statistics(fmt):
 
 
 def test_stored_stats_are_self_consistent():
-    for fmt, n_classes in (("2021", 19), ("2018", 28)):
-        s = load_label_stats(fmt)
+    for edition, n_classes in (("2021", 19), ("2018", 28)):
+        s = load_label_stats(edition)
         assert len(s["classes"]) == len(s["frequency"]) == n_classes
         assert sum(c for _, c in s["combinations"]) == s["images"]
         co = np.array(s["cooccurrence"])
@@ -173,9 +173,9 @@ def test_stored_stats_are_self_consistent():
 
 def test_stored_stats_match_the_real_label_files(real_data):
     labels = real_data / "labels"
-    for fmt in ("2021", "2018"):
-        fresh = compute_label_stats(labels / f"kaggle{fmt}_train_full.csv", fmt=fmt)
-        stored = load_label_stats(fmt)
+    for edition in ("2021", "2018"):
+        fresh = compute_label_stats(labels / f"kaggle{edition}_train_full.csv", edition=edition)
+        stored = load_label_stats(edition)
         assert fresh["combinations"] == stored["combinations"]
         assert fresh["frequency"] == stored["frequency"]
 

@@ -81,7 +81,7 @@ def test_every_class_has_a_pattern():
 @pytest.mark.parametrize("name", sorted(NUCLEAR))
 def test_nuclear_classes_light_the_nucleus(name):
     f = _clean(name)
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     assert _mean(g, r["nucleus"]) > 1.0
     assert _mean(g, r["nucleus"]) > 4 * _mean(g, r["cytoplasm"]) + 0.1
 
@@ -89,7 +89,7 @@ def test_nuclear_classes_light_the_nucleus(name):
 @pytest.mark.parametrize("name", sorted(CYTOPLASMIC & set(ALL)))
 def test_cytoplasmic_classes_light_the_cytoplasm(name):
     f = _clean(name)
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     assert g.max() > 60, "pattern too faint"
     assert _mean(g, r["cytoplasm"]) > 3 * _mean(g, r["nucleus"]) + 0.05
     assert _mean(g, r["outside"]) < 0.5 * _mean(g, r["cytoplasm"])
@@ -97,20 +97,20 @@ def test_cytoplasmic_classes_light_the_cytoplasm(name):
 
 def test_nuclear_membrane_is_the_nucleus_rim():
     f = _clean("Nuclear membrane")
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     assert _mean(g, r["nucleus_edge"]) > 4 * _mean(g, r["nucleus_deep"]) + 1
     assert _mean(g, r["nucleus_edge"]) > 4 * _mean(g, r["cytoplasm_far"]) + 1
 
 
 def test_plasma_membrane_is_the_cell_rim():
     f = _clean("Plasma membrane")
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     assert _mean(g, r["cell_edge"]) > 5 * _mean(g, r["cell_interior"]) + 1
 
 
 def test_cell_junctions_are_the_rim_between_cells_only():
     f = _clean("Cell junctions")
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     # Edge pixels next to another cell vs far (> 5 px) from any other cell. Cells touching nobody mark the edge
     # facing their nearest neighbour instead, so compare on touching cells only.
     contact, free = np.zeros_like(f.nucleus), np.zeros_like(f.nucleus)
@@ -127,7 +127,7 @@ def test_cell_junctions_are_the_rim_between_cells_only():
 
 def test_actin_fibres_cross_the_whole_cell():
     f = _clean("Actin filaments")
-    g, r = f.channels["green"].astype(float), _regions(f)
+    g, r = f.stains["green"].astype(float), _regions(f)
     # Stress fibres run under the nucleus as well: neither compartment dominates, unlike nuclear/cytosolic classes.
     ratio = _mean(g, r["nucleus"]) / _mean(g, r["cytoplasm"])
     assert 0.3 < ratio < 3
@@ -137,7 +137,7 @@ def test_actin_fibres_cross_the_whole_cell():
 def test_er_and_microtubules_follow_their_reference_stain(name, stain):
     f = _clean(name)
     cells = f.mask > 0
-    corr = np.corrcoef(f.channels["green"][cells].astype(float), f.channels[stain][cells].astype(float))[0, 1]
+    corr = np.corrcoef(f.stains["green"][cells].astype(float), f.stains[stain][cells].astype(float))[0, 1]
     assert corr > 0.8
 
 
@@ -145,7 +145,7 @@ def test_er_and_microtubules_follow_their_reference_stain(name, stain):
 def test_mitotic_classes_draw_dividing_cells(name, stage):
     f = _clean(name)
     assert f.stages == [stage] * len(f.stages)
-    g = f.channels["green"].astype(float)
+    g = f.stains["green"].astype(float)
     yy, xx = np.indices(g.shape)
     for i in range(1, f.mask.max() + 1):
         own = f.mask == i
@@ -161,7 +161,7 @@ def test_interphase_classes_do_not_divide_labelled_cells():
 
 
 def _blobs_per_cell(f: Field, frac: float = 0.5) -> list[int]:
-    g = ndi.gaussian_filter(f.channels["green"].astype(float), 0.7)
+    g = ndi.gaussian_filter(f.stains["green"].astype(float), 0.7)
     counts = []
     for i in range(1, f.mask.max() + 1):
         own = f.mask == i
@@ -183,7 +183,7 @@ def test_centrosome_is_one_or_two_dots():
 
 def test_golgi_is_compact_and_beside_the_nucleus():
     f = _clean("Golgi apparatus")
-    g = f.channels["green"].astype(float)
+    g = f.stains["green"].astype(float)
     for i in range(1, f.mask.max() + 1):
         own = f.mask == i
         w = g * own
@@ -207,14 +207,14 @@ def test_spot_counts_tell_nucleoli_from_speckles():
 
 def test_negative_has_no_signal():
     f = _clean("Negative")
-    assert f.channels["green"].max() == 0
+    assert f.stains["green"].max() == 0
 
 
 @pytest.mark.parametrize("scheme", ["hpa2021", "hpa2018"])
 def test_classes_are_pairwise_distinct(scheme):
     # Same cells (the layout does not depend on the labels), one class at a time.
     classes = get_scheme(scheme).classes
-    greens = np.array([_clean(c, seed=7).channels["green"].astype(float).ravel() for c in classes if c != "Negative"])
+    greens = np.array([_clean(c, seed=7).stains["green"].astype(float).ravel() for c in classes if c != "Negative"])
     corr = np.corrcoef(greens)
     np.fill_diagonal(corr, 0)
     assert corr.max() < 0.9

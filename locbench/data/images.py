@@ -48,7 +48,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if img is None:
             raise ImageReadError(path, "cannot be decoded (truncated or not an image)")
     if img.ndim == 3:
-        # A stain saved as color (gray copied to 3 planes, or tinted in its own color): its maximum over the
+        # A stain saved as colour (gray copied to 3 planes, or tinted in its own colour): its maximum over the
         # planes is the stain intensity in both cases.
         img = img.max(axis=2)
     if img.ndim != 2 or min(img.shape) == 0:
@@ -69,7 +69,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise ImageReadError(path, "cannot be read as TIFF (no image data: truncated or corrupt)")
     img = np.squeeze(img)
     if img.ndim == 3 and img.shape[0] <= 4 < img.shape[-1]:
-        img = np.moveaxis(img, 0, -1)  # planar (C, H, W) → (H, W, C), as cv2 gives color images
+        img = np.moveaxis(img, 0, -1)  # planar (C, H, W) → (H, W, C), as cv2 gives colour images
     return img
 
 
@@ -99,7 +99,7 @@ def read_field_raw(
     size: a field whose stains differ is refused rather than silently stretched.
 
     Args:
-        paths: color → file path (``Table.paths(i)``).
+        paths: stain → file path (``Table.paths(i)``).
         channels: stains in output order (repeats allowed).
         size: output side length in pixels.
         dtype: output pixel type; ``None`` keeps the files' type (16-bit if any stain is 16-bit).
@@ -111,10 +111,10 @@ def read_field_raw(
         ImageReadError: a stain is missing or unreadable, or stains differ in size.
     """
     images: dict[str, np.ndarray] = {}
-    for color in dict.fromkeys(channels):
-        if color not in paths:
-            raise ImageReadError(next(iter(paths.values()), "?"), f"has no {color!r} stain in this dataset")
-        images[color] = read_image(paths[color])
+    for stain in dict.fromkeys(channels):
+        if stain not in paths:
+            raise ImageReadError(next(iter(paths.values()), "?"), f"has no {stain!r} stain in this dataset")
+        images[stain] = read_image(paths[stain])
     shapes = {c: img.shape for c, img in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items())
@@ -123,8 +123,8 @@ def read_field_raw(
         dtype = np.uint16 if any(img.dtype == np.uint16 for img in images.values()) else np.uint8
     out = np.empty((len(channels), size, size), dtype=dtype)
     resized = {c: to_dtype(resize(img, size), dtype) for c, img in images.items()}
-    for k, color in enumerate(channels):
-        out[k] = resized[color]
+    for k, stain in enumerate(channels):
+        out[k] = resized[stain]
     return out
 
 

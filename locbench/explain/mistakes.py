@@ -10,7 +10,6 @@ A sample is predicted positive when ``prob >= threshold``, and AP/F1 come from
 
 from __future__ import annotations
 
-import html
 import io
 import logging
 import os
@@ -24,6 +23,7 @@ from locbench.errors import LocbenchError
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.metrics.multilabel import check_thresholds
 from locbench.store.atomic import atomic_write
+from locbench.tables import html_table, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def error_tables(
     }
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
+def _number(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
@@ -139,8 +139,8 @@ def _table_rows(tables: dict[str, Any], max_pairs: int, max_images: int) -> dict
             str(e["fp"]),
             str(e["fn"]),
             str(e["tn"]),
-            _fmt(e["ap"]),
-            _fmt(e["f1"]),
+            _number(e["ap"]),
+            _number(e["f1"]),
             f"{e['threshold']:.3f}",
         ]
         for e in sorted(tables["per_class"], key=lambda e: -e["support"])
@@ -170,18 +170,12 @@ def errors_markdown(tables: dict[str, Any], *, max_pairs: int = 15, max_images: 
     Returns:
         Markdown text ending in a newline.
     """
-
-    def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-        esc = [[cell.replace("|", "\\|") for cell in row] for row in [header, *rows]]
-        lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
-        return lines + ["| " + " | ".join(row) + " |" for row in esc[1:]]
-
     t = _table_rows(tables, max_pairs, max_images)
-    out = [f"## Errors by class ({tables['n_images']} images)", "", *md_table(*t["per_class"]), ""]
+    out = [f"## Errors by class ({tables['n_images']} images)", "", _markdown(*t["per_class"]), ""]
     out += ["## Most confused class pairs", ""]
-    out += md_table(*t["pairs"]) if t["pairs"][1] else ["No image has both a false positive and a missed class."]
+    out += [_markdown(*t["pairs"])] if t["pairs"][1] else ["No image has both a false positive and a missed class."]
     out += ["", "## Hardest images", ""]
-    out += md_table(*t["hardest"]) if t["hardest"][1] else ["No errors."]
+    out += [_markdown(*t["hardest"])] if t["hardest"][1] else ["No errors."]
     return "\n".join(out) + "\n"
 
 
@@ -196,21 +190,25 @@ def errors_html(tables: dict[str, Any], *, max_pairs: int = 15, max_images: int 
     Returns:
         An HTML fragment (no ``<html>``/``<body>``) for the report to embed; every cell is escaped.
     """
-
-    def html_table(header: list[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-        return f'<table class="errors"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
     t = _table_rows(tables, max_pairs, max_images)
-    parts = [f"<h2>Errors by class ({tables['n_images']} images)</h2>", html_table(*t["per_class"])]
+    parts = [f"<h2>Errors by class ({tables['n_images']} images)</h2>", _html(*t["per_class"])]
     parts.append("<h2>Most confused class pairs</h2>")
     parts.append(
-        html_table(*t["pairs"]) if t["pairs"][1] else "<p>No image has both a false positive and a missed class.</p>"
+        _html(*t["pairs"]) if t["pairs"][1] else "<p>No image has both a false positive and a missed class.</p>"
     )
     parts.append("<h2>Hardest images</h2>")
-    parts.append(html_table(*t["hardest"]) if t["hardest"][1] else "<p>No errors.</p>")
+    parts.append(_html(*t["hardest"]) if t["hardest"][1] else "<p>No errors.</p>")
     return "\n".join(parts) + "\n"
+
+
+# The explain files' own tables: no alignment marks, no label class (the report restyles the HTML, see
+# report.explain_section._fit_page).
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    return markdown_table(header, rows, left=None)
+
+
+def _html(header: list[str], rows: list[list[str]]) -> str:
+    return html_table(header, rows, left=0, table_class="errors", scroll=False)
 
 
 def plot_perf_vs_frequency(tables: dict[str, Any], out_png: str | os.PathLike) -> Path:

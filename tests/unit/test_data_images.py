@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from fixtures.data_factory import field_pixels
 
-from locbench.data.channels import composite_rgb, resolve_channels, unique_channels
-from locbench.data.io import ImageReadError, read_field, read_field_raw, read_image, write_image
+from locbench.data.channels import composite_rgb, resolve_channels, unique_stains
+from locbench.data.images import ImageReadError, read_field, read_field_raw, read_image, write_image
 from locbench.errors import LocbenchError
 
 
@@ -73,7 +73,7 @@ def test_unknown_channel_mode(mode):
 
 
 def test_unique_channels_canonical_order():
-    assert unique_channels(("yellow", "green", "green", "red")) == ("red", "green", "yellow")
+    assert unique_stains(("yellow", "green", "green", "red")) == ("red", "green", "yellow")
 
 
 @pytest.mark.parametrize(
