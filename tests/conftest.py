@@ -18,6 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "hpa-real"
 
