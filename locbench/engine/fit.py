@@ -24,16 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from locbench.augment import build_augmentation
 from locbench.config import RunConfig, dump_config
 from locbench.engine import checkpoint as ckpt
 from locbench.engine import optim
 from locbench.engine.callbacks import Callback, ProgressBar
-from locbench.engine.data import EpochSampler, PreparedData, channel_stats, make_loader, prepare_data, to_unit
+from locbench.engine.data import EpochSampler, PreparedData, channel_stats, loader_workers, make_loader, prepare_data
 from locbench.engine.device import amp_dtype, peak_memory_mb, use_channels_last
 from locbench.engine.distributed import DistEnv
+from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
 from locbench.engine.loggers import LogFile, make_loggers
 from locbench.engine.resume import check_run_folder
@@ -179,23 +180,8 @@ class Trainer:
     def setup(self, *, resume: bool = False) -> Parts:
         """Build data, model, optimisation, loaders and loggers; with ``resume`` load the newest good checkpoint."""
         cfg, device = self.cfg, self.device
-        data = prepare_data(cfg, self.run.split)
-        train_ds, val_ds = data.dataset("train"), data.dataset("val")
-        if len(train_ds) < 2 or len(val_ds) < 1:
-            raise LocbenchError(
-                f"too few images to train: {len(train_ds)} for training, {len(val_ds)} for validation; "
-                "use more data or change data.val_frac"
-            )
+        data, train_ds, val_ds = self._data()
         num_classes, in_chans = len(data.class_names), len(data.channels)
-        absent = [c for c, k in zip(data.class_names, data.targets("val").sum(0), strict=True) if k == 0]
-        if absent:
-            log.info(
-                "%d of %d classes have no positive in the validation part; they are left out of its averages "
-                "and listed in summary.json: %s",
-                len(absent),
-                num_classes,
-                ", ".join(absent),
-            )
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
         params, gmacs = count_params(model), measure_gmacs(model, in_chans, cfg.data.img_size)
@@ -224,7 +210,7 @@ class Trainer:
         net = self.dist.wrap(model, device)
         if cfg.train.compile:
             net = torch.compile(net)
-        pin, workers = device.type == "cuda", _loader_workers(cfg, device, data)
+        pin, workers = device.type == "cuda", loader_workers(cfg, device, data)
         self.parts = Parts(
             data=data,
             model=model,
@@ -260,6 +246,26 @@ class Trainer:
             steps,
         )
         return self.parts
+
+    def _data(self) -> tuple[PreparedData, Dataset, Dataset]:
+        """The run's data and its training and validation datasets; refuses parts too small to train on."""
+        data = prepare_data(self.cfg, self.run.split)
+        train_ds, val_ds = data.dataset("train"), data.dataset("val")
+        if len(train_ds) < 2 or len(val_ds) < 1:
+            raise LocbenchError(
+                f"too few images to train: {len(train_ds)} for training, {len(val_ds)} for validation; "
+                "use more data or change data.val_frac"
+            )
+        absent = [c for c, k in zip(data.class_names, data.targets("val").sum(0), strict=True) if k == 0]
+        if absent:
+            log.info(
+                "%d of %d classes have no positive in the validation part; they are left out of its averages "
+                "and listed in summary.json: %s",
+                len(absent),
+                len(data.class_names),
+                ", ".join(absent),
+            )
+        return data, train_ds, val_ds
 
     def fit(self) -> Path:
         """Run the epochs left (until an early stop), then tune thresholds and write the summary; the run's path."""
@@ -389,34 +395,6 @@ class Trainer:
             getattr(cb, hook)(self, *args)
 
 
-@torch.no_grad()
-def evaluate_model(model, loader, normalize, loss_fn, device, dtype, channels_last) -> dict[str, Any]:
-    """Probabilities, targets and mean loss over a loader (no augmentation)."""
-    model.eval()
-    probs, targets = [], []
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    n = 0
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    for x, y in loader:
-        x = normalize(to_unit(x.to(device, non_blocking=True)))
-        y = y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            logits = model(x)
-        logits = logits.float()
-        if loss_fn is not None:
-            total += loss_fn(logits, y).double() * x.shape[0]
-        n += x.shape[0]
-        probs.append(torch.sigmoid(logits))
-        targets.append(y)
-    return {
-        "probs": torch.cat(probs).cpu().numpy().astype(np.float32),
-        "targets": torch.cat(targets).cpu().numpy().astype(np.uint8),
-        "loss": (total / max(n, 1)).item(),
-    }
-
-
 def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, device) -> None:
     """Tune thresholds on the best epoch's validation predictions and write summary.json; status done."""
     from locbench.metrics import compute_metrics, tune_thresholds
@@ -486,19 +464,6 @@ def _save_predictions(path: Path, val: dict, ids: list[str]) -> None:
 def _num(x: float | None) -> float:
     """A metric for a log line: None (undefined, no class present) prints as nan."""
     return float("nan") if x is None else x
-
-
-def _loader_workers(cfg, device: torch.device, data) -> int:
-    """Loader processes: none when a CPU device trains from the cache.
-
-    A cached batch is a memory-map row copy (about 0.3 ms for 32 images in this process); shipped from worker
-    processes it costs 4-8x that in CPU time, taken from the cores the model trains on (benchmarks/
-    bench_pipeline.py, docs/PERFORMANCE.md). Decoding files (no cache) or feeding an accelerator keeps workers.
-    """
-    if device.type == "cpu" and getattr(data, "cache", None) is not None and cfg.data.workers > 0:
-        log.info("reading the cache in the training process (data.workers=%d unused on a CPU device)", cfg.data.workers)
-        return 0
-    return cfg.data.workers
 
 
 def _restore(run: RunDir, stateful: dict[str, Any]) -> TrainState | None:
