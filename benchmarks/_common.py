@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from locbench.engine.callbacks import Callback
 from locbench.tables import markdown_table, text_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,30 +121,47 @@ def children_cpu_s() -> float:
 
 
 class Clock:
-    """Wall, own CPU and children's CPU seconds of a block: ``with Clock() as c: ...; c.wall, c.cpu``."""
+    """Wall, own CPU and children's CPU seconds of a block: ``with Clock() as c: ...; c.wall, c.cpu``, or
+    ``c.start()`` ... ``c.stop()`` (which returns them as a dict)."""
 
     def __enter__(self) -> Clock:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Clock:
         self._w, self._c, self._k = time.perf_counter(), time.process_time(), children_cpu_s()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> dict[str, float]:
         self.wall = time.perf_counter() - self._w
         self.cpu_self = time.process_time() - self._c
         self.cpu_children = max(0.0, children_cpu_s() - self._k)
         self.cpu = self.cpu_self + self.cpu_children
+        return {"wall": self.wall, "cpu": self.cpu, "cpu_children": self.cpu_children}
 
 
-class Timed:
-    """Wraps an engine function to clock each call (the real function runs unchanged)."""
+class EpochTimer(Callback):
+    """Follows the real training loop (``train(..., callbacks=[timer])``) and clocks each epoch's training steps
+    (``train``) and validation pass (``evaluate``): one ``{wall, cpu, cpu_children}`` per epoch."""
 
-    def __init__(self, fn) -> None:
-        self.fn, self.calls = fn, []
+    def __init__(self) -> None:
+        self.train: list[dict[str, float]] = []
+        self.evaluate: list[dict[str, float]] = []
+        self._clock = Clock()
 
-    def __call__(self, *args, **kwargs):
-        with Clock() as c:
-            out = self.fn(*args, **kwargs)
-        self.calls.append({"wall": c.wall, "cpu": c.cpu, "cpu_children": c.cpu_children})
-        return out
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self._clock.start()
+
+    def on_train_epoch_end(self, trainer, epoch: int, loss: float, seen: int) -> None:
+        self.train.append(self._clock.stop())
+
+    def on_validation_start(self, trainer, epoch: int) -> None:
+        self._clock.start()
+
+    def on_validation_end(self, trainer, epoch: int, val: dict) -> None:
+        self.evaluate.append(self._clock.stop())
 
 
 def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, edition: str = "2021") -> Path:

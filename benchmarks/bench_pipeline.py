@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helper
 
-from _common import OUT_DIR, Clock, Timed, host, loadavg, median, table, write_json  # noqa: E402
+from _common import OUT_DIR, Clock, EpochTimer, host, loadavg, median, table, write_json  # noqa: E402
 
 log = logging.getLogger("bench_pipeline")
 DEFAULT_CONFIGS = ("resnet18:128", "test_resnet.r160_in1k:64")
@@ -104,7 +104,7 @@ def bare_blocks(cfg, *, num_classes: int, in_chans: int, steps: int, blocks: int
 
 def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, batch_size: int, workers: int) -> dict:
     """Bare blocks, the full ``train()``, bare blocks again, for one (backbone, size)."""
-    from locbench.engine import fit
+    from locbench.engine.fit import train
 
     cfg = run_config(data, backbone=backbone, size=size, epochs=epochs, batch_size=batch_size, workers=workers, tmp=tmp)
     run = tmp / f"run-{backbone}-{size}-{time.monotonic_ns()}"
@@ -113,17 +113,13 @@ def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, bat
     n_train = _train_count(cfg, tmp)
     steps = -(-n_train // batch_size)
     bare = bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=3)
-    train_epoch, evaluate = Timed(fit._train_epoch), Timed(fit.evaluate_model)
-    fit._train_epoch, fit.evaluate_model = train_epoch, evaluate
-    try:
-        with Clock() as whole:
-            fit.train(cfg, run)
-    finally:
-        fit._train_epoch, fit.evaluate_model = train_epoch.fn, evaluate.fn
+    timer = EpochTimer()
+    with Clock() as whole:
+        train(cfg, run, callbacks=[timer])
     bare += bare_blocks(cfg, num_classes=num_classes, in_chans=in_chans, steps=steps, blocks=3)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # epoch 1 starts the loader workers and warms allocators: steady state is epochs 2+
-    tr, ev = train_epoch.calls[1:] or train_epoch.calls, evaluate.calls[1:] or evaluate.calls
+    tr, ev = timer.train[1:] or timer.train, timer.evaluate[1:] or timer.evaluate
     epoch_wall = [r["time/epoch_s"] for r in (records[1:] or records)]
     bare_wall, bare_cpu = min(b["wall"] for b in bare), median([b["cpu"] for b in bare])
     train_wall, train_cpu = min(c["wall"] for c in tr) / steps, median([c["cpu"] for c in tr]) / steps
@@ -153,8 +149,8 @@ def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, bat
         "ratio_epoch_cpu": bare_cpu / (train_cpu + val_cpu),
         "ratio_run": bare_wall * steps * epochs / whole.wall,
         "ratio_run_cpu": bare_cpu * steps * epochs / whole.cpu,
-        "train_epoch_calls": train_epoch.calls,
-        "evaluate_calls": evaluate.calls,
+        "train_epoch_calls": timer.train,
+        "evaluate_calls": timer.evaluate,
         "epochs_detail": records,
         "loadavg_before_after": [load0, loadavg()],
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helpers
 
-from _common import OUT_DIR, REAL, Clock, Timed, host, table, write_json  # noqa: E402
+from _common import OUT_DIR, REAL, Clock, EpochTimer, host, table, write_json  # noqa: E402
 
 log = logging.getLogger("bench_study")
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     from locbench.config import RunConfig
     from locbench.data.formats import table_from_config
     from locbench.data.splits import make_split, save_split
-    from locbench.engine import fit
+    from locbench.engine.fit import train
     from locbench.models import build_model
 
     if args.quick:
@@ -91,17 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
             study = study_train(model, train_loader, val_loader, epochs=args.epochs)
 
         run = tmp / "run"
-        # the real engine functions, clocked per call for per-epoch CPU time
-        train_epoch, evaluate = Timed(fit._train_epoch), Timed(fit.evaluate_model)
-        fit._train_epoch, fit.evaluate_model = train_epoch, evaluate
-        try:
-            with Clock() as lb_clock:
-                fit.train(cfg, run)
-        finally:
-            fit._train_epoch, fit.evaluate_model = train_epoch.fn, evaluate.fn
+        timer = EpochTimer()  # the real loop's training steps and validation, clocked per epoch for CPU time
+        with Clock() as lb_clock:
+            train(cfg, run, callbacks=[timer])
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lb_epochs = [r["time/epoch_s"] for r in records]
-    lb_cpu = [t["cpu"] + e["cpu"] for t, e in zip(train_epoch.calls, evaluate.calls, strict=True)]
+    lb_cpu = [t["cpu"] + e["cpu"] for t, e in zip(timer.train, timer.evaluate, strict=True)]
     study_epochs, study_cpu = study["epoch_s"], study["epoch_cpu_s"]
     # epoch 2+ is the steady state (epoch 1 of locbench starts workers; the study has nothing to start)
     k = 1 if len(lb_epochs) > 1 else 0

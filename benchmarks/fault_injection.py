@@ -23,7 +23,7 @@ Prints one line per kill point, then ``kill points tried / runs lost / files cor
 tests/reliability)::
 
     python benchmarks/fault_injection.py child --die-on-write epoch-0002.safetensors -- train --data ...
-    python benchmarks/fault_injection.py child --die-in locbench.engine.fit:_clip@6 -- train ...
+    python benchmarks/fault_injection.py child --die-in locbench.engine.optim:clip_gradients@6 -- train ...
 
 ``--die-on-write NAME[@N]`` kills the process half-way through the N-th atomic write of a file named NAME (the
 temporary file holds half the bytes; the final name is never touched); ``--die-in MODULE:FUNC[@N]`` kills it on
@@ -62,7 +62,11 @@ TRAIN_WRITES = (
     ("thresholds.json", 1),
     ("status", 2),
 )
-TRAIN_CALLS = ("locbench.engine.fit:_clip@2", "locbench.engine.fit:_clip@6", "locbench.engine.fit:_finish@1")
+TRAIN_CALLS = (
+    "locbench.engine.optim:clip_gradients@2",
+    "locbench.engine.optim:clip_gradients@6",
+    "locbench.engine.fit:_finish@1",
+)
 #: Cache builds of 40 fields run 3 chunks; _save_progress runs at the start, in a finally, and before `complete`.
 CACHE_CALLS = (
     "locbench.data.cache:_fill_chunk@2",

@@ -17,6 +17,9 @@ from torch import nn
 class RandomAffineBatch(nn.Module):
     """Random flips, rotation (±``rotate`` degrees) and translation (±``translate`` of the side), per sample."""
 
+    per_stain = True
+    """Acts on each stain alone with draws that do not depend on the stains: a stain fed twice can be done once."""
+
     def __init__(self, *, rotate: float = 20.0, translate: float = 0.1, flip: bool = True) -> None:
         super().__init__()
         self.rotate = rotate
@@ -52,6 +55,9 @@ class RandomAffineBatch(nn.Module):
 
 class IntensityJitterBatch(nn.Module):
     """Per-sample, per-channel brightness and contrast jitter for any channel count (ColorJitter refuses 4)."""
+
+    per_stain = False
+    """Draws numbers per channel: fed fewer channels, it would draw fewer of them."""
 
     def __init__(self, *, magnitude: float = 0.2) -> None:
         super().__init__()

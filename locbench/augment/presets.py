@@ -53,6 +53,12 @@ class Augmentation:
     transforms: list[nn.Module]
     mixer: Mixer | None = None
 
+    @property
+    def per_stain(self) -> bool:
+        """Whether a stain fed in several channels can be augmented once and repeated, with the same random draws
+        and pixels: every per-sample transform says so (``per_stain``); mixers move whole images alike."""
+        return all(t.per_stain for t in self.transforms)
+
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

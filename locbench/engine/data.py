@@ -128,6 +128,19 @@ def make_loader(dataset, *, batch_size: int, workers: int, sampler=None, pin: bo
     )
 
 
+def loader_workers(cfg, device: torch.device, data: PreparedData) -> int:
+    """Loader processes: none when a CPU device trains from the cache.
+
+    A cached batch is a memory-map row copy (about 0.3 ms for 32 images in this process); shipped from worker
+    processes it costs 4-8x that in CPU time, taken from the cores the model trains on (benchmarks/
+    bench_pipeline.py, docs/PERFORMANCE.md). Decoding files (no cache) or feeding an accelerator keeps workers.
+    """
+    if device.type == "cpu" and getattr(data, "cache", None) is not None and cfg.data.workers > 0:
+        log.info("reading the cache in the training process (data.workers=%d unused on a CPU device)", cfg.data.workers)
+        return 0
+    return cfg.data.workers
+
+
 def channel_stats(dataset, *, max_images: int = 256, seed: int = 0) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (in [0, 1] units) over up to ``max_images`` training images.
 

@@ -9,6 +9,7 @@ import sys
 import torch
 
 from locbench.errors import LocbenchError
+from locbench.models.quirks import Quirks
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,13 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def use_channels_last(setting: str, device: torch.device, backbone: str) -> bool:
-    """channels_last helps convolutions on CUDA tensor cores, except NFNets, whose scaled weight
-    standardisation runs slower in that layout."""
+def use_channels_last(setting: str, device: torch.device, quirks: Quirks) -> bool:
+    """channels_last helps convolutions on CUDA tensor cores, unless the model's quirks say it does not (NFNets)."""
     if setting == "on":
         return True
     if setting == "off":
         return False
-    return device.type == "cuda" and "nfnet" not in backbone
+    return device.type == "cuda" and quirks.channels_last
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -39,7 +39,7 @@ class Run:
     def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
         from locbench.engine import checkpoint as ckpt
-        from locbench.engine.fit import Normalize
+        from locbench.engine.inputs import Normalize
         from locbench.models import build_model
 
         state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")

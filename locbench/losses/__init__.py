@@ -2,6 +2,6 @@
 learning rates (timm's asymmetric loss returns a sum while its BCE returns a mean)."""
 
 from locbench.losses import asl, bce, focal  # noqa: F401  (register entries)
-from locbench.losses.base import LOSSES, build_loss
+from locbench.losses.base import LOSSES, build_loss, class_weights
 
-__all__ = ["LOSSES", "build_loss"]
+__all__ = ["LOSSES", "build_loss", "class_weights"]

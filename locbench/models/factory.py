@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from locbench.errors import LocbenchError
+from locbench.models.quirks import Quirks, quirks
 from locbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,14 @@ def linear_head(in_features: int, num_classes: int, *, hidden: int = 512, dropou
 
 
 class LocModel(nn.Module):
-    """A timm backbone without its classifier (pooled features) and a locbench head."""
+    """A timm backbone without its classifier (pooled features) and a locbench head; ``quirks`` says what the
+    backbone asks of the training loop (gradient clipping, memory layout)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, quirks: Quirks | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.quirks = quirks or Quirks()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -87,7 +90,7 @@ def build_model(cfg, *, num_classes: int, in_chans: int, img_size: int | None = 
         # a ViT made for 224 px asserts on any other input size; after loading weights, so theirs are resampled
         backbone.set_input_size(img_size=img_size)
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
-    return LocModel(backbone, head)
+    return LocModel(backbone, head, quirks(name))
 
 
 def _check_file_matches(backbone: nn.Module, path: Path, name: str) -> None:

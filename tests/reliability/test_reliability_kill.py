@@ -79,7 +79,7 @@ def test_train_killed_mid_epoch_then_mid_checkpoint_write_resumes_to_the_same_nu
     reference, train_args, tmp_path, one_thread
 ):
     run = tmp_path / "run"
-    killed(train_args(run), die_in=f"locbench.engine.fit:_clip@{STEPS + 3}")  # epoch 2, step 3
+    killed(train_args(run), die_in=f"locbench.engine.optim:clip_gradients@{STEPS + 3}")  # epoch 2, step 3
     assert RunDir(run).status() == "running" and fi.corrupt_files(run) == []
     assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == [
         "epoch-0001.json",
@@ -150,7 +150,9 @@ def test_killed_sweep_finishes_on_rerun_and_never_touches_finished_runs(
     sweep_file, sweep_reference, tmp_path, one_thread
 ):
     out = tmp_path / "sweep"
-    killed(["sweep", str(sweep_file), "--out", str(out)], die_in=f"locbench.engine.fit:_clip@{2 * STEPS + 7}")
+    killed(
+        ["sweep", str(sweep_file), "--out", str(out)], die_in=f"locbench.engine.optim:clip_gradients@{2 * STEPS + 7}"
+    )
     first, second = _runs(out)
     assert RunDir(first).status() == "done" and RunDir(second).status() == "running"
     assert fi.corrupt_files(out) == []

@@ -11,9 +11,11 @@ import torch
 from locbench.engine import checkpoint as ckpt
 from locbench.engine.data import EpochSampler, to_unit
 from locbench.engine.device import amp_dtype, pick_device, use_channels_last
-from locbench.engine.fit import _class_weights, _scheduler
+from locbench.engine.optim import build_scheduler
 from locbench.engine.seed import derive_seed
 from locbench.errors import LocbenchError
+from locbench.losses import class_weights
+from locbench.models import quirks
 
 
 def test_checkpoint_round_trip_keeps_nested_state(tmp_path):
@@ -112,10 +114,11 @@ def test_devices_and_precision_on_cpu():
     cpu = torch.device("cpu")
     assert amp_dtype("auto", cpu) is None and amp_dtype("bf16", cpu) is None and amp_dtype("off", cpu) is None
     assert amp_dtype("fp16", torch.device("cuda")) == torch.float16
-    assert not use_channels_last("auto", cpu, "resnet50")
-    assert use_channels_last("auto", torch.device("cuda"), "resnet50")
-    assert not use_channels_last("auto", torch.device("cuda"), "eca_nfnet_l0")  # NFNets slow down in that layout
-    assert use_channels_last("on", cpu, "x") and not use_channels_last("off", torch.device("cuda"), "x")
+    assert not use_channels_last("auto", cpu, quirks("resnet50"))
+    assert use_channels_last("auto", torch.device("cuda"), quirks("resnet50"))
+    # NFNets slow down in that layout
+    assert not use_channels_last("auto", torch.device("cuda"), quirks("eca_nfnet_l0"))
+    assert use_channels_last("on", cpu, quirks("x")) and not use_channels_last("off", torch.device("cuda"), quirks("x"))
 
 
 def test_to_unit():
@@ -125,13 +128,13 @@ def test_to_unit():
 
 def test_balanced_class_weights_are_inverse_frequency_with_mean_one():
     targets = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0]], dtype=np.uint8)
-    w = _class_weights("balanced", targets, 3)
+    w = class_weights("balanced", targets, 3)
     # positives 4 and 1: raw weights 4/4 = 1 and 4/1 = 4, mean 2.5 -> 0.4 and 1.6; an absent class gets 0
     assert w.tolist() == pytest.approx([0.4, 1.6, 0.0])
-    assert _class_weights(None, targets, 3) is None
-    assert _class_weights([1, 2, 3], targets, 3).tolist() == [1.0, 2.0, 3.0]
+    assert class_weights(None, targets, 3) is None
+    assert class_weights([1, 2, 3], targets, 3).tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(LocbenchError, match="has 2 values; the data has 3 classes"):
-        _class_weights([1, 2], targets, 3)
+        class_weights([1, 2], targets, 3)
 
 
 def test_schedules():
@@ -139,7 +142,7 @@ def test_schedules():
 
     def lrs(ocfg, steps=4, epochs=3):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        sched = _scheduler(ocfg, opt, steps, epochs)
+        sched = build_scheduler(ocfg, opt, steps, epochs)
         out = []
         for _ in range(steps * epochs):
             out.append(opt.param_groups[0]["lr"])
