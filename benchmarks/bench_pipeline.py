@@ -162,8 +162,8 @@ def measure(data: Path, tmp: Path, *, backbone: str, size: int, epochs: int, bat
 
 def _train_count(cfg, tmp: Path) -> int:
     """Training images of the split ``train()`` will make (same table, seed and fractions)."""
+    from locbench.data.formats import load_data_table
     from locbench.data.splits import make_split
-    from locbench.engine.data import load_data_table
 
     d = cfg.data
     table = load_data_table(d, check_images=False)

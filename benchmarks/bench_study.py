@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     from study_baseline import study_loader, study_train
 
     from locbench.config import RunConfig
+    from locbench.data.formats import load_data_table
     from locbench.data.splits import make_split, save_split
     from locbench.engine import fit
-    from locbench.engine.data import load_data_table
     from locbench.models import build_model
 
     if args.quick:

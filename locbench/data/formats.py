@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from locbench.data.channels import COLORS
+from locbench.data.io import ImageReadError, read_image
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
 from locbench.errors import BadInputError, LocbenchError
 
@@ -237,10 +239,27 @@ def load_table(
     return table
 
 
+def load_data_table(dcfg, *, path: str | None = None, check_images: bool = True) -> Table:
+    """The :class:`Table` that a data configuration (:class:`~locbench.config.DataConfig`) names."""
+    data_path = path or dcfg.path
+    if not data_path:
+        raise LocbenchError("no data given: pass --data DIR (a dataset folder or a CSV) or set data.path")
+    return load_table(
+        data_path,
+        fmt=dcfg.format,
+        id_col=dcfg.id_col,
+        label_col=dcfg.label_col,
+        label_sep=dcfg.label_sep,
+        pattern=dcfg.pattern,
+        classes=dcfg.classes,
+        group_col=dcfg.group_col,
+        skip_bad=dcfg.skip_bad,
+        check_images=check_images,
+    )
+
+
 def summarize(table: Table, *, sample: int = 0) -> dict:
     """A summary for ``locbench data info``: format, scheme, counts per class and one field's pixel format."""
-    from locbench.data.io import ImageReadError, read_image
-
     counts = table.targets.sum(axis=0)
     info: dict = {
         "root": str(table.root),
@@ -284,8 +303,6 @@ def _locate(data: str | os.PathLike, csv: str | os.PathLike | None) -> tuple[Pat
 
 
 def _read_csv(path: Path):
-    import pandas as pd
-
     if path.stat().st_size == 0:
         raise LocbenchError(f"{path}: the file is empty; a label CSV needs a header row (e.g. ID,Label) and rows")
     try:

@@ -1,5 +1,17 @@
 """Models: a thin factory over ``timm.create_model`` plus a classification head."""
 
-from locbench.models.factory import HEADS, LocModel, build_model, count_params, measure_gmacs
+from locbench.models.backbones import BACKBONE_ALIASES, STUDY_BACKBONES, check_backbone, timm_name
+from locbench.models.factory import HEADS, LocModel, ModelSpec, build_model, count_params, measure_gmacs
 
-__all__ = ["HEADS", "LocModel", "build_model", "count_params", "measure_gmacs"]
+__all__ = [
+    "BACKBONE_ALIASES",
+    "HEADS",
+    "STUDY_BACKBONES",
+    "LocModel",
+    "ModelSpec",
+    "build_model",
+    "check_backbone",
+    "count_params",
+    "measure_gmacs",
+    "timm_name",
+]

@@ -144,8 +144,8 @@ def test_more_epochs_on_resume_is_refused_under_a_cosine_schedule(kit, tmp_path)
 
 
 def test_resume_accepts_the_same_split_at_another_path_only(kit, tmp_path):
+    from locbench.data.formats import load_data_table
     from locbench.data.splits import make_split, save_split
-    from locbench.engine.data import load_data_table
 
     run = tmp_path / "r"
     train(load_config(None, kit.overrides()), run)
