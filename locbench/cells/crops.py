@@ -19,6 +19,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage as ndi
 
 from locbench.cells.metric import CellInstances
 from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
@@ -91,8 +94,6 @@ def index_cells(
     Raises:
         BadInputError: images of the table have no mask in ``masks_dir``.
     """
-    from scipy import ndimage as ndi
-
     masks_dir = Path(masks_dir)
     ids = list(table.ids)
     paths = [mask_path(masks_dir, i) for i in ids]
@@ -160,8 +161,6 @@ def parse_labels(text: str, num_classes: int, *, where: str = "") -> np.ndarray:
 
 def load_cell_labels(path: str | os.PathLike, *, num_classes: int) -> dict[tuple[str, int], np.ndarray]:
     """Read ``cells.csv`` (``ID,cell,Label``) into ``{(ID, cell): multi-hot float32 vector}``."""
-    import pandas as pd
-
     path = Path(path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     need = {"ID", "cell", "Label"}
@@ -303,8 +302,6 @@ class CellCropDataset:
         return _resize_chw(window, self.crop_size)
 
     def __getitem__(self, k: int) -> tuple[Any, Any]:
-        import torch
-
         if not -len(self) <= k < len(self):
             raise IndexError(k)
         k = k % len(self)
