@@ -21,6 +21,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check locbench tests benchmarks
 	$(PY) -m ruff format --check locbench tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(PY) -m ruff format locbench tests benchmarks
@@ -28,6 +29,7 @@ format: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check locbench tests benchmarks
+	$(VENV)/bin/lint-imports
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 -q
 
 clean:

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from locbench.cells.predict import evaluate_cells
     from locbench.cells.segment import compare_mask_dirs, segment_dataset
     from locbench.config import load_config
     from locbench.data.formats import load_table
     from locbench.data.synth import synthesize
     from locbench.engine.fit import train
+    from locbench.infer.cells import evaluate_cells
 
     work = args.work
     data = work / f"synth-{args.images}-{args.size}"

@@ -13,6 +13,7 @@ import logging
 import pkgutil
 import sys
 
+import locbench.commands as commands
 from locbench import __version__
 from locbench.errors import LocbenchError
 
@@ -28,7 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import locbench.commands as commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

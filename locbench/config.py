@@ -17,13 +17,14 @@ from typing import Any
 
 import yaml
 
+from locbench.augment import AUGMENTATIONS
+from locbench.cells.segment import SEGMENTERS
 from locbench.errors import LocbenchError
+from locbench.losses import LOSSES
+from locbench.models import HEADS, backbones
 
-#: timm names for the study's presets where they differ (the study's code actually used nfnet_f1 for "NFNet").
-BACKBONE_ALIASES = {"nfnet_l0": "eca_nfnet_l0"}
 #: Exponent floats PyYAML (YAML 1.1) reads as strings (1e-3, 1.5e3: no dot or no exponent sign); YAML 1.2 reads floats.
 _EXP_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
-STUDY_BACKBONES = ("nfnet_l0", "resnet50", "inception_v3", "efficientnet_b0", "efficientnet_b3", "efficientnet_b5")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class ModelConfig:
 
     @property
     def timm_name(self) -> str:
-        return BACKBONE_ALIASES.get(self.backbone, self.backbone)
+        return backbones.timm_name(self.backbone)
 
 
 @dataclass(frozen=True)
@@ -407,34 +408,11 @@ def dump_config(cfg: RunConfig) -> str:
 
 def validate_names(cfg: RunConfig) -> None:
     """Check backbone, loss, augmentation and head names against timm and the registries."""
-    from locbench.augment import AUGMENTATIONS
-    from locbench.losses import LOSSES
-    from locbench.models import HEADS
-
     LOSSES.get(cfg.loss.name)
     AUGMENTATIONS.get(cfg.augment.name)
     HEADS.get(cfg.model.head)
-    check_backbone(cfg.model.backbone)
+    backbones.check_backbone(cfg.model.backbone)
     if cfg.train.level == "cell" and cfg.cell.masks in ("auto", "segment"):
-        from locbench.cells.segment import SEGMENTERS
-
         SEGMENTERS.get(cfg.cell.backend)
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "balanced":
         raise LocbenchError(f"config key loss.class_weights: {cfg.loss.class_weights!r}; use 'balanced' or a list")
-
-
-def check_backbone(name: str) -> str:
-    """Return the timm name of ``name``; unknown names raise with close matches."""
-    import difflib
-
-    import timm
-
-    timm_name = BACKBONE_ALIASES.get(name, name)
-    if timm.is_model(timm_name):
-        return timm_name
-    close = difflib.get_close_matches(timm_name, timm.list_models(), n=8, cutoff=0.6)
-    hint = f" Close matches: {', '.join(close)}." if close else ""
-    raise LocbenchError(
-        f"unknown backbone {name!r}: not a timm model.{hint} List them with `locbench list backbones [PATTERN]`; "
-        f"study presets: {', '.join(STUDY_BACKBONES)}"
-    )

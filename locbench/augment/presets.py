@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torchvision.transforms import v2
 
 from locbench.augment.batch import IntensityJitterBatch, RandomAffineBatch
 from locbench.registry import Registry
@@ -34,15 +35,11 @@ class RandomApplyMixer:
 
 @MIXERS.register("cutmix", "CutMix: paste a box from another image, targets mixed by area")
 def cutmix(cfg) -> RandomApplyMixer:
-    from torchvision.transforms import v2
-
     return RandomApplyMixer(v2.CutMix(alpha=cfg.cutmix_beta, num_classes=None), cfg.cutmix_p)
 
 
 @MIXERS.register("mixup", "MixUp: blend two images, targets blended by the same weight")
 def mixup(cfg) -> RandomApplyMixer:
-    from torchvision.transforms import v2
-
     return RandomApplyMixer(v2.MixUp(alpha=cfg.mixup_alpha, num_classes=None), cfg.mixup_p)
 
 

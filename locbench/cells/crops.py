@@ -18,6 +18,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+from scipy import ndimage as ndi
 
 from locbench.cells.metric import CellInstances
 from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
@@ -90,8 +92,6 @@ def index_cells(
     Raises:
         BadInputError: images of the table have no mask in ``masks_dir``.
     """
-    from scipy import ndimage as ndi
-
     masks_dir = Path(masks_dir)
     ids = list(table.ids)
     paths = [mask_path(masks_dir, i) for i in ids]
@@ -272,8 +272,6 @@ class CellCropDataset:
         return _resize_chw(window, self.crop_size)
 
     def __getitem__(self, k: int) -> tuple[Any, Any]:
-        import torch
-
         if not -len(self) <= k < len(self):
             raise IndexError(k)
         k = k % len(self)

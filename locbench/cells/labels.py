@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from locbench.errors import BadInputError, LocbenchError
 
@@ -34,8 +35,6 @@ def read_cells_csv(path: str | os.PathLike, *, num_classes: int) -> dict[str, di
         LocbenchError: when the file or a column is missing.
         BadInputError: listing rows with a bad cell id or label.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.exists():
         raise LocbenchError(f"{path}: not found; per-cell labels come from a synthetic dataset's cells.csv")

@@ -20,7 +20,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.filters import gaussian, threshold_otsu
+from skimage.segmentation import watershed
 
+from locbench.cells.metric import compare_masks, pool_agreement
+from locbench.data.formats import load_table
+from locbench.data.images import read_image
 from locbench.errors import BadInputError, LocbenchError
 from locbench.registry import Registry
 from locbench.store.atomic import atomic_write_bytes, atomic_write_json
@@ -81,11 +88,6 @@ class WatershedSegmenter:
 
     def segment(self, channels: dict[str, np.ndarray]) -> np.ndarray:
         """Segment one field; see the class docstring. Returns an (H, W) int32 mask."""
-        from scipy import ndimage as ndi
-        from skimage.feature import peak_local_max
-        from skimage.filters import gaussian, threshold_otsu
-        from skimage.segmentation import watershed
-
         blue = _require(channels, "blue")
         shape = blue.shape
         scale = min(1.0, self.work_size / max(shape))
@@ -291,8 +293,6 @@ def _make_cellpose(**options: Any) -> Segmenter:
 
 def read_stains(paths: Mapping[str, str | os.PathLike], names: Sequence[str] = SEGMENTATION_CHANNELS) -> dict:
     """Read the named stains of one field at full resolution, in their own dtype (uint8 or uint16)."""
-    from locbench.data.images import read_image
-
     out = {}
     for name in dict.fromkeys(names):
         if name not in paths:
@@ -350,8 +350,6 @@ class _Fields:
 
     def __init__(self, table_or_dir: Any) -> None:
         if not (hasattr(table_or_dir, "ids") and hasattr(table_or_dir, "paths")):
-            from locbench.data.formats import load_table
-
             table_or_dir = load_table(table_or_dir)
         self.ids = list(table_or_dir.ids)
         self.paths = table_or_dir.paths
@@ -475,8 +473,6 @@ def compare_mask_dirs(
     Returns:
         (one dict per id with ``"id"`` added, the pooled dict from ``pool_agreement``).
     """
-    from locbench.cells.metric import compare_masks, pool_agreement
-
     missing = [f"{i} (in {d})" for i in ids for d in (pred_dir, truth_dir) if mask_path(d, i) is None]
     if missing:
         raise BadInputError("masks are missing", missing, "segment those fields first, or compare other folders")

@@ -22,19 +22,6 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_level(run_dir: str) -> str:
-    """The ``train.level`` of a run folder (``image`` when it has no readable config: the image path reports it)."""
-    from pathlib import Path
-
-    from locbench.config import load_config
-    from locbench.errors import LocbenchError
-
-    try:
-        return load_config(Path(run_dir) / "config.yaml").train.level
-    except LocbenchError:
-        return "image"
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("cells", help="cell-level evaluation (HPA 2021 metric) and competition submissions")
     actions = p.add_subparsers(dest="cells_command", metavar="ACTION", required=True)
@@ -62,14 +49,15 @@ def add_parser(sub) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from locbench.cells.predict import evaluate_cells, format_cell_metrics
+    from locbench.infer import evaluate
 
-    result = evaluate_cells(
+    result = evaluate(
         args.run_dir,
+        level="cell",
         data=args.data,
         split=args.split,
         masks=args.masks,
-        truth_masks=getattr(args, "truth_masks", None),
+        truth_masks=args.truth_masks,
         image_run=args.image_run,
         blend=args.blend,
         negative=args.negative,
@@ -77,31 +65,44 @@ def run_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         out=args.out,
     )
+    print_cell_evaluation(result)
+    return 0
+
+
+def print_cell_evaluation(result: dict) -> None:
+    """The per-class table of a cell-level evaluation and where it was written."""
+    from locbench.infer import format_cell_metrics
+
     print(format_cell_metrics(result))
     print(
         f"\n{result['n_pred_cells']} predicted cells in {result['n_fields']} fields ({result['split']}); "
         f"metrics written to {result['path']}"
     )
-    return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from locbench.cells.predict import write_cell_submission
+    from locbench.infer import predict
 
-    result = write_cell_submission(
+    result = predict(
         args.run_dir,
+        level="cell",
         data=args.data,
         out=args.out,
         masks=args.masks,
         image_run=args.image_run,
         blend=args.blend,
         negative=args.negative,
-        min_confidence=getattr(args, "min_confidence", None),
+        min_confidence=args.min_confidence,
         device=args.device,
         workers=args.workers,
     )
+    print_cell_submission(result)
+    return 0
+
+
+def print_cell_submission(result: dict) -> None:
+    """Where a cell-level submission was written and what it holds."""
     print(
         f"submission written to {result['path']}: {result['images']} images, {result['cells']} cells, "
         f"{result['triples']} triples (validated)"
     )
-    return 0

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args, run_level
-from locbench.commands.cells import run_evaluate as run_cell_evaluate
+from locbench.commands.cells import add_cell_args, print_cell_evaluation
 
 
 def add_parser(sub) -> None:
@@ -23,14 +22,28 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.level or run_level(args.run_dir)) == "cell":
-        return run_cell_evaluate(args)
-    from locbench.engine.infer import evaluate
+    from locbench.infer import evaluate, load_run, resolve_level
     from locbench.metrics import format_metrics_table, with_tuned
 
+    run = load_run(args.run_dir)
+    level = resolve_level(run, args.level)
     result = evaluate(
-        args.run_dir, data=args.data, split=args.split, device=args.device, workers=args.workers, out=args.out
+        run,
+        level=level,
+        data=args.data,
+        split=args.split,
+        device=args.device,
+        workers=args.workers,
+        out=args.out,
+        masks=args.masks,
+        truth_masks=args.truth_masks,
+        image_run=args.image_run,
+        blend=args.blend,
+        negative=args.negative,
     )
+    if level == "cell":
+        print_cell_evaluation(result)
+        return 0
     print(format_metrics_table(with_tuned(result["_metrics_at_half"], result["_metrics_tuned"])))
     print(f"\n{result['n_images']} images ({result['split']}); metrics written to {result['path']}")
     return 0

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "backbones":
         import timm
 
-        from locbench.config import BACKBONE_ALIASES, STUDY_BACKBONES
+        from locbench.models import BACKBONE_ALIASES, STUDY_BACKBONES
 
         if args.pattern is None:
             print("Study presets:")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args, run_level
-from locbench.commands.cells import run_predict as run_cell_predict
+from locbench.commands.cells import add_cell_args, print_cell_submission
 
 
 def add_parser(sub) -> None:
@@ -30,12 +29,26 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.level or run_level(args.run_dir)) == "cell":
-        return run_cell_predict(args)
-    from locbench.engine.infer import predict
+    from locbench.infer import load_run, predict, resolve_level
 
-    out = predict(
-        args.run_dir, data=args.data, out=args.out, output_format=args.format, device=args.device, workers=args.workers
+    run = load_run(args.run_dir)
+    level = resolve_level(run, args.level)
+    result = predict(
+        run,
+        level=level,
+        data=args.data,
+        out=args.out,
+        output_format=args.format,
+        device=args.device,
+        workers=args.workers,
+        masks=args.masks,
+        image_run=args.image_run,
+        blend=args.blend,
+        negative=args.negative,
+        min_confidence=args.min_confidence,
     )
-    print(f"predictions written to {out}")
+    if level == "cell":
+        print_cell_submission(result)
+        return 0
+    print(f"predictions written to {result}")
     return 0

@@ -31,6 +31,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from locbench.data import images as imio
 from locbench.data.channels import resolve_channels, unique_stains
@@ -332,8 +333,6 @@ def _run_chunks(chunks, pixels: str, dtype: np.dtype, stains, size: int, workers
 
 
 def _init_worker() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
 
@@ -389,8 +388,6 @@ class _Progress:
         self.total, self.count, self.next_log = total, 0, 0.1
         self.bar = None
         if enabled and sys.stderr.isatty() and total:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc="caching", unit="field")
 
     def update(self, k: int) -> None:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from locbench.data.channels import STAINS
+from locbench.data.images import ImageReadError, read_image
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
 from locbench.errors import BadInputError, LocbenchError
 
@@ -280,8 +282,6 @@ def load_table(
 
 def summarize(table: Table, *, sample: int = 0) -> dict:
     """A summary for ``locbench data info``: format, scheme, counts per class and one field's pixel format."""
-    from locbench.data.images import ImageReadError, read_image
-
     counts = table.targets.sum(axis=0)
     info: dict = {
         "root": str(table.root),
@@ -325,8 +325,6 @@ def _locate(data: str | os.PathLike, csv: str | os.PathLike | None) -> tuple[Pat
 
 
 def _read_csv(path: Path):
-    import pandas as pd
-
     if path.stat().st_size == 0:
         raise LocbenchError(f"{path}: the file is empty; a label CSV needs a header row (e.g. ID,Label) and rows")
     try:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
 from locbench.errors import LocbenchError
+from locbench.store.atomic import atomic_write_bytes
 
 #: cv2 interpolation for every resize: area averaging is the fast, alias-free way to shrink microscopy images.
 RESIZE_METHOD = "cv2.INTER_AREA"
@@ -59,8 +61,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
     try:
         img = tifffile.imread(path)
     except Exception as e:  # tifffile raises many types for broken files; all mean "unreadable" here
@@ -147,14 +147,10 @@ def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:
 
     For tools that produce Kaggle-layout datasets (synthetic data, test fixtures, format conversion).
     """
-    from locbench.store.atomic import atomic_write_bytes
-
     path = Path(path)
     if img.ndim != 2 or img.dtype not in _MAX:
         raise ValueError(f"write_image needs a 2-D uint8 or uint16 array, got {img.dtype} {img.shape}")
     if path.suffix.lower() in _TIFF_SUFFIXES:
-        import tifffile
-
         buf = _BytesIO()
         tifffile.imwrite(buf, img)
         data = buf.getvalue()

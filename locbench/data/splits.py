@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from locbench.data.formats import Table
 from locbench.errors import BadInputError, LocbenchError
@@ -93,8 +94,6 @@ def make_split(
     Returns:
         The split (save it with :func:`save_split`).
     """
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
-
     _check_fractions(val_frac, test_frac, kfold, fold)
     if group_col:
         groups = table.groups if table.group_col == group_col and table.groups is not None else table.column(group_col)
@@ -153,6 +152,28 @@ def make_split(
     )
     log.info("split %s: %s", split.method, ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
     return split
+
+
+def make_config_split(dcfg, table: Table) -> Split:
+    """:func:`make_split` of ``table`` with the settings of a data configuration (:class:`~locbench.config.DataConfig`:
+    ``split_seed``, ``val_frac``, ``test_frac``, ``group_col``)."""
+    return make_split(
+        table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
+    )
+
+
+def resolve_split(dcfg, table: Table, split_file: Path) -> dict[str, np.ndarray]:
+    """Split part → table indices: the split file the config names, else the run's own ``split_file`` (a resumed
+    run keeps its split), else a new stratified split from ``data.split_seed``, saved to ``split_file``."""
+    if dcfg.split:
+        split = load_split(dcfg.split, table)
+    elif split_file.exists():
+        split = load_split(split_file, table)
+    else:
+        split = make_config_split(dcfg, table)
+    if not split_file.exists():
+        save_split(split, split_file)
+    return {part: split.indices(table, part) for part in split.parts}
 
 
 def _shuffle_split(cls, y: np.ndarray, units: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

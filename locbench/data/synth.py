@@ -29,14 +29,20 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
+import textwrap
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
 
 from locbench.data import synth_patterns as sp
 from locbench.data.channels import STAINS
@@ -68,8 +74,6 @@ def compute_label_stats(csv: str | os.PathLike, *, edition: str) -> dict:
         ``{"source", "scheme", "classes", "images", "frequency", "cooccurrence", "combinations"}``;
         ``combinations`` is a list of ``[[class indices], count]``, most frequent first.
     """
-    import pandas as pd
-
     scheme_name, id_col, label_col, sep = _edition(edition)
     classes = get_scheme(scheme_name).classes
     table = pd.read_csv(csv, dtype=str)
@@ -303,8 +307,6 @@ def synthesize(
     rows: list[tuple[str, tuple[int, ...], list[tuple[int, ...]]]] = []
     step = max(1, images // 10)
     if workers > 1:
-        import multiprocessing
-
         ctx = multiprocessing.get_context("spawn")  # safe even when the caller has torch threads running
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             for row in pool.map(_write_field, jobs, chunksize=max(1, images // (4 * workers))):
@@ -373,8 +375,6 @@ def _progress(done: int, total: int, step: int) -> None:
 
 
 def _write_field(job) -> tuple[str, tuple[int, ...], list[tuple[int, ...]]]:
-    from PIL import Image
-
     seed, index, edition, stage, params = job
     f = make_field(seed, index, stats=load_label_stats(edition), **params)
     for stain in STAINS:
@@ -399,12 +399,6 @@ def write_preview(out: str | os.PathLike, k: int = 8) -> Path:
 
     Writes and returns ``out/preview.png``.
     """
-    import textwrap
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image
-
     out = Path(out)
     info = json.loads((out / "synth.json").read_text(encoding="utf-8"))
     scheme_name, _, _, sep = _edition(info["format"])

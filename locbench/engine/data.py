@@ -10,6 +10,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from locbench.cells.data import CellData, prepare_cell_data
+from locbench.data.cache import Cache, cache_from_config
+from locbench.data.channels import resolve_channels
+from locbench.data.dataset import FieldDataset
+from locbench.data.formats import Table, table_from_config
+from locbench.data.splits import resolve_split
 from locbench.engine.seed import derive_seed
 
 log = logging.getLogger(__name__)
@@ -19,18 +25,16 @@ log = logging.getLogger(__name__)
 class PreparedData:
     """Everything the engine needs about the data of one run."""
 
-    table: object  # locbench.data.formats.Table
+    table: Table
     parts: dict[str, np.ndarray]  # split part → table indices
     channels: tuple[str, ...]
-    cache: object | None
+    cache: Cache | None
     class_names: list[str]
 
     img_size: int = 256
 
     def dataset(self, part: str):
         """The dataset of split part ``part``: (uint8 image, float multi-hot target) items."""
-        from locbench.data.dataset import FieldDataset
-
         return FieldDataset(self.table, self.parts[part], channels=self.channels, size=self.img_size, cache=self.cache)
 
     def ids(self, part: str) -> list[str]:
@@ -42,47 +46,37 @@ class PreparedData:
         return self.table.targets[self.parts[part]]
 
 
-def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> PreparedData:
-    """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache."""
-    from locbench.data.cache import cache_from_config
-    from locbench.data.channels import resolve_channels
-    from locbench.data.formats import table_from_config
+def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> PreparedData | CellData:
+    """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache.
 
+    A cell-level run (``train.level: cell``) gets :class:`~locbench.cells.data.CellData`: one item per cell crop.
+    """
     if cfg.train.level == "cell":
-        from locbench.engine.cells import prepare_cell_data
-
         return prepare_cell_data(cfg, split_file, build_cache=build_cache)
     dcfg = cfg.data
     table = table_from_config(dcfg)
-    channels = resolve_channels(dcfg.channels)
-    cache = None
-    if dcfg.cache and build_cache:
-        cache = cache_from_config(table, dcfg)
+    cache = prepare_cache(cfg, table) if build_cache else None
+    if cache is not None:
         table = cache.drop_bad(table)  # with skip_bad, fields that could not be decoded are left out
     parts = resolve_split(dcfg, table, split_file)
-    prepared = PreparedData(table, parts, channels, cache, list(table.scheme.classes))
+    prepared = PreparedData(table, parts, resolve_channels(dcfg.channels), cache, list(table.scheme.classes))
     prepared.img_size = dcfg.img_size
     for name, idx in parts.items():
         log.info("split %s: %d images", name, len(idx))
     return prepared
 
 
-def resolve_split(dcfg, table, split_file: Path) -> dict[str, np.ndarray]:
-    """Split part → table indices: the split file the config names, else the run's own ``split_file`` (a resumed
-    run keeps its split), else a new stratified split from ``data.split_seed``, saved to ``split_file``."""
-    from locbench.data.splits import load_split, make_split, save_split
+def prepare_cache(cfg, table: Table | None = None) -> Cache | None:
+    """The image cache a run of ``cfg`` reads, opened or built (``table``: the run's table, loaded when not given).
 
-    if dcfg.split:
-        split = load_split(dcfg.split, table)
-    elif split_file.exists():
-        split = load_split(split_file, table)
-    else:
-        split = make_split(
-            table, seed=dcfg.split_seed, val_frac=dcfg.val_frac, test_frac=dcfg.test_frac, group_col=dcfg.group_col
-        )
-    if not split_file.exists():
-        save_split(split, split_file)
-    return {part: split.indices(table, part) for part in split.parts}
+    None when the run reads no image cache: ``data.cache`` is off, or the run is cell-level (it cuts its own crop
+    cache in :func:`~locbench.cells.data.prepare_cell_data`). A sweep calls this before its runs start so that
+    runs sharing a cache do not all build it.
+    """
+    dcfg = cfg.data
+    if not dcfg.cache or cfg.train.level != "image":
+        return None
+    return cache_from_config(table if table is not None else table_from_config(dcfg), dcfg)
 
 
 class EpochSampler(Sampler[int]):

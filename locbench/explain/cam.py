@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import tqdm
 from torch import nn
 
 from locbench.errors import LocbenchError
@@ -269,7 +270,6 @@ def _quiet_scorecam(method: str) -> Iterator[None]:
     if method != "scorecam":
         yield
         return
-    import tqdm
     from pytorch_grad_cam import score_cam
 
     quiet = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=None))

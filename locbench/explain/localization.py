@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.transform import resize
 
+from locbench.cells.segment import read_mask as read_instance_mask
 from locbench.errors import LocbenchError
 from locbench.tables import markdown_table
 
@@ -61,7 +63,6 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.shape == tuple(hw):
         return mask
-    from skimage.transform import resize
 
     out = resize(mask, hw, order=0, mode="edge", anti_aliasing=False, preserve_range=True)
     return out.astype(mask.dtype)
@@ -70,8 +71,6 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read an instance mask PNG (8- or 16-bit) as an integer array (the cells module's reader, with a message
     that says where synthetic masks live)."""
-    from locbench.cells.segment import read_mask as read_instance_mask
-
     path = Path(path)
     if not path.exists():
         raise LocbenchError(f"{path}: cell mask not found; synthetic datasets keep one masks/{{ID}}.png per image")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from locbench.errors import LocbenchError
 from locbench.metrics import check_inputs, compute_metrics
@@ -223,8 +224,6 @@ def plot_perf_vs_frequency(tables: dict[str, Any], out_png: str | os.PathLike) -
     Returns:
         The path written.
     """
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
-
     rows = [e for e in tables["per_class"] if e["ap"] is not None]
     fig = Figure(figsize=(7.5, 5.0), layout="constrained")
     ax = fig.add_subplot()

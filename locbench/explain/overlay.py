@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from skimage.transform import resize
 
 from locbench.data.channels import STAINS, composite_rgb
 from locbench.errors import LocbenchError
+from locbench.explain.cam import compute_cams
 from locbench.store.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -113,8 +116,6 @@ def render_cam_grid(
     Raises:
         LocbenchError: when ``rows`` is empty.
     """
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
-
     if not rows:
         raise LocbenchError(f"no images to draw into {out_path}; pick at least one image to explain")
     n_cols = 1 + max(len(r.panels) for r in rows)
@@ -150,7 +151,6 @@ def _resize(cam: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape == tuple(hw):
         return cam
-    from skimage.transform import resize
 
     return resize(cam, hw, order=1, mode="edge", anti_aliasing=False, preserve_range=True).astype(np.float32)
 
@@ -265,8 +265,6 @@ def explain_images(
     Returns:
         ``(cams (B, k, H, W), class_indices)``, e.g. for :func:`~locbench.explain.localization_report`.
     """
-    from locbench.explain.cam import compute_cams  # lazy: torch
-
     chosen = classes_to_explain(probs, targets, thresholds, k=k)
     cams = compute_cams(model, images, chosen, method=method, target_layer=target_layer)
     rows = cam_rows(

@@ -23,10 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure
 
+from locbench.cells.labels import read_cells_csv
+from locbench.data.channels import resolve_channels
+from locbench.data.dataset import FieldDataset
+from locbench.data.formats import table_from_config
+from locbench.engine.data import to_unit
+from locbench.engine.device import pick_device
 from locbench.errors import BadInputError, LocbenchError
+from locbench.explain import cam
+from locbench.explain.localization import localization_markdown, localization_report, read_mask
 from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
+from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -87,13 +98,11 @@ def explain_run(
         LocbenchError: a missing run folder or predictions, an unknown class, image id or method; with
             ``strict``, any user-fixable failure of the CAM stage.
     """
-    from locbench.explain.cam import METHODS
-
     run_path = Path(run_dir)
     use = list(methods) if methods else [method]
-    bad = [m for m in use if m not in METHODS]
+    bad = [m for m in use if m not in cam.METHODS]
     if bad:
-        raise LocbenchError(f"unknown CAM method(s) {bad}; valid methods: {', '.join(METHODS)}")
+        raise LocbenchError(f"unknown CAM method(s) {bad}; valid methods: {', '.join(cam.METHODS)}")
     if n < 1 or per_kind < 1 or max_classes < 1 or panels < 1:
         raise LocbenchError(
             f"n, per_kind, max_classes and panels must be at least 1 (got {n}, {per_kind}, {max_classes}, {panels})"
@@ -120,26 +129,18 @@ def explain_run(
     files["errors.html"] = str(atomic_write_text(out_dir / "errors.html", errors_html(tables)))
     files["perf_vs_frequency.png"] = str(plot_perf_vs_frequency(tables, out_dir / "perf_vs_frequency.png"))
 
-    if any("/" in i for i in pred_ids):
-        # Cell-level runs predict crops ("FIELD/CELL"); a field-sized CAM of a crop model would be misleading.
-        result["notes"].append(
-            "class activation maps skipped: this is a cell-level run (its predictions are per cell crop, ids "
-            "FIELD/CELL); the error tables above are per cell"
-        )
-    else:
-        if rows_asked is not None:
-            groups = {"selected": [(r, "") for r in rows_asked]}
-        else:
-            groups = select_images(
-                probs, targets, thresholds, classes=class_idx, n=n, per_kind=per_kind, max_classes=max_classes
+    try:
+        if run_level(run_path) == "cell":
+            # A cell-level run predicts crops ("FIELD/CELL"); a field-sized CAM of a crop model would mislead.
+            result["notes"].append(
+                "class activation maps skipped: this is a cell-level run (its predictions are per cell crop, ids "
+                "FIELD/CELL); the error tables above are per cell"
             )
-        if not groups:
-            result["notes"].append("no image to explain: no class has a positive or a prediction in the validation set")
-        try:
-            _cam_stage(
+        else:
+            _cam_section(
                 result,
                 run_path,
-                groups,
+                rows_asked,
                 pred_ids,
                 probs,
                 targets,
@@ -149,16 +150,19 @@ def explain_run(
                 methods=use,
                 data=data,
                 device=device,
+                n=n,
+                per_kind=per_kind,
+                max_classes=max_classes,
                 panels=panels,
                 localize=localize,
                 out_dir=out_dir,
             )
-        except Exception as e:
-            if strict:
-                raise
-            # The report must still be written when CAMs cannot be (data moved, damaged checkpoint, ...).
-            result["cam_error"] = str(e) if isinstance(e, LocbenchError) else f"{type(e).__name__}: {e}"
-            log.warning("%s: class activation maps failed: %s", run_path, result["cam_error"], exc_info=True)
+    except Exception as e:
+        if strict:
+            raise
+        # The report must still be written when CAMs cannot be (data moved, damaged checkpoint, ...).
+        result["cam_error"] = str(e) if isinstance(e, LocbenchError) else f"{type(e).__name__}: {e}"
+        log.warning("%s: class activation maps failed: %s", run_path, result["cam_error"], exc_info=True)
     atomic_write_json(out_dir / "explain.json", result)
     return result
 
@@ -305,6 +309,36 @@ def _panel_classes(row: int, focus: int | None, probs, truth, pred, k: int, fixe
     return (order or [int(np.argmax(p))])[:k]
 
 
+def _cam_section(
+    result: dict[str, Any],
+    run_path: Path,
+    rows_asked: list[int] | None,
+    pred_ids: list[str],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thresholds: np.ndarray,
+    names: list[str],
+    *,
+    class_idx: list[int] | None,
+    n: int,
+    per_kind: int,
+    max_classes: int,
+    **cam_options: Any,
+) -> None:
+    """Choose the images to explain (``rows_asked``, else TP/FP/FN images per class), then :func:`_cam_stage`."""
+    if rows_asked is not None:
+        groups = {"selected": [(r, "") for r in rows_asked]}
+    else:
+        groups = select_images(
+            probs, targets, thresholds, classes=class_idx, n=n, per_kind=per_kind, max_classes=max_classes
+        )
+    if not groups:
+        result["notes"].append("no image to explain: no class has a positive or a prediction in the validation set")
+    _cam_stage(
+        result, run_path, groups, pred_ids, probs, targets, thresholds, names, class_idx=class_idx, **cam_options
+    )
+
+
 def _cam_stage(
     result: dict[str, Any],
     run_path: Path,
@@ -324,11 +358,6 @@ def _cam_stage(
     out_dir: Path,
 ) -> None:
     """CAM grids for ``groups`` and the localization check; fills ``result`` in place."""
-    import torch
-
-    from locbench.engine.device import pick_device
-    from locbench.engine.infer import load_run
-
     truth = np.asarray(targets).astype(bool)
     pred = probs >= thresholds[None, :]
     wanted: dict[int, list[int]] = {}  # row -> classes to map, over every grid the image appears in
@@ -361,7 +390,7 @@ def _cam_stage(
 
     dev = pick_device(device)
     model = run.model(dev)
-    channels = list(run.meta.get("channels") or _channels(run.config.data.channels))
+    channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
     all_rows = list(dict.fromkeys([*wanted, *loc_rows]))
     images = _load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data.img_size)
     pos = {r: i for i, r in enumerate(all_rows)}
@@ -370,7 +399,7 @@ def _cam_stage(
         if m_i == 0:  # localization scores the first method's maps of every true class
             for r in loc_rows:
                 need[r] = list(dict.fromkeys([*need[r], *np.flatnonzero(truth[r]).tolist()]))
-        cams = _cams(model, images, [pos[r] for r in need], list(need.values()), method, dev, torch)
+        cams = _cams(model, images, [pos[r] for r in need], list(need.values()), method, dev)
         by_key = {(r, c): cams[r_i][j] for r_i, r in enumerate(need) for j, c in enumerate(need[r])}
         for key, rows in layout:
             label = names[key] if isinstance(key, int) else "selected"
@@ -410,8 +439,6 @@ def _cam_stage(
 
 
 def _table(run, data: str | None):
-    from locbench.data.formats import table_from_config
-
     where = data or run.config.data.path
     try:
         table = table_from_config(run.config.data, path=data)
@@ -427,17 +454,8 @@ def _table(run, data: str | None):
     return table
 
 
-def _channels(mode: str) -> tuple[str, ...]:
-    from locbench.data.channels import resolve_channels
-
-    return resolve_channels(mode)
-
-
 def _load_images(table, ids: list[str], channels: list[str], size: int) -> np.ndarray:
     """``(B, C, S, S)`` float32 in [0, 1], the model's input (its normalisation is folded into the model)."""
-    from locbench.data.dataset import FieldDataset
-    from locbench.engine.data import to_unit
-
     where = {i: r for r, i in enumerate(table.ids)}
     missing = [i for i in ids if i not in where]
     if missing:
@@ -450,11 +468,9 @@ def _load_images(table, ids: list[str], channels: list[str], size: int) -> np.nd
     return np.stack([to_unit(ds[k][0]).numpy() for k in range(len(ds))])
 
 
-def _cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], method: str, dev, torch) -> list:
+def _cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], method: str, dev) -> list:
     """Maps of ``lists[i]`` for image ``images[idx[i]]``, batched: ``compute_cams`` needs the same number of
     classes per image, so shorter lists are padded with their first class and the padding dropped."""
-    from locbench.explain.cam import compute_cams
-
     out: list[np.ndarray] = [np.zeros((0, *images.shape[-2:]), np.float32)] * len(idx)
     todo = [i for i in range(len(idx)) if lists[i]]
     # Images with the same number of classes share a batch: no padding work for the common case.
@@ -464,7 +480,7 @@ def _cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], met
         k = max(len(lists[i]) for i in chunk)
         padded = [lists[i] + [lists[i][0]] * (k - len(lists[i])) for i in chunk]
         x = torch.from_numpy(images[[idx[i] for i in chunk]]).to(dev)
-        maps = compute_cams(model, x, padded, method=method)
+        maps = cam.compute_cams(model, x, padded, method=method)
         for j, i in enumerate(chunk):
             out[i] = maps[j, : len(lists[i])]
     return out
@@ -478,9 +494,6 @@ def _localization(
     method: str,
     out_dir: Path,
 ) -> None:
-    from locbench.cells.labels import read_cells_csv
-    from locbench.explain.localization import localization_markdown, localization_report, read_mask
-
     cells = read_cells_csv(root / "cells.csv", num_classes=len(names))
     masks = {i: read_mask(root / "masks" / f"{i}.png") for i in dict.fromkeys(p[0] for p in pairs)}
     cams = np.stack([p[2] for p in pairs])[:, None]
@@ -508,8 +521,6 @@ def plot_localization(report: dict[str, Any], out_png: str | os.PathLike) -> Pat
     Returns:
         The path written.
     """
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import
-
     rows = [(k, v) for k, v in report["per_class"].items() if v["n"]]
     if report["overall"]["n"]:
         rows.append(("overall", report["overall"]))

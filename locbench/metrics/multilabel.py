@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import average_precision_score
 
 from locbench.errors import LocbenchError
 
@@ -152,8 +153,6 @@ def compute_metrics(
     Raises:
         LocbenchError: on invalid inputs (see :func:`check_inputs`) or a class-name count that does not match.
     """
-    from sklearn.metrics import average_precision_score  # lazy: keeps `import locbench.metrics` numpy-only
-
     probs, targets = check_inputs(probs, targets)
     n, c = probs.shape
     names = [str(x) for x in class_names]

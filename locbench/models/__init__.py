@@ -1,6 +1,20 @@
 """Models: a thin factory over ``timm.create_model`` plus a classification head."""
 
-from locbench.models.factory import HEADS, LocModel, build_model, count_params, measure_gmacs
+from locbench.models.backbones import BACKBONE_ALIASES, STUDY_BACKBONES, check_backbone, timm_name
+from locbench.models.factory import HEADS, LocModel, ModelSpec, build_model, count_params, measure_gmacs
 from locbench.models.quirks import Quirks, quirks
 
-__all__ = ["HEADS", "LocModel", "Quirks", "build_model", "count_params", "measure_gmacs", "quirks"]
+__all__ = [
+    "BACKBONE_ALIASES",
+    "HEADS",
+    "STUDY_BACKBONES",
+    "LocModel",
+    "ModelSpec",
+    "Quirks",
+    "build_model",
+    "check_backbone",
+    "count_params",
+    "measure_gmacs",
+    "quirks",
+    "timm_name",
+]

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
+import timm
 import torch
+from timm.models import load_state_dict
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from locbench.errors import LocbenchError
+from locbench.models.backbones import check_backbone
 from locbench.models.quirks import Quirks, quirks
 from locbench.registry import Registry
 
@@ -29,6 +34,17 @@ def linear_head(in_features: int, num_classes: int, *, hidden: int = 512, dropou
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
 
 
+class ModelSpec(Protocol):
+    """What :func:`build_model` reads of a model configuration (:class:`locbench.config.ModelConfig` is one)."""
+
+    backbone: str
+    pretrained: bool
+    pretrained_file: str | None
+    head: str
+    hidden: int
+    dropout: float
+
+
 class LocModel(nn.Module):
     """A timm backbone without its classifier (pooled features) and a locbench head; ``quirks`` says what the
     backbone asks of the training loop (gradient clipping, memory layout)."""
@@ -43,7 +59,7 @@ class LocModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_model(cfg, *, num_classes: int, in_chans: int, img_size: int | None = None) -> LocModel:
+def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: int | None = None) -> LocModel:
     """Build the backbone named by ``cfg.backbone`` (a :class:`locbench.config.ModelConfig`) with ``in_chans``
     input channels and the configured head. With ``img_size``, models made for one input size (ViTs, Swin: timm's
     ``fixed_input_size``) are resized to it (position embeddings resampled).
@@ -51,10 +67,6 @@ def build_model(cfg, *, num_classes: int, in_chans: int, img_size: int | None = 
     With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from timm's
     local cache or a download; timm adapts the first convolution to ``in_chans`` (1 and 4 channels included).
     """
-    import timm
-
-    from locbench.config import check_backbone
-
     name = check_backbone(cfg.backbone)
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
     if cfg.pretrained:
@@ -96,8 +108,6 @@ def build_model(cfg, *, num_classes: int, in_chans: int, img_size: int | None = 
 def _check_file_matches(backbone: nn.Module, path: Path, name: str) -> None:
     """timm loads pretrained weights non-strictly once the classifier is dropped (num_classes=0), so a file made
     for another model would leave the backbone at random init without an error: refuse such a file."""
-    from timm.models import load_state_dict
-
     keys = set(load_state_dict(str(path)))
     own = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
     missing = [k for k in own if k not in keys]
@@ -116,8 +126,6 @@ def count_params(model: nn.Module) -> int:
 
 def measure_gmacs(model: nn.Module, in_chans: int, size: int) -> float:
     """Multiply-accumulates of one forward pass of one image, in billions (FLOPs / 2, via torch's counter)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

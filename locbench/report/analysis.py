@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from locbench.errors import LocbenchError
+from locbench.metrics import check_inputs, compute_metrics
 from locbench.report import stats
 from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep
 
@@ -136,8 +137,6 @@ def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
 
 def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Predictions of each run on the same image ids in the same order (the intersection), with notes."""
-    from locbench.metrics import check_inputs
-
     preds = {name: r.predictions() for name, r in runs.items()}
     missing = [n for n, p in preds.items() if p is None]
     notes = []
@@ -168,8 +167,6 @@ def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarr
 
 def _observed(metric: str, sweep: Sweep, run: Run, probs: np.ndarray, targets: np.ndarray) -> float:
     """The metric on all validation images, by the project's definition (``locbench.metrics``)."""
-    from locbench.metrics import compute_metrics
-
     thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else 0.5
     names = sweep.classes if len(sweep.classes) == probs.shape[1] else [str(i) for i in range(probs.shape[1])]
     out = compute_metrics(probs, targets, class_names=names, thresholds=thr)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.errors import LocbenchError
+from locbench.metrics import multilabel_confusion
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
 from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep, collect
@@ -463,8 +464,6 @@ def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
 
 def _confusion(sweep: Sweep, runs: list[Run]) -> np.ndarray | None:
     """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions)."""
-    from locbench.metrics import multilabel_confusion
-
     total = None
     for r in runs:
         p = r.predictions()

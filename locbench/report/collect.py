@@ -19,6 +19,7 @@ import yaml
 
 from locbench.errors import LocbenchError
 from locbench.store.atomic import read_jsonl
+from locbench.store.lock import FileLock
 from locbench.store.rundir import RUN_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
@@ -255,8 +256,6 @@ def read_run(path: Path) -> Run:
     elif run.status == "done":
         reasons.append("status is done but summary.json is missing")
     if run.status == "running" and not reasons:
-        from locbench.store.lock import FileLock
-
         if FileLock(path / ".lock").held_elsewhere():
             reasons.append(f"still running ({len(run.metrics)} epochs logged)")
         else:  # killed or crashed: nobody holds its lock (released by the kernel even after kill -9)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from locbench.errors import LocbenchError
+from locbench.explain.mistakes import errors_html, errors_markdown
+from locbench.explain.run import explain_run
 from locbench.report.collect import Cell, Run, Sweep
 from locbench.report.html import Section, image, para, table
 from locbench.tables import html_escape
@@ -123,9 +125,6 @@ def run_section(
     device: str = "auto",
 ) -> Section:
     """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why)."""
-    from locbench.explain.mistakes import errors_html, errors_markdown  # lazy: the explain package imports torch
-    from locbench.explain.run import explain_run
-
     seed = f", seed {run.seed}" if run.seed is not None else ""
     title = f"Error analysis: {run.run_id}"
     intro = (

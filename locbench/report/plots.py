@@ -7,14 +7,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 DPI = 110
 
 
 def _figure(w: float, h: float, *, layout: str | None = "constrained"):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(w, h), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
@@ -220,8 +220,6 @@ def confusion_grid(classes: Sequence[str], counts: np.ndarray, *, title: str) ->
 
 
 def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, stats
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,6 @@ def weighted_macro_ap(probs: np.ndarray, targets: np.ndarray, weights: np.ndarra
     Returns:
         ``(B,)`` macro AP per resample.
     """
-    from scipy import sparse
-
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     B, (N, C) = weights.shape[0], probs.shape
     # AP only changes at score thresholds whose tie group holds a positive, so per class we need, at the end of

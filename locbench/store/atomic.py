@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from locbench.errors import LocbenchError
 
 #: Prefix of the scratch files :func:`atomic_write` renames into place; a killed writer can leave one behind.
@@ -127,8 +129,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     """``numpy.savez`` (uncompressed) of ``arrays`` to ``path``, atomically."""
-    import numpy as np
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
@@ -136,8 +136,6 @@ def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
 
 def atomic_write_npy(path: str | os.PathLike, array: Any) -> Path:
     """``numpy.save`` of one array to ``path``, atomically."""
-    import numpy as np
-
     buf = io.BytesIO()
     np.save(buf, array)
     return atomic_write_bytes(path, buf.getvalue())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,6 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -37,8 +36,6 @@ class FileLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            import fcntl
-
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -49,8 +46,6 @@ class FileLock:
         Probes with a shared lock on a read-only descriptor: nothing is written (acquire() would rewrite the pid
         in the file), so it works in a folder the caller cannot write, such as a colleague's sweep.
         """
-        import fcntl
-
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
+import timm
+import torch
+
+import locbench
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
 
@@ -95,12 +100,6 @@ def check_format(obj: dict[str, Any], path: Path) -> None:
 
 def environment(device: str) -> dict[str, Any]:
     """Versions, git commit, device and host, for env.json."""
-    import numpy
-    import timm
-    import torch
-
-    import locbench
-
     info: dict[str, Any] = {
         "locbench": locbench.__version__,
         "python": platform.python_version(),

@@ -6,7 +6,11 @@ import logging
 import time
 from pathlib import Path
 
+from locbench.data.synth import synthesize
+from locbench.report import build_report
+from locbench.report.explain_section import error_analysis
 from locbench.sweep.files import shipped
+from locbench.sweep.runner import run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +28,6 @@ def run_demo(
     """Synthesize a dataset into ``out/data`` (kept between calls), run the demo sweep into ``out/sweep`` (resumable)
     and write the report (with the error analysis of the best cell unless ``explain`` is off); returns the path of
     report.html."""
-    from locbench.data.synth import synthesize
-    from locbench.report import build_report
-    from locbench.sweep.runner import run_sweep
-
     out = Path(out)
     t0 = time.perf_counter()
     data = out / "data"
@@ -48,8 +48,6 @@ def run_demo(
     log.info("demo 3/3: writing the report")
     extra = []
     if explain:
-        from locbench.report.explain_section import error_analysis
-
         extra.append(error_analysis(n=6, localize=24))  # a few images, one method: seconds on a CPU
     report = build_report(out / "sweep", extra_sections=extra)
     log.info("demo finished in %.1f min", (time.perf_counter() - t0) / 60)

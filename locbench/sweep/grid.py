@@ -19,6 +19,7 @@ executor: {partition: gpu, gpus_per_node: 1, timeout_min: 600}   # defaults for 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locbench.config import RunConfig, merge, read_yaml, set_dotted
+from locbench.config import RunConfig, from_dict, merge, read_yaml, set_dotted
 from locbench.errors import LocbenchError
 
 SWEEP_KEYS = {"name", "base", "config", "grid", "seeds", "seed_keys", "exclude", "overrides", "executor", "description"}
@@ -184,8 +185,6 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def _validated(d: dict, where: str, axes: dict) -> RunConfig:
-    from locbench.config import from_dict
-
     try:
         return from_dict(d)
     except LocbenchError as e:
@@ -212,8 +211,6 @@ def _check_key(base: dict, key: str, where: str) -> None:
     try:
         _get(base, key)
     except (KeyError, TypeError):
-        import difflib
-
         close = difflib.get_close_matches(key, list(_flatten(base)), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LocbenchError(f"{where}: {key!r} is not a config key{hint}") from None

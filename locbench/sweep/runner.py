@@ -7,11 +7,13 @@ is recorded in its folder (status, traceback) and the sweep goes on with the res
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,8 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+import torch
 import yaml
 
+from locbench.config import from_dict
+from locbench.data.formats import table_from_config
+from locbench.data.splits import make_config_split, save_split
+from locbench.engine.data import prepare_cache
+from locbench.engine.fit import train
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
@@ -112,9 +120,6 @@ def run_sweep(
 
 def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
     """Write the plan and one split file per split seed; point every cell at its split file."""
-    from locbench.data.formats import table_from_config
-    from locbench.data.splits import make_split, save_split
-
     plan = {
         "name": sweep.name,
         "description": sweep.description,
@@ -147,10 +152,7 @@ def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
                 tkey = key[:5]
                 if tkey not in tables:
                     tables[tkey] = table_from_config(d)
-                split = make_split(
-                    tables[tkey], seed=d.split_seed, val_frac=d.val_frac, test_frac=d.test_frac, group_col=d.group_col
-                )
-                save_split(split, split_path)
+                save_split(make_config_split(d, tables[tkey]), split_path)
             cell = replace(cell, config=cell.config.replace({"data.split": str(split_path.resolve())}))
         run = RunDir(out / cell.run_id)
         run.root.mkdir(parents=True, exist_ok=True)
@@ -207,17 +209,12 @@ def _set_aside(run: RunDir, out: Path) -> None:
 
 def _build_shared_caches(cells: list[Cell]) -> None:
     """Build each distinct preprocessing cache once, before the cells that share it start."""
-    from locbench.data.cache import cache_from_config
-    from locbench.data.formats import table_from_config
-
     done = set()
     for cell in cells:
         d = cell.config.data
         key = (d.path, d.format, d.pattern, d.channels, d.img_size, d.cache_dir)
-        if not d.cache or key in done or cell.config.train.level != "image":
-            continue
-        done.add(key)
-        cache_from_config(table_from_config(d), d)
+        if key not in done and prepare_cache(cell.config) is not None:
+            done.add(key)
 
 
 def die_with_parent() -> None:
@@ -230,9 +227,6 @@ def die_with_parent() -> None:
     parent = os.environ.get(PARENT_ENV)
     if not parent or not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
-
     pr_set_pdeathsig = 1
     try:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
@@ -245,9 +239,6 @@ def die_with_parent() -> None:
 def run_cell(run_dir: str) -> str:
     """Train the cell described by ``RUN_DIR/sweep_cell.json`` (resuming if it was interrupted); return its
     final status. Never raises for a failed run: the failure is recorded in the run folder."""
-    from locbench.config import from_dict
-    from locbench.engine.fit import train
-
     run = RunDir(Path(run_dir))
     record = json.loads(run.cell.read_text())
     cfg = from_dict(record["config"])
@@ -306,8 +297,6 @@ def _visible_gpus() -> list[str]:
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
     try:
-        import torch
-
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:
         return []

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from locbench.errors import LocbenchError
 from locbench.store.atomic import read_jsonl
 from locbench.store.rundir import RunDir
@@ -31,8 +33,6 @@ def sweep_status(out: str | Path) -> dict[str, Any]:
         epochs = None
         if run.config.exists():
             try:
-                import yaml
-
                 epochs = yaml.safe_load(run.config.read_text())["train"]["epochs"]
             except Exception:
                 epochs = None

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from locbench.cells.predict import evaluate_cells
 from locbench.cells.submission import read_submission, validate_submission
 from locbench.cli import main
 from locbench.config import load_config
 from locbench.data.splits import load_split
 from locbench.data.synth import synthesize
 from locbench.engine.fit import train
+from locbench.infer.cells import evaluate_cells
 
 TINY = {
     "model.backbone": "test_resnet",

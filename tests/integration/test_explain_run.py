@@ -206,6 +206,7 @@ def test_cell_level_predictions_get_tables_and_no_cams(tmp_path):
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.uint8)
     np.savez(run / "predictions" / "val.npz", ids=ids, probs=probs, targets=targets)
     (run / "thresholds.json").write_text(json.dumps({"classes": ["A", "B"], "thresholds": [0.5, 0.5]}))
+    (run / "config.yaml").write_text("train:\n  level: cell\n")  # the level is read from the config, not the ids
     res = explain_run(run, device="cpu")
     assert not res["cam_grids"] and "cell-level run" in res["notes"][0]
     errors = json.loads((run / "explain" / "errors.json").read_text())

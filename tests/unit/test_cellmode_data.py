@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from locbench.cells import data as cellmod
 from locbench.cells.crops import CellCropDataset
+from locbench.cells.data import prepare_cell_data, split_cell_id
 from locbench.cells.labels import load_cell_labels
 from locbench.config import load_config
 from locbench.data.synth import synthesize
-from locbench.engine import cells as cellmod
-from locbench.engine.cells import prepare_cell_data, split_cell_id
 from locbench.engine.data import prepare_data
 from locbench.errors import LocbenchError
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from locbench.cells.crops import index_cells
-from locbench.cells.predict import (
+from locbench.data.formats import load_table
+from locbench.errors import LocbenchError
+from locbench.infer.cells import (
     CellPredictions,
     apply_negative_rule,
     blend_probs,
@@ -17,8 +19,6 @@ from locbench.cells.predict import (
     segmentation_agreement,
     truth_cells,
 )
-from locbench.data.formats import load_table
-from locbench.errors import LocbenchError
 
 C = 19  # hpa2021
 

@@ -1,11 +1,13 @@
-"""Using a finished run: load it, evaluate it on a split or another dataset, predict new images."""
+"""Using a finished run at image level: load it, evaluate it on a split or another dataset, predict new images."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,18 @@ import numpy as np
 import torch
 
 from locbench.config import RunConfig, load_config
+from locbench.data.channels import resolve_channels
+from locbench.data.dataset import FieldDataset
+from locbench.data.formats import Table, table_from_config
+from locbench.data.schemes import SCHEMES, ClassScheme
+from locbench.data.splits import load_split
+from locbench.engine import checkpoint as ckpt
+from locbench.engine.data import make_loader, to_unit
+from locbench.engine.device import pick_device
+from locbench.engine.fit import Normalize
 from locbench.errors import LocbenchError
+from locbench.metrics import compute_metrics
+from locbench.models import build_model
 from locbench.store.atomic import atomic_write_json, atomic_write_text
 from locbench.store.rundir import RunDir
 
@@ -38,10 +51,6 @@ class Run:
 
     def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
-        from locbench.engine import checkpoint as ckpt
-        from locbench.engine.inputs import Normalize
-        from locbench.models import build_model
-
         state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")
         net = build_model(
             _no_pretrained(self.config.model),
@@ -61,8 +70,6 @@ class Run:
 
 
 def _no_pretrained(mcfg):
-    import dataclasses
-
     return dataclasses.replace(mcfg, pretrained=False, pretrained_file=None)
 
 
@@ -97,8 +104,6 @@ def _read_run_json(path: Path) -> dict[str, Any]:
 def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta: dict[str, Any]) -> None:
     """The best checkpoint must belong to this run: the same classes as thresholds.json, the channels of config.yaml
     (a checkpoint copied in from another run would otherwise predict the wrong classes, or crash mid-way)."""
-    from locbench.data.channels import resolve_channels
-
     if not meta:
         return
     where = f"{run.best}.json"
@@ -117,10 +122,30 @@ def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta
         )
 
 
-def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> np.ndarray:
-    from locbench.engine.data import make_loader, to_unit
-    from locbench.engine.device import pick_device
+def as_run(run: Run | str | os.PathLike) -> Run:
+    """``run`` itself, or the finished run in folder ``run`` (:func:`load_run`)."""
+    return run if isinstance(run, Run) else load_run(run)
 
+
+def run_level(path: str | os.PathLike) -> str:
+    """The ``train.level`` of a run folder's ``config.yaml`` (``image`` or ``cell``)."""
+    run = RunDir(Path(path))
+    if not run.config.exists():
+        raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
+    return load_config(run.config).train.level
+
+
+def infer_probs(
+    run: Run, dataset, *, device: str = "auto", batch_size: int | None = None, workers: int | None = None
+) -> np.ndarray:
+    """(N, C) float32 probabilities of the run's best model for every item of ``dataset``.
+
+    Batches are twice the run's training batch (no gradients are kept) and ``workers`` defaults to the run's
+    ``data.workers``, unless given.
+    """
+    cfg = run.config
+    batch_size = cfg.train.batch_size * 2 if batch_size is None else batch_size
+    workers = cfg.data.workers if workers is None else workers
     dev = pick_device(device)
     model = run.model(dev)
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=dev.type == "cuda")
@@ -131,7 +156,18 @@ def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> 
     return torch.cat(probs).numpy().astype(np.float32)
 
 
-def _check_compatible(run: Run, table) -> None:
+def field_probs(
+    run: Run, table: Table, indices: np.ndarray | None = None, *, device: str = "auto", workers: int | None = None
+) -> np.ndarray:
+    """:func:`infer_probs` of the whole fields of ``table`` (rows ``indices``, default all), at the run's image size."""
+    cfg = run.config
+    indices = np.arange(len(table)) if indices is None else indices
+    ds = FieldDataset(table, indices, channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size)
+    return infer_probs(run, ds, device=device, workers=workers)
+
+
+def check_compatible(run: Run, table: Table) -> None:
+    """Refuse data of another class scheme than the run's."""
     names = list(table.scheme.classes)
     if names != run.class_names:
         raise LocbenchError(
@@ -140,8 +176,28 @@ def _check_compatible(run: Run, table) -> None:
         )
 
 
+def split_rows(run: Run, table: Table, split: str, *, other_data: bool) -> tuple[np.ndarray, str]:
+    """Table rows of a run's split part and the part's name (``all``: every row).
+
+    With ``other_data`` (``--data`` given) and a table that lacks the part's ids, ``table`` is another dataset:
+    every row, named ``all``.
+    """
+    if split == "all":
+        return np.arange(len(table)), "all"
+    saved = load_split(run.dir.split)
+    if split not in saved.parts:
+        raise LocbenchError(
+            f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
+            "use --split all to evaluate every image of --data"
+        )
+    if other_data and not set(saved.parts[split]) <= set(table.ids):
+        log.info("--data is another dataset: evaluating all of its %d fields", len(table))
+        return np.arange(len(table)), "all"
+    return saved.indices(table, split), split
+
+
 def evaluate(
-    path: str | Path,
+    path: Run | str | os.PathLike,
     *,
     data: str | None = None,
     split: str = "val",
@@ -152,39 +208,12 @@ def evaluate(
     """Metrics of a run's best model on a split part of its data (``val``, ``test``), or on all images of
     another dataset (``data`` given and its ids not in the run's split). Written to ``RUN_DIR/eval/<name>.json``.
     """
-    from locbench.data.dataset import FieldDataset
-    from locbench.data.formats import table_from_config
-    from locbench.data.splits import load_split
-    from locbench.metrics import compute_metrics
-
-    run = load_run(path)
+    run = as_run(path)
     cfg = run.config
     table = table_from_config(cfg.data, path=data)
-    _check_compatible(run, table)
-    name = split
-    if split == "all":
-        indices = np.arange(len(table))
-    else:
-        saved = load_split(run.dir.split)
-        if split not in saved.parts:
-            raise LocbenchError(
-                f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
-                "use --split all to evaluate every image of --data"
-            )
-        known = set(table.ids)
-        if data is not None and not set(saved.parts[split]) <= known:
-            indices, name = np.arange(len(table)), "all"
-            log.info("--data is another dataset: evaluating all of its %d images", len(table))
-        else:
-            indices = saved.indices(table, split)
-    ds = FieldDataset(table, indices, channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size)
-    probs = _infer(
-        run,
-        ds,
-        device=device,
-        batch_size=cfg.train.batch_size * 2,
-        workers=cfg.data.workers if workers is None else workers,
-    )
+    check_compatible(run, table)
+    indices, name = split_rows(run, table, split, other_data=data is not None)
+    probs = field_probs(run, table, indices, device=device, workers=workers)
     targets = table.targets[indices]
     at_half = compute_metrics(probs, targets, class_names=run.class_names, thresholds=0.5)
     tuned = compute_metrics(probs, targets, class_names=run.class_names, thresholds=run.thresholds)
@@ -213,7 +242,7 @@ def evaluate(
 
 
 def predict(
-    path: str | Path,
+    path: Run | str | os.PathLike,
     *,
     data: str,
     out: str | Path,
@@ -227,23 +256,11 @@ def predict(
     images without a CSV. ``output_format``: ``csv`` (id, labels, names, one probability column per class) or
     ``kaggle2018`` (``Id,Predicted``, that competition's submission).
     """
-    from locbench.data.dataset import FieldDataset
-
     if output_format not in ("csv", "kaggle2018"):
         raise LocbenchError(f"--format {output_format!r}: use csv or kaggle2018")
-    run = load_run(path)
-    cfg = run.config
-    table = _prediction_table(run, data)
-    ds = FieldDataset(
-        table, np.arange(len(table)), channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size
-    )
-    probs = _infer(
-        run,
-        ds,
-        device=device,
-        batch_size=cfg.train.batch_size * 2,
-        workers=cfg.data.workers if workers is None else workers,
-    )
+    run = as_run(path)
+    table = prediction_table(run, data)
+    probs = field_probs(run, table, device=device, workers=workers)
     pred = probs >= run.thresholds[None, :]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -264,18 +281,15 @@ def predict(
     return out
 
 
-def _prediction_table(run: Run, data: str):
+def prediction_table(run: Run, data: str) -> Table:
     """A table for ``data``: a labelled dataset, or a bare folder of stain images (targets all zero)."""
-    from locbench.data.formats import Table, table_from_config
-    from locbench.data.schemes import SCHEMES, ClassScheme
-
     p = Path(data)
     has_csv = p.is_file() or (p / "train.csv").exists() or any(p.glob("*.csv")) if p.exists() else False
     if not p.exists():
         raise LocbenchError(f"--data {p} does not exist")
     if has_csv:
         table = table_from_config(run.config.data, path=p)
-        _check_compatible(run, table)
+        check_compatible(run, table)
         return table
     images = p / "test" if (p / "test").is_dir() else p / "train" if (p / "train").is_dir() else p
     found = sorted(list(images.glob("*_green.png")) + list(images.glob("*_green.tif*")))

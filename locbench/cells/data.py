@@ -24,10 +24,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.cells.labels import CELL_LABELS_FILE
-from locbench.data.cache import MemmapRows
+from locbench.cells.crops import CellCropDataset, index_cells
+from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
+from locbench.cells.segment import mask_path, segment_dataset
+from locbench.data.cache import MemmapRows, cache_key, default_cache_dir
+from locbench.data.channels import resolve_channels, unique_stains
+from locbench.data.formats import table_from_config
+from locbench.data.splits import resolve_split
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.lock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +76,6 @@ def resolve_masks(
 
 def segment_cached(table: Any, *, backend: str, cache_dir: str | os.PathLike | None = None, workers: int = 1) -> Path:
     """Segment every field of ``table`` into ``<cache_dir>/masks-<backend>-<dataset hash>/`` (reused when current)."""
-    from locbench.cells.segment import segment_dataset
-    from locbench.data.cache import default_cache_dir
-    from locbench.store.lock import FileLock
-
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(str(Path(table.root).resolve()).encode()).hexdigest()[:12]
     out = root / f"masks-{backend}-{digest}"
@@ -88,9 +90,6 @@ def index_table_cells(table: Any, masks_dir: Path, *, cache_dir: str | os.PathLi
 
     Keeping the list in the cache folder rather than beside the masks leaves datasets untouched.
     """
-    from locbench.cells.crops import index_cells
-    from locbench.data.cache import default_cache_dir
-
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     h = hashlib.sha256(str(masks_dir.resolve()).encode())
     h.update("\n".join(table.ids).encode())
@@ -105,8 +104,6 @@ def cell_targets(table: Any, cells: Any, *, own_masks: bool) -> tuple[np.ndarray
     Per-cell labels are used only with the dataset's own masks: the rows of ``cells.csv`` name cells of those
     masks, and a segmentation's cell ``k`` is an unrelated cell.
     """
-    from locbench.cells.labels import load_cell_labels
-
     labels_path = Path(table.root) / CELL_LABELS_FILE
     if own_masks and labels_path.is_file():
         labels = load_cell_labels(labels_path, num_classes=len(table.scheme.classes))
@@ -158,9 +155,6 @@ def crop_cache_key(
     table: Any, cells: Any, masks_dir: Path, *, stains: tuple[str, ...], size: int, margin: float, masked: bool
 ) -> str:
     """Hash of what the crops depend on: images, masks, the cell list, crop size, margin, masking, stains."""
-    from locbench.cells.segment import mask_path
-    from locbench.data.cache import cache_key
-
     h = hashlib.sha256()
     h.update(json.dumps([CROP_CACHE_VERSION, cache_key(table, stains, size), float(margin), bool(masked)]).encode())
     for fid in table.ids:
@@ -194,9 +188,6 @@ def build_crop_cache(
         size, margin, masked: as :class:`~locbench.cells.crops.CellCropDataset`.
         cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
     """
-    from locbench.data.cache import default_cache_dir
-    from locbench.store.lock import FileLock
-
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = crop_cache_key(table, cells, masks_dir, stains=stains, size=size, margin=margin, masked=masked)
     folder = root / f"cells-{table.format}-{size}-{''.join(c[0] for c in stains)}-{key}"
@@ -223,8 +214,6 @@ def _cut_crops(
     masked: bool,
 ) -> None:
     """Write the crop cache's files into ``folder`` (the caller holds its lock)."""
-    from locbench.cells.crops import CellCropDataset
-
     try:
         crops = CellCropDataset(
             table,
@@ -338,8 +327,6 @@ class CellData:
         """The cells of split part ``part`` as a dataset."""
         crops = None
         if self.cache is None:
-            from locbench.cells.crops import CellCropDataset
-
             crops = CellCropDataset(
                 self.table,
                 self.masks_dir,
@@ -371,10 +358,6 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
         split_file: where the split is saved (and reused from, for a resumed run).
         build_cache: cut crops into the crop cache (with ``data.cache``); False cuts them on demand.
     """
-    from locbench.data.channels import resolve_channels, unique_stains
-    from locbench.data.formats import table_from_config
-    from locbench.engine.data import resolve_split
-
     dcfg = cfg.data
     table = table_from_config(dcfg)
     channels = resolve_channels(dcfg.channels)

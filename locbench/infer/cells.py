@@ -21,8 +21,24 @@ from typing import Any
 
 import numpy as np
 
-from locbench.cells.metric import CellInstances
+from locbench.cells.crops import CellCropDataset
+from locbench.cells.data import cell_ids, index_table_cells, resolve_masks
+from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
+from locbench.cells.metric import CellInstances, cell_map, compare_masks, pool_agreement
+from locbench.cells.segment import mask_path, read_mask
+from locbench.cells.submission import SubmissionRow, rows_from_instances, validate_submission, write_submission
+from locbench.data.formats import table_from_config
 from locbench.errors import BadInputError, LocbenchError
+from locbench.infer.images import (
+    Run,
+    as_run,
+    check_compatible,
+    field_probs,
+    infer_probs,
+    prediction_table,
+    split_rows,
+)
+from locbench.store.atomic import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +95,25 @@ class CellPredictions:
 
     def ids(self) -> list[str]:
         """``"FIELD/CELL"`` of every row of :attr:`probs`."""
-        from locbench.engine.cells import cell_ids
-
         return cell_ids(self.table, self.cells)
 
     def instances(self) -> Mapping[str, CellInstances]:
         """Field id → predicted :class:`CellInstances` (masks read on access), for ``cell_map`` and submissions."""
-        from locbench.cells.crops import CellCropDataset
-
         ds = CellCropDataset(self.table, self.masks_dir, np.arange(len(self.table)), index=self.cells)
         return ds.instances(self.probs)
 
 
-def _cell_cfg(run: Any, masks: str | None):
+def _cell_cfg(run: Run, masks: str | None):
     cfg = run.config.cell
     return dataclasses.replace(cfg, masks=masks) if masks else cfg
 
 
 def predict_cells(
-    run: Any,
+    run: Run | str | os.PathLike,
     table: Any,
     *,
     masks: str | None = None,
-    image_run: Any | None = None,
+    image_run: Run | str | os.PathLike | None = None,
     blend: float | None = None,
     negative: str | None = None,
     device: str = "auto",
@@ -110,7 +122,7 @@ def predict_cells(
     """Per-cell probabilities of ``run`` (a cell-level run, or an image-level run copied to its cells).
 
     Args:
-        run: a :class:`~locbench.engine.infer.Run` or a run folder.
+        run: a :class:`~locbench.infer.images.Run` or a run folder.
         table: the fields to predict (e.g. ``table.subset(val_rows)``).
         masks: where the cells come from: ``auto`` (the dataset's ``masks/``, else segmentation), ``segment``
             (the run's ``cell.backend``), or a mask folder. Default: the run's ``cell.masks``.
@@ -119,10 +131,7 @@ def predict_cells(
         negative: Negative rule, ``max`` or ``none`` (default the run's ``cell.negative``).
         device, workers: inference device and DataLoader workers (default the run's ``data.workers``).
     """
-    from locbench.engine.cells import index_table_cells, resolve_masks
-    from locbench.engine.infer import load_run
-
-    run = load_run(run) if isinstance(run, (str, os.PathLike)) else run
+    run = as_run(run)
     cfg = run.config
     workers = cfg.data.workers if workers is None else workers
     masks_dir, _ = resolve_masks(
@@ -140,23 +149,20 @@ def predict_cells(
     if level == "cell":
         probs = _cell_probs(run, table, cells, masks_dir, device=device, workers=workers)
         if image_run is not None and weight > 0:
-            image_run = load_run(image_run) if isinstance(image_run, (str, os.PathLike)) else image_run
+            image_run = as_run(image_run)
             if image_run.config.train.level != "image":
                 raise LocbenchError(f"--image-run {image_run.path} is not an image-level run")
             if image_run.class_names != run.class_names:
                 raise LocbenchError(f"--image-run {image_run.path} has other classes than {run.path}")
-            field = _field_probs(image_run, table, device=device, workers=workers)
+            field = field_probs(image_run, table, device=device, workers=workers)
             probs = blend_probs(probs, field[cells.image_index], weight=weight)
     else:
-        probs = _field_probs(run, table, device=device, workers=workers)[cells.image_index]
+        probs = field_probs(run, table, device=device, workers=workers)[cells.image_index]
     probs = apply_negative_rule(probs, run.class_names, rule=negative or cfg.cell.negative)
     return CellPredictions(table, cells, probs, masks_dir, list(run.class_names))
 
 
-def _cell_probs(run: Any, table: Any, cells: Any, masks_dir: Path, *, device: str, workers: int) -> np.ndarray:
-    from locbench.cells.crops import CellCropDataset
-    from locbench.engine.infer import _infer
-
+def _cell_probs(run: Run, table: Any, cells: Any, masks_dir: Path, *, device: str, workers: int) -> np.ndarray:
     cfg = run.config
     if not len(cells):
         return np.zeros((0, len(run.class_names)), np.float32)
@@ -170,18 +176,7 @@ def _cell_probs(run: Any, table: Any, cells: Any, masks_dir: Path, *, device: st
         masked=cfg.cell.masked,
         index=cells,
     )
-    return _infer(run, ds, device=device, batch_size=cfg.train.batch_size * 2, workers=workers)
-
-
-def _field_probs(run: Any, table: Any, *, device: str, workers: int) -> np.ndarray:
-    from locbench.data.dataset import FieldDataset
-    from locbench.engine.infer import _infer
-
-    cfg = run.config
-    ds = FieldDataset(
-        table, np.arange(len(table)), channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size
-    )
-    return _infer(run, ds, device=device, batch_size=cfg.train.batch_size * 2, workers=workers)
+    return infer_probs(run, ds, device=device, workers=workers)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -200,8 +195,6 @@ class TruthCells(Mapping):
         self._c = C
 
     def __getitem__(self, field_id: str) -> CellInstances:
-        from locbench.cells.segment import mask_path, read_mask
-
         if field_id not in self._set:
             raise KeyError(field_id)
         path = mask_path(self.masks_dir, field_id)
@@ -227,8 +220,6 @@ def truth_cells(
     table: Any, *, masks_dir: str | os.PathLike | None = None, labels: str | os.PathLike | None = None
 ) -> TruthCells:
     """The true cells of ``table``'s fields: masks (default ``DATA/masks``), labels (default ``DATA/cells.csv``)."""
-    from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
-
     masks_dir = Path(masks_dir) if masks_dir else Path(table.root) / "masks"
     labels = Path(labels) if labels else Path(table.root) / CELL_LABELS_FILE
     if not masks_dir.is_dir() or not labels.is_file():
@@ -243,8 +234,6 @@ def truth_cells(
 
 def score_cells(preds: CellPredictions, truth: Mapping[str, CellInstances], *, iou_threshold: float = 0.6) -> dict:
     """:func:`~locbench.cells.metric.cell_map` of predictions against the truth, NaN written as None."""
-    from locbench.cells.metric import cell_map
-
     result = cell_map(
         preds.instances(),
         truth,
@@ -257,9 +246,6 @@ def score_cells(preds: CellPredictions, truth: Mapping[str, CellInstances], *, i
 
 def segmentation_agreement(preds: CellPredictions, truth: TruthCells, *, iou_threshold: float = 0.5) -> dict:
     """Pooled :func:`~locbench.cells.metric.compare_masks` of the predicted cells' masks against the truth's."""
-    from locbench.cells.metric import compare_masks, pool_agreement
-    from locbench.cells.segment import mask_path, read_mask
-
     rows = []
     for fid in preds.table.ids:
         pred = read_mask(mask_path(preds.masks_dir, fid))
@@ -277,26 +263,8 @@ def _none_for_nan(obj: Any) -> Any:
     return obj
 
 
-def split_fields(run: Any, table: Any, split: str, *, other_data: bool) -> tuple[np.ndarray, str]:
-    """Table rows of a run's split part (``all``: every row; another dataset: every row), and its name."""
-    from locbench.data.splits import load_split
-
-    if split == "all":
-        return np.arange(len(table)), "all"
-    saved = load_split(run.dir.split)
-    if split not in saved.parts:
-        raise LocbenchError(
-            f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
-            "use --split all to evaluate every image of --data"
-        )
-    if other_data and not set(saved.parts[split]) <= set(table.ids):
-        log.info("--data is another dataset: evaluating all of its %d fields", len(table))
-        return np.arange(len(table)), "all"
-    return saved.indices(table, split), split
-
-
 def evaluate_cells(
-    path: str | os.PathLike,
+    path: Run | str | os.PathLike,
     *,
     data: str | None = None,
     split: str = "val",
@@ -321,14 +289,10 @@ def evaluate_cells(
         ``n_truth_cells``, the settings used and, when the predicted cells are not the truth's, ``segmentation``
         (pooled agreement at IoU 0.5); plus ``path``.
     """
-    from locbench.data.formats import table_from_config
-    from locbench.engine.infer import _check_compatible, load_run
-    from locbench.store.atomic import atomic_write_json, atomic_write_npz
-
-    run = load_run(path)
+    run = as_run(path)
     table = table_from_config(run.config.data, path=data)
-    _check_compatible(run, table)
-    rows, name = split_fields(run, table, split, other_data=data is not None)
+    check_compatible(run, table)
+    rows, name = split_rows(run, table, split, other_data=data is not None)
     sub = table.subset(rows)
     truth = truth_cells(sub, masks_dir=truth_masks)
     preds = predict_cells(
@@ -386,7 +350,7 @@ def format_cell_metrics(result: Mapping[str, Any]) -> str:
 
 
 def write_cell_submission(
-    path: str | os.PathLike,
+    path: Run | str | os.PathLike,
     *,
     data: str,
     out: str | os.PathLike,
@@ -405,12 +369,8 @@ def write_cell_submission(
     Returns:
         ``{"path", "images", "triples", "cells"}`` from :func:`~locbench.cells.submission.validate_submission`.
     """
-    from locbench.cells.segment import mask_path, read_mask
-    from locbench.cells.submission import SubmissionRow, rows_from_instances, validate_submission, write_submission
-    from locbench.engine.infer import _prediction_table, load_run
-
-    run = load_run(path)
-    table = _prediction_table(run, data)
+    run = as_run(path)
+    table = prediction_table(run, data)
     preds = predict_cells(
         run, table, masks=masks, image_run=image_run, blend=blend, negative=negative, device=device, workers=workers
     )
