@@ -110,7 +110,7 @@ def predict_cells(
     """Per-cell probabilities of ``run`` (a cell-level run, or an image-level run copied to its cells).
 
     Args:
-        run: a :class:`~locbench.engine.infer.Run` or a run folder.
+        run: a :class:`~locbench.engine.infer.FinishedRun` or a run folder.
         table: the fields to predict (e.g. ``table.subset(val_rows)``).
         masks: where the cells come from: ``auto`` (the dataset's ``masks/``, else segmentation), ``segment``
             (the run's ``cell.backend``), or a mask folder. Default: the run's ``cell.masks``.
@@ -284,7 +284,7 @@ def split_fields(run: Any, table: Any, split: str, *, other_data: bool) -> tuple
 
     if split == "all":
         return np.arange(len(table)), "all"
-    saved = load_split(run.dir.split)
+    saved = load_split(run.folder.split)
     if split not in saved.parts:
         raise LocbenchError(
             f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
@@ -324,7 +324,6 @@ def evaluate_cells(
     """
     from locbench.engine.data import load_data_table
     from locbench.engine.infer import _check_compatible, load_run
-    from locbench.store.atomic import atomic_write_bytes, atomic_write_json
 
     run = load_run(path)
     table = load_data_table(run.config.data, path=data)
@@ -354,13 +353,8 @@ def evaluate_cells(
     }
     if preds.masks_dir.resolve() != truth.masks_dir.resolve():
         result["segmentation"] = segmentation_agreement(preds, truth)
-    out_path = Path(out) if out else run.path / "eval" / f"cell_{name}.json"
-    atomic_write_json(out_path, result)
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, ids=np.array(preds.ids()), probs=preds.probs)
-    atomic_write_bytes(out_path.with_suffix(".npz"), buf.getvalue())
+    arrays = {"ids": np.array(preds.ids()), "probs": preds.probs}
+    out_path = run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
     result["path"] = str(out_path)
     log.info("cell mAP %.4f on %d fields (%s) -> %s", result["map"] or math.nan, len(sub), name, out_path)
     return result

@@ -24,13 +24,12 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
 
 def run_level(run_dir: str) -> str:
     """The ``train.level`` of a run folder (``image`` when it has no readable config: the image path reports it)."""
-    from pathlib import Path
-
     from locbench.config import load_config
     from locbench.errors import LocbenchError
+    from locbench.store.rundir import RunDir
 
     try:
-        return load_config(Path(run_dir) / "config.yaml").train.level
+        return load_config(RunDir(run_dir).config).train.level
     except LocbenchError:
         return "image"
 

@@ -27,15 +27,7 @@ from locbench.engine.data import EpochSampler, channel_stats, make_loader, prepa
 from locbench.engine.device import amp_dtype, peak_memory_mb, pick_device, use_channels_last
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.errors import LocbenchError
-from locbench.store.atomic import (
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    ensure_writable_dir,
-    read_jsonl,
-    remove_stale_tmp,
-)
-from locbench.store.lock import FileLock
+from locbench.store.atomic import ensure_writable_dir, remove_stale_tmp
 from locbench.store.rundir import RunDir, environment
 
 log = logging.getLogger(__name__)
@@ -122,7 +114,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
-    lock = FileLock(run.root / ".lock")
+    lock = run.lock()
     if dist.main:
         _check_run_folder(run, cfg, resume)
         ensure_writable_dir(run.root, what="--out")  # a file there or a read-only folder: say so before any work
@@ -131,8 +123,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False) -> Path:
         if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
             log.info("removed scratch files an interrupted write left in %s", run.root)
         _attach_log_file(run)
-        atomic_write_text(run.config, dump_config(cfg))
-        atomic_write_json(run.env, environment(str(device)))
+        run.write_config(dump_config(cfg))
+        run.write_env(environment(str(device)))
         run.set_status("running")
     if dist.world > 1:
         torch.distributed.barrier()
@@ -292,7 +284,7 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
                 "train/img_per_s": throughputs[-1],
                 "lr": optimizer.param_groups[0]["lr"],
             }
-            append_jsonl(run.metrics, record)
+            run.append_metrics(record)
             for lg in loggers:
                 lg.log(record, epoch + 1)
             improved = m["map"] is not None and m["map"] > state["best_map"]
@@ -301,7 +293,7 @@ def _train(cfg, run, dist, device, resume, build_augmentation, build_loss, build
                 ckpt.save_checkpoint(
                     run.best, {"model": eval_model.state_dict()}, dict(meta_common, epoch=epoch + 1, val_map=m["map"])
                 )
-                _save_predictions(run.predictions / "val.npz", val, data.ids("val"))
+                run.write_predictions("val", data.ids("val"), val["probs"], val["targets"])
             else:
                 state["bad_epochs"] += 1
             log.info(
@@ -443,8 +435,8 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
     """Tune thresholds on the best epoch's validation predictions and write summary.json; status done."""
     from locbench.metrics import compute_metrics, tune_thresholds
 
-    preds = np.load(run.predictions / "val.npz")
-    probs, targets = preds["probs"], preds["targets"]
+    preds = run.read_predictions("val")
+    probs, targets = preds.probs, preds.targets
     thresholds = tune_thresholds(probs, targets)
     at_half = compute_metrics(probs, targets, class_names=data.class_names, thresholds=0.5)
     tuned = compute_metrics(probs, targets, class_names=data.class_names, thresholds=thresholds)
@@ -454,7 +446,7 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         row["f1_tuned"] = tuned["per_class"][name]["f1"]
         row["threshold"] = float(thresholds[data.class_names.index(name)])
         per_class[name] = row
-    history = read_jsonl(run.metrics)
+    history = run.read_metrics()
     if not epoch_times:  # resumed after the last epoch had finished: take the times from the log
         epoch_times = [r["time/epoch_s"] for r in history]
         throughputs = [r["train/img_per_s"] for r in history]
@@ -481,8 +473,8 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         },
         "device": str(device),
     }
-    atomic_write_json(run.thresholds, {"classes": data.class_names, "thresholds": thresholds.tolist()})
-    atomic_write_json(run.summary, summary)
+    run.write_thresholds(data.class_names, thresholds)
+    run.write_summary(summary)
     run.set_status("done")
     log.info(
         "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
@@ -492,17 +484,6 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         _num(tuned["macro_f1"]),
         run.root,
     )
-
-
-def _save_predictions(path: Path, val: dict, ids: list[str]) -> None:
-    import io
-
-    from locbench.store.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    ids = np.array(ids)
-    np.savez(buf, ids=ids, probs=val["probs"], targets=val["targets"])
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _num(x: float | None) -> float:
@@ -593,8 +574,7 @@ def _restore(run, model, optimizer, scheduler, scaler, ema, state, device):
     found = ckpt.latest_good(run.checkpoints)
     if found is None:
         log.info("no checkpoint in %s yet: starting from the beginning", run.root)
-        if run.metrics.exists():
-            run.metrics.unlink()
+        run.clear_metrics()
         return state
     stem, _ = found
     saved, meta = ckpt.load_checkpoint(stem, device="cpu")
@@ -607,8 +587,7 @@ def _restore(run, model, optimizer, scheduler, scaler, ema, state, device):
         ema.load_state_dict(saved["ema"])
     state = dict(meta["train_state"])
     # metrics lines written after that checkpoint belong to the lost epoch: drop them
-    history = [r for r in read_jsonl(run.metrics) if r["epoch"] <= state["epoch"]]
-    atomic_write_text(run.metrics, "".join(__import__("json").dumps(r) + "\n" for r in history))
+    run.truncate_metrics(state["epoch"])
     log.info(
         "resuming %s after epoch %d (best val mAP %.4f at epoch %s)",
         run.root,

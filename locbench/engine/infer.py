@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +14,18 @@ import torch
 
 from locbench.config import RunConfig, load_config
 from locbench.errors import LocbenchError
-from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
-    """A finished run folder: its configuration, summary, thresholds and (loaded on demand) model."""
+class FinishedRun:
+    """A finished run folder opened for use: its typed configuration, summary, thresholds, the best checkpoint's
+    metadata and (loaded on demand) model. Every file is read through :class:`~locbench.store.rundir.RunDir`."""
 
-    path: Path
+    folder: RunDir
     config: RunConfig
     summary: dict[str, Any]
     class_names: list[str]
@@ -33,8 +33,8 @@ class Run:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def dir(self) -> RunDir:
-        return RunDir(self.path)
+    def path(self) -> Path:
+        return self.folder.root
 
     def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
@@ -42,7 +42,7 @@ class Run:
         from locbench.engine.fit import Normalize
         from locbench.models import build_model
 
-        state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")
+        state, meta = ckpt.load_checkpoint(self.folder.best, device="cpu")
         net = build_model(
             _no_pretrained(self.config.model),
             num_classes=meta["num_classes"],
@@ -53,7 +53,7 @@ class Run:
             net.load_state_dict(state["model"])
         except RuntimeError as e:
             raise LocbenchError(
-                f"checkpoint {self.dir.best}.safetensors does not fit the model its config describes "
+                f"checkpoint {self.folder.best}.safetensors does not fit the model its config describes "
                 f"({str(e).splitlines()[0]}); was the run folder edited by hand?"
             ) from None
         model = torch.nn.Sequential(Normalize(meta["norm_mean"], meta["norm_std"]), net)
@@ -66,7 +66,7 @@ def _no_pretrained(mcfg):
     return dataclasses.replace(mcfg, pretrained=False, pretrained_file=None)
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path) -> FinishedRun:
     """Open a finished run folder (status ``done``)."""
     run = RunDir(Path(path))
     if not run.root.is_dir():
@@ -75,23 +75,10 @@ def load_run(path: str | Path) -> Run:
         raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
     summary = run.read_summary()
     cfg = load_config(run.config)
-    th = _read_run_json(run.thresholds)
-    best = run.best.with_suffix(".json")
-    meta = _read_run_json(best) if best.exists() else {}
-    _check_checkpoint_fits(run, cfg, list(th["classes"]), meta)
-    return Run(run.root, cfg, summary, list(th["classes"]), np.asarray(th["thresholds"], dtype=np.float64), meta)
-
-
-def _read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LocbenchError(f"{path} is missing: the run folder is incomplete; train it again") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LocbenchError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
-    if not isinstance(obj, dict):
-        raise LocbenchError(f"{path} is not a JSON object; the run folder is damaged")
-    return obj
+    classes, thresholds = run.read_thresholds()
+    meta = run.read_best_meta()
+    _check_checkpoint_fits(run, cfg, classes, meta)
+    return FinishedRun(run, cfg, summary, classes, thresholds, meta)
 
 
 def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta: dict[str, Any]) -> None:
@@ -117,7 +104,7 @@ def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta
         )
 
 
-def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> np.ndarray:
+def _infer(run: FinishedRun, dataset, *, device: str, batch_size: int, workers: int) -> np.ndarray:
     from locbench.engine.data import make_loader, to_unit
     from locbench.engine.device import pick_device
 
@@ -131,7 +118,7 @@ def _infer(run: Run, dataset, *, device: str, batch_size: int, workers: int) -> 
     return torch.cat(probs).numpy().astype(np.float32)
 
 
-def _check_compatible(run: Run, table) -> None:
+def _check_compatible(run: FinishedRun, table) -> None:
     names = list(table.scheme.classes)
     if names != run.class_names:
         raise LocbenchError(
@@ -165,7 +152,7 @@ def evaluate(
     if split == "all":
         indices = np.arange(len(table))
     else:
-        saved = load_split(run.dir.split)
+        saved = load_split(run.folder.split)
         if split not in saved.parts:
             raise LocbenchError(
                 f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
@@ -204,8 +191,7 @@ def evaluate(
             for i, c in enumerate(run.class_names)
         },
     }
-    out_path = Path(out) if out else run.path / "eval" / f"{name}.json"
-    atomic_write_json(out_path, result)
+    out_path = run.folder.write_eval(name, result, out=out)
     result["path"] = str(out_path)
     result["_metrics_at_half"] = at_half
     result["_metrics_tuned"] = tuned
@@ -264,7 +250,7 @@ def predict(
     return out
 
 
-def _prediction_table(run: Run, data: str):
+def _prediction_table(run: FinishedRun, data: str):
     """A table for ``data``: a labelled dataset, or a bare folder of stain images (targets all zero)."""
     from locbench.data.formats import Table, load_table
     from locbench.data.schemes import SCHEMES, ClassScheme

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from locbench.errors import LocbenchError
 
@@ -126,6 +129,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """``np.savez`` of ``arrays`` (uncompressed), written atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
