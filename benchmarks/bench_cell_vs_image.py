@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from locbench.data.synth import synthesize
     from locbench.engine.fit import train
     from locbench.infer.cells import evaluate_cells
+    from locbench.store.rundir import RunDir
 
     work = args.work
     data = work / f"synth-{args.images}-{args.size}"
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "runs" / f"{level}-{tag}-{size}"
         cfg = load_config(overrides={**common, "train.level": level, "data.img_size": size})
         t0 = time.perf_counter()
-        if not (out / "status").is_file() or (out / "status").read_text().strip() != "done":
-            train(cfg, out, resume=(out / "config.yaml").is_file())
+        if RunDir(out).status() != "done":
+            train(cfg, out, resume=RunDir(out).config.is_file())
         train_s[level] = time.perf_counter() - t0
         runs[level] = out
 

@@ -96,10 +96,9 @@ def bare_throughput(
 
 def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batch_size: int, workers: int, device):
     """Training img/s of the full ``train()`` (epoch 2 of 2) with the engine's defaults on ``device``."""
-    import json
-
     from locbench.config import RunConfig
     from locbench.engine.fit import train
+    from locbench.store.rundir import RunDir
 
     cfg = RunConfig().replace(
         {
@@ -118,8 +117,8 @@ def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batc
     t0 = time.perf_counter()
     train(cfg, run)
     wall = time.perf_counter() - t0
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    summary = json.loads((run / "summary.json").read_text())
+    records = RunDir(run).read_metrics()
+    summary = RunDir(run).read_summary()
     return {
         "img_per_s": records[-1]["train/img_per_s"],
         "epoch_s": records[-1]["time/epoch_s"],

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -34,6 +33,7 @@ from locbench.engine.callbacks import Callback, ProgressBar
 from locbench.engine.data import EpochSampler, PreparedData, channel_stats, loader_workers, make_loader, prepare_data
 from locbench.engine.device import amp_dtype, peak_memory_mb, use_channels_last
 from locbench.engine.distributed import DistEnv
+from locbench.engine.environment import environment
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
 from locbench.engine.loggers import LogFile, make_loggers
@@ -41,18 +41,10 @@ from locbench.engine.resume import check_run_folder
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.errors import LocbenchError
 from locbench.losses import build_loss, class_weights
-from locbench.metrics import compute_metrics
+from locbench.metrics import compute_metrics, tune_thresholds
 from locbench.models import build_model, count_params, measure_gmacs
-from locbench.store.atomic import (
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    ensure_writable_dir,
-    read_jsonl,
-    remove_stale_tmp,
-)
-from locbench.store.lock import FileLock
-from locbench.store.rundir import RunDir, environment
+from locbench.store.atomic import ensure_writable_dir, remove_stale_tmp
+from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +68,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
-    lock = FileLock(run.root / ".lock")
+    lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:
         check_run_folder(run, cfg, resume)
@@ -86,8 +78,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
         if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
             log.info("removed scratch files an interrupted write left in %s", run.root)
         log_file.attach()
-        atomic_write_text(run.config, dump_config(cfg))
-        atomic_write_json(run.env, environment(str(device)))
+        run.write_config(dump_config(cfg))
+        run.write_env(environment(str(device)))
         run.set_status("running")
     dist.barrier()
     try:
@@ -354,13 +346,13 @@ class Trainer:
             "train/img_per_s": img_per_s,
             "lr": p.optimizer.param_groups[0]["lr"],
         }
-        append_jsonl(self.run.metrics, record)
+        self.run.append_metrics(record)
         improved = m["map"] is not None and m["map"] > state.best_map
         if improved:
             state.best_map, state.best_epoch, state.bad_epochs = m["map"], epoch + 1, 0
             meta = dict(p.meta, epoch=epoch + 1, val_map=m["map"])
             ckpt.save_checkpoint(self.run.best, {"model": eval_model.state_dict()}, meta)
-            _save_predictions(self.run.predictions / "val.npz", val, p.data.ids("val"))
+            self.run.write_predictions("val", p.data.ids("val"), val["probs"], val["targets"])
         else:
             state.bad_epochs += 1
         log.info(
@@ -397,10 +389,8 @@ class Trainer:
 
 def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, device) -> None:
     """Tune thresholds on the best epoch's validation predictions and write summary.json; status done."""
-    from locbench.metrics import compute_metrics, tune_thresholds
-
-    preds = np.load(run.predictions / "val.npz")
-    probs, targets = preds["probs"], preds["targets"]
+    preds = run.read_predictions("val")
+    probs, targets = preds.probs, preds.targets
     thresholds = tune_thresholds(probs, targets)
     at_half = compute_metrics(probs, targets, class_names=data.class_names, thresholds=0.5)
     tuned = compute_metrics(probs, targets, class_names=data.class_names, thresholds=thresholds)
@@ -410,7 +400,7 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         row["f1_tuned"] = tuned["per_class"][name]["f1"]
         row["threshold"] = float(thresholds[data.class_names.index(name)])
         per_class[name] = row
-    history = read_jsonl(run.metrics)
+    history = run.read_metrics()
     if not epoch_times:  # resumed after the last epoch had finished: take the times from the log
         epoch_times = [r["time/epoch_s"] for r in history]
         throughputs = [r["train/img_per_s"] for r in history]
@@ -437,8 +427,8 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         },
         "device": str(device),
     }
-    atomic_write_json(run.thresholds, {"classes": data.class_names, "thresholds": thresholds.tolist()})
-    atomic_write_json(run.summary, summary)
+    run.write_thresholds(data.class_names, thresholds)
+    run.write_summary(summary)
     run.set_status("done")
     log.info(
         "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
@@ -448,17 +438,6 @@ def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, devi
         _num(tuned["macro_f1"]),
         run.root,
     )
-
-
-def _save_predictions(path: Path, val: dict, ids: list[str]) -> None:
-    import io
-
-    from locbench.store.atomic import atomic_write_bytes
-
-    buf = io.BytesIO()
-    ids = np.array(ids)
-    np.savez(buf, ids=ids, probs=val["probs"], targets=val["targets"])
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _num(x: float | None) -> float:
@@ -472,8 +451,7 @@ def _restore(run: RunDir, stateful: dict[str, Any]) -> TrainState | None:
     found = ckpt.latest_good(run.checkpoints)
     if found is None:
         log.info("no checkpoint in %s yet: starting from the beginning", run.root)
-        if run.metrics.exists():
-            run.metrics.unlink()
+        run.clear_metrics()
         return None
     stem, _ = found
     saved, meta = ckpt.load_checkpoint(stem, device="cpu")
@@ -482,8 +460,7 @@ def _restore(run: RunDir, stateful: dict[str, Any]) -> TrainState | None:
             obj.load_state_dict(saved[key])
     state = dict(meta["train_state"])
     # metrics lines written after that checkpoint belong to the lost epoch: drop them
-    history = [r for r in read_jsonl(run.metrics) if r["epoch"] <= state["epoch"]]
-    atomic_write_text(run.metrics, "".join(__import__("json").dumps(r) + "\n" for r in history))
+    run.truncate_metrics(state["epoch"])
     log.info(
         "resuming %s after epoch %d (best val mAP %.4f at epoch %s)",
         run.root,

@@ -14,7 +14,6 @@ the localization check. Output files (in ``out``, default ``RUN_DIR/explain``)::
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from locbench.explain.mistakes import error_tables, errors_html, errors_markdown
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
 from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
+from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,16 @@ def explain_run(
         raise LocbenchError(
             f"n, per_kind, max_classes and panels must be at least 1 (got {n}, {per_kind}, {max_classes}, {panels})"
         )
-    pred_ids, probs, targets = read_predictions(run_path)
-    names, thresholds = read_thresholds(run_path, probs.shape[1])
+    if not run_path.is_dir():
+        raise LocbenchError(f"run folder {run_path} does not exist; pass a folder written by `locbench train`")
+    folder = RunDir(run_path)
+    stored = folder.read_predictions("val")
+    pred_ids, probs, targets = [str(i) for i in stored.ids], stored.probs, stored.targets
+    names, thresholds = folder.read_thresholds(probs.shape[1])
     class_idx = _class_indices(classes, names)
     rows_asked = _rows_of(ids, pred_ids, run_path) if ids else None
 
-    out_dir = Path(out) if out is not None else run_path / "explain"
+    out_dir = Path(out) if out is not None else folder.explain_dir
     result: dict[str, Any] = {
         "run": str(run_path),
         "out": str(out_dir),
@@ -165,43 +169,6 @@ def explain_run(
         log.warning("%s: class activation maps failed: %s", run_path, result["cam_error"], exc_info=True)
     atomic_write_json(out_dir / "explain.json", result)
     return result
-
-
-def read_predictions(run_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``ids, probs, targets`` from ``RUN_DIR/predictions/val.npz``, with errors that say what to do."""
-    if not run_path.is_dir():
-        raise LocbenchError(f"run folder {run_path} does not exist; pass a folder written by `locbench train`")
-    path = run_path / "predictions" / "val.npz"
-    if not path.exists():
-        raise LocbenchError(
-            f"{path} not found: {run_path} has no stored validation predictions (an unfinished or failed run, or "
-            "not a run folder); error analysis reads them: finish the run first (`locbench status` shows it)"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            ids = [str(i) for i in np.asarray(z["ids"]).astype(str)]
-            probs, targets = np.asarray(z["probs"]), np.asarray(z["targets"])
-    except (OSError, ValueError, KeyError) as e:
-        raise LocbenchError(f"{path} is unreadable ({e}); the run folder is damaged: train it again") from None
-    return ids, probs, targets
-
-
-def read_thresholds(run_path: Path, num_classes: int) -> tuple[list[str], np.ndarray]:
-    """Class names and tuned thresholds from ``RUN_DIR/thresholds.json``."""
-    path = run_path / "thresholds.json"
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-        names, thr = [str(c) for c in obj["classes"]], np.asarray(obj["thresholds"], dtype=np.float64)
-    except FileNotFoundError:
-        raise LocbenchError(f"{path} is missing: the run folder is incomplete; train it again") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LocbenchError(f"{path} is unreadable ({e}); the run folder is damaged") from None
-    if len(names) != num_classes or thr.shape != (num_classes,):
-        raise LocbenchError(
-            f"{path} lists {len(names)} classes / {thr.size} thresholds but predictions/val.npz has {num_classes} "
-            "columns; the run folder is inconsistent: train it again"
-        )
-    return names, thr
 
 
 def _class_indices(classes: Sequence[str | int] | None, names: list[str]) -> list[int] | None:

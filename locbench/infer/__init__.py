@@ -21,7 +21,7 @@ from locbench.infer.cells import (
     write_cell_submission,
 )
 from locbench.infer.images import (
-    Run,
+    FinishedRun,
     as_run,
     check_compatible,
     field_probs,
@@ -37,7 +37,7 @@ LEVELS = ("image", "cell")
 __all__ = [
     "LEVELS",
     "CellPredictions",
-    "Run",
+    "FinishedRun",
     "as_run",
     "check_compatible",
     "evaluate",
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 
-def resolve_level(run: Run, level: str | None = None) -> str:
+def resolve_level(run: FinishedRun, level: str | None = None) -> str:
     """The level to score or predict ``run`` at: ``level`` when given, else the run's ``train.level``."""
     level = level or run.config.train.level
     if level not in LEVELS:
@@ -65,7 +65,7 @@ def resolve_level(run: Run, level: str | None = None) -> str:
 
 
 def evaluate(
-    run: Run | str | os.PathLike,
+    run: FinishedRun | str | os.PathLike,
     *,
     level: str | None = None,
     data: str | None = None,
@@ -75,7 +75,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     masks: str | None = None,
     truth_masks: str | None = None,
-    image_run: Run | str | os.PathLike | None = None,
+    image_run: FinishedRun | str | os.PathLike | None = None,
     blend: float | None = None,
     negative: str | None = None,
 ) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def evaluate(
 
 
 def predict(
-    run: Run | str | os.PathLike,
+    run: FinishedRun | str | os.PathLike,
     *,
     data: str,
     out: str | os.PathLike,
@@ -116,7 +116,7 @@ def predict(
     device: str = "auto",
     workers: int | None = None,
     masks: str | None = None,
-    image_run: Run | str | os.PathLike | None = None,
+    image_run: FinishedRun | str | os.PathLike | None = None,
     blend: float | None = None,
     negative: str | None = None,
     min_confidence: float | None = None,

@@ -30,7 +30,7 @@ from locbench.cells.submission import SubmissionRow, rows_from_instances, valida
 from locbench.data.formats import table_from_config
 from locbench.errors import BadInputError, LocbenchError
 from locbench.infer.images import (
-    Run,
+    FinishedRun,
     as_run,
     check_compatible,
     field_probs,
@@ -38,7 +38,6 @@ from locbench.infer.images import (
     prediction_table,
     split_rows,
 )
-from locbench.store.atomic import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +102,17 @@ class CellPredictions:
         return ds.instances(self.probs)
 
 
-def _cell_cfg(run: Run, masks: str | None):
+def _cell_cfg(run: FinishedRun, masks: str | None):
     cfg = run.config.cell
     return dataclasses.replace(cfg, masks=masks) if masks else cfg
 
 
 def predict_cells(
-    run: Run | str | os.PathLike,
+    run: FinishedRun | str | os.PathLike,
     table: Any,
     *,
     masks: str | None = None,
-    image_run: Run | str | os.PathLike | None = None,
+    image_run: FinishedRun | str | os.PathLike | None = None,
     blend: float | None = None,
     negative: str | None = None,
     device: str = "auto",
@@ -122,7 +121,7 @@ def predict_cells(
     """Per-cell probabilities of ``run`` (a cell-level run, or an image-level run copied to its cells).
 
     Args:
-        run: a :class:`~locbench.infer.images.Run` or a run folder.
+        run: a :class:`~locbench.infer.images.FinishedRun` or a run folder.
         table: the fields to predict (e.g. ``table.subset(val_rows)``).
         masks: where the cells come from: ``auto`` (the dataset's ``masks/``, else segmentation), ``segment``
             (the run's ``cell.backend``), or a mask folder. Default: the run's ``cell.masks``.
@@ -162,7 +161,7 @@ def predict_cells(
     return CellPredictions(table, cells, probs, masks_dir, list(run.class_names))
 
 
-def _cell_probs(run: Run, table: Any, cells: Any, masks_dir: Path, *, device: str, workers: int) -> np.ndarray:
+def _cell_probs(run: FinishedRun, table: Any, cells: Any, masks_dir: Path, *, device: str, workers: int) -> np.ndarray:
     cfg = run.config
     if not len(cells):
         return np.zeros((0, len(run.class_names)), np.float32)
@@ -264,7 +263,7 @@ def _none_for_nan(obj: Any) -> Any:
 
 
 def evaluate_cells(
-    path: Run | str | os.PathLike,
+    path: FinishedRun | str | os.PathLike,
     *,
     data: str | None = None,
     split: str = "val",
@@ -317,9 +316,8 @@ def evaluate_cells(
     }
     if preds.masks_dir.resolve() != truth.masks_dir.resolve():
         result["segmentation"] = segmentation_agreement(preds, truth)
-    out_path = Path(out) if out else run.path / "eval" / f"cell_{name}.json"
-    atomic_write_json(out_path, result)
-    atomic_write_npz(out_path.with_suffix(".npz"), ids=np.array(preds.ids()), probs=preds.probs)
+    arrays = {"ids": np.array(preds.ids()), "probs": preds.probs}
+    out_path = run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
     result["path"] = str(out_path)
     log.info("cell mAP %.4f on %d fields (%s) -> %s", result["map"] or math.nan, len(sub), name, out_path)
     return result
@@ -350,7 +348,7 @@ def format_cell_metrics(result: Mapping[str, Any]) -> str:
 
 
 def write_cell_submission(
-    path: Run | str | os.PathLike,
+    path: FinishedRun | str | os.PathLike,
     *,
     data: str,
     out: str | os.PathLike,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,17 +27,18 @@ from locbench.engine.fit import Normalize
 from locbench.errors import LocbenchError
 from locbench.metrics import compute_metrics
 from locbench.models import build_model
-from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Run:
-    """A finished run folder: its configuration, summary, thresholds and (loaded on demand) model."""
+class FinishedRun:
+    """A finished run folder opened for use: its typed configuration, summary, thresholds, the best checkpoint's
+    metadata and (loaded on demand) model. Every file is read through :class:`~locbench.store.rundir.RunDir`."""
 
-    path: Path
+    folder: RunDir
     config: RunConfig
     summary: dict[str, Any]
     class_names: list[str]
@@ -46,12 +46,12 @@ class Run:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def dir(self) -> RunDir:
-        return RunDir(self.path)
+    def path(self) -> Path:
+        return self.folder.root
 
     def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
-        state, meta = ckpt.load_checkpoint(self.dir.best, device="cpu")
+        state, meta = ckpt.load_checkpoint(self.folder.best, device="cpu")
         net = build_model(
             _no_pretrained(self.config.model),
             num_classes=meta["num_classes"],
@@ -62,7 +62,7 @@ class Run:
             net.load_state_dict(state["model"])
         except RuntimeError as e:
             raise LocbenchError(
-                f"checkpoint {self.dir.best}.safetensors does not fit the model its config describes "
+                f"checkpoint {self.folder.best}.safetensors does not fit the model its config describes "
                 f"({str(e).splitlines()[0]}); was the run folder edited by hand?"
             ) from None
         model = torch.nn.Sequential(Normalize(meta["norm_mean"], meta["norm_std"]), net)
@@ -73,7 +73,7 @@ def _no_pretrained(mcfg):
     return dataclasses.replace(mcfg, pretrained=False, pretrained_file=None)
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path) -> FinishedRun:
     """Open a finished run folder (status ``done``)."""
     run = RunDir(Path(path))
     if not run.root.is_dir():
@@ -82,23 +82,10 @@ def load_run(path: str | Path) -> Run:
         raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
     summary = run.read_summary()
     cfg = load_config(run.config)
-    th = _read_run_json(run.thresholds)
-    best = run.best.with_suffix(".json")
-    meta = _read_run_json(best) if best.exists() else {}
-    _check_checkpoint_fits(run, cfg, list(th["classes"]), meta)
-    return Run(run.root, cfg, summary, list(th["classes"]), np.asarray(th["thresholds"], dtype=np.float64), meta)
-
-
-def _read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LocbenchError(f"{path} is missing: the run folder is incomplete; train it again") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LocbenchError(f"{path} is not valid JSON ({e}); the run folder is damaged") from None
-    if not isinstance(obj, dict):
-        raise LocbenchError(f"{path} is not a JSON object; the run folder is damaged")
-    return obj
+    classes, thresholds = run.read_thresholds()
+    meta = run.read_best_meta()
+    _check_checkpoint_fits(run, cfg, classes, meta)
+    return FinishedRun(run, cfg, summary, classes, thresholds, meta)
 
 
 def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta: dict[str, Any]) -> None:
@@ -122,9 +109,9 @@ def _check_checkpoint_fits(run: RunDir, cfg: RunConfig, classes: list[str], meta
         )
 
 
-def as_run(run: Run | str | os.PathLike) -> Run:
+def as_run(run: FinishedRun | str | os.PathLike) -> FinishedRun:
     """``run`` itself, or the finished run in folder ``run`` (:func:`load_run`)."""
-    return run if isinstance(run, Run) else load_run(run)
+    return run if isinstance(run, FinishedRun) else load_run(run)
 
 
 def run_level(path: str | os.PathLike) -> str:
@@ -136,7 +123,7 @@ def run_level(path: str | os.PathLike) -> str:
 
 
 def infer_probs(
-    run: Run, dataset, *, device: str = "auto", batch_size: int | None = None, workers: int | None = None
+    run: FinishedRun, dataset, *, device: str = "auto", batch_size: int | None = None, workers: int | None = None
 ) -> np.ndarray:
     """(N, C) float32 probabilities of the run's best model for every item of ``dataset``.
 
@@ -157,7 +144,12 @@ def infer_probs(
 
 
 def field_probs(
-    run: Run, table: Table, indices: np.ndarray | None = None, *, device: str = "auto", workers: int | None = None
+    run: FinishedRun,
+    table: Table,
+    indices: np.ndarray | None = None,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
 ) -> np.ndarray:
     """:func:`infer_probs` of the whole fields of ``table`` (rows ``indices``, default all), at the run's image size."""
     cfg = run.config
@@ -166,7 +158,7 @@ def field_probs(
     return infer_probs(run, ds, device=device, workers=workers)
 
 
-def check_compatible(run: Run, table: Table) -> None:
+def check_compatible(run: FinishedRun, table: Table) -> None:
     """Refuse data of another class scheme than the run's."""
     names = list(table.scheme.classes)
     if names != run.class_names:
@@ -176,7 +168,7 @@ def check_compatible(run: Run, table: Table) -> None:
         )
 
 
-def split_rows(run: Run, table: Table, split: str, *, other_data: bool) -> tuple[np.ndarray, str]:
+def split_rows(run: FinishedRun, table: Table, split: str, *, other_data: bool) -> tuple[np.ndarray, str]:
     """Table rows of a run's split part and the part's name (``all``: every row).
 
     With ``other_data`` (``--data`` given) and a table that lacks the part's ids, ``table`` is another dataset:
@@ -184,7 +176,7 @@ def split_rows(run: Run, table: Table, split: str, *, other_data: bool) -> tuple
     """
     if split == "all":
         return np.arange(len(table)), "all"
-    saved = load_split(run.dir.split)
+    saved = load_split(run.folder.split)
     if split not in saved.parts:
         raise LocbenchError(
             f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
@@ -197,7 +189,7 @@ def split_rows(run: Run, table: Table, split: str, *, other_data: bool) -> tuple
 
 
 def evaluate(
-    path: Run | str | os.PathLike,
+    path: FinishedRun | str | os.PathLike,
     *,
     data: str | None = None,
     split: str = "val",
@@ -233,8 +225,7 @@ def evaluate(
             for i, c in enumerate(run.class_names)
         },
     }
-    out_path = Path(out) if out else run.path / "eval" / f"{name}.json"
-    atomic_write_json(out_path, result)
+    out_path = run.folder.write_eval(name, result, out=out)
     result["path"] = str(out_path)
     result["_metrics_at_half"] = at_half
     result["_metrics_tuned"] = tuned
@@ -242,7 +233,7 @@ def evaluate(
 
 
 def predict(
-    path: Run | str | os.PathLike,
+    path: FinishedRun | str | os.PathLike,
     *,
     data: str,
     out: str | Path,
@@ -281,7 +272,7 @@ def predict(
     return out
 
 
-def prediction_table(run: Run, data: str) -> Table:
+def prediction_table(run: FinishedRun, data: str) -> Table:
     """A table for ``data``: a labelled dataset, or a bare folder of stain images (targets all zero)."""
     p = Path(data)
     has_csv = p.is_file() or (p / "train.csv").exists() or any(p.glob("*.csv")) if p.exists() else False

@@ -1,13 +1,12 @@
 """Read a sweep folder (run folders plus an optional ``sweep.yaml``) into plain Python objects.
 
-Only the run-folder contract of ``docs/ARCHITECTURE.md`` is relied on. Missing or unreadable files never stop
-a report: a run that cannot be used is kept with a reason and listed in the report's problems section.
-Predictions are loaded lazily and at most once per run.
+Every file of a run folder is read through :class:`~locbench.store.rundir.RunDir`, which also derives the run's
+state. Missing or unreadable files never stop a report: a run that cannot be used is kept with a reason and listed
+in the report's problems section. Predictions are loaded lazily and at most once per run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,42 +17,20 @@ import numpy as np
 import yaml
 
 from locbench.errors import LocbenchError
-from locbench.store.atomic import read_jsonl
-from locbench.store.lock import FileLock
-from locbench.store.rundir import RUN_FORMAT_VERSION
+from locbench.store.rundir import NewerFormatError, Predictions, RunDir, RunFileError
 
 log = logging.getLogger(__name__)
 
 METRICS = ("map", "macro_f1", "macro_f1_tuned")
 METRIC_LABELS = {"map": "mAP", "macro_f1": "macro F1 @0.5", "macro_f1_tuned": "macro F1 (tuned)"}
-#: Files whose presence marks a folder as a run folder.
-_RUN_MARKERS = ("status", "config.yaml", "sweep_cell.json", "summary.json", "metrics.jsonl")
 #: Last components of dotted axis keys too generic to name an axis on their own ("loss.name" -> "loss").
 _GENERIC = {"name", "preset", "type", "kind", "id"}
 
 
-@dataclass(frozen=True)
-class Predictions:
-    """Validation predictions of one run (``predictions/val.npz``)."""
-
-    ids: np.ndarray
-    probs: np.ndarray
-    targets: np.ndarray
-
-
-def _load_npz(path: Path) -> Predictions:
-    # One function so tests can count how often prediction files are opened.
-    with np.load(path, allow_pickle=False) as z:
-        return Predictions(np.asarray(z["ids"]).astype(str), np.asarray(z["probs"]), np.asarray(z["targets"]))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 @dataclass
 class Run:
-    """One run folder: its status, identity in the grid, summary and per-epoch metrics."""
+    """What a report needs of one run folder: its state, identity in the grid, summary and per-epoch metrics
+    (read by :func:`read_run`; predictions and thresholds read through the folder on first use)."""
 
     run_id: str
     path: Path
@@ -72,6 +49,10 @@ class Run:
     _thr_classes: list[str] = field(default_factory=list, repr=False)
 
     @property
+    def folder(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
     def usable(self) -> bool:
         """Finished (``done``) with a readable summary: the only runs statistics are computed on."""
         return self.status == "done" and self.summary is not None
@@ -86,27 +67,23 @@ class Run:
         return float(v) if isinstance(v, int | float) else math.nan
 
     def predictions(self) -> Predictions | None:
-        """``predictions/val.npz``, read on first use and kept (None when missing or unreadable)."""
+        """The validation predictions, read on first use and kept (None when missing or unreadable)."""
         if not self._pred_loaded:
             self._pred_loaded = True
-            path = self.path / "predictions" / "val.npz"
-            if path.exists():
+            if self.folder.has_predictions("val"):
                 try:
-                    self._pred = _load_npz(path)
-                except (OSError, ValueError, KeyError) as e:
-                    log.warning("%s: cannot read predictions (%s); left out of image-level analyses", path, e)
+                    self._pred = self.folder.read_predictions("val")
+                except RunFileError as e:
+                    log.warning("%s: cannot read predictions (%s); left out of image-level analyses", e.path, e.cause)
         return self._pred
 
     def thresholds(self, classes: list[str]) -> np.ndarray:
-        """Tuned thresholds from ``thresholds.json`` in the order of ``classes`` (0.5 where missing)."""
+        """Tuned thresholds in the order of ``classes`` (0.5 where missing or unreadable)."""
         if not self._thr_loaded:
             self._thr_loaded = True
-            path = self.path / "thresholds.json"
             try:
-                obj = _read_json(path)
-                self._thr = np.asarray(obj["thresholds"], dtype=np.float64)
-                self._thr_classes = list(obj.get("classes", classes))
-            except (OSError, ValueError, KeyError, TypeError):
+                self._thr_classes, self._thr = self.folder.read_thresholds()
+            except RunFileError:
                 self._thr = None
         if self._thr is None:
             return np.full(len(classes), 0.5)
@@ -198,72 +175,64 @@ def axis_labels(keys: list[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 else k) for k, s in short.items()}
 
 
-def _is_run_dir(p: Path) -> bool:
-    return p.is_dir() and any((p / m).exists() for m in _RUN_MARKERS)
-
-
 def read_run(path: Path) -> Run:
     """Read one run folder; never raises for a broken run (the reason is recorded instead)."""
     run = Run(run_id=path.name, path=path, status="unknown")
+    folder = run.folder
     reasons = []
     try:
-        run.status = (path / "status").read_text(encoding="utf-8").strip().split()[0] or "unknown"
-    except (OSError, IndexError):
-        run.status = "unknown"
+        state = folder.state()
+    except (OSError, ValueError):
+        state = "pending"
+    if state == "pending":  # no status word: never started, or a folder that is not a run's (decided below)
         reasons.append("no status file")
-    if (path / "status.json").exists():
-        try:
-            st = _read_json(path / "status.json")
-            reason = st.get("reason") or st.get("message") or st.get("error") if isinstance(st, dict) else st
-            if reason:
-                reasons.append(str(reason))
-        except (OSError, ValueError) as e:
-            reasons.append(f"status.json unreadable ({e})")
+    else:
+        run.status = state
     try:
-        if (path / "sweep_cell.json").exists():
-            sc = _read_json(path / "sweep_cell.json")
+        st = folder.read_status_info()
+        reason = st.get("reason") or st.get("message") or st.get("error") if isinstance(st, dict) else st
+        if reason:
+            reasons.append(str(reason))
+    except (OSError, ValueError) as e:
+        reasons.append(f"status.json unreadable ({e})")
+    try:
+        sc = folder.read_sweep_point()
+        if sc is not None:
             run.cell_id = str(sc.get("cell_id") or "")
             run.axes = {str(k): fmt_value(v) for k, v in (sc.get("axes") or {}).items()}
             run.seed = int(sc["seed"]) if sc.get("seed") is not None else None
             run.run_id = str(sc.get("run_id") or path.name)
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, AttributeError) as e:
         reasons.append(f"sweep_cell.json unreadable ({e})")
     try:
-        if (path / "config.yaml").exists():
-            run.config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-            if not isinstance(run.config, dict):
-                run.config = {}
-    except (OSError, yaml.YAMLError) as e:
+        run.config = folder.read_config()
+    except (OSError, ValueError, yaml.YAMLError) as e:
         reasons.append(f"config.yaml unreadable ({e})")
     if run.seed is None and isinstance(run.config.get("seed"), int):
         run.seed = run.config["seed"]
     if not run.cell_id:
         run.cell_id = run.run_id
     try:
-        run.metrics = read_jsonl(path / "metrics.jsonl")
+        run.metrics = folder.read_metrics()
     except (OSError, ValueError) as e:
         reasons.append(f"metrics.jsonl unreadable ({e})")
-    if (path / "summary.json").exists():
+    if folder.has_summary():
         try:
-            run.summary = _read_json(path / "summary.json")
-        except (OSError, ValueError) as e:
-            reasons.append(f"summary.json unreadable ({e})")
-        version = run.summary.get("format_version", 1) if isinstance(run.summary, dict) else 1
-        if isinstance(version, int) and version > RUN_FORMAT_VERSION:
+            run.summary = folder.read_summary()
+        except NewerFormatError as e:
             # fields may have changed meaning: never average it in; list it with the reason instead
-            run.summary = None
-            reasons.append(f"summary.json is run format {version}, newer than this locbench reads; upgrade locbench")
+            reasons.append(f"summary.json is run format {e.version}, newer than this locbench reads; upgrade locbench")
+        except RunFileError as e:
+            reasons.append(f"summary.json unreadable ({e.cause})")
     elif run.status == "done":
         reasons.append("status is done but summary.json is missing")
-    if run.status == "running" and not reasons:
-        if FileLock(path / ".lock").held_elsewhere():
-            reasons.append(f"still running ({len(run.metrics)} epochs logged)")
-        else:  # killed or crashed: nobody holds its lock (released by the kernel even after kill -9)
-            run.status = "interrupted"
-            reasons.append(
-                f"status running but no process holds it: interrupted after {len(run.metrics)} epochs; re-run the "
-                "sweep (or `locbench train --resume`) to finish it"
-            )
+    if run.status == "running":
+        reasons.append(f"still running ({len(run.metrics)} epochs logged)")
+    elif run.status == "interrupted":  # killed or crashed: nobody holds its lock
+        reasons.append(
+            f"status running but no process holds it: interrupted after {len(run.metrics)} epochs; re-run the "
+            "sweep (or `locbench train --resume`) to finish it"
+        )
     if run.status == "unknown" and not run.metrics and run.summary is None:
         # A sweep creates every run folder (with sweep_cell.json) before training starts.
         run.status, reasons = "pending", ["not started yet"]
@@ -299,7 +268,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
     root = Path(sweep_dir)
     if not root.is_dir():
         raise LocbenchError(f"{root}: not a folder; pass a sweep folder (run folders inside) or a run folder")
-    paths = [root] if _is_run_dir(root) else sorted(p for p in root.iterdir() if _is_run_dir(p))
+    paths = [root] if RunDir(root).is_run() else sorted(p for p in root.iterdir() if RunDir(p).is_run())
     if not paths:
         raise LocbenchError(
             f"{root}: no run folders found (a run folder holds status, config.yaml or summary.json); "
@@ -339,7 +308,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
     if not name:
         for r in runs:
             try:
-                name = str(_read_json(r.path / "sweep_cell.json").get("sweep") or "")
+                name = str((r.folder.read_sweep_point() or {}).get("sweep") or "")
             except (OSError, ValueError):
                 continue
             if name:
@@ -352,8 +321,8 @@ def _classes(runs: list[Run]) -> list[str]:
     for r in runs:
         if r.usable:
             try:
-                return [str(c) for c in _read_json(r.path / "thresholds.json")["classes"]]
-            except (OSError, ValueError, KeyError, TypeError):
+                return r.folder.read_thresholds()[0]
+            except RunFileError:
                 pass
             per_class = r.summary.get("val", {}).get("per_class") if r.summary else None
             if per_class:

@@ -1,71 +1,163 @@
-"""Every path of a run folder is built here (see docs/ARCHITECTURE.md, "Run folder")."""
+"""The run folder: every file of a run (or sweep grid point) folder is named, read and written here.
+
+:class:`RunDir` is the only reader and writer of ``status``, ``status.json``, ``config.yaml``, ``env.json``,
+``metrics.jsonl``, ``summary.json``, ``thresholds.json``, ``predictions/<part>.npz``, ``sweep_cell.json`` and
+``eval/``, and derives a folder's state (:meth:`RunDir.state`) for the report, the sweep runner and
+``locbench status`` alike. Files whose format another module owns get public paths (``config``: written with
+:func:`locbench.config.dump_config`, loaded typed with :func:`locbench.config.load_config`; ``split``:
+``data.splits``; ``checkpoints``/``best``: ``engine.checkpoint``; ``log_file``: logging). Torch-free; see
+docs/ARCHITECTURE.md, "Run folder".
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import platform
-import socket
-import subprocess
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy
-import timm
-import torch
+import numpy as np
+import yaml
 
-import locbench
 from locbench.errors import LocbenchError
-from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_npz,
+    atomic_write_text,
+    read_jsonl,
+)
+from locbench.store.lock import FileLock
 
 log = logging.getLogger(__name__)
 
 #: Version of the run-folder layout; a folder from a newer locbench is refused with a clear message.
 RUN_FORMAT_VERSION = 1
+#: The words the ``status`` file holds.
 STATUSES = ("running", "done", "failed", "diverged")
+#: What :meth:`RunDir.state` derives: ``pending`` (never started), ``running`` (a live process holds the run's
+#: lock), ``interrupted`` (status running, but nobody holds the lock: killed or crashed), or the status word.
+STATES = ("pending", "running", "interrupted", "done", "failed", "diverged")
+#: Files whose presence marks a folder as a run folder.
+_MARKERS = ("status", "config.yaml", "sweep_cell.json", "summary.json", "metrics.jsonl")
+
+
+class RunFileError(LocbenchError):
+    """A run-folder file is missing, damaged or from a newer locbench.
+
+    ``path`` is the file and ``cause`` the bare reason (the parser's message, say), for callers that list
+    problems in their own words.
+    """
+
+    def __init__(self, message: str, cause: str = "", *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause or message
+        self.path = path
+
+
+class NewerFormatError(RunFileError):
+    """A file written by a newer locbench (run format ``version``): its fields may have changed meaning."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        super().__init__(
+            f"{path} was written by a newer locbench (run format {version}; this one reads up to "
+            f"{RUN_FORMAT_VERSION}); upgrade locbench to read it",
+            path=path,
+        )
+        self.version = version
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Stored predictions of one part (``predictions/<part>.npz``): ids (str), probs (N, C), targets (N, C)."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    targets: np.ndarray
 
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths inside one run folder."""
+    """One run folder: its paths, typed readers and atomic writers, and its state."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
+    # Files another module owns the format of (see the module docstring).
     config = property(lambda self: self.root / "config.yaml")
-    env = property(lambda self: self.root / "env.json")
-    metrics = property(lambda self: self.root / "metrics.jsonl")
-    summary = property(lambda self: self.root / "summary.json")
-    thresholds = property(lambda self: self.root / "thresholds.json")
     split = property(lambda self: self.root / "split.json")
     checkpoints = property(lambda self: self.root / "checkpoints")
     best = property(lambda self: self.root / "checkpoints" / "best")
-    predictions = property(lambda self: self.root / "predictions")
-    status_file = property(lambda self: self.root / "status")
-    status_json = property(lambda self: self.root / "status.json")
-    cell = property(lambda self: self.root / "sweep_cell.json")
     log_file = property(lambda self: self.root / "train.log")
+    worker_log = property(lambda self: self.root / "worker.log")
+    explain_dir = property(lambda self: self.root / "explain")
+
+    # Files read and written only through the methods below.
+    _env = property(lambda self: self.root / "env.json")
+    _metrics = property(lambda self: self.root / "metrics.jsonl")
+    _summary = property(lambda self: self.root / "summary.json")
+    _thresholds = property(lambda self: self.root / "thresholds.json")
+    _status_file = property(lambda self: self.root / "status")
+    _status_json = property(lambda self: self.root / "status.json")
+    _point = property(lambda self: self.root / "sweep_cell.json")
+    _lock_file = property(lambda self: self.root / ".lock")
 
     def epoch_stem(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}"
 
+    def _predictions(self, part: str) -> Path:
+        return self.root / "predictions" / f"{part}.npz"
+
+    def is_run(self) -> bool:
+        """A folder holding any file a run (or a prepared sweep grid point) writes."""
+        return self.root.is_dir() and any((self.root / m).exists() for m in _MARKERS)
+
+    def has_checkpoints(self) -> bool:
+        return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
+
+    # ---- status and state ------------------------------------------------------------------------------------
+
+    def lock(self) -> FileLock:
+        """The lock a trainer holds while it works on this folder (released by the kernel when it dies)."""
+        return FileLock(self._lock_file)
+
     def status(self) -> str | None:
         """The run's status word, or None for a folder that never started."""
         try:
-            return self.status_file.read_text().strip() or None
+            words = self._status_file.read_text().split()
         except FileNotFoundError:
             return None
+        return words[0] if words else None
+
+    def state(self) -> str:
+        """One of :data:`STATES` (or an unexpected status word as written): the only place it is derived."""
+        status = self.status()
+        if status is None:
+            return "pending"
+        if status == "running":
+            # the lock is released by the kernel even after kill -9: nobody holding it means nobody is training
+            return "running" if self.lock().held_elsewhere() else "interrupted"
+        return status
+
+    def read_status_info(self) -> Any:
+        """``status.json`` as written (None when absent). Raises OSError or ValueError when unreadable."""
+        if not self._status_json.exists():
+            return None
+        return _load_json(self._status_json)
 
     def status_info(self) -> dict[str, Any]:
+        """``status.json`` (status, reason, time, ...), or just the status when it is missing or unreadable."""
         try:
-            return json.loads(self.status_json.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {"status": self.status()}
+            info = self.read_status_info()
+        except (OSError, ValueError):
+            info = None
+        return info if isinstance(info, dict) else {"status": self.status()}
 
     def set_status(self, status: str, reason: str = "", *, must: bool = True, **extra: Any) -> None:
         """Write ``status.json`` then ``status``. With ``must=False`` (recording a failure) a write that fails
@@ -74,58 +166,181 @@ class RunDir:
         info = {"status": status, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.status_json, info)
-            atomic_write_text(self.status_file, status + "\n")
+            atomic_write_json(self._status_json, info)
+            atomic_write_text(self._status_file, status + "\n")
         except OSError as e:
             if must:
                 raise
             log.warning("could not record status %s in %s: %s", status, self.root, e)
 
+    # ---- configuration, environment, metrics -----------------------------------------------------------------
+
+    def write_config(self, text: str) -> None:
+        """``config.yaml`` (the text of :func:`locbench.config.dump_config`)."""
+        atomic_write_text(self.config, text)
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.yaml`` as a plain mapping ({} when absent or not a mapping), for readers that need no
+        validated :class:`~locbench.config.RunConfig`. Raises OSError, ValueError or yaml.YAMLError."""
+        if not self.config.exists():
+            return {}
+        cfg = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        return cfg if isinstance(cfg, dict) else {}
+
+    def write_env(self, info: dict[str, Any]) -> None:
+        """``env.json`` (see :func:`environment`)."""
+        atomic_write_json(self._env, info)
+
+    def read_env(self) -> dict[str, Any]:
+        return _read_object(self._env)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """One epoch's line of ``metrics.jsonl``."""
+        append_jsonl(self._metrics, record)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every epoch's record ([] before the first); a line torn by a kill at the end is skipped."""
+        return read_jsonl(self._metrics)
+
+    def truncate_metrics(self, epoch: int) -> None:
+        """Keep the lines of epochs up to ``epoch`` (those after the checkpoint a resume starts from are lost)."""
+        history = [r for r in self.read_metrics() if r["epoch"] <= epoch]
+        atomic_write_text(self._metrics, "".join(json.dumps(r) + "\n" for r in history))
+
+    def clear_metrics(self) -> None:
+        self._metrics.unlink(missing_ok=True)
+
+    # ---- results ---------------------------------------------------------------------------------------------
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self._summary, summary)
+
+    def has_summary(self) -> bool:
+        return self._summary.exists()
+
     def read_summary(self) -> dict[str, Any]:
-        if not self.summary.exists():
-            raise LocbenchError(f"{self.root} has no summary.json: the run has not finished (status: {self.status()})")
-        summary = json.loads(self.summary.read_text())
-        check_format(summary, self.summary)
+        """``summary.json``; raises :class:`RunFileError` when missing or damaged, :class:`NewerFormatError`
+        when a newer locbench wrote it."""
+        if not self._summary.exists():
+            raise RunFileError(
+                f"{self.root} has no summary.json: the run has not finished (status: {self.status()})",
+                path=self._summary,
+            )
+        summary = _read_object(self._summary)
+        check_format(summary, self._summary)
         return summary
+
+    def write_thresholds(self, classes: list[str], thresholds: np.ndarray) -> None:
+        atomic_write_json(self._thresholds, {"classes": list(classes), "thresholds": np.asarray(thresholds).tolist()})
+
+    def read_thresholds(self, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
+        """Class names and tuned thresholds of ``thresholds.json``; with ``num_classes``, checked against the
+        columns of the stored predictions. Raises :class:`RunFileError`."""
+        path = self._thresholds
+        obj = _read_object(path)
+        try:
+            names, thr = [str(c) for c in obj["classes"]], np.asarray(obj["thresholds"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunFileError(f"{path} is unreadable ({e}); the run folder is damaged", str(e), path=path) from None
+        if num_classes is not None and (len(names) != num_classes or thr.shape != (num_classes,)):
+            raise RunFileError(
+                f"{path} lists {len(names)} classes / {thr.size} thresholds but predictions/val.npz has {num_classes} "
+                "columns; the run folder is inconsistent: train it again",
+                path=path,
+            )
+        return names, thr
+
+    def write_predictions(self, part: str, ids: Any, probs: np.ndarray, targets: np.ndarray) -> None:
+        """``predictions/<part>.npz``: ids (str), probs (N, C) float32, targets (N, C) uint8."""
+        atomic_write_npz(self._predictions(part), ids=np.array(ids), probs=probs, targets=targets)
+
+    def has_predictions(self, part: str = "val") -> bool:
+        return self._predictions(part).exists()
+
+    def read_predictions(self, part: str = "val") -> Predictions:
+        """``predictions/<part>.npz``; raises :class:`RunFileError` when missing or unreadable."""
+        path = self._predictions(part)
+        if not path.exists():
+            which = "validation" if part == "val" else part
+            raise RunFileError(
+                f"{path} not found: {self.root} has no stored {which} predictions (an unfinished or failed run, or "
+                "not a run folder); error analysis reads them: finish the run first (`locbench status` shows it)",
+                path=path,
+            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return Predictions(np.asarray(z["ids"]).astype(str), np.asarray(z["probs"]), np.asarray(z["targets"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise RunFileError(
+                f"{path} is unreadable ({e}); the run folder is damaged: train it again", str(e), path=path
+            ) from None
+
+    def read_best_meta(self) -> dict[str, Any]:
+        """The best checkpoint's metadata (``checkpoints/best.json``; {} when there is none)."""
+        path = self.best.with_suffix(".json")
+        return _read_object(path) if path.exists() else {}
+
+    def write_eval(
+        self,
+        name: str,
+        result: dict[str, Any],
+        *,
+        out: str | os.PathLike | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> Path:
+        """``eval/<name>.json`` (or ``out``) and, with ``arrays``, the ``.npz`` beside it; returns the JSON path."""
+        path = Path(out) if out else self.root / "eval" / f"{name}.json"
+        atomic_write_json(path, result)
+        if arrays is not None:
+            atomic_write_npz(path.with_suffix(".npz"), **arrays)
+        return path
+
+    # ---- sweep grid point ------------------------------------------------------------------------------------
+
+    def write_sweep_point(self, record: dict[str, Any]) -> None:
+        """``sweep_cell.json``: sweep, cell_id, axes, seed, run_id and the point's full config."""
+        atomic_write_json(self._point, record)
+
+    def read_sweep_point(self) -> dict[str, Any] | None:
+        """``sweep_cell.json`` (None outside a sweep). Raises OSError or ValueError when unreadable."""
+        if not self._point.exists():
+            return None
+        obj = _load_json(self._point)
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        return obj
+
+    def set_aside(self, dest: Path) -> None:
+        """Move the folder to ``dest`` and start it again empty, keeping only its sweep record."""
+        record = self._point.read_bytes() if self._point.exists() else None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(self.root), str(dest))
+        self.root.mkdir()
+        if record is not None:
+            self._point.write_bytes(record)
 
 
 def check_format(obj: dict[str, Any], path: Path) -> None:
+    """Raise :class:`NewerFormatError` for a file whose ``format_version`` is newer than this locbench reads."""
     version = obj.get("format_version", 1)
-    if version > RUN_FORMAT_VERSION:
-        raise LocbenchError(
-            f"{path} was written by a newer locbench (run format {version}; this one reads up to "
-            f"{RUN_FORMAT_VERSION}); upgrade locbench to read it"
-        )
+    if isinstance(version, int) and version > RUN_FORMAT_VERSION:
+        raise NewerFormatError(path, version)
 
 
-def environment(device: str) -> dict[str, Any]:
-    """Versions, git commit, device and host, for env.json."""
-    info: dict[str, Any] = {
-        "locbench": locbench.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "device": device,
-        "cuda": torch.version.cuda,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": git_commit(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    return info
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def git_commit() -> str | None:
-    """The commit of the locbench checkout, if it is one (None for an installed wheel)."""
-    here = Path(__file__).resolve().parents[2]
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON object of the run folder, with errors that name the file and the fix."""
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        obj = _load_json(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path} is missing: the run folder is incomplete; train it again", path=path) from None
+    except ValueError as e:  # UnicodeDecodeError included
+        raise RunFileError(f"{path} is not valid JSON ({e}); the run folder is damaged", str(e), path=path) from None
+    except OSError as e:
+        raise RunFileError(f"{path} is unreadable ({e}); the run folder is damaged", str(e), path=path) from None
+    if not isinstance(obj, dict):
+        raise RunFileError(f"{path} is not a JSON object; the run folder is damaged", "not a JSON object", path=path)
+    return obj

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,16 +42,6 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("inline", "local", "slurm")
 #: Set for inline worker processes: the pid of the `locbench sweep` that started them.
 PARENT_ENV = "LOCBENCH_SWEEP_PID"
-
-
-def cell_state(run: RunDir) -> str:
-    """pending, done, failed, diverged, running (a live process holds it) or interrupted (nobody does)."""
-    status = run.status()
-    if status is None:
-        return "pending"
-    if status == "running":
-        return "running" if FileLock(run.root / ".lock").held_elsewhere() else "interrupted"
-    return status
 
 
 def run_sweep(
@@ -102,7 +91,7 @@ def run_sweep(
             len({c.cell_id for c in cells}),
             len(sweep.seeds),
             len(todo),
-            sum(cell_state(RunDir(out / c.run_id)) == "done" for c in cells),
+            sum(RunDir(out / c.run_id).state() == "done" for c in cells),
         )
         if todo:
             _build_shared_caches(todo)
@@ -113,7 +102,7 @@ def run_sweep(
                 _run_submitit(todo, out, executor, params, wait)
     finally:
         lock.release()
-    counts = Counter(cell_state(RunDir(out / c.run_id)) for c in cells)
+    counts = Counter(RunDir(out / c.run_id).state() for c in cells)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return dict(counts)
 
@@ -158,15 +147,15 @@ def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
         run.root.mkdir(parents=True, exist_ok=True)
         record = cell.record(sweep.name)
         # A finished run is never touched (bytes and mtimes stay); others get the record only when it changed.
-        if run.status() != "done" and _read_json_or_none(run.cell) != json.loads(json.dumps(record)):
-            atomic_write_json(run.cell, record)
+        if run.status() != "done" and _sweep_point_or_none(run) != json.loads(json.dumps(record)):
+            run.write_sweep_point(record)
         cells.append(cell)
     return cells
 
 
-def _read_json_or_none(path: Path) -> Any:
+def _sweep_point_or_none(run: RunDir) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        return run.read_sweep_point()
     except (OSError, ValueError):
         return None
 
@@ -175,7 +164,7 @@ def _select(cells: list[Cell], out: Path, retry_failed: bool) -> list[Cell]:
     todo = []
     for cell in cells:
         run = RunDir(out / cell.run_id)
-        state = cell_state(run)
+        state = run.state()
         if state == "done":
             continue
         if state == "running":
@@ -190,20 +179,15 @@ def _select(cells: list[Cell], out: Path, retry_failed: bool) -> list[Cell]:
                     run.status_info().get("reason", "")[:200],
                 )
                 continue
-            if state == "diverged" or not (run.checkpoints.exists() and any(run.checkpoints.iterdir())):
+            if state == "diverged" or not run.has_checkpoints():
                 _set_aside(run, out)  # keep the old attempt; start clean
         todo.append(cell)
     return todo
 
 
 def _set_aside(run: RunDir, out: Path) -> None:
-    record = run.cell.read_bytes() if run.cell.exists() else None
     dest = out / ".attempts" / f"{run.root.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(run.root), str(dest))
-    run.root.mkdir()
-    if record is not None:
-        run.cell.write_bytes(record)
+    run.set_aside(dest)
     log.info("kept the previous attempt of %s in %s", run.root.name, dest)
 
 
@@ -240,7 +224,9 @@ def run_cell(run_dir: str) -> str:
     """Train the cell described by ``RUN_DIR/sweep_cell.json`` (resuming if it was interrupted); return its
     final status. Never raises for a failed run: the failure is recorded in the run folder."""
     run = RunDir(Path(run_dir))
-    record = json.loads(run.cell.read_text())
+    record = run.read_sweep_point()
+    if record is None:
+        raise LocbenchError(f"{run.root} has no sweep_cell.json: not a folder prepared by `locbench sweep`")
     cfg = from_dict(record["config"])
     try:
         train(cfg, run.root, resume=True)
@@ -281,7 +267,7 @@ def _run_inline(cells: list[Cell], out: Path, workers: int) -> None:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
         _log_progress(k, total, t0, cell)
         cmd = [sys.executable, "-m", "locbench", "-q", "sweep-cell", str(out / cell.run_id)]
-        with open(out / cell.run_id / "worker.log", "ab") as logf:
+        with open(RunDir(out / cell.run_id).worker_log, "ab") as logf:
             subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, check=False)
         status = RunDir(out / cell.run_id).status() or "failed"
         log.info("%s: %s", cell.run_id, status)

@@ -9,12 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from locbench.errors import LocbenchError
-from locbench.store.atomic import read_jsonl
 from locbench.store.rundir import RunDir
-from locbench.sweep.runner import cell_state
 
 
 def sweep_status(out: str | Path) -> dict[str, Any]:
@@ -28,14 +24,12 @@ def sweep_status(out: str | Path) -> dict[str, Any]:
     durations = []
     for entry in plan["runs"]:
         run = RunDir(out / entry["run_id"])
-        state = cell_state(run)
-        history = read_jsonl(run.metrics)
-        epochs = None
-        if run.config.exists():
-            try:
-                epochs = yaml.safe_load(run.config.read_text())["train"]["epochs"]
-            except Exception:
-                epochs = None
+        state = run.state()
+        history = run.read_metrics()
+        try:
+            epochs = run.read_config()["train"]["epochs"]
+        except Exception:  # no config yet, or one a person broke: the progress column stays empty
+            epochs = None
         spent = sum(r.get("time/epoch_s", 0.0) for r in history)
         if state == "done":
             durations.append(spent)

@@ -12,9 +12,9 @@ import pytest
 from locbench.cli import main
 from locbench.errors import LocbenchError
 from locbench.report import Section, build_report
-from locbench.report import collect as collect_mod
 from locbench.report.analysis import analyze
 from locbench.report.collect import collect
+from locbench.store.rundir import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report_fixtures import make_sweep  # noqa: E402
@@ -105,8 +105,8 @@ def test_planted_effect_is_found_and_null_effect_is_not_claimed(tmp_path: Path):
 def test_single_seed_sweep_uses_image_bootstrap_and_reads_each_npz_once(tmp_path: Path, monkeypatch):
     root = make_sweep(tmp_path / "one", backbones=("resnet18",), seeds=(0,), effects=STRONG_FOCAL, problems=False)
     calls: list[Path] = []
-    real = collect_mod._load_npz
-    monkeypatch.setattr(collect_mod, "_load_npz", lambda p: calls.append(p) or real(p))
+    real = RunDir.read_predictions
+    monkeypatch.setattr(RunDir, "read_predictions", lambda run, part="val": calls.append(run.root) or real(run, part))
     html = build_report(root, n_resamples=200).read_text()
     assert len(calls) == len(set(calls)) == 4
     assert "bootstrap over validation images (single seed)" in html

@@ -15,7 +15,7 @@ from locbench.cli import main
 from locbench.errors import LocbenchError
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
-from locbench.sweep.runner import cell_state, run_sweep
+from locbench.sweep.runner import run_sweep
 
 pytest_plugins = ["fixtures.synth_data"]
 
@@ -121,7 +121,7 @@ def test_interrupted_cell_is_resumed_and_the_other_left_alone(
         (killed / "checkpoints" / f"epoch-0002{suffix}").unlink()
     (killed / "summary.json").unlink()
     RunDir(killed).set_status("running")  # as a kill leaves it: status running, nobody holding the lock
-    assert cell_state(RunDir(killed)) == "interrupted"
+    assert RunDir(killed).state() == "interrupted"
     other_before = snapshot(other)
 
     caplog.set_level(logging.INFO, logger="locbench")
@@ -148,7 +148,7 @@ def test_a_cell_that_is_being_trained_is_left_alone(finished_sweep, synth_dir, c
     lock = FileLock(busy / ".lock")
     assert lock.acquire(blocking=False)  # another process training it (a second descriptor conflicts too)
     try:
-        assert cell_state(RunDir(busy)) == "running"
+        assert RunDir(busy).state() == "running"
         caplog.set_level(logging.INFO, logger="locbench")
         counts = run_sweep(write_sweep(tmp_path / "tiny.yaml", cache_dir, epochs=2), out, data=str(synth_dir))
     finally:

@@ -97,7 +97,7 @@ def test_disk_full_while_appending_metrics_is_a_clean_stop(kit, tmp_path, capsys
     def append_jsonl(path, record):
         raise atomic.write_error(path, OSError(errno.ENOSPC, "No space left on device"))
 
-    monkeypatch.setattr("locbench.engine.fit.append_jsonl", append_jsonl)
+    monkeypatch.setattr("locbench.store.rundir.append_jsonl", append_jsonl)
     assert main(["train", "--out", str(run), *kit.set_args(kit.overrides())]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(run / "metrics.jsonl") in err and "free some space" in err

@@ -177,7 +177,7 @@ def test_a_second_sweep_on_the_same_folder_refuses(sweep_file, tmp_path, capsys)
 
 
 def test_killed_sweep_worker_is_resumed_by_the_rerun(sweep_file, sweep_reference, tmp_path, one_thread):
-    from locbench.sweep.runner import cell_state, run_sweep
+    from locbench.sweep.runner import run_sweep
 
     out = tmp_path / "sweep"
     result: dict = {}
@@ -187,7 +187,7 @@ def test_killed_sweep_worker_is_resumed_by_the_rerun(sweep_file, sweep_reference
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
-    states = sorted(cell_state(RunDir(p)) for p in _runs(out))
+    states = sorted(RunDir(p).state() for p in _runs(out))
     # the killed worker's cell is interrupted (pending if the kill came before its status was first written, done if
     # as it finished); the other worker's cell went on to the end
     assert "done" in states and set(states) <= {"done", "interrupted", "pending"}
@@ -226,11 +226,9 @@ def test_killing_a_sweep_kills_its_workers_and_the_rerun_resumes(sweep_file, swe
         assert not _alive(worker), "a worker kept training after its sweep was killed"
         # the other worker gets the same signal but may take a moment to die; until then its cell counts as
         # running and a re-run leaves it alone (correctly), so wait for every cell lock to be free
-        from locbench.sweep.runner import cell_state
-
-        while any(cell_state(RunDir(p)) == "running" for p in _runs(out)) and time.monotonic() < deadline:
+        while any(RunDir(p).state() == "running" for p in _runs(out)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(cell_state(RunDir(p)) == "running" for p in _runs(out)), "a worker outlived its sweep"
+        assert not any(RunDir(p).state() == "running" for p in _runs(out)), "a worker outlived its sweep"
     finally:
         if sweep.poll() is None:
             sweep.kill()
