@@ -326,7 +326,7 @@ class Bench:
         self.ref["train"] = result_numbers(self.work / "ref-train")
         t = self._timed(self.sweep_args(self.work / "ref-sweep"), self.work / "ref-sweep" / "plan.json")
         self.window["sweep"] = t
-        self.window["cell"] = t / 2  # two cells, one after the other
+        self.window["sweep run"] = t / 2  # two runs (grid points), one after the other
         self.ref["sweep"] = {p.name: result_numbers(p) for p in (self.work / "ref-sweep").iterdir() if p.is_dir()}
         self.ref["sweep"] = {k: v for k, v in self.ref["sweep"].items() if v is not None}
         t = self._timed(self.cache_args(self.work / "ref-cache"), self.work / "ref-cache")
@@ -376,12 +376,12 @@ class Bench:
         else:
             started = _wait_for(marker, proc)
             if target == "worker":
-                # a random point within one cell's training, from the moment a worker holds its run folder
+                # a random moment within one sweep run's training, from the moment a worker holds its run folder
                 victim = _running_worker(folder, timeout=600, proc=proc)
-                delay = self.rng.uniform(0, 0.9 * self.window["cell"])
+                delay = self.rng.uniform(0, 0.9 * self.window["sweep run"])
                 rec["point"] = f"worker +{delay:.2f}s"
                 time.sleep(delay)
-                if victim is not None and not _alive(victim):  # that cell finished first: take the next one
+                if victim is not None and not _alive(victim):  # that run finished first: take the next one
                     victim = _running_worker(folder, timeout=600, proc=proc)
                     rec["point"] += " (next worker)"
                 try:
@@ -479,7 +479,7 @@ def _alive(pid: int) -> bool:
 
 
 def _running_worker(sweep_dir: Path, timeout: float, proc: subprocess.Popen | None = None) -> int | None:
-    """The pid of a sweep worker training a cell right now (from the run folder's lock file); None if none
+    """The pid of a sweep worker training a sweep run right now (from the run folder's lock file); None if none
     starts within ``timeout`` seconds or the sweep process ``proc`` ends first."""
     from locbench.store.lock import FileLock
 

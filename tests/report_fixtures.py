@@ -1,6 +1,6 @@
 """Fake sweep folders for the report tests, written to the run-folder contract of docs/ARCHITECTURE.md.
 
-The predictions are random but have a planted signal per cell, so known effects show up in the statistics;
+The predictions are random but have a planted signal per grid point, so known effects show up in the statistics;
 every summary number is computed from the predictions (scikit-learn), as the engine would.
 """
 
@@ -100,11 +100,11 @@ def make_sweep(
     write_sweep_yaml: bool = True,
     name: str = "ablation",
 ) -> Path:
-    """Write a sweep folder with one run per (cell, seed) and return it.
+    """Write a sweep folder with one run per (grid point, seed) and return it.
 
-    With ``problems`` the sweep also holds: a failed run (out of memory) in the cell ``(backbones[-1],
+    With ``problems`` the sweep also holds: a failed run (out of memory) in the grid point ``(backbones[-1],
     losses[-1], augs[-1])`` seed ``seeds[-1]``, a diverged run, and a run still running (an extra seed of the
-    first cell, so the grid stays complete apart from the failure).
+    first grid point, so the grid stays complete apart from the failure).
     """
     effects = effects or DEFAULT_EFFECTS
     classes = list(HPA2021[:n_classes])
@@ -118,16 +118,16 @@ def make_sweep(
     fail = (backbones[-1], losses[-1], augs[-1], seeds[-1]) if problems else None
     diverge = (backbones[0], losses[-1], augs[0], seeds[0]) if problems and len(seeds) > 1 else None
     for ci, (bb, loss, aug) in enumerate(itertools.product(backbones, losses, augs)):
-        cell_id = f"c{ci:02d}"
+        point_id = f"c{ci:02d}"
         extra = [seeds[-1] + 1] if problems and ci == 0 else []
         for seed in list(seeds) + extra:
-            run_id = f"{cell_id}-s{seed}"
+            run_id = f"{point_id}-s{seed}"
             run = root / run_id
             run.mkdir()
-            cell_axes = {"model.backbone": bb, "loss.name": loss, "augment.preset": aug}
+            point_axes = {"model.backbone": bb, "loss.name": loss, "augment.preset": aug}
             _write_json(
-                run / "sweep_cell.json",
-                {"sweep": name, "cell_id": cell_id, "axes": cell_axes, "seed": seed, "run_id": run_id},
+                run / "sweep_point.json",
+                {"sweep": name, "point_id": point_id, "axes": point_axes, "seed": seed, "run_id": run_id},
             )
             (run / "config.yaml").write_text(
                 yaml.safe_dump(
@@ -162,7 +162,7 @@ def make_sweep(
             prev = np.linspace(0.35, 0.04, n_classes)
             targets = (srng.random((n_val, n_classes)) < prev).astype(np.uint8)
             targets[:, -1] = 0 if n_classes > 2 else targets[:, -1]  # an absent class, as in small val sets
-            signal = 1.0 + sum(effects[k].get(v, 0.0) for k, v in cell_axes.items() if k in effects)
+            signal = 1.0 + sum(effects[k].get(v, 0.0) for k, v in point_axes.items() if k in effects)
             rng = np.random.default_rng([ci, seed])
             logits = signal * (2.0 * targets - 1.0) - 1.5 + noise * rng.standard_normal(targets.shape)
             probs = (1 / (1 + np.exp(-logits))).astype(np.float32)

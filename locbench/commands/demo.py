@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--images", type=int, default=600, help="synthetic fields (default 600)")
     p.add_argument("--size", type=int, default=128, help="synthetic field size in pixels (default 128)")
     p.add_argument("--sweep", help="another sweep file to run on the synthetic data")
-    p.add_argument("--workers", type=int, default=1, help="cells at once")
+    p.add_argument("--workers", type=int, default=1, help="runs at once")
     p.add_argument("--no-explain", action="store_true", help="leave the error analysis out of the report")
     p.set_defaults(func=run)
 

@@ -23,16 +23,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--baseline",
-        metavar="RUN_OR_CELL",
+        metavar="POINT_OR_RUN",
         default=None,
-        help="cell id, run id or axis=value,... to compare against (default: loss=bce, aug=standard, "
-        "first backbone if present, else the first cell)",
+        help="grid point id, run id or axis=value,... to compare against (default: loss=bce, aug=standard, "
+        "first backbone if present, else the first grid point)",
     )
     p.add_argument(
-        "--cell",
-        metavar="RUN_ID",
+        "--point",
+        "--cell",  # its name before grid points were called points
+        dest="point",
+        metavar="POINT_OR_RUN",
         default=None,
-        help="cell or run shown in detail (per-class table, confusion matrices); default: the best cell",
+        help="grid point or run shown in detail (per-class table, confusion matrices); default: the best point",
     )
     p.add_argument(
         "--resamples",
@@ -44,9 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--explain",
         action="append",
         default=[],
-        metavar="CELL_OR_RUN",
-        help="also explain this cell (its best seed) or run: error tables, CAM grids, localization (repeatable; "
-        "the best cell is always explained)",
+        metavar="POINT_OR_RUN",
+        help="also explain this grid point (its best seed) or run: error tables, CAM grids, localization "
+        "(repeatable; the best point is always explained)",
     )
     p.add_argument("--no-explain", action="store_true", help="leave out the error-analysis sections")
     p.set_defaults(func=run)
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         args.dir,
         metric=args.metric,
         baseline=args.baseline,
-        cell=args.cell,
+        point=args.point,
         n_resamples=args.resamples,
         extra_sections=extra,
     )

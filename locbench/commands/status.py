@@ -1,4 +1,4 @@
-"""`locbench status DIR`: cells done / running / failed / pending of a sweep, with an ETA."""
+"""`locbench status DIR`: runs done / running / failed / pending of a sweep, with an ETA."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`locbench sweep SWEEP.yaml --out DIR`: every cell of a grid, resumable, locally or on SLURM."""
+"""`locbench sweep SWEEP.yaml --out DIR`: every run of a grid (each point and seed), resumable, locally or on SLURM."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
-        help="run every cell of a sweep file (resumable; local or SLURM)",
-        description="Run every cell of a sweep into DIR/<run_id>/. Re-running the same command "
-        "skips finished cells and resumes interrupted ones.",
+        help="run every grid point of a sweep file, for each seed (resumable; local or SLURM)",
+        description="Run every grid point of a sweep, for each seed, into DIR/<run_id>/. Re-running the same "
+        "command skips finished runs and resumes interrupted ones.",
     )
     p.add_argument("sweep_file", help="a sweep YAML (`locbench list configs` lists the shipped ones)")
     p.add_argument("--out", required=True, help="sweep folder")
-    p.add_argument("--data", help="dataset for every cell (overrides the sweep file's data.path)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every cell")
-    p.add_argument("--workers", type=int, default=1, help="cells at once (one GPU each where several)")
+    p.add_argument("--data", help="dataset for every run (overrides the sweep file's data.path)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
+    p.add_argument("--workers", type=int, default=1, help="runs at once (one GPU each where several)")
     p.add_argument(
         "--executor",
         default="inline",
         choices=["inline", "local", "slurm"],
         help="inline: this process; local: submitit's local executor; slurm: a SLURM job array",
     )
-    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged cells again")
+    p.add_argument("--retry-failed", action="store_true", help="run failed and diverged runs again")
     p.add_argument("--no-wait", action="store_true", help="local/slurm: return once the jobs are submitted")
     g = p.add_argument_group("SLURM (also settable in the sweep file's executor: section)")
     g.add_argument("--partition")

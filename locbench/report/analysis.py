@@ -2,9 +2,9 @@
 
 Two modes, chosen from the data:
 
-- ``seeds`` (some cell has two or more finished seeds): intervals are Student t over seeds, comparisons are
+- ``seeds`` (some point has two or more finished seeds): intervals are Student t over seeds, comparisons are
   paired t-tests matched by seed, factorial effects are a Type II ANOVA with seed as a block.
-- ``bootstrap`` (every cell has one seed): intervals and comparisons come from resampling validation images
+- ``bootstrap`` (every point has one seed): intervals and comparisons come from resampling validation images
   (``predictions/val.npz``), every run scored on the same resamples so comparisons stay paired.
 
 Findings are sentences generated only from tests: a claim of a difference needs a Holm-adjusted p < 0.05.
@@ -21,7 +21,7 @@ import numpy as np
 from locbench.errors import LocbenchError
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.report import stats
-from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep
+from locbench.report.collect import METRIC_LABELS, METRICS, Point, Run, Sweep
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,16 @@ class Analysis:
     metric: str
     mode: str  # "seeds" or "bootstrap"
     method: str  # how intervals were made, in words
-    baseline: str  # cell id
+    baseline: str  # point id
     baseline_why: str
-    estimates: dict[str, dict[str, stats.Estimate]]  # cell id -> metric -> estimate
+    estimates: dict[str, dict[str, stats.Estimate]]  # point id -> metric -> estimate
     comparisons: list[stats.Comparison]
     main_effects: dict[str, dict[str, stats.Estimate]]  # axis -> level -> estimate
     interactions: dict[tuple[str, str], dict[tuple[str, str], float]]  # (axis a, axis b) -> (lev a, lev b) -> mean
     anova: list[stats.AnovaTest]
     anova_method: str
     findings: list[Finding]
-    best: str  # cell id with the highest mean metric
+    best: str  # point id with the highest mean metric
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,37 +73,37 @@ def format_number(x: float, signed: bool = False) -> str:
 
 
 def resolve_baseline(sweep: Sweep, spec: str | None) -> tuple[str, str]:
-    """The baseline cell id and a phrase saying why it was chosen.
+    """The baseline grid point's id and a phrase saying why it was chosen.
 
-    ``spec`` may be a cell id, a run id (its cell) or axis assignments ``loss=bce,aug=standard`` (matched on
+    ``spec`` may be a point id, a run id (its point) or axis assignments ``loss=bce,aug=standard`` (matched on
     the short or dotted axis name). Without it: the study's baseline (loss=bce, aug=standard, the first
-    backbone) when those axes exist, else the first cell with a finished run.
+    backbone) when those axes exist, else the first point with a finished run.
 
     Raises:
-        LocbenchError: ``spec`` matches no cell, or matches several.
+        LocbenchError: ``spec`` matches no point, or matches several.
     """
-    candidates = [c for c in sweep.cells if c.done] or sweep.cells
+    candidates = [c for c in sweep.points if c.done] or sweep.points
     if spec:
-        for c in sweep.cells:
-            if c.cell_id == spec:
-                return c.cell_id, f"chosen with --baseline {spec}"
+        for c in sweep.points:
+            if c.point_id == spec:
+                return c.point_id, f"chosen with --baseline {spec}"
         for r in sweep.runs:
             if r.run_id == spec:
-                return r.cell_id, f"the cell of run {spec}, chosen with --baseline"
+                return r.point_id, f"the point of run {spec}, chosen with --baseline"
         if "=" in spec:
             want = _parse_assignments(sweep, spec)
-            hits = [c for c in sweep.cells if all(c.axes.get(k) == v for k, v in want.items())]
+            hits = [c for c in sweep.points if all(c.axes.get(k) == v for k, v in want.items())]
             if len(hits) == 1:
-                return hits[0].cell_id, f"chosen with --baseline {spec}"
+                return hits[0].point_id, f"chosen with --baseline {spec}"
             if len(hits) > 1:
                 raise LocbenchError(
-                    f"--baseline {spec}: matches {len(hits)} cells ({', '.join(c.cell_id for c in hits[:5])}); "
+                    f"--baseline {spec}: matches {len(hits)} grid points ({', '.join(c.point_id for c in hits[:5])}); "
                     "give a value for every axis that varies"
                 )
-        known = ", ".join(c.cell_id for c in sweep.cells[:10])
+        known = ", ".join(c.point_id for c in sweep.points[:10])
         raise LocbenchError(
-            f"--baseline {spec}: no cell, run or axis assignment of {sweep.root} matches; "
-            f"give a cell id ({known}...), a run id, or axis=value pairs such as loss=bce"
+            f"--baseline {spec}: no grid point, run or axis assignment of {sweep.root} matches; "
+            f"give a grid point id ({known}...), a run id, or axis=value pairs such as loss=bce"
         )
     want = {}
     for key, levels in sweep.axes.items():
@@ -117,10 +117,10 @@ def resolve_baseline(sweep: Sweep, spec: str | None) -> tuple[str, str]:
     if want:
         hits = [c for c in candidates if all(c.axes.get(k) == v for k, v in want.items())]
         if hits:
-            return hits[0].cell_id, "the study's default baseline"
+            return hits[0].point_id, "the study's default baseline"
     if not candidates:
-        raise LocbenchError(f"{sweep.root}: no cells")
-    return candidates[0].cell_id, "the first cell (no loss=bce / aug=standard cell in this sweep)"
+        raise LocbenchError(f"{sweep.root}: no grid points")
+    return candidates[0].point_id, "the first grid point (no loss=bce / aug=standard point in this sweep)"
 
 
 def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
@@ -206,50 +206,50 @@ def analyze(
     """
     if metric not in METRICS:
         raise LocbenchError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-    done_cells = [c for c in sweep.cells if c.done]
-    if not done_cells:
+    done_points = [c for c in sweep.points if c.done]
+    if not done_points:
         raise LocbenchError(
             f"{sweep.root}: no finished run (status 'done' with summary.json); nothing to compare yet. "
             f"{len(sweep.runs)} run folder(s): " + ", ".join(f"{r.run_id} ({r.status})" for r in sweep.runs[:10])
         )
     base_id, why = resolve_baseline(sweep, baseline)
-    multi_seed = any(len(c.done) > 1 for c in done_cells)
+    multi_seed = any(len(c.done) > 1 for c in done_points)
     notes: list[str] = []
 
     if multi_seed:
         estimates = {
-            c.cell_id: {m: stats.t_interval(list(c.by_seed(m).values()), conf=conf) for m in METRICS}
-            for c in done_cells
+            c.point_id: {m: stats.t_interval(list(c.by_seed(m).values()), conf=conf) for m in METRICS}
+            for c in done_points
         }
         comparisons = (
-            stats.compare_to_baseline({c.cell_id: c.by_seed(metric) for c in done_cells}, base_id, conf=conf)
-            if sweep.cell(base_id).done
+            stats.compare_to_baseline({c.point_id: c.by_seed(metric) for c in done_points}, base_id, conf=conf)
+            if sweep.point(base_id).done
             else []
         )
-        main_effects = _main_effects_seeds(sweep, done_cells, metric, conf)
-        anova_method = "Type II two-way ANOVA by OLS on cell x seed values, seed as a block"
+        main_effects = _main_effects_seeds(sweep, done_points, metric, conf)
+        anova_method = "Type II two-way ANOVA by OLS on point x seed values, seed as a block"
         mode, method = "seeds", f"{int(conf * 100)}% CI: {stats.T_METHOD}"
     else:
         estimates, comparisons, main_effects, extra = _bootstrap(
-            sweep, done_cells, metric, base_id, n_resamples, conf, boot_seed
+            sweep, done_points, metric, base_id, n_resamples, conf, boot_seed
         )
         notes += extra
-        anova_method = "Type II ANOVA by OLS on cell values (single seed: residual = higher-order interactions)"
+        anova_method = "Type II ANOVA by OLS on point values (single seed: residual = higher-order interactions)"
         mode = "bootstrap"
         method = f"{int(conf * 100)}% CI: {stats.BOOT_METHOD}, {n_resamples} resamples, percentile intervals"
-    if not sweep.cell(base_id).done:
+    if not sweep.point(base_id).done:
         notes.append(f"the baseline {base_id} has no finished run: no comparison to it")
 
     y, factors, block = [], {k: [] for k in sweep.axes}, []
-    for c in done_cells:
+    for c in done_points:
         for seed, v in c.by_seed(metric).items():
             y.append(v)
             block.append(str(seed))
             for k in sweep.axes:
                 factors[k].append(c.axes.get(k, ""))
     anova = stats.factorial_anova(y, factors, block=block if multi_seed else None) if sweep.axes else []
-    interactions = _interaction_tables(sweep, done_cells, metric)
-    best = max(done_cells, key=lambda c: _mean_or_neg_inf(estimates[c.cell_id][metric].mean)).cell_id
+    interactions = _interaction_tables(sweep, done_points, metric)
+    best = max(done_points, key=lambda c: _mean_or_neg_inf(estimates[c.point_id][metric].mean)).point_id
     an = Analysis(
         metric,
         mode,
@@ -274,24 +274,24 @@ def _mean_or_neg_inf(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
 
-def _main_effects_seeds(sweep: Sweep, cells: list[Cell], metric: str, conf: float) -> dict:
-    values = {(c.cell_id, s): v for c in cells for s, v in c.by_seed(metric).items()}
+def _main_effects_seeds(sweep: Sweep, points: list[Point], metric: str, conf: float) -> dict:
+    values = {(c.point_id, s): v for c in points for s, v in c.by_seed(metric).items()}
     out = {}
     for key, levels in sweep.axes.items():
         if len(levels) < 2:
             continue
-        est = stats.level_means_over_seeds(values, {c.cell_id: c.axes.get(key, "") for c in cells}, conf=conf)
+        est = stats.level_means_over_seeds(values, {c.point_id: c.axes.get(key, "") for c in points}, conf=conf)
         out[key] = {lev: est[lev] for lev in levels if lev in est}
     return out
 
 
-def _interaction_tables(sweep: Sweep, cells: list[Cell], metric: str) -> dict:
+def _interaction_tables(sweep: Sweep, points: list[Point], metric: str) -> dict:
     keys = [k for k, v in sweep.axes.items() if len(v) > 1]
     out = {}
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
             table: dict[tuple[str, str], list[float]] = {}
-            for c in cells:
+            for c in points:
                 vals = list(c.by_seed(metric).values())
                 if vals:
                     table.setdefault((c.axes.get(a, ""), c.axes.get(b, "")), []).append(float(np.mean(vals)))
@@ -300,9 +300,9 @@ def _interaction_tables(sweep: Sweep, cells: list[Cell], metric: str) -> dict:
 
 
 def _bootstrap(
-    sweep: Sweep, cells: list[Cell], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
+    sweep: Sweep, points: list[Point], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
 ) -> tuple[dict, list, dict, list[str]]:
-    runs = {c.cell_id: c.done[0] for c in cells}
+    runs = {c.point_id: c.done[0] for c in points}
     aligned, notes = _aligned_predictions(runs)
     estimates: dict[str, dict[str, stats.Estimate]] = {}
     draws_by_metric: dict[str, tuple[dict, dict]] = {}
@@ -315,22 +315,22 @@ def _bootstrap(
             observed[name] = _observed(m, sweep, runs[name], p, t)
             draws[name] = stats.score_resamples(_score_fn(m, sweep, runs[name]), p, t, w_all)
         draws_by_metric[m] = (observed, draws)
-    for c in cells:
-        estimates[c.cell_id] = {}
+    for c in points:
+        estimates[c.point_id] = {}
         for m in METRICS:
             v = c.done[0].value(m)
             observed, draws = draws_by_metric[m]
-            if c.cell_id in draws:
-                lo, hi = stats.percentile_interval(draws[c.cell_id], conf=conf)
-                if math.isfinite(v) and abs(v - observed[c.cell_id]) > 1e-4:
+            if c.point_id in draws:
+                lo, hi = stats.percentile_interval(draws[c.point_id], conf=conf)
+                if math.isfinite(v) and abs(v - observed[c.point_id]) > 1e-4:
                     notes.append(
-                        f"{c.cell_id}: {m} recomputed from predictions ({observed[c.cell_id]:.4f}) differs "
+                        f"{c.point_id}: {m} recomputed from predictions ({observed[c.point_id]:.4f}) differs "
                         f"from summary.json ({v:.4f}); the report shows summary.json"
                     )
-                std = float(np.nanstd(draws[c.cell_id], ddof=1))
-                estimates[c.cell_id][m] = stats.Estimate(v, std, lo, hi, 1, stats.BOOT_METHOD)
+                std = float(np.nanstd(draws[c.point_id], ddof=1))
+                estimates[c.point_id][m] = stats.Estimate(v, std, lo, hi, 1, stats.BOOT_METHOD)
             else:
-                estimates[c.cell_id][m] = stats.t_interval([v])
+                estimates[c.point_id][m] = stats.t_interval([v])
     observed, draws = draws_by_metric[metric]
     comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf) if base_id in draws else []
     main_effects = {}
@@ -339,7 +339,7 @@ def _bootstrap(
             continue
         main_effects[key] = {}
         for lev in levels:
-            members = [c.cell_id for c in cells if c.axes.get(key) == lev and c.cell_id in draws]
+            members = [c.point_id for c in points if c.axes.get(key) == lev and c.point_id in draws]
             if not members:
                 continue
             marg = np.mean([draws[m] for m in members], axis=0)
@@ -355,12 +355,12 @@ def _bootstrap(
 # Findings: sentences, each backed by a test
 
 
-def describe_vs(sweep: Sweep, cell: Cell, base: Cell) -> str:
-    """``loss=focal (instead of bce)``: only the axes where ``cell`` differs from ``base``."""
-    diff = [k for k in sweep.axes if cell.axes.get(k) != base.axes.get(k)]
+def describe_vs(sweep: Sweep, point: Point, base: Point) -> str:
+    """``loss=focal (instead of bce)``: only the axes where ``point`` differs from ``base``."""
+    diff = [k for k in sweep.axes if point.axes.get(k) != base.axes.get(k)]
     if not diff:
-        return cell.cell_id
-    new = ", ".join(f"{sweep.axis_labels[k]}={cell.axes.get(k)}" for k in diff)
+        return point.point_id
+    new = ", ".join(f"{sweep.axis_labels[k]}={point.axes.get(k)}" for k in diff)
     old = ", ".join(str(base.axes.get(k)) for k in diff)
     return f"{new} (instead of {old})"
 
@@ -370,9 +370,9 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
     label = metric_label(an.metric)
     unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
     sig, nonsig = [], []
-    base = sweep.cell(an.baseline)
+    base = sweep.point(an.baseline)
     for cmp in an.comparisons:
-        what = describe_vs(sweep, sweep.cell(cmp.cell), base)
+        what = describe_vs(sweep, sweep.point(cmp.point), base)
         n_txt = f"{cmp.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
         # the interval is per comparison; only the p-value is corrected for multiplicity, so say which is which
         ci = f"unadjusted 95% CI {format_number(cmp.lo, True)} to {format_number(cmp.hi, True)}"
@@ -431,25 +431,25 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
 
 
 def leaderboard(sweep: Sweep, an: Analysis) -> list[dict]:
-    """One row per cell with a finished run, best first by the report metric."""
-    comps = {c.cell: c for c in an.comparisons}
+    """One row per point with a finished run, best first by the report metric."""
+    comps = {c.point: c for c in an.comparisons}
     rows = []
-    for c in sweep.cells:
-        if c.cell_id not in an.estimates:
+    for c in sweep.points:
+        if c.point_id not in an.estimates:
             continue
-        row: dict = {"cell": c.cell_id, **{sweep.axis_labels[k]: c.axes.get(k, "") for k in sweep.axes}}
+        row: dict = {"point": c.point_id, **{sweep.axis_labels[k]: c.axes.get(k, "") for k in sweep.axes}}
         row["n_seeds"] = len(c.done)
         for m in METRICS:
-            e = an.estimates[c.cell_id][m]
+            e = an.estimates[c.point_id][m]
             row[f"{m}_mean"], row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = e.mean, e.lo, e.hi
         for k in ("params", "gmacs", "train_img_per_s", "epoch_s", "peak_mem_mb"):
             vals = [r.cost(k) for r in c.done]
             vals = [v for v in vals if math.isfinite(v)]
             row[k] = float(np.mean(vals)) if vals else math.nan
-        cmp = comps.get(c.cell_id)
-        row[f"diff_vs_baseline_{an.metric}"] = 0.0 if c.cell_id == an.baseline else (cmp.diff if cmp else math.nan)
+        cmp = comps.get(c.point_id)
+        row[f"diff_vs_baseline_{an.metric}"] = 0.0 if c.point_id == an.baseline else (cmp.diff if cmp else math.nan)
         row["p_holm"] = cmp.p_adj if cmp else math.nan
-        row["baseline"] = c.cell_id == an.baseline
+        row["baseline"] = c.point_id == an.baseline
         rows.append(row)
     rows.sort(key=lambda r: -_mean_or_neg_inf(r[f"{an.metric}_mean"]))
     return rows

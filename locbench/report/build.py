@@ -19,7 +19,7 @@ from locbench.errors import LocbenchError
 from locbench.metrics import multilabel_confusion
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
-from locbench.report.collect import METRIC_LABELS, METRICS, Cell, Run, Sweep, collect
+from locbench.report.collect import METRIC_LABELS, METRICS, Point, Run, Sweep, collect
 from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
 from locbench.tables import html_escape
@@ -32,7 +32,7 @@ def build_report(
     *,
     metric: str = "map",
     baseline: str | None = None,
-    cell: str | None = None,
+    point: str | None = None,
     n_resamples: int = 1000,
     conf: float = 0.95,
     extra_sections: Sequence[Section | Callable[[Sweep, Analysis], Section | Sequence[Section]]] = (),
@@ -42,27 +42,27 @@ def build_report(
     Args:
         sweep_dir: a folder of run folders (optionally with ``sweep.yaml``), or one run folder.
         metric: the primary validation metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``.
-        baseline: the cell every other cell is compared with (cell id, run id or ``axis=value,...``);
-            default: the study's baseline (loss=bce, aug=standard, first backbone), else the first cell.
-        cell: the cell id or run id whose per-class table and confusion matrices are shown (default: the best
-            cell by ``metric``, pooled over its seeds).
+        baseline: the grid point every other one is compared with (point id, run id or ``axis=value,...``);
+            default: the study's baseline (loss=bce, aug=standard, first backbone), else the first grid point.
+        point: the grid point id or run id whose per-class table and confusion matrices are shown (default: the best
+            point by ``metric``, pooled over its seeds).
         n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
         conf: confidence level of every interval.
         extra_sections: more sections (e.g. error analysis), placed before the list of problem runs; an item may
             also be a callable ``(sweep, analysis) -> Section | list[Section]``, called once the runs are read
-            (for sections about the best cell, say).
+            (for sections about the best point, say).
 
     Returns:
         The path of ``report.html``.
 
     Raises:
-        LocbenchError: no run folder, no finished run, unknown metric, baseline or cell.
+        LocbenchError: no run folder, no finished run, unknown metric, baseline or point.
     """
     root = Path(sweep_dir)
     sweep = collect(root)
     an = analyze(sweep, metric=metric, baseline=baseline, n_resamples=n_resamples, conf=conf)
     rows = leaderboard(sweep, an)
-    focus_title, focus_runs = _focus(sweep, an, cell)
+    focus_title, focus_runs = _focus(sweep, an, point)
 
     sections = [
         _how(sweep, an),
@@ -111,19 +111,19 @@ def _ci(e, digits: int = 3) -> str:
     return f"{e.mean:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
 
 
-def _label(sweep: Sweep, c: Cell) -> str:
-    return sweep.cell_label(c)
+def _label(sweep: Sweep, c: Point) -> str:
+    return sweep.point_label(c)
 
 
 def _how(sweep: Sweep, an: Analysis) -> Section:
     varying = {k: v for k, v in sweep.axes.items() if len(v) > 1}
     fixed_axes = {k: v[0] for k, v in sweep.axes.items() if len(v) == 1}
-    base = sweep.cell(an.baseline)
+    base = sweep.point(an.baseline)
     seeds = sweep.seeds
     n_done = sum(r.usable for r in sweep.runs)
     grid = "; ".join(f"{sweep.axis_labels[k]}: {', '.join(v)}" for k, v in varying.items()) or "no varying axis"
     lines = [
-        f"What was compared: {len(sweep.cells)} configurations (cells) from a grid over {grid}"
+        f"What was compared: {len(sweep.points)} configurations (grid points) from a grid over {grid}"
         + (f" (fixed: {', '.join(f'{sweep.axis_labels[k]}={v}' for k, v in fixed_axes.items())})" if fixed_axes else "")
         + ".",
         f"Each configuration was trained with seed(s) {', '.join(map(str, seeds)) or 'n/a'}; the same seed means the "
@@ -192,7 +192,7 @@ def _findings(an: Analysis) -> Section:
 
 
 def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
-    axis_cols = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1] or ["cell"]
+    axis_cols = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1] or ["point"]
     headers = [
         "#",
         *axis_cols,
@@ -207,12 +207,12 @@ def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Sectio
     ]
     body, classes = [], []
     for i, r in enumerate(rows, 1):
-        e = an.estimates[r["cell"]]
+        e = an.estimates[r["point"]]
         diff = r[f"diff_vs_baseline_{an.metric}"]
         body.append(
             [
                 i,
-                *(r.get(a, r["cell"]) if a != "cell" else r["cell"] for a in axis_cols),
+                *(r.get(a, r["point"]) if a != "point" else r["point"] for a in axis_cols),
                 r["n_seeds"],
                 *(_ci(e[m]) for m in METRICS),
                 "baseline" if r["baseline"] else format_number(diff, True),
@@ -223,7 +223,7 @@ def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Sectio
                 _num(r["epoch_s"], 1),
             ]
         )
-        classes.append("base" if r["baseline"] else ("best" if r["cell"] == an.best else ""))
+        classes.append("base" if r["baseline"] else ("best" if r["point"] == an.best else ""))
     md, h = table(headers, body, left=1 + len(axis_cols), row_classes=classes)
     note = (
         f"Sorted by {metric_label(an.metric)}. Values: mean [{an.method}]. Δ: difference to the baseline "
@@ -242,7 +242,7 @@ def _num(x: float, digits: int) -> str:
 
 
 def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
-    base = sweep.cell(an.baseline)
+    base = sweep.point(an.baseline)
     if not an.comparisons:
         why = (
             "only one configuration has a finished run"
@@ -254,7 +254,7 @@ def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
     for c in an.comparisons:
         rows.append(
             [
-                _label(sweep, sweep.cell(c.cell)),
+                _label(sweep, sweep.point(c.point)),
                 c.n if an.mode == "seeds" else "1 (bootstrap)",
                 format_number(c.diff, True),
                 f"{format_number(c.lo, True)} to {format_number(c.hi, True)}",
@@ -309,9 +309,9 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
         txt = f"Tests: {an.anova_method}; p-values Holm-adjusted over these terms."
         md += "\n" + para(txt)[0] + tmd
         h += "<h3>Tests of main effects and interactions</h3>" + para(txt)[1] + th
-    for (a, b), cells in an.interactions.items():
+    for (a, b), means in an.interactions.items():
         la, lb = sweep.axes[a], sweep.axes[b]
-        rows = [[lev_a, *(format_number(cells.get((lev_a, lev_b), math.nan)) for lev_b in lb)] for lev_a in la]
+        rows = [[lev_a, *(format_number(means.get((lev_a, lev_b), math.nan)) for lev_b in lb)] for lev_a in la]
         title = f"Interaction {sweep.axis_labels[a]} x {sweep.axis_labels[b]} (mean {label})"
         tmd, th = table([f"{sweep.axis_labels[a]} \\ {sweep.axis_labels[b]}", *lb], rows)
         md += f"\n{title}:\n\n{tmd}"
@@ -320,18 +320,18 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
 
 
 def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
-    cells = [c for c in sweep.cells if c.cell_id in an.estimates]
+    points = [c for c in sweep.points if c.point_id in an.estimates]
     classes = sweep.classes
     if not classes:
         return Section("Per-class AP", *para("No per-class results in summary.json."))
-    mat = np.full((len(cells), len(classes)), np.nan)
-    for i, c in enumerate(cells):
+    mat = np.full((len(points), len(classes)), np.nan)
+    for i, c in enumerate(points):
         for j, name in enumerate(classes):
             vals = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
             vals = [v for v in vals if isinstance(v, int | float)]
             if vals:
                 mat[i, j] = float(np.mean(vals))
-    labels = [_label(sweep, c) for c in cells]
+    labels = [_label(sweep, c) for c in points]
     png = plots.heatmap(mat, labels, classes, title="Validation AP per class (mean over seeds)", cbar="AP")
     rows = [[lab, *(format_number(v) for v in mat[i])] for i, lab in enumerate(labels)]
     md, _ = table(["configuration", *classes], rows)
@@ -342,7 +342,7 @@ def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
 def _curves_section(sweep: Sweep) -> Section:
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     keys = [("val/map", "val mAP"), ("train/loss", "train loss"), ("val/loss", "val loss")]
-    for c in sweep.cells:
+    for c in sweep.points:
         if not c.done:
             continue
         s = {}
@@ -374,7 +374,7 @@ def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
     for key, xlabel in (("gmacs", "GMACs per image (forward)"), ("epoch_s", "seconds per training epoch")):
         pts = [
             {
-                "label": ", ".join(str(r.get(a, "")) for a in varying) or r["cell"],
+                "label": ", ".join(str(r.get(a, "")) for a in varying) or r["point"],
                 "x": r[key],
                 "y": r[f"{an.metric}_mean"],
                 "lo": r[f"{an.metric}_ci_lo"],
@@ -392,7 +392,7 @@ def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
         return Section("Accuracy against cost", *para("No cost figures in summary.json."))
     txt = (
         "Red, labelled: the Pareto front, configurations that no other one beats on both accuracy and cost "
-        f"({', '.join(varying) or 'cell'}). Error bars: the intervals of the leaderboard."
+        f"({', '.join(varying) or 'point'}). Error bars: the intervals of the leaderboard."
     )
     png = plots.pareto(panels, ylabel=label)
     return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + image(png, "accuracy against cost"))
@@ -400,20 +400,22 @@ def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
 
 def _focus(sweep: Sweep, an: Analysis, spec: str | None) -> tuple[str, list[Run]]:
     if spec is None:
-        c = sweep.cell(an.best)
+        c = sweep.point(an.best)
         return f"Best configuration: {_label(sweep, c)}", c.done
-    for c in sweep.cells:
-        if c.cell_id == spec:
+    for c in sweep.points:
+        if c.point_id == spec:
             if not c.done:
-                raise LocbenchError(f"--cell {spec}: this cell has no finished run; pick one from leaderboard.csv")
+                raise LocbenchError(
+                    f"--point {spec}: this grid point has no finished run; pick one from leaderboard.csv"
+                )
             return f"Configuration {_label(sweep, c)}", c.done
     for r in sweep.runs:
         if r.run_id == spec:
             if not r.usable:
-                raise LocbenchError(f"--cell {spec}: run status is {r.status!r}, not done; pick a finished run")
-            return f"Run {spec} ({_label(sweep, sweep.cell(r.cell_id))})", [r]
+                raise LocbenchError(f"--point {spec}: run status is {r.status!r}, not done; pick a finished run")
+            return f"Run {spec} ({_label(sweep, sweep.point(r.point_id))})", [r]
     raise LocbenchError(
-        f"--cell {spec}: no cell or run of that id in {sweep.root}; see the cell column of "
+        f"--point {spec}: no grid point or run of that id in {sweep.root}; see the point column of "
         "leaderboard.csv or the run folder names"
     )
 
@@ -483,7 +485,7 @@ def _problems_section(sweep: Sweep) -> Section:
     if not probs:
         return Section("Failed, diverged and unfinished runs", *para("None: every run finished."))
     rows = [
-        [r.run_id, sweep.cell_label(sweep.cell(r.cell_id)), r.seed if r.seed is not None else "", r.status, r.reason]
+        [r.run_id, sweep.point_label(sweep.point(r.point_id)), r.seed if r.seed is not None else "", r.status, r.reason]
         for r in probs
     ]
     md, h = table(["run", "configuration", "seed", "status", "reason"], rows, left=5)

@@ -36,7 +36,7 @@ class Run:
     path: Path
     status: str
     reason: str = ""
-    cell_id: str = ""
+    point_id: str = ""
     axes: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
     summary: dict | None = None
@@ -92,10 +92,10 @@ class Run:
 
 
 @dataclass
-class Cell:
+class Point:
     """One grid point: the runs that differ only in their seed."""
 
-    cell_id: str
+    point_id: str
     axes: dict[str, str]
     runs: list[Run]
 
@@ -120,17 +120,17 @@ class Sweep:
     root: Path
     name: str
     runs: list[Run]
-    cells: list[Cell]
+    points: list[Point]
     axes: dict[str, list[str]]
     axis_labels: dict[str, str]
     classes: list[str]
     sweep_yaml: dict | None = None
 
-    def cell(self, cell_id: str) -> Cell:
-        for c in self.cells:
-            if c.cell_id == cell_id:
+    def point(self, point_id: str) -> Point:
+        for c in self.points:
+            if c.point_id == point_id:
                 return c
-        raise KeyError(cell_id)
+        raise KeyError(point_id)
 
     @property
     def seeds(self) -> list[int]:
@@ -141,12 +141,12 @@ class Sweep:
         """Runs that are not usable: failed, diverged, still running, or unreadable."""
         return [r for r in self.runs if not r.usable]
 
-    def cell_label(self, cell: Cell, *, axes: list[str] | None = None) -> str:
-        """``loss=focal, aug=strong`` (only axes with more than one level), or the cell id without axes."""
+    def point_label(self, point: Point, *, axes: list[str] | None = None) -> str:
+        """``loss=focal, aug=strong`` (only axes with more than one level), or the point id without axes."""
         keys = [k for k in (axes or self.axes) if len(self.axes.get(k, [])) > 1 or axes]
-        if not cell.axes or not keys:
-            return cell.cell_id
-        return ", ".join(f"{self.axis_labels[k]}={cell.axes[k]}" for k in keys if k in cell.axes)
+        if not point.axes or not keys:
+            return point.point_id
+        return ", ".join(f"{self.axis_labels[k]}={point.axes[k]}" for k in keys if k in point.axes)
 
 
 def fmt_value(v: Any) -> str:
@@ -198,20 +198,20 @@ def read_run(path: Path) -> Run:
     try:
         sc = folder.read_sweep_point()
         if sc is not None:
-            run.cell_id = str(sc.get("cell_id") or "")
+            run.point_id = str(sc.get("point_id") or "")
             run.axes = {str(k): fmt_value(v) for k, v in (sc.get("axes") or {}).items()}
             run.seed = int(sc["seed"]) if sc.get("seed") is not None else None
             run.run_id = str(sc.get("run_id") or path.name)
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        reasons.append(f"sweep_cell.json unreadable ({e})")
+        reasons.append(f"sweep_point.json unreadable ({e})")
     try:
         run.config = folder.read_config()
     except (OSError, ValueError, yaml.YAMLError) as e:
         reasons.append(f"config.yaml unreadable ({e})")
     if run.seed is None and isinstance(run.config.get("seed"), int):
         run.seed = run.config["seed"]
-    if not run.cell_id:
-        run.cell_id = run.run_id
+    if not run.point_id:
+        run.point_id = run.run_id
     try:
         run.metrics = folder.read_metrics()
     except (OSError, ValueError) as e:
@@ -234,7 +234,7 @@ def read_run(path: Path) -> Run:
             "sweep (or `locbench train --resume`) to finish it"
         )
     if run.status == "unknown" and not run.metrics and run.summary is None:
-        # A sweep creates every run folder (with sweep_cell.json) before training starts.
+        # A sweep creates every run folder (with sweep_point.json) before training starts.
         run.status, reasons = "pending", ["not started yet"]
     run.reason = "; ".join(reasons)
     return run
@@ -290,16 +290,16 @@ def collect(sweep_dir: str | Path) -> Sweep:
         first = [v for v in ordered.get(k, []) if v in seen]
         axes[k] = first + [v for v in seen if v not in first]
 
-    by_cell: dict[str, Cell] = {}
+    by_point: dict[str, Point] = {}
     for r in runs:
-        c = by_cell.setdefault(r.cell_id, Cell(r.cell_id, dict(r.axes), []))
+        c = by_point.setdefault(r.point_id, Point(r.point_id, dict(r.axes), []))
         c.runs.append(r)
-    # Cells in grid order: by each axis' level order, then by id.
-    cells = sorted(
-        by_cell.values(),
-        key=lambda c: (tuple(axes[k].index(c.axes[k]) if k in c.axes else -1 for k in axes), c.cell_id),
+    # Points in grid order: by each axis' level order, then by id.
+    points = sorted(
+        by_point.values(),
+        key=lambda c: (tuple(axes[k].index(c.axes[k]) if k in c.axes else -1 for k in axes), c.point_id),
     )
-    for c in cells:
+    for c in points:
         c.runs.sort(key=lambda r: (r.seed if r.seed is not None else math.inf, r.run_id))
 
     name = ""
@@ -314,7 +314,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
             if name:
                 break
     classes = _classes(runs)
-    return Sweep(root, name or root.name, runs, cells, axes, axis_labels(keys), classes, sweep_yaml)
+    return Sweep(root, name or root.name, runs, points, axes, axis_labels(keys), classes, sweep_yaml)
 
 
 def _classes(runs: list[Run]) -> list[str]:

@@ -1,5 +1,5 @@
 """The report's error-analysis section: error tables, performance against frequency, CAM grids and the
-localization check of one representative run (the best seed) of the best cell and of any cell asked for.
+localization check of one representative run (the best seed) of the best grid point and of any point asked for.
 
 Pass :func:`error_analysis` to :func:`locbench.report.build_report` as an extra section. Its figures are written
 to ``SWEEP_DIR/explain/<run_id>/`` (by :func:`locbench.explain.run.explain_run`) and embedded in report.html as
@@ -19,7 +19,7 @@ from typing import Any
 from locbench.errors import LocbenchError
 from locbench.explain.mistakes import errors_html, errors_markdown
 from locbench.explain.run import explain_run
-from locbench.report.collect import Cell, Run, Sweep
+from locbench.report.collect import Point, Run, Sweep
 from locbench.report.html import Section, image, para, table
 from locbench.tables import html_escape
 
@@ -38,8 +38,8 @@ def error_analysis(
     """An extra section for ``build_report``: one error-analysis section per explained run.
 
     Args:
-        runs: Cell ids or run ids to explain as well (a cell is represented by its best seed).
-        best: Explain the best cell (by the report's metric) too.
+        runs: Point ids or run ids to explain as well (a point is represented by its best seed).
+        best: Explain the best point (by the report's metric) too.
         n: Images with class activation maps per run (see :func:`~locbench.explain.run.explain_run`).
         method: The CAM method.
         localize: Validation images scored by the localization check on synthetic data (0 = off).
@@ -47,17 +47,17 @@ def error_analysis(
 
     Returns:
         A callable ``(sweep, analysis) -> [Section, ...]`` for ``build_report(extra_sections=[...])``. It raises
-        :class:`~locbench.errors.LocbenchError` for an id that names no cell or run; a run whose analysis
+        :class:`~locbench.errors.LocbenchError` for an id that names no point or run; a run whose analysis
         fails gets a section that says why, and the report is still written.
     """
 
     def make(sweep: Sweep, an: Any) -> list[Section]:
         chosen: list[tuple[Run, str]] = []
         if best and an.best:
-            cell = sweep.cell(an.best)
-            run = best_seed(cell, an.metric)
+            point = sweep.point(an.best)
+            run = best_seed(point, an.metric)
             if run is not None:
-                chosen.append((run, f"best configuration {sweep.cell_label(cell)}"))
+                chosen.append((run, f"best configuration {sweep.point_label(point)}"))
         for spec in runs:
             run, what = resolve(sweep, spec, an.metric)
             chosen.append((run, what))
@@ -82,9 +82,9 @@ def error_analysis(
     return make
 
 
-def best_seed(cell: Cell, metric: str) -> Run | None:
-    """The finished run of ``cell`` with the highest ``metric`` (the first one on ties or NaN)."""
-    done = cell.done
+def best_seed(point: Point, metric: str) -> Run | None:
+    """The finished run of ``point`` with the highest ``metric`` (the first one on ties or NaN)."""
+    done = point.done
     if not done:
         return None
 
@@ -96,21 +96,23 @@ def best_seed(cell: Cell, metric: str) -> Run | None:
 
 
 def resolve(sweep: Sweep, spec: str, metric: str) -> tuple[Run, str]:
-    """The run that ``--explain SPEC`` names (a cell id: its best seed; a run id or run folder name: that run)."""
-    for c in sweep.cells:
-        if c.cell_id == spec:
+    """The run that ``--explain SPEC`` names (a point id: its best seed; a run id or run folder name: that run)."""
+    for c in sweep.points:
+        if c.point_id == spec:
             run = best_seed(c, metric)
             if run is None:
-                raise LocbenchError(f"--explain {spec}: this cell has no finished run; pick one from leaderboard.csv")
-            return run, f"configuration {sweep.cell_label(c)}"
+                raise LocbenchError(
+                    f"--explain {spec}: this grid point has no finished run; pick one from leaderboard.csv"
+                )
+            return run, f"configuration {sweep.point_label(c)}"
     for r in sweep.runs:
         if spec in (r.run_id, r.path.name):
             if not r.usable:
                 raise LocbenchError(f"--explain {spec}: run status is {r.status!r}, not done; pick a finished run")
-            return r, f"configuration {sweep.cell_label(sweep.cell(r.cell_id))}"
+            return r, f"configuration {sweep.point_label(sweep.point(r.point_id))}"
     raise LocbenchError(
-        f"--explain {spec}: no cell or run of that id in {sweep.root}; see the cell column of leaderboard.csv or "
-        "the run folder names"
+        f"--explain {spec}: no grid point or run of that id in {sweep.root}; see the point column of leaderboard.csv "
+        "or the run folder names"
     )
 
 

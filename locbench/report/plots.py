@@ -37,7 +37,7 @@ def _err(lo: Sequence[float], hi: Sequence[float], mean: Sequence[float]) -> np.
 
 
 def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, title: str, cbar: str) -> bytes:
-    """A cells x classes heatmap with the value written in each square (blank where NaN)."""
+    """A heatmap (grid points x classes in the report) with the value written in each square (blank where NaN)."""
     n_r, n_c = matrix.shape
     fig = _figure(max(6.0, 0.42 * n_c + 3.5), max(2.5, 0.32 * n_r + 2.4))
     ax = fig.add_subplot()
@@ -58,13 +58,13 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, tit
 
 
 def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], keys: Sequence[tuple[str, str]]) -> bytes:
-    """One panel per metric key: the per-epoch mean over seeds of every cell.
+    """One panel per metric key: the per-epoch mean over seeds of every grid point.
 
     Args:
-        series: cell label -> metric key -> (epochs, mean values).
+        series: grid point label -> metric key -> (epochs, mean values).
         keys: (metric key, panel title) pairs, e.g. ``("val/map", "val mAP")``.
     """
-    # The legend goes under the panels in three columns, so dozens of cells still fit without clipping.
+    # The legend goes under the panels in three columns, so dozens of grid points still fit without clipping.
     rows = math.ceil(len(series) / 3)
     fig = _figure(4.2 * len(keys), 3.2 + 0.17 * rows)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -84,7 +84,7 @@ def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], ke
 
 
 def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> bytes:
-    """Accuracy against cost, one panel per cost; the Pareto front (no other cell is both cheaper and better)
+    """Accuracy against cost, one panel per cost; the Pareto front (no other grid point is both cheaper and better)
     is drawn in red, joined by a line and labelled (other points would overlap; they are in the leaderboard).
 
     Args:

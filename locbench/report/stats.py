@@ -1,10 +1,10 @@
-"""Statistics for comparing sweep cells: intervals over seeds, paired tests, Holm, ANOVA, image bootstrap.
+"""Statistics for comparing sweep points: intervals over seeds, paired tests, Holm, ANOVA, image bootstrap.
 
 Everything here is a pure function of numbers; :mod:`locbench.report.collect` turns run folders into those
 numbers. Conventions:
 
-- A *cell* is one grid point (one value per axis); its runs differ only in the seed, and the same seed means
-  the same train/validation split, so runs of two cells with the same seed form a *pair*.
+- A *point* is one point of the grid (one value per axis); its runs differ only in the seed, and the same seed means
+  the same train/validation split, so runs of two points with the same seed form a *pair*.
 - Intervals are two-sided 95 % by default. With n >= 2 values they use Student's t with n - 1 degrees of
   freedom; with one value there is no interval (NaN bounds), never a made-up one.
 - p-values of a family of tests are adjusted with Holm's step-down method (which controls the family-wise
@@ -48,13 +48,13 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One cell against the baseline: the difference (cell - baseline) and its test.
+    """One point against the baseline: the difference (point - baseline) and its test.
 
     ``p`` is the raw p-value, ``p_adj`` the Holm-adjusted one (both NaN when no test was possible;
     ``note`` says why).
     """
 
-    cell: str
+    point: str
     baseline: str
     n: int
     diff: float
@@ -99,11 +99,11 @@ def t_interval(values: Sequence[float], *, conf: float = 0.95) -> Estimate:
 def paired_t(
     base: Mapping[int, float], other: Mapping[int, float], *, conf: float = 0.95
 ) -> tuple[int, float, float, float, float]:
-    """Paired comparison of two cells matched by seed.
+    """Paired comparison of two points matched by seed.
 
     Args:
-        base: seed -> metric of the baseline cell.
-        other: seed -> metric of the compared cell.
+        base: seed -> metric of the baseline point.
+        other: seed -> metric of the compared point.
         conf: two-sided confidence level of the interval of the mean difference.
 
     Returns:
@@ -144,23 +144,23 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def compare_to_baseline(
-    per_cell: Mapping[str, Mapping[int, float]], baseline: str, *, conf: float = 0.95
+    per_point: Mapping[str, Mapping[int, float]], baseline: str, *, conf: float = 0.95
 ) -> list[Comparison]:
-    """Paired t comparisons of every cell against ``baseline``, Holm-adjusted across all of them.
+    """Paired t comparisons of every point against ``baseline``, Holm-adjusted across all of them.
 
     Args:
-        per_cell: cell id -> {seed: metric}, in display order.
-        baseline: the baseline cell id (a key of ``per_cell``).
+        per_point: point id -> {seed: metric}, in display order.
+        baseline: the baseline point id (a key of ``per_point``).
         conf: confidence level of the difference intervals.
 
     Returns:
-        One :class:`Comparison` per cell other than the baseline, in the order of ``per_cell``.
+        One :class:`Comparison` per point other than the baseline, in the order of ``per_point``.
     """
     rows = []
-    for cell, values in per_cell.items():
-        if cell == baseline:
+    for point, values in per_point.items():
+        if point == baseline:
             continue
-        n, diff, lo, hi, p = paired_t(per_cell[baseline], values, conf=conf)
+        n, diff, lo, hi, p = paired_t(per_point[baseline], values, conf=conf)
         note = ""
         if n == 0:
             note = "no seed in common with the baseline"
@@ -168,11 +168,11 @@ def compare_to_baseline(
             note = "one paired seed: no test"
         elif not math.isfinite(p):
             note = "identical differences on every seed: no test"
-        rows.append((cell, n, diff, lo, hi, p, note))
+        rows.append((point, n, diff, lo, hi, p, note))
     adj = holm([r[5] for r in rows])
     return [
-        Comparison(cell, baseline, n, diff, lo, hi, p, pa, "paired t-test over seeds, Holm-adjusted", note)
-        for (cell, n, diff, lo, hi, p, note), pa in zip(rows, adj, strict=True)
+        Comparison(point, baseline, n, diff, lo, hi, p, pa, "paired t-test over seeds, Holm-adjusted", note)
+        for (point, n, diff, lo, hi, p, note), pa in zip(rows, adj, strict=True)
     ]
 
 
@@ -221,7 +221,7 @@ def factorial_anova(
     p-values are Holm-adjusted across all returned terms.
 
     Args:
-        y: one value per run (cell x seed).
+        y: one value per run (point x seed).
         factors: axis name -> level of each run (same length as ``y``).
         block: seed of each run; seeds enter as a blocking factor because the same seed is the same split.
 
@@ -261,22 +261,22 @@ def factorial_anova(
 
 
 def level_means_over_seeds(
-    values: Mapping[tuple[str, int], float], levels_of_cell: Mapping[str, str], *, conf: float = 0.95
+    values: Mapping[tuple[str, int], float], levels_of_point: Mapping[str, str], *, conf: float = 0.95
 ) -> dict[str, Estimate]:
     """Mean metric per level of one axis, averaged over the other axes, with a t interval over seeds.
 
-    For each seed, the runs of that seed whose cell has the level are averaged (a marginal mean per seed);
+    For each seed, the runs of that seed whose point has the level are averaged (a marginal mean per seed);
     the level's estimate is the mean of those per-seed marginals and its interval is Student t over seeds.
 
     Args:
-        values: (cell id, seed) -> metric, done runs only.
-        levels_of_cell: cell id -> this axis' level.
+        values: (point id, seed) -> metric, done runs only.
+        levels_of_point: point id -> this axis' level.
         conf: confidence level.
     """
     per_level: dict[str, dict[int, list[float]]] = {}
-    for (cell, seed), v in values.items():
-        per_level.setdefault(levels_of_cell[cell], {}).setdefault(seed, []).append(v)
-    ordered = list(dict.fromkeys(levels_of_cell.values()))
+    for (point, seed), v in values.items():
+        per_level.setdefault(levels_of_point[point], {}).setdefault(seed, []).append(v)
+    ordered = list(dict.fromkeys(levels_of_point.values()))
     return {
         lev: t_interval([float(np.mean(vs)) for _, vs in sorted(per_level[lev].items())], conf=conf)
         for lev in ordered
@@ -463,17 +463,17 @@ def bootstrap_compare(
 ) -> list[Comparison]:
     """Every run against ``baseline`` on the same resampled images; Holm-adjusted bootstrap p-values."""
     rows = []
-    for cell in observed:
-        if cell == baseline:
+    for point in observed:
+        if point == baseline:
             continue
-        dd = draws[cell] - draws[baseline]
-        diff = observed[cell] - observed[baseline]
+        dd = draws[point] - draws[baseline]
+        diff = observed[point] - observed[baseline]
         lo, hi = percentile_interval(dd, conf=conf)
-        rows.append((cell, diff, lo, hi, bootstrap_p(diff, dd), dd.size))
+        rows.append((point, diff, lo, hi, bootstrap_p(diff, dd), dd.size))
     adj = holm([r[4] for r in rows])
     return [
         Comparison(
-            cell,
+            point,
             baseline,
             1,
             diff,
@@ -483,5 +483,5 @@ def bootstrap_compare(
             pa,
             f"{BOOT_METHOD}, {b} resamples: percentile CI, p from the bootstrap standard error, Holm-adjusted",
         )
-        for (cell, diff, lo, hi, p, b), pa in zip(rows, adj, strict=True)
+        for (point, diff, lo, hi, p, b), pa in zip(rows, adj, strict=True)
     ]

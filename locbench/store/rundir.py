@@ -1,7 +1,7 @@
 """The run folder: every file of a run (or sweep grid point) folder is named, read and written here.
 
 :class:`RunDir` is the only reader and writer of ``status``, ``status.json``, ``config.yaml``, ``env.json``,
-``metrics.jsonl``, ``summary.json``, ``thresholds.json``, ``predictions/<part>.npz``, ``sweep_cell.json`` and
+``metrics.jsonl``, ``summary.json``, ``thresholds.json``, ``predictions/<part>.npz``, ``sweep_point.json`` and
 ``eval/``, and derives a folder's state (:meth:`RunDir.state`) for the report, the sweep runner and
 ``locbench status`` alike. Files whose format another module owns get public paths (``config``: written with
 :func:`locbench.config.dump_config`, loaded typed with :func:`locbench.config.load_config`; ``split``:
@@ -43,7 +43,7 @@ STATUSES = ("running", "done", "failed", "diverged")
 #: lock), ``interrupted`` (status running, but nobody holds the lock: killed or crashed), or the status word.
 STATES = ("pending", "running", "interrupted", "done", "failed", "diverged")
 #: Files whose presence marks a folder as a run folder.
-_MARKERS = ("status", "config.yaml", "sweep_cell.json", "summary.json", "metrics.jsonl")
+_MARKERS = ("status", "config.yaml", "sweep_point.json", "sweep_cell.json", "summary.json", "metrics.jsonl")
 
 
 class RunFileError(LocbenchError):
@@ -105,7 +105,9 @@ class RunDir:
     _thresholds = property(lambda self: self.root / "thresholds.json")
     _status_file = property(lambda self: self.root / "status")
     _status_json = property(lambda self: self.root / "status.json")
-    _point = property(lambda self: self.root / "sweep_cell.json")
+    _point = property(lambda self: self.root / "sweep_point.json")
+    # The record's name in sweeps made by a locbench that called a grid point a "cell": read, never made anew.
+    _old_point = property(lambda self: self.root / "sweep_cell.json")
     _lock_file = property(lambda self: self.root / ".lock")
 
     def epoch_stem(self, epoch: int) -> Path:
@@ -297,27 +299,38 @@ class RunDir:
 
     # ---- sweep grid point ------------------------------------------------------------------------------------
 
+    def _point_file(self) -> Path | None:
+        """The sweep record: ``sweep_point.json``, else an older sweep's ``sweep_cell.json``; None outside a sweep."""
+        return next((p for p in (self._point, self._old_point) if p.exists()), None)
+
     def write_sweep_point(self, record: dict[str, Any]) -> None:
-        """``sweep_cell.json``: sweep, cell_id, axes, seed, run_id and the point's full config."""
+        """``sweep_point.json``: sweep, point_id, axes, seed, run_id and the point's full config (an older sweep's
+        ``sweep_cell.json`` is replaced by it)."""
         atomic_write_json(self._point, record)
+        self._old_point.unlink(missing_ok=True)
 
     def read_sweep_point(self) -> dict[str, Any] | None:
-        """``sweep_cell.json`` (None outside a sweep). Raises OSError or ValueError when unreadable."""
-        if not self._point.exists():
+        """``sweep_point.json``, or the ``sweep_cell.json`` of a sweep made by an older locbench with its ``cell_id``
+        read as ``point_id`` (None outside a sweep). Raises OSError or ValueError when unreadable."""
+        path = self._point_file()
+        if path is None:
             return None
-        obj = _load_json(self._point)
+        obj = _load_json(path)
         if not isinstance(obj, dict):
             raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        if "point_id" not in obj:
+            obj = {("point_id" if k == "cell_id" else k): v for k, v in obj.items()}
         return obj
 
     def set_aside(self, dest: Path) -> None:
-        """Move the folder to ``dest`` and start it again empty, keeping only its sweep record."""
-        record = self._point.read_bytes() if self._point.exists() else None
+        """Move the folder to ``dest`` and start it again empty, keeping only its sweep record (under its name)."""
+        path = self._point_file()
+        record = path.read_bytes() if path is not None else None
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(self.root), str(dest))
         self.root.mkdir()
-        if record is not None:
-            self._point.write_bytes(record)
+        if path is not None and record is not None:
+            path.write_bytes(record)
 
 
 def check_format(obj: dict[str, Any], path: Path) -> None:

@@ -26,7 +26,7 @@ def run_demo(
     explain: bool = True,
 ) -> Path:
     """Synthesize a dataset into ``out/data`` (kept between calls), run the demo sweep into ``out/sweep`` (resumable)
-    and write the report (with the error analysis of the best cell unless ``explain`` is off); returns the path of
+    and write the report (with the error analysis of the best grid point unless ``explain`` is off); returns the path of
     report.html."""
     out = Path(out)
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ grid:                         # cartesian product of these axes
   model.backbone: [resnet50, efficientnet_b0]
   loss.name: [bce, focal]
 seeds: [0, 1, 2]              # each seed sets every key in seed_keys (default train.seed, data.split_seed)
-exclude:                      # drop cells matching all given axis values
+exclude:                      # drop grid points matching all given axis values
   - {model.backbone: resnet50, loss.name: focal}
 overrides:                    # where `when` matches, apply `set`
   - when: {model.backbone: efficientnet_b0}
@@ -37,11 +37,11 @@ NON_RESULT_KEYS = ("data.path", "data.split", "data.workers", "data.cache_dir", 
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One run of a sweep: a grid point and a seed."""
+class Point:
+    """One run of a sweep: a grid point (``point_id``, ``axes``) and a seed."""
 
     run_id: str
-    cell_id: str
+    point_id: str
     axes: dict[str, Any]
     seed: int
     config: RunConfig
@@ -49,7 +49,7 @@ class Cell:
     def record(self, sweep_name: str) -> dict[str, Any]:
         return {
             "sweep": sweep_name,
-            "cell_id": self.cell_id,
+            "point_id": self.point_id,
             "axes": self.axes,
             "seed": self.seed,
             "run_id": self.run_id,
@@ -63,13 +63,13 @@ class Sweep:
     path: Path | None
     grid: dict[str, list[Any]]
     seeds: list[int]
-    cells: list[Cell]
+    points: list[Point]
     executor: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
 def load_sweep(path: str | Path, *, data: str | None = None, extra: dict[str, Any] | None = None) -> Sweep:
-    """Read and expand a sweep file; ``data`` and ``extra`` (dotted overrides) apply to every cell."""
+    """Read and expand a sweep file; ``data`` and ``extra`` (dotted overrides) apply to every grid point."""
     path = Path(path)
     spec = read_yaml(path)
     return expand(spec, where=str(path), base_dir=path.parent, data=data, extra=extra, path=path)
@@ -84,7 +84,7 @@ def expand(
     extra: dict[str, Any] | None = None,
     path: Path | None = None,
 ) -> Sweep:
-    """Expand a sweep mapping into cells; every mistake names the key and the file."""
+    """Expand a sweep mapping into one :class:`Point` per grid point and seed; every mistake names the key and file."""
     unknown = sorted(set(spec) - SWEEP_KEYS)
     if unknown:
         raise LocbenchError(
@@ -139,7 +139,7 @@ def expand(
 
     name = str(spec.get("name") or (path.stem if path else "sweep"))
     keys = list(grid)
-    cells: list[Cell] = []
+    points: list[Point] = []
     seen: dict[str, tuple] = {}
     for combo in itertools.product(*(grid[k] for k in keys)):
         axes = dict(zip(keys, combo, strict=True))
@@ -157,15 +157,17 @@ def expand(
             for k in seed_keys:
                 set_dotted(d, k, seed)
             cfg = _validated(d, where, axes)
-            cell_id = "-".join(_slug(v) for v in combo)
-            run_id = f"{cell_id}-s{seed}-{config_hash(cfg)}"
+            point_id = "-".join(_slug(v) for v in combo)
+            run_id = f"{point_id}-s{seed}-{config_hash(cfg)}"
             if run_id in seen:
-                raise LocbenchError(f"{where}: two cells resolve to the same run {run_id}: {seen[run_id]} and {axes}")
+                raise LocbenchError(
+                    f"{where}: two grid points resolve to the same run {run_id}: {seen[run_id]} and {axes}"
+                )
             seen[run_id] = (axes, seed)
-            cells.append(Cell(run_id, cell_id, axes, seed, cfg))
-    if not cells:
-        raise LocbenchError(f"{where}: every cell of the grid is excluded; nothing to run")
-    return Sweep(name, path, grid, seeds, cells, dict(spec.get("executor") or {}), str(spec.get("description", "")))
+            points.append(Point(run_id, point_id, axes, seed, cfg))
+    if not points:
+        raise LocbenchError(f"{where}: every point of the grid is excluded; nothing to run")
+    return Sweep(name, path, grid, seeds, points, dict(spec.get("executor") or {}), str(spec.get("description", "")))
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -173,7 +175,7 @@ def config_hash(cfg: RunConfig) -> str:
 
     Only values that differ from the defaults are hashed, so a key added to the configuration in a later version
     (with a default) does not rename the runs of existing sweeps; a run whose saved configuration differs from
-    the cell's anyway is refused at resume with the differing keys named.
+    the grid point's anyway is refused at resume with the differing keys named.
     """
     defaults = _flatten(RunConfig().to_dict())
     flat = {
@@ -188,7 +190,7 @@ def _validated(d: dict, where: str, axes: dict) -> RunConfig:
     try:
         return from_dict(d)
     except LocbenchError as e:
-        raise LocbenchError(f"{where}: cell {axes}: {e}") from None
+        raise LocbenchError(f"{where}: grid point {axes}: {e}") from None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -217,12 +219,12 @@ def _check_key(base: dict, key: str, where: str) -> None:
 
 
 def _check_not_axis(keys, grid: dict, where: str) -> None:
-    """A key set after the axes would overwrite an axis value: the cell would be named for a value it does not use."""
+    """A key set after the axes would overwrite an axis value: the point would be named for a value it does not use."""
     clash = [k for k in keys if k in grid]
     if clash:
         raise LocbenchError(
-            f"{where} {', '.join(clash)}, which is a grid axis: cells would be named for values they do not use; "
-            "use exclude to drop cells, or change the axis values"
+            f"{where} {', '.join(clash)}, which is a grid axis: grid points would be named for values they do not use; "
+            "use exclude to drop grid points, or change the axis values"
         )
 
 

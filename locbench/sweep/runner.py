@@ -1,7 +1,8 @@
-"""Run every cell of a sweep into DIR/<run_id>/, resumably, locally or through submitit (SLURM or local).
+"""Train every run of a sweep (a grid point and a seed) into DIR/<run_id>/, resumably, locally or through submitit
+(SLURM or local).
 
-Re-running the same command finishes what is left: finished cells are not touched, interrupted ones resume from
-their last good checkpoint, failed and diverged ones are left alone unless ``retry_failed``. One cell's failure
+Re-running the same command finishes what is left: finished runs are not touched, interrupted ones resume from
+their last good checkpoint, failed and diverged ones are left alone unless ``retry_failed``. One run's failure
 is recorded in its folder (status, traceback) and the sweep goes on with the rest.
 """
 
@@ -35,7 +36,7 @@ from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
-from locbench.sweep.grid import Cell, Sweep, load_sweep
+from locbench.sweep.grid import Point, Sweep, load_sweep
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,16 @@ def run_sweep(
     slurm: dict[str, Any] | None = None,
     wait: bool = True,
 ) -> dict[str, int]:
-    """Run (or finish) a sweep into ``out``; returns the count of cells per final state.
+    """Run (or finish) a sweep into ``out``; returns the count of runs per final state.
 
     Args:
         sweep: a sweep file or an expanded :class:`Sweep`.
-        out: the sweep folder; one run folder per cell inside.
-        data: dataset for every cell (overrides the file's data.path).
-        overrides: dotted config overrides for every cell.
-        workers: cells run at once (inline: >1 runs each cell in its own process, one GPU each where several).
+        out: the sweep folder; one run folder per grid point and seed inside.
+        data: dataset for every run (overrides the file's data.path).
+        overrides: dotted config overrides for every run.
+        workers: runs at once (inline: >1 trains each run in its own process, one GPU each where several).
         executor: ``inline`` (this machine, no submitit), ``local`` (submitit's local executor) or ``slurm``.
-        retry_failed: run failed and diverged cells again (a diverged cell's old folder is kept aside).
+        retry_failed: run failed and diverged runs again (a diverged run's old folder is kept aside).
         slurm: submitit parameters for ``slurm`` (partition, gpus_per_node, timeout_min, mem_gb, cpus_per_task,
             array_parallelism), over the sweep file's ``executor:`` section.
         wait: wait for submitted jobs (local/slurm); without it, return after submission.
@@ -82,16 +83,16 @@ def run_sweep(
             f"`locbench status {out}`"
         )
     try:
-        cells = _prepare(sweep, out)
-        todo = _select(cells, out, retry_failed)
+        points = _prepare(sweep, out)
+        todo = _select(points, out, retry_failed)
         log.info(
-            "sweep %s: %d runs (%d cells x %d seeds); %d to run, %d already done",
+            "sweep %s: %d runs (%d grid points x %d seeds); %d to run, %d already done",
             sweep.name,
-            len(cells),
-            len({c.cell_id for c in cells}),
+            len(points),
+            len({c.point_id for c in points}),
             len(sweep.seeds),
             len(todo),
-            sum(RunDir(out / c.run_id).state() == "done" for c in cells),
+            sum(RunDir(out / c.run_id).state() == "done" for c in points),
         )
         if todo:
             _build_shared_caches(todo)
@@ -102,27 +103,27 @@ def run_sweep(
                 _run_submitit(todo, out, executor, params, wait)
     finally:
         lock.release()
-    counts = Counter(RunDir(out / c.run_id).state() for c in cells)
+    counts = Counter(RunDir(out / c.run_id).state() for c in points)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return dict(counts)
 
 
-def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
-    """Write the plan and one split file per split seed; point every cell at its split file."""
+def _prepare(sweep: Sweep, out: Path) -> list[Point]:
+    """Write the plan and one split file per split seed; point every run at its split file."""
     plan = {
         "name": sweep.name,
         "description": sweep.description,
         "grid": sweep.grid,
         "seeds": sweep.seeds,
-        "runs": [{"run_id": c.run_id, "cell_id": c.cell_id, "axes": c.axes, "seed": c.seed} for c in sweep.cells],
+        "runs": [{"run_id": c.run_id, "point_id": c.point_id, "axes": c.axes, "seed": c.seed} for c in sweep.points],
     }
     atomic_write_json(out / "plan.json", plan)
     if sweep.path is not None and sweep.path.exists():
         atomic_write_text(out / "sweep.yaml", sweep.path.read_text())
-    cells = []
+    points = []
     tables: dict[tuple, Any] = {}
-    for cell in sweep.cells:
-        d = cell.config.data
+    for point in sweep.points:
+        d = point.config.data
         if d.split is None:
             key = (
                 d.path,
@@ -142,15 +143,15 @@ def _prepare(sweep: Sweep, out: Path) -> list[Cell]:
                 if tkey not in tables:
                     tables[tkey] = table_from_config(d)
                 save_split(make_config_split(d, tables[tkey]), split_path)
-            cell = replace(cell, config=cell.config.replace({"data.split": str(split_path.resolve())}))
-        run = RunDir(out / cell.run_id)
+            point = replace(point, config=point.config.replace({"data.split": str(split_path.resolve())}))
+        run = RunDir(out / point.run_id)
         run.root.mkdir(parents=True, exist_ok=True)
-        record = cell.record(sweep.name)
+        record = point.record(sweep.name)
         # A finished run is never touched (bytes and mtimes stay); others get the record only when it changed.
         if run.status() != "done" and _sweep_point_or_none(run) != json.loads(json.dumps(record)):
             run.write_sweep_point(record)
-        cells.append(cell)
-    return cells
+        points.append(point)
+    return points
 
 
 def _sweep_point_or_none(run: RunDir) -> dict[str, Any] | None:
@@ -160,28 +161,28 @@ def _sweep_point_or_none(run: RunDir) -> dict[str, Any] | None:
         return None
 
 
-def _select(cells: list[Cell], out: Path, retry_failed: bool) -> list[Cell]:
+def _select(points: list[Point], out: Path, retry_failed: bool) -> list[Point]:
     todo = []
-    for cell in cells:
-        run = RunDir(out / cell.run_id)
+    for point in points:
+        run = RunDir(out / point.run_id)
         state = run.state()
         if state == "done":
             continue
         if state == "running":
-            log.info("%s is being trained by another process; leaving it", cell.run_id)
+            log.info("%s is being trained by another process; leaving it", point.run_id)
             continue
         if state in ("failed", "diverged"):
             if not retry_failed:
                 log.info(
                     "%s %s earlier (%s); --retry-failed runs it again",
-                    cell.run_id,
+                    point.run_id,
                     state,
                     run.status_info().get("reason", "")[:200],
                 )
                 continue
             if state == "diverged" or not run.has_checkpoints():
                 _set_aside(run, out)  # keep the old attempt; start clean
-        todo.append(cell)
+        todo.append(point)
     return todo
 
 
@@ -191,13 +192,13 @@ def _set_aside(run: RunDir, out: Path) -> None:
     log.info("kept the previous attempt of %s in %s", run.root.name, dest)
 
 
-def _build_shared_caches(cells: list[Cell]) -> None:
-    """Build each distinct preprocessing cache once, before the cells that share it start."""
+def _build_shared_caches(points: list[Point]) -> None:
+    """Build each distinct preprocessing cache once, before the runs that share it start."""
     done = set()
-    for cell in cells:
-        d = cell.config.data
+    for point in points:
+        d = point.config.data
         key = (d.path, d.format, d.pattern, d.channels, d.img_size, d.cache_dir)
-        if key not in done and prepare_cache(cell.config) is not None:
+        if key not in done and prepare_cache(point.config) is not None:
             done.add(key)
 
 
@@ -205,7 +206,7 @@ def die_with_parent() -> None:
     """In an inline worker (Linux): ask the kernel for SIGKILL when the sweep that started it dies.
 
     Without it a `kill -9` of the sweep left its workers training on, unseen, holding GPUs and run locks; now
-    their cells are left interrupted, and re-running the sweep resumes them. The kernel signals when the
+    their runs are left interrupted, and re-running the sweep resumes them. The kernel signals when the
     launching thread ends, which is never before the worker: that thread waits for it.
     """
     parent = os.environ.get(PARENT_ENV)
@@ -220,13 +221,14 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_cell(run_dir: str) -> str:
-    """Train the cell described by ``RUN_DIR/sweep_cell.json`` (resuming if it was interrupted); return its
-    final status. Never raises for a failed run: the failure is recorded in the run folder."""
+def run_point(run_dir: str) -> str:
+    """Train the run described by ``RUN_DIR/sweep_point.json`` (or an older sweep's ``sweep_cell.json``), resuming
+    it if it was interrupted; return its final status. Never raises for a failed run: the failure is recorded in
+    the run folder."""
     run = RunDir(Path(run_dir))
     record = run.read_sweep_point()
     if record is None:
-        raise LocbenchError(f"{run.root} has no sweep_cell.json: not a folder prepared by `locbench sweep`")
+        raise LocbenchError(f"{run.root} has no sweep_point.json: not a folder prepared by `locbench sweep`")
     cfg = from_dict(record["config"])
     try:
         train(cfg, run.root, resume=True)
@@ -239,43 +241,47 @@ def run_cell(run_dir: str) -> str:
     return run.status() or "failed"
 
 
+#: The name submitit jobs pickled by an older locbench call (by qualified name); they may still be queued on SLURM.
+run_cell = run_point
+
+
 def _record_early_failure(run: RunDir, e: BaseException) -> None:
     """train() records failures once the run has started; one before that (an unavailable device) left no status,
-    and the cell looked pending to every later sweep and to `locbench status`."""
+    and the run looked pending to every later sweep and to `locbench status`."""
     if run.status() is None:
         run.set_status("failed", f"{type(e).__name__}: {e}")
 
 
-def _run_inline(cells: list[Cell], out: Path, workers: int) -> None:
-    total = len(cells)
+def _run_inline(points: list[Point], out: Path, workers: int) -> None:
+    total = len(points)
     t0 = time.perf_counter()
     if workers <= 1:
-        for k, cell in enumerate(cells):
-            _log_progress(k, total, t0, cell)
-            status = run_cell(str(out / cell.run_id))
-            log.info("[%d/%d] %s: %s", k + 1, total, cell.run_id, status)
+        for k, point in enumerate(points):
+            _log_progress(k, total, t0, point)
+            status = run_point(str(out / point.run_id))
+            log.info("[%d/%d] %s: %s", k + 1, total, point.run_id, status)
         return
     gpus = _visible_gpus()
     threads = max(1, (os.cpu_count() or 1) // workers)
 
-    def launch(args: tuple[int, Cell]) -> str:
-        k, cell = args
+    def launch(args: tuple[int, Point]) -> str:
+        k, point = args
         slot = k % workers
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOCBENCH_CELL_SLOT=str(slot))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOCBENCH_POINT_SLOT=str(slot))
         env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (see die_with_parent)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-        _log_progress(k, total, t0, cell)
-        cmd = [sys.executable, "-m", "locbench", "-q", "sweep-cell", str(out / cell.run_id)]
-        with open(RunDir(out / cell.run_id).worker_log, "ab") as logf:
+        _log_progress(k, total, t0, point)
+        cmd = [sys.executable, "-m", "locbench", "-q", "sweep-point", str(out / point.run_id)]
+        with open(RunDir(out / point.run_id).worker_log, "ab") as logf:
             subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, check=False)
-        status = RunDir(out / cell.run_id).status() or "failed"
-        log.info("%s: %s", cell.run_id, status)
+        status = RunDir(out / point.run_id).status() or "failed"
+        log.info("%s: %s", point.run_id, status)
         return status
 
-    # a thread per slot feeding processes: `workers` cells in flight at once
+    # a thread per slot feeding processes: `workers` runs in flight at once
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(launch, enumerate(cells)))
+        list(pool.map(launch, enumerate(points)))
 
 
 def _visible_gpus() -> list[str]:
@@ -288,10 +294,10 @@ def _visible_gpus() -> list[str]:
         return []
 
 
-def _log_progress(k: int, total: int, t0: float, cell: Cell) -> None:
+def _log_progress(k: int, total: int, t0: float, point: Point) -> None:
     elapsed = time.perf_counter() - t0
     eta = f", ETA {_fmt_s(elapsed / k * (total - k))}" if k else ""
-    log.info("[%d/%d] starting %s (elapsed %s%s)", k + 1, total, cell.run_id, _fmt_s(elapsed), eta)
+    log.info("[%d/%d] starting %s (elapsed %s%s)", k + 1, total, point.run_id, _fmt_s(elapsed), eta)
 
 
 def _fmt_s(s: float) -> str:
@@ -299,7 +305,7 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _run_submitit(cells: list[Cell], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
+def _run_submitit(points: list[Point], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
     ex = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster="local" if executor == "local" else None)
     if executor == "slurm" and ex.cluster != "slurm":
         raise LocbenchError("--executor slurm: no SLURM found here (sbatch is not on PATH); use --executor local")
@@ -318,15 +324,17 @@ def _run_submitit(cells: list[Cell], out: Path, executor: str, params: dict[str,
             upd["mem_gb"] = int(p.pop("mem_gb"))
         upd.update({k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in p.items()})
     ex.update_parameters(**upd)
-    jobs = ex.map_array(run_cell, [str(out / c.run_id) for c in cells])
-    atomic_write_text(out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(cells, jobs, strict=True)}))
-    log.info("submitted %d cells as %s job array %s", len(cells), executor, jobs[0].job_id.split("_")[0])
+    jobs = ex.map_array(run_point, [str(out / c.run_id) for c in points])
+    atomic_write_text(
+        out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
+    )
+    log.info("submitted %d runs as %s job array %s", len(points), executor, jobs[0].job_id.split("_")[0])
     if not wait:
         log.info("not waiting: watch with `locbench status %s`, then `locbench report %s`", out, out)
         return
-    for k, (cell, job) in enumerate(zip(cells, jobs, strict=True)):
+    for k, (point, job) in enumerate(zip(points, jobs, strict=True)):
         try:
             status = job.result()
         except Exception as e:  # the job itself died (pre-empted, out of time): its folder says how far it got
             status = f"job failed ({type(e).__name__})"
-        log.info("[%d/%d] %s: %s", k + 1, len(cells), cell.run_id, status)
+        log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)

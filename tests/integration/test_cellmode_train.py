@@ -112,8 +112,8 @@ def test_sweep_with_level_axis(runs, tmp_path):
     assert counts == {"done": 2}
     levels = {}
     for folder in (tmp_path / "sweep").iterdir():
-        if (folder / "sweep_cell.json").is_file():
-            record = json.loads((folder / "sweep_cell.json").read_text())
+        if (folder / "sweep_point.json").is_file():
+            record = json.loads((folder / "sweep_point.json").read_text())
             levels[record["axes"]["train.level"]] = np.load(folder / "predictions" / "val.npz")["ids"]
     assert set(levels) == {"image", "cell"}
     assert all("/" in str(i) for i in levels["cell"]) and not any("/" in str(i) for i in levels["image"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from locbench.cli import main
+from locbench.cli import build_parser, main
 from locbench.errors import LocbenchError
 from locbench.report import Section, build_report
 from locbench.report.analysis import analyze
@@ -57,7 +57,7 @@ def test_report_writes_three_self_contained_files(sweep_report: Path):
     assert "Student t over seeds" in html
 
 
-def test_leaderboard_csv_has_one_row_per_cell_sorted(sweep_report: Path):
+def test_leaderboard_csv_has_one_row_per_point_sorted(sweep_report: Path):
     rows = list(csv.DictReader((sweep_report / "leaderboard.csv").open()))
     assert len(rows) == 8
     maps = [float(r["map_mean"]) for r in rows]
@@ -68,7 +68,7 @@ def test_leaderboard_csv_has_one_row_per_cell_sorted(sweep_report: Path):
         "bce",
         "standard",
     )
-    # The failed run (last cell, last seed) leaves that cell with two seeds; CI bounds bracket the mean.
+    # The failed run (last grid point, last seed) leaves that point with two seeds; CI bounds bracket the mean.
     last = next(r for r in rows if (r["backbone"], r["loss"], r["augment"]) == ("efficientnet_b0", "focal", "strong"))
     assert last["n_seeds"] == "2"
     for r in rows:
@@ -117,7 +117,7 @@ def test_single_seed_sweep_uses_image_bootstrap_and_reads_each_npz_once(tmp_path
     assert all(an.estimates[c][m].has_ci for c in an.estimates for m in an.estimates[c])
     claims = [f.text for f in an.findings if f.significant]
     assert any(t.startswith("loss=focal (instead of bce) raised val mAP") and "single seed" in t for t in claims)
-    no_focal = [c for c in an.comparisons if c.cell in ("c01",)]  # augment=strong only: no planted effect
+    no_focal = [c for c in an.comparisons if c.point in ("c01",)]  # augment=strong only: no planted effect
     assert no_focal and not no_focal[0].significant
 
 
@@ -129,13 +129,13 @@ def clean_sweep(tmp_path_factory) -> Path:
 def test_baseline_option(clean_sweep: Path):
     sweep = collect(clean_sweep)
     an = analyze(sweep, baseline="backbone=efficientnet_b0,loss=bce,augment=standard")
-    assert sweep.cell(an.baseline).axes["model.backbone"] == "efficientnet_b0"
+    assert sweep.point(an.baseline).axes["model.backbone"] == "efficientnet_b0"
     assert an.baseline_why.startswith("chosen with --baseline")
     assert analyze(sweep, baseline="c03-s1").baseline == "c03"
     assert analyze(sweep, baseline="c05").baseline == "c05"
     with pytest.raises(LocbenchError, match="unknown axis"):
         analyze(sweep, baseline="optimizer=sgd")
-    with pytest.raises(LocbenchError, match="matches 2 cells"):
+    with pytest.raises(LocbenchError, match="matches 2 grid points"):
         analyze(sweep, baseline="loss=bce,augment=standard")
 
 
@@ -148,7 +148,7 @@ def test_extra_sections_are_rendered(tmp_path: Path):
 
 
 def test_cli_report_options_and_user_errors(clean_sweep: Path, tmp_path: Path, capsys):
-    assert main(["-q", "report", str(clean_sweep), "--metric", "macro_f1", "--cell", "c05-s1"]) == 0
+    assert main(["-q", "report", str(clean_sweep), "--metric", "macro_f1", "--point", "c05-s1"]) == 0
     md = (clean_sweep / "report.md").read_text()
     assert "Run c05-s1" in md and "Sorted by val macro F1 @0.5" in md
     assert (clean_sweep / "report.html").exists() and (clean_sweep / "leaderboard.csv").exists()
@@ -157,8 +157,10 @@ def test_cli_report_options_and_user_errors(clean_sweep: Path, tmp_path: Path, c
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no run folders found" in capsys.readouterr().err
     assert main(["report", str(clean_sweep), "--baseline", "zzz"]) == 2
-    assert main(["report", str(clean_sweep), "--cell", "nope"]) == 2
-    assert "--cell nope" in capsys.readouterr().err
+    assert main(["report", str(clean_sweep), "--point", "nope"]) == 2
+    assert "--point nope" in capsys.readouterr().err
+    # --cell, the option's name before grid points were called points, still works
+    assert build_parser().parse_args(["report", str(clean_sweep), "--cell", "c05-s1"]).point == "c05-s1"
 
 
 def test_sweep_with_no_finished_run_is_a_user_error(tmp_path: Path):
@@ -179,7 +181,7 @@ def test_corrupt_predictions_are_left_out_with_a_note(tmp_path: Path):
     np.savez(bad, **z)
     an = analyze(collect(root), n_resamples=100)
     assert any("c01-s0" in n and "NaN" in n and "left out of the bootstrap" in n for n in an.notes)
-    assert an.comparisons == []  # the only other cell cannot be compared on images
+    assert an.comparisons == []  # the only other grid point cannot be compared on images
 
 
 def test_a_single_run_folder_gets_a_report_without_claims(tmp_path: Path):
@@ -190,17 +192,34 @@ def test_a_single_run_folder_gets_a_report_without_claims(tmp_path: Path):
     )
     run = tmp_path / "run"
     shutil.copytree(root / "c00-s0", run)
-    (run / "sweep_cell.json").unlink()
+    (run / "sweep_point.json").unlink()
     md = build_report(run).with_suffix(".md").read_text()
     assert "Nothing was tested" in md and "only one configuration has a finished run" in md
     assert "raised" not in md and "lowered" not in md
 
 
+def test_an_older_sweep_with_sweep_cell_json_reports_the_same(tmp_path: Path):
+    import json
+
+    kw = {"backbones": ("resnet18",), "augs": ("standard",), "seeds": (0, 1)}
+    new, old = make_sweep(tmp_path / "new", **kw), make_sweep(tmp_path / "old", **kw)
+    for record in old.glob("*/sweep_point.json"):  # as a locbench from before the grid point rename wrote it
+        obj = {("cell_id" if k == "point_id" else k): v for k, v in json.loads(record.read_text()).items()}
+        record.with_name("sweep_cell.json").write_text(json.dumps(obj))
+        record.unlink()
+    assert not list(old.glob("*/sweep_point.json")) and list(old.glob("*/sweep_cell.json"))
+    sweep = collect(old)
+    assert [p.point_id for p in sweep.points] == [p.point_id for p in collect(new).points] == ["c00", "c01"]
+    build_report(new, n_resamples=100)
+    build_report(old, n_resamples=100)
+    assert (old / "leaderboard.csv").read_text() == (new / "leaderboard.csv").read_text()
+
+
 def test_run_folders_not_started_are_pending(tmp_path: Path):
     root = make_sweep(tmp_path / "s", backbones=("resnet18",), augs=("standard",), problems=False)
     (root / "c09-s0").mkdir()
-    (root / "c09-s0" / "sweep_cell.json").write_text(
-        '{"sweep": "ablation", "cell_id": "c09", "axes": {"model.backbone": "resnet18", "loss.name": "asl", '
+    (root / "c09-s0" / "sweep_point.json").write_text(
+        '{"sweep": "ablation", "point_id": "c09", "axes": {"model.backbone": "resnet18", "loss.name": "asl", '
         '"augment.preset": "standard"}, "seed": 0, "run_id": "c09-s0"}'
     )
     sweep = collect(root)

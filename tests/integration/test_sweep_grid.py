@@ -17,35 +17,35 @@ def _spec(**kw) -> dict:
 
 def test_cartesian_product_times_seeds():
     sweep = expand(_spec(seeds=[0, 1]), data="/data/hpa")
-    assert len(sweep.cells) == 2 * 2 * 2
-    combos = {(c.axes["loss.name"], c.axes["augment.name"], c.seed) for c in sweep.cells}
+    assert len(sweep.points) == 2 * 2 * 2
+    combos = {(c.axes["loss.name"], c.axes["augment.name"], c.seed) for c in sweep.points}
     assert combos == {(lo, au, s) for lo in ("bce", "focal") for au in ("standard", "cutmix") for s in (0, 1)}
-    for c in sweep.cells:
+    for c in sweep.points:
         assert c.config.loss.name == c.axes["loss.name"] and c.config.augment.name == c.axes["augment.name"]
         assert c.config.train.seed == c.seed == c.config.data.split_seed  # each seed draws its own split too
         assert c.config.data.path == "/data/hpa" and c.config.model.backbone == "test_resnet"
-        assert c.cell_id == f"{c.axes['loss.name']}-{c.axes['augment.name']}"
-        assert c.run_id.startswith(f"{c.cell_id}-s{c.seed}-") and len(c.run_id.rsplit("-", 1)[1]) == 6
+        assert c.point_id == f"{c.axes['loss.name']}-{c.axes['augment.name']}"
+        assert c.run_id.startswith(f"{c.point_id}-s{c.seed}-") and len(c.run_id.rsplit("-", 1)[1]) == 6
     assert sweep.seeds == [0, 1] and sweep.name == "sweep"
 
 
 def test_seed_count_and_seed_keys():
     sweep = expand(_spec(seeds=3, seed_keys=["train.seed"]))
-    assert sorted({c.seed for c in sweep.cells}) == [0, 1, 2]
-    assert all(c.config.data.split_seed == 0 for c in sweep.cells)  # only train.seed follows the seed
+    assert sorted({c.seed for c in sweep.points}) == [0, 1, 2]
+    assert all(c.config.data.split_seed == 0 for c in sweep.points)  # only train.seed follows the seed
 
 
-def test_exclude_drops_matching_cells():
+def test_exclude_drops_matching_points():
     sweep = expand(_spec(exclude=[{"loss.name": "focal", "augment.name": "cutmix"}]))
-    assert sorted(c.cell_id for c in sweep.cells) == ["bce-cutmix", "bce-standard", "focal-standard"]
+    assert sorted(c.point_id for c in sweep.points) == ["bce-cutmix", "bce-standard", "focal-standard"]
     partial = expand(_spec(exclude=[{"loss.name": "focal"}]))
-    assert sorted(c.cell_id for c in partial.cells) == ["bce-cutmix", "bce-standard"]
+    assert sorted(c.point_id for c in partial.points) == ["bce-cutmix", "bce-standard"]
 
 
 def test_overrides_apply_where_they_match():
     rule = {"when": {"augment.name": "cutmix"}, "set": {"train.batch_size": 16, "augment.cutmix_p": 1.0}}
     sweep = expand(_spec(overrides=[rule]))
-    for c in sweep.cells:
+    for c in sweep.points:
         cut = c.axes["augment.name"] == "cutmix"
         assert c.config.train.batch_size == (16 if cut else 32)
         assert c.config.augment.cutmix_p == (1.0 if cut else 0.5)
@@ -60,22 +60,22 @@ def test_base_file_inline_config_and_extra_overrides(tmp_path):
         )
     )
     sweep = load_sweep(path, data="/d", extra={"data.img_size": 64})
-    (cell,) = sweep.cells
+    (point,) = sweep.points
     assert sweep.name == "mine" and sweep.path == path
-    assert (cell.config.optim.lr, cell.config.train.epochs, cell.config.data.img_size) == (2e-3, 2, 64)
+    assert (point.config.optim.lr, point.config.train.epochs, point.config.data.img_size) == (2e-3, 2, 64)
 
 
 def test_run_ids_are_stable_and_follow_what_changes_the_result():
-    a = [c.run_id for c in expand(_spec(seeds=[0, 1]), data="/one").cells]
-    b = [c.run_id for c in expand(_spec(seeds=[0, 1]), data="/one").cells]
+    a = [c.run_id for c in expand(_spec(seeds=[0, 1]), data="/one").points]
+    b = [c.run_id for c in expand(_spec(seeds=[0, 1]), data="/one").points]
     assert a == b and len(set(a)) == len(a)
     # where the data lives, how many workers load it, which device: the numbers do not change, nor do the ids
     moved = expand(_spec(seeds=[0, 1]), data="/elsewhere", extra={"data.workers": 7, "train.device": "cpu"})
-    assert [c.run_id for c in moved.cells] == a
+    assert [c.run_id for c in moved.points] == a
     # a key that changes the numbers changes every id
     lr = expand(_spec(seeds=[0, 1]), data="/one", extra={"optim.lr": 0.01})
-    assert not set(c.run_id for c in lr.cells) & set(a)
-    assert config_hash(lr.cells[0].config) != config_hash(expand(_spec()).cells[0].config)
+    assert not set(c.run_id for c in lr.points) & set(a)
+    assert config_hash(lr.points[0].config) != config_hash(expand(_spec()).points[0].config)
 
 
 @pytest.mark.parametrize(
@@ -87,13 +87,13 @@ def test_run_ids_are_stable_and_follow_what_changes_the_result():
         ({**BASE, "grid": {"loss.name": "bce"}}, r"grid axis 'loss.name' needs a non-empty list"),
         ({**BASE, "grid": {"loss.name": []}}, r"grid axis 'loss.name' needs a non-empty list"),
         ({**BASE, "grid": {"loss.name": ["bce", "bce"]}}, r"grid axis 'loss.name' lists a value twice"),
-        ({**BASE, "grid": {"loss.name": ["bce", "dice"]}}, r"cell \{'loss.name': 'dice'\}: unknown loss 'dice'"),
+        ({**BASE, "grid": {"loss.name": ["bce", "dice"]}}, r"grid point \{'loss.name': 'dice'\}: unknown loss 'dice'"),
         ({**BASE, "grid": {"model.backbone": ["resnet5"]}}, r"unknown backbone 'resnet5'"),
         ({**BASE, "grid": {"loss.name": ["bce"]}, "seeds": []}, r"seeds must be a list of integers"),
         ({**BASE, "grid": {"loss.name": ["bce"]}, "seeds": ["a"]}, r"seeds must be a list of integers"),
         ({**BASE, "grid": {"loss.name": ["bce"]}, "sedes": [1]}, r"unknown sweep key\(s\) sedes; valid: "),
         ({**BASE, "grid": {"loss.name": ["bce"]}, "exclude": [{"augment.name": "x"}]}, r"not a grid axis"),
-        ({**BASE, "grid": {"loss.name": ["bce"]}, "exclude": [{"loss.name": "bce"}]}, r"every cell .* excluded"),
+        ({**BASE, "grid": {"loss.name": ["bce"]}, "exclude": [{"loss.name": "bce"}]}, r"every point .* excluded"),
         ({**BASE, "grid": {"loss.name": ["bce"]}, "overrides": [{"when": {}}]}, r"each overrides entry is"),
         (
             {**BASE, "grid": {"loss.name": ["bce"]}, "overrides": [{"set": {"train.epoch": 2}}]},
@@ -115,10 +115,10 @@ def test_errors_name_the_file(tmp_path):
 
 
 def test_overrides_and_seed_keys_may_not_overwrite_an_axis():
-    # otherwise the cell named "focal" would train with BCE, and the report would compare two BCE runs
+    # otherwise the grid point named "focal" would train with BCE, and the report would compare two BCE runs
     spec = {**BASE, "grid": {"loss.name": ["bce", "focal"]}, "overrides": [{"set": {"loss.name": "bce"}}]}
     with pytest.raises(LocbenchError, match=r"overrides set loss.name, which is a grid axis"):
         expand(spec)
     with pytest.raises(LocbenchError, match=r"seed_keys set train.seed, which is a grid axis"):
         expand({**BASE, "grid": {"train.seed": [0, 1]}})
-    assert len(expand({**BASE, "grid": {"train.seed": [0, 1]}, "seed_keys": []}).cells) == 2
+    assert len(expand({**BASE, "grid": {"train.seed": [0, 1]}, "seed_keys": []}).points) == 2

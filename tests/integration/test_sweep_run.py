@@ -1,4 +1,4 @@
-"""`locbench sweep` end to end on a 2-cell grid of tiny runs: run folders, plan, resumability, failures, status,
+"""`locbench sweep` end to end on a 2-point grid of tiny runs: run folders, plan, resumability, failures, status,
 the sweep lock, and submitit's local executor."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory, synth_dir, cache_dir) -> Path:
-    """A finished 2-cell x 1-seed sweep of 2-epoch runs, run once; tests that change it work on a copy."""
+    """A finished 2-point x 1-seed sweep of 2-epoch runs, run once; tests that change it work on a copy."""
     import torch
 
     before = torch.get_num_threads()
@@ -71,20 +71,20 @@ def _runs(out: Path) -> list[Path]:
     return [out / r["run_id"] for r in plan["runs"]]
 
 
-def test_sweep_writes_plan_and_one_run_folder_per_cell(finished_sweep):
+def test_sweep_writes_plan_and_one_run_folder_per_point(finished_sweep):
     plan = json.loads((finished_sweep / "plan.json").read_text())
     assert plan["name"] == "tiny" and plan["description"] == "two losses on synthetic fields"
     assert plan["grid"] == {"loss.name": ["bce", "focal"]} and plan["seeds"] == [0]
     assert [r["axes"] for r in plan["runs"]] == [{"loss.name": "bce"}, {"loss.name": "focal"}]
     assert (finished_sweep / "sweep.yaml").exists()
     splits = list((finished_sweep / "splits").glob("*.json"))
-    assert len(splits) == 1  # both cells share seed 0's split
+    assert len(splits) == 1  # both grid points share seed 0's split
     for entry, run in zip(plan["runs"], _runs(finished_sweep), strict=True):
         assert RunDir(run).status() == "done"
-        cell = json.loads((run / "sweep_cell.json").read_text())
-        assert {k: cell[k] for k in ("sweep", "cell_id", "axes", "seed", "run_id")} == {
+        point = json.loads((run / "sweep_point.json").read_text())
+        assert {k: point[k] for k in ("sweep", "point_id", "axes", "seed", "run_id")} == {
             "sweep": "tiny",
-            "cell_id": entry["cell_id"],
+            "point_id": entry["point_id"],
             "axes": entry["axes"],
             "seed": 0,
             "run_id": run.name,
@@ -95,12 +95,12 @@ def test_sweep_writes_plan_and_one_run_folder_per_cell(finished_sweep):
         assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
         for name in ("summary.json", "thresholds.json", "predictions/val.npz", "checkpoints/best.safetensors"):
             assert (run / name).is_file()
-    # both cells trained on the same images
+    # both grid points trained on the same images
     a, b = (json.loads((r / "split.json").read_text()) for r in _runs(finished_sweep))
     assert a["parts"] == b["parts"]
 
 
-def test_rerun_leaves_finished_cells_untouched(finished_sweep, synth_dir, cache_dir, tmp_path, one_thread, caplog):
+def test_rerun_leaves_finished_runs_untouched(finished_sweep, synth_dir, cache_dir, tmp_path, one_thread, caplog):
     out = shutil.copytree(finished_sweep, tmp_path / "again")
     runs_before = {run.name: snapshot(run) for run in _runs(out)}
     caplog.set_level(logging.INFO, logger="locbench")
@@ -111,7 +111,7 @@ def test_rerun_leaves_finished_cells_untouched(finished_sweep, synth_dir, cache_
         assert snapshot(run) == runs_before[run.name]  # same bytes and same mtimes
 
 
-def test_interrupted_cell_is_resumed_and_the_other_left_alone(
+def test_interrupted_run_is_resumed_and_the_other_left_alone(
     finished_sweep, synth_dir, cache_dir, tmp_path, one_thread, caplog
 ):
     out = shutil.copytree(finished_sweep, tmp_path / "interrupted")
@@ -141,7 +141,50 @@ def test_interrupted_cell_is_resumed_and_the_other_left_alone(
     assert snapshot(other) == other_before
 
 
-def test_a_cell_that_is_being_trained_is_left_alone(finished_sweep, synth_dir, cache_dir, tmp_path, caplog):
+def as_older_sweep(out: Path) -> None:
+    """Rewrite a sweep folder as a locbench from before the grid point rename wrote it: each run's record in
+    ``sweep_cell.json`` with ``cell_id``, the plan's runs with ``cell_id``."""
+    for run in _runs(out):
+        record = json.loads((run / "sweep_point.json").read_text())
+        old = {("cell_id" if k == "point_id" else k): v for k, v in record.items()}
+        (run / "sweep_cell.json").write_text(json.dumps(old))
+        (run / "sweep_point.json").unlink()
+    plan = json.loads((out / "plan.json").read_text())
+    plan["runs"] = [{("cell_id" if k == "point_id" else k): v for k, v in r.items()} for r in plan["runs"]]
+    (out / "plan.json").write_text(json.dumps(plan))
+
+
+def test_an_older_sweep_folder_resumes_and_reports(finished_sweep, synth_dir, cache_dir, tmp_path, one_thread, caplog):
+    from locbench.report.collect import collect
+
+    out = shutil.copytree(finished_sweep, tmp_path / "older")
+    as_older_sweep(out)
+    killed, other = _runs(out)
+    for suffix in (".json", ".safetensors"):
+        (killed / "checkpoints" / f"epoch-0002{suffix}").unlink()
+    (killed / "summary.json").unlink()
+    RunDir(killed).set_status("running")
+    other_before = snapshot(other)
+    assert RunDir(killed).read_sweep_point()["point_id"] == "bce"
+
+    # the worker command under its old name, as a job queued by an older locbench calls it
+    assert main(["-q", "sweep-cell", str(killed)]) == 0
+    assert RunDir(killed).state() == "done" and (killed / "summary.json").is_file()
+    caplog.set_level(logging.INFO, logger="locbench")
+    counts = run_sweep(write_sweep(tmp_path / "tiny.yaml", cache_dir, epochs=2), out, data=str(synth_dir))
+    assert counts == {"done": 2} and "0 to run, 2 already done" in caplog.text
+    assert snapshot(other) == other_before  # a finished run of an older sweep is not rewritten
+    assert not (other / "sweep_point.json").exists()
+
+    sweep = collect(out)
+    assert [(p.point_id, p.axes, len(p.done)) for p in sweep.points] == [
+        ("bce", {"loss.name": "bce"}, 1),
+        ("focal", {"loss.name": "focal"}, 1),
+    ]
+    assert main(["status", str(out)]) == 0
+
+
+def test_a_run_that_is_being_trained_is_left_alone(finished_sweep, synth_dir, cache_dir, tmp_path, caplog):
     out = shutil.copytree(finished_sweep, tmp_path / "live")
     busy, _ = _runs(out)
     RunDir(busy).set_status("running")
@@ -157,8 +200,8 @@ def test_a_cell_that_is_being_trained_is_left_alone(finished_sweep, synth_dir, c
     assert "is being trained by another process; leaving it" in caplog.text
 
 
-def test_failing_cell_is_recorded_and_the_others_finish(kit, tmp_path, capsys):
-    # class weights for 2 classes on 19-class data: valid at expansion, fails when the cell builds its loss
+def test_failing_run_is_recorded_and_the_others_finish(kit, tmp_path, capsys):
+    # class weights for 2 classes on 19-class data: valid at expansion, fails when the run builds its loss
     sweep_file = write_sweep(tmp_path / "s.yaml", kit.cache_dir, grid={"loss.class_weights": [None, [1.0, 2.0]]})
     out = tmp_path / "out"
     assert main(["sweep", str(sweep_file), "--out", str(out), "--data", str(kit.data)]) == 1
@@ -177,7 +220,7 @@ def test_failing_cell_is_recorded_and_the_others_finish(kit, tmp_path, capsys):
     )
     assert any(ok.name in line and "done" in line and "epoch 1/1" in line for line in text.splitlines())
 
-    # without --retry-failed a failed cell stays as it is; with it, it runs again (and fails again here)
+    # without --retry-failed a failed run stays as it is; with it, it runs again (and fails again here)
     before = snapshot(bad)
     assert main(["sweep", str(sweep_file), "--out", str(out), "--data", str(kit.data)]) == 1
     assert snapshot(bad) == before
@@ -186,7 +229,7 @@ def test_failing_cell_is_recorded_and_the_others_finish(kit, tmp_path, capsys):
     assert list((out / ".attempts").iterdir())  # the earlier attempt was kept aside
 
 
-def test_cell_failing_before_training_starts_is_recorded_failed(kit, tmp_path):
+def test_run_failing_before_training_starts_is_recorded_failed(kit, tmp_path):
     import torch
 
     if torch.cuda.is_available():
@@ -220,7 +263,7 @@ def test_status_command(finished_sweep, tmp_path, capsys):
     for run in _runs(finished_sweep):
         (line,) = [ln for ln in lines if run.name in ln]
         assert line.split()[1:4] == ["done", "epoch", "2/2"]
-    # a pending cell and an ETA once something is left
+    # a pending run and an ETA once something is left
     out = shutil.copytree(finished_sweep, tmp_path / "half")
     pending = _runs(out)[1]
     shutil.rmtree(pending)

@@ -1,4 +1,4 @@
-"""Faults other than kills: a full disk, a cache that cannot fit, a loss that becomes NaN in one cell of a sweep.
+"""Faults other than kills: a full disk, a cache that cannot fit, a loss that becomes NaN in one run of a sweep.
 
 A full disk is simulated in-process by making chosen atomic writes fail with ENOSPC, as ``f.write`` does on a
 full filesystem: the command stops cleanly (exit 2, the file named, no traceback), leaves nothing half-written,
@@ -153,7 +153,7 @@ def test_disk_full_during_a_cache_build_stops_cleanly_and_a_rerun_finishes(kit, 
     assert (folder / "complete").exists()
 
 
-def test_a_diverging_cell_is_recorded_the_sweep_goes_on_and_the_report_lists_it(kit, tmp_path, capsys):
+def test_a_diverging_run_is_recorded_the_sweep_goes_on_and_the_report_lists_it(kit, tmp_path, capsys):
     config: dict = {}
     for key, value in kit.overrides(optim__name="sgd").items():
         section, name = key.split(".")
@@ -161,9 +161,9 @@ def test_a_diverging_cell_is_recorded_the_sweep_goes_on_and_the_report_lists_it(
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "div", "config": config, "grid": {"optim.lr": [0.001, 1000000.0]}}))
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep), "--out", str(out)]) == 1  # not every cell finished: a non-zero exit
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 1  # not every run finished: a non-zero exit
     assert "1 diverged" in capsys.readouterr().out
-    states = {p.name: RunDir(p).status_info() for p in out.iterdir() if (p / "sweep_cell.json").exists()}
+    states = {p.name: RunDir(p).status_info() for p in out.iterdir() if (p / "sweep_point.json").exists()}
     diverged = [name for name, info in states.items() if info["status"] == "diverged"]
     assert len(diverged) == 1
     assert "training loss became nan" in states[diverged[0]]["reason"]
@@ -176,7 +176,7 @@ def test_a_diverging_cell_is_recorded_the_sweep_goes_on_and_the_report_lists_it(
     assert main(["report", str(out), "--resamples", "100"]) == 0
     report = (out / "report.md").read_text()
     assert diverged[0] in report and "diverged" in report and "training loss became nan" in report
-    # a re-run leaves the diverged cell alone (it would diverge again) unless asked
+    # a re-run leaves the diverged run alone (it would diverge again) unless asked
     before = (out / diverged[0] / "status.json").read_bytes()
     assert main(["sweep", str(sweep), "--out", str(out)]) == 1
     assert (out / diverged[0] / "status.json").read_bytes() == before

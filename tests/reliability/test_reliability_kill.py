@@ -143,7 +143,7 @@ def sweep_reference(tmp_path_factory, sweep_file):
 
 
 def _runs(out: Path) -> list[Path]:
-    return sorted(p for p in out.iterdir() if (p / "sweep_cell.json").exists())
+    return sorted(p for p in out.iterdir() if (p / "sweep_point.json").exists())
 
 
 def test_killed_sweep_finishes_on_rerun_and_never_touches_finished_runs(
@@ -188,8 +188,8 @@ def test_killed_sweep_worker_is_resumed_by_the_rerun(sweep_file, sweep_reference
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=300)
     states = sorted(RunDir(p).state() for p in _runs(out))
-    # the killed worker's cell is interrupted (pending if the kill came before its status was first written, done if
-    # as it finished); the other worker's cell went on to the end
+    # the killed worker's run is interrupted (pending if the kill came before its status was first written, done if
+    # as it finished); the other worker's run went on to the end
     assert "done" in states and set(states) <= {"done", "interrupted", "pending"}
     assert fi.corrupt_files(out) == []
     finished = {p.name: fi.snapshot(p) for p in _runs(out) if RunDir(p).status() == "done"}
@@ -224,8 +224,8 @@ def test_killing_a_sweep_kills_its_workers_and_the_rerun_resumes(sweep_file, swe
         while _alive(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(worker), "a worker kept training after its sweep was killed"
-        # the other worker gets the same signal but may take a moment to die; until then its cell counts as
-        # running and a re-run leaves it alone (correctly), so wait for every cell lock to be free
+        # the other worker gets the same signal but may take a moment to die; until then its run counts as
+        # running and a re-run leaves it alone (correctly), so wait for every run lock to be free
         while any(RunDir(p).state() == "running" for p in _runs(out)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(RunDir(p).state() == "running" for p in _runs(out)), "a worker outlived its sweep"

@@ -36,21 +36,21 @@ def test_every_shipped_sweep_expands(path):
     n_grid = 1
     for values in spec["grid"].values():
         n_grid *= len(values)
-    n_excluded = len(spec.get("exclude") or [])  # the shipped files exclude whole cells, one rule per cell
-    assert len(sweep.cells) == (n_grid - n_excluded) * len(sweep.seeds)
-    assert all(c.config.data.path == "/nowhere/hpa" for c in sweep.cells)
-    assert len({c.run_id for c in sweep.cells}) == len(sweep.cells)
+    n_excluded = len(spec.get("exclude") or [])  # the shipped files exclude whole grid points, one rule per point
+    assert len(sweep.points) == (n_grid - n_excluded) * len(sweep.seeds)
+    assert all(c.config.data.path == "/nowhere/hpa" for c in sweep.points)
+    assert len({c.run_id for c in sweep.points}) == len(sweep.points)
 
 
 def test_seed_study_is_the_papers_grid():
     sweep = load_sweep(CONFIG_DIR / "sweeps" / "seed-study.yaml", data="/d")
-    assert len(sweep.cells) == 6 * 2 * 2 * 3
-    nf = [c for c in sweep.cells if c.axes["model.backbone"] == "nfnet_l0"]
+    assert len(sweep.points) == 6 * 2 * 2 * 3
+    nf = [c for c in sweep.points if c.axes["model.backbone"] == "nfnet_l0"]
     assert nf and all(c.config.optim.clip_mode == "agc" and c.config.model.timm_name == "eca_nfnet_l0" for c in nf)
-    other = next(c for c in sweep.cells if c.axes["model.backbone"] == "resnet50")
+    other = next(c for c in sweep.points if c.axes["model.backbone"] == "resnet50")
     assert other.config.optim.clip_mode == "auto"
-    assert {c.config.train.seed for c in sweep.cells} == {0, 1, 2}
-    assert all(c.config.data.split_seed == c.config.train.seed for c in sweep.cells)
+    assert {c.config.train.seed for c in sweep.points} == {0, 1, 2}
+    assert all(c.config.data.split_seed == c.config.train.seed for c in sweep.points)
 
 
 def test_defaults_are_the_studys():

@@ -44,7 +44,7 @@ def test_paired_t_matches_seeds_and_scipy():
 
 
 def test_paired_t_pairs_by_seed_not_by_position():
-    # Unpaired the two cells look identical; paired by seed the second is always 0.01 better.
+    # Unpaired the two grid points look identical; paired by seed the second is always 0.01 better.
     base = {0: 0.5, 1: 0.7, 2: 0.6}
     other = {0: 0.51, 1: 0.71, 2: 0.61}
     n, diff, *_ = stats.paired_t(base, other)
@@ -67,15 +67,15 @@ def test_holm_on_known_pvalues():
     assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
-def test_compare_to_baseline_adjusts_across_cells():
-    per_cell = {
+def test_compare_to_baseline_adjusts_across_points():
+    per_point = {
         "base": {0: 0.60, 1: 0.62, 2: 0.58},
         "better": {0: 0.63, 1: 0.66, 2: 0.60},
         "same": {0: 0.61, 1: 0.61, 2: 0.59},
         "lonely": {0: 0.9},
     }
-    rows = stats.compare_to_baseline(per_cell, "base")
-    assert [r.cell for r in rows] == ["better", "same", "lonely"]
+    rows = stats.compare_to_baseline(per_point, "base")
+    assert [r.point for r in rows] == ["better", "same", "lonely"]
     raw = [r.p for r in rows[:2]]
     assert [r.p_adj for r in rows[:2]] == pytest.approx(stats.holm(raw))
     assert not rows[2].tested and "one paired seed" in rows[2].note
@@ -206,7 +206,7 @@ def test_bootstrap_compare_is_paired_on_the_same_resamples():
     assert observed["base"] == pytest.approx(
         np.mean([average_precision_score(targets[:, j], weak[:, j]) for j in range(c)])
     )
-    rows = {r.cell: r for r in stats.bootstrap_compare(observed, draws, "base")}
+    rows = {r.point: r for r in stats.bootstrap_compare(observed, draws, "base")}
     # Same predictions on the same resamples: a difference of exactly zero in every resample.
     assert rows["copy"].diff == 0 and rows["copy"].lo == 0 and rows["copy"].hi == 0 and rows["copy"].p == 1.0
     assert rows["strong"].significant and rows["strong"].lo > 0

@@ -92,19 +92,39 @@ def test_eval_results_go_to_eval_or_out(tmp_path):
 
 def test_sweep_point_and_set_aside_keep_only_the_record(tmp_path):
     run = _finished(tmp_path / "run")
-    record = {"sweep": "s", "cell_id": "c00", "axes": {"loss.name": "bce"}, "seed": 0, "run_id": "run"}
+    record = {"sweep": "s", "point_id": "c00", "axes": {"loss.name": "bce"}, "seed": 0, "run_id": "run"}
     run.write_sweep_point(record)
     assert run.read_sweep_point() == record
     run.set_aside(tmp_path / ".attempts" / "run-1")
-    assert sorted(p.name for p in run.root.iterdir()) == ["sweep_cell.json"]
+    assert sorted(p.name for p in run.root.iterdir()) == ["sweep_point.json"]
     assert run.read_sweep_point() == record and run.state() == "pending"
     assert RunDir(tmp_path / ".attempts" / "run-1").status() == "done"
+
+
+def test_an_older_sweeps_sweep_cell_json_is_read_kept_aside_and_replaced(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    old = {"sweep": "s", "cell_id": "c00", "axes": {"loss.name": "bce"}, "seed": 0, "run_id": "run"}
+    (run.root / "sweep_cell.json").write_text(json.dumps(old))
+    assert run.is_run() and run.state() == "pending"
+    assert run.read_sweep_point() == {
+        "sweep": "s",
+        "point_id": "c00",
+        "axes": {"loss.name": "bce"},
+        "seed": 0,
+        "run_id": "run",
+    }
+    run.set_aside(tmp_path / ".attempts" / "run-1")
+    assert sorted(p.name for p in run.root.iterdir()) == ["sweep_cell.json"]
+    new = {**run.read_sweep_point(), "seed": 1}
+    run.write_sweep_point(new)
+    assert sorted(p.name for p in run.root.iterdir()) == ["sweep_point.json"] and run.read_sweep_point() == new
 
 
 def _state_of_each(tmp_path: Path) -> dict[str, RunDir]:
     runs = {}
     runs["pending"] = RunDir(tmp_path / "pending")
-    runs["pending"].write_sweep_point({"sweep": "s", "cell_id": "c", "axes": {}, "seed": 0, "run_id": "pending"})
+    runs["pending"].write_sweep_point({"sweep": "s", "point_id": "c", "axes": {}, "seed": 0, "run_id": "pending"})
     runs["done"] = _finished(tmp_path / "done")
     for status in ("failed", "diverged", "running", "interrupted"):
         runs[status] = RunDir(tmp_path / status)
