@@ -71,7 +71,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def print_cell_evaluation(result: dict) -> None:
     """The per-class table of a cell-level evaluation and where it was written."""
-    from locbench.infer import format_cell_metrics
+    from locbench.cells.scoring import format_cell_metrics
 
     print(format_cell_metrics(result))
     print(
