@@ -65,7 +65,7 @@ TRAIN_WRITES = (
 TRAIN_CALLS = (
     "locbench.engine.optim:clip_gradients@2",
     "locbench.engine.optim:clip_gradients@6",
-    "locbench.engine.fit:_finish@1",
+    "locbench.engine.fit:finish_run@1",
 )
 #: Cache builds of 40 fields run 3 chunks; _save_progress runs at the start, in a finally, and before `complete`.
 CACHE_CALLS = (

@@ -1,25 +1,10 @@
-"""``locbench cells evaluate|predict RUN_DIR``: cell-level scores and 2021 submissions (also reached through
-``locbench evaluate --level cell`` and ``locbench predict --level cell``, which share these flags)."""
+"""``locbench cells evaluate|predict RUN_DIR``: cell-level scores and 2021 submissions; they run the code of
+``locbench evaluate --level cell`` and ``locbench predict --level cell``, with the cell-level flags only."""
 
 from __future__ import annotations
 
-import argparse
-
-
-def add_cell_args(p: argparse.ArgumentParser) -> None:
-    """The cell-level flags shared by ``cells``, ``evaluate --level cell`` and ``predict --level cell``."""
-    g = p.add_argument_group("cell level")
-    g.add_argument(
-        "--masks",
-        default=None,
-        help="predicted cells: auto (the dataset's masks/, else segment), segment (the run's cell.backend), "
-        "or a mask folder (default: the run's cell.masks)",
-    )
-    g.add_argument("--image-run", default=None, help="an image-level run folder whose field probabilities to blend")
-    g.add_argument("--blend", type=float, default=None, help="weight of --image-run (default the run's cell.blend)")
-    g.add_argument(
-        "--negative", choices=["max", "none"], default=None, help="Negative rule (default the run's cell.negative)"
-    )
+from locbench.commands import evaluate, predict
+from locbench.commands._level import add_cell_args
 
 
 def add_parser(sub) -> None:
@@ -35,7 +20,7 @@ def add_parser(sub) -> None:
     e.add_argument("--workers", type=int, default=None)
     e.add_argument("--out", help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
     add_cell_args(e)
-    e.set_defaults(func=run_evaluate)
+    e.set_defaults(func=evaluate.run, level="cell")
 
     s = actions.add_parser("predict", help="write a 2021 competition submission (ID,ImageWidth,ImageHeight,...)")
     s.add_argument("run_dir")
@@ -45,64 +30,4 @@ def add_parser(sub) -> None:
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None)
     add_cell_args(s)
-    s.set_defaults(func=run_predict)
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from locbench.infer import evaluate
-
-    result = evaluate(
-        args.run_dir,
-        level="cell",
-        data=args.data,
-        split=args.split,
-        masks=args.masks,
-        truth_masks=args.truth_masks,
-        image_run=args.image_run,
-        blend=args.blend,
-        negative=args.negative,
-        device=args.device,
-        workers=args.workers,
-        out=args.out,
-    )
-    print_cell_evaluation(result)
-    return 0
-
-
-def print_cell_evaluation(result: dict) -> None:
-    """The per-class table of a cell-level evaluation and where it was written."""
-    from locbench.infer import format_cell_metrics
-
-    print(format_cell_metrics(result))
-    print(
-        f"\n{result['n_pred_cells']} predicted cells in {result['n_fields']} fields ({result['split']}); "
-        f"metrics written to {result['path']}"
-    )
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from locbench.infer import predict
-
-    result = predict(
-        args.run_dir,
-        level="cell",
-        data=args.data,
-        out=args.out,
-        masks=args.masks,
-        image_run=args.image_run,
-        blend=args.blend,
-        negative=args.negative,
-        min_confidence=args.min_confidence,
-        device=args.device,
-        workers=args.workers,
-    )
-    print_cell_submission(result)
-    return 0
-
-
-def print_cell_submission(result: dict) -> None:
-    """Where a cell-level submission was written and what it holds."""
-    print(
-        f"submission written to {result['path']}: {result['images']} images, {result['cells']} cells, "
-        f"{result['triples']} triples (validated)"
-    )
+    s.set_defaults(func=predict.run, level="cell", format="csv")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args, print_cell_evaluation
+from locbench.commands._level import add_cell_args, run_at_level
 
 
 def add_parser(sub) -> None:
@@ -22,28 +22,31 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from locbench.infer import evaluate, load_run, resolve_level
+    from locbench.infer import evaluate
+
+    return run_at_level(
+        args,
+        evaluate,
+        show_image=_show_image,
+        show_cell=show_cell,
+        split=args.split,
+        truth_masks=args.truth_masks,
+    )
+
+
+def _show_image(result: dict) -> None:
     from locbench.metrics import format_metrics_table, with_tuned
 
-    run = load_run(args.run_dir)
-    level = resolve_level(run, args.level)
-    result = evaluate(
-        run,
-        level=level,
-        data=args.data,
-        split=args.split,
-        device=args.device,
-        workers=args.workers,
-        out=args.out,
-        masks=args.masks,
-        truth_masks=args.truth_masks,
-        image_run=args.image_run,
-        blend=args.blend,
-        negative=args.negative,
-    )
-    if level == "cell":
-        print_cell_evaluation(result)
-        return 0
     print(format_metrics_table(with_tuned(result["_metrics_at_half"], result["_metrics_tuned"])))
     print(f"\n{result['n_images']} images ({result['split']}); metrics written to {result['path']}")
-    return 0
+
+
+def show_cell(result: dict) -> None:
+    """The per-class table of a cell-level evaluation and where it was written."""
+    from locbench.cells.scoring import format_cell_metrics
+
+    print(format_cell_metrics(result))
+    print(
+        f"\n{result['n_pred_cells']} predicted cells in {result['n_fields']} fields ({result['split']}); "
+        f"metrics written to {result['path']}"
+    )

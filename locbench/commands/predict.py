@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.cells import add_cell_args, print_cell_submission
+from locbench.commands._level import add_cell_args, run_at_level
 
 
 def add_parser(sub) -> None:
@@ -29,26 +29,21 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from locbench.infer import load_run, predict, resolve_level
+    from locbench.infer import predict
 
-    run = load_run(args.run_dir)
-    level = resolve_level(run, args.level)
-    result = predict(
-        run,
-        level=level,
-        data=args.data,
-        out=args.out,
+    return run_at_level(
+        args,
+        predict,
+        show_image=lambda path: print(f"predictions written to {path}"),
+        show_cell=show_cell,
         output_format=args.format,
-        device=args.device,
-        workers=args.workers,
-        masks=args.masks,
-        image_run=args.image_run,
-        blend=args.blend,
-        negative=args.negative,
         min_confidence=args.min_confidence,
     )
-    if level == "cell":
-        print_cell_submission(result)
-        return 0
-    print(f"predictions written to {result}")
-    return 0
+
+
+def show_cell(result: dict) -> None:
+    """Where a cell-level submission was written and what it holds."""
+    print(
+        f"submission written to {result['path']}: {result['images']} images, {result['cells']} cells, "
+        f"{result['triples']} triples (validated)"
+    )

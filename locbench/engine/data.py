@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from locbench.cells.data import CellData, prepare_cell_data
 from locbench.data.cache import Cache, cache_from_config
@@ -17,6 +17,7 @@ from locbench.data.dataset import FieldDataset
 from locbench.data.formats import Table, table_from_config
 from locbench.data.splits import resolve_split
 from locbench.engine.seed import derive_seed
+from locbench.errors import LocbenchError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,27 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
     for name, idx in parts.items():
         log.info("split %s: %d images", name, len(idx))
     return prepared
+
+
+def train_val_datasets(data: PreparedData | CellData) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets of ``data``; refuses parts too small to train on and names the
+    classes the validation part lacks."""
+    train_ds, val_ds = data.dataset("train"), data.dataset("val")
+    if len(train_ds) < 2 or len(val_ds) < 1:
+        raise LocbenchError(
+            f"too few images to train: {len(train_ds)} for training, {len(val_ds)} for validation; "
+            "use more data or change data.val_frac"
+        )
+    absent = [c for c, k in zip(data.class_names, data.targets("val").sum(0), strict=True) if k == 0]
+    if absent:
+        log.info(
+            "%d of %d classes have no positive in the validation part; they are left out of its averages "
+            "and listed in summary.json: %s",
+            len(absent),
+            len(data.class_names),
+            ", ".join(absent),
+        )
+    return train_ds, val_ds
 
 
 def prepare_cache(cfg, table: Table | None = None) -> Cache | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
 import traceback
 from collections.abc import Sequence
@@ -23,27 +22,34 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from locbench.augment import build_augmentation
-from locbench.config import RunConfig, dump_config
+from locbench.config import RunConfig
 from locbench.engine import checkpoint as ckpt
 from locbench.engine import optim
 from locbench.engine.callbacks import Callback, ProgressBar
-from locbench.engine.data import EpochSampler, PreparedData, channel_stats, loader_workers, make_loader, prepare_data
-from locbench.engine.device import amp_dtype, peak_memory_mb, use_channels_last
+from locbench.engine.data import (
+    EpochSampler,
+    PreparedData,
+    channel_stats,
+    loader_workers,
+    make_loader,
+    prepare_data,
+    train_val_datasets,
+)
+from locbench.engine.device import amp_dtype, use_channels_last
 from locbench.engine.distributed import DistEnv
-from locbench.engine.environment import environment
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
 from locbench.engine.loggers import LogFile, make_loggers
-from locbench.engine.resume import check_run_folder
+from locbench.engine.resume import ready_run_folder, restore_checkpoint
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
+from locbench.engine.summary import finish_run, nan_if_none
 from locbench.errors import LocbenchError
 from locbench.losses import build_loss, class_weights
-from locbench.metrics import compute_metrics, tune_thresholds
+from locbench.metrics import compute_metrics
 from locbench.models import build_model, count_params, measure_gmacs
-from locbench.store.atomic import ensure_writable_dir, remove_stale_tmp
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -71,16 +77,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:
-        check_run_folder(run, cfg, resume)
-        ensure_writable_dir(run.root, what="--out")  # a file there or a read-only folder: say so before any work
-        if not lock.acquire(blocking=False):
-            raise LocbenchError(f"{run.root} is being trained by another process right now")
-        if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
-            log.info("removed scratch files an interrupted write left in %s", run.root)
-        log_file.attach()
-        run.write_config(dump_config(cfg))
-        run.write_env(environment(str(device)))
-        run.set_status("running")
+        ready_run_folder(run, cfg, resume=resume, lock=lock, log_file=log_file, device=device)
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
@@ -144,7 +141,7 @@ class Parts:
     """What every checkpoint's metadata holds (classes, stains, normalisation)."""
 
     def checkpoint(self) -> dict[str, Any]:
-        """The state an epoch checkpoint saves (and :func:`_restore` loads back)."""
+        """The state an epoch checkpoint saves (and :func:`~locbench.engine.resume.restore_checkpoint` loads)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -172,7 +169,8 @@ class Trainer:
     def setup(self, *, resume: bool = False) -> Parts:
         """Build data, model, optimisation, loaders and loggers; with ``resume`` load the newest good checkpoint."""
         cfg, device = self.cfg, self.device
-        data, train_ds, val_ds = self._data()
+        data = prepare_data(cfg, self.run.split)
+        train_ds, val_ds = train_val_datasets(data)
         num_classes, in_chans = len(data.class_names), len(data.channels)
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))
         model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
@@ -198,7 +196,8 @@ class Trainer:
         ema = optim.build_ema(cfg.optim, model)
         if resume:
             stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema}
-            self.state = _restore(self.run, stateful) or self.state
+            saved = restore_checkpoint(self.run, stateful)
+            self.state = TrainState(**saved) if saved else self.state
         net = self.dist.wrap(model, device)
         if cfg.train.compile:
             net = torch.compile(net)
@@ -239,26 +238,6 @@ class Trainer:
         )
         return self.parts
 
-    def _data(self) -> tuple[PreparedData, Dataset, Dataset]:
-        """The run's data and its training and validation datasets; refuses parts too small to train on."""
-        data = prepare_data(self.cfg, self.run.split)
-        train_ds, val_ds = data.dataset("train"), data.dataset("val")
-        if len(train_ds) < 2 or len(val_ds) < 1:
-            raise LocbenchError(
-                f"too few images to train: {len(train_ds)} for training, {len(val_ds)} for validation; "
-                "use more data or change data.val_frac"
-            )
-        absent = [c for c, k in zip(data.class_names, data.targets("val").sum(0), strict=True) if k == 0]
-        if absent:
-            log.info(
-                "%d of %d classes have no positive in the validation part; they are left out of its averages "
-                "and listed in summary.json: %s",
-                len(absent),
-                len(data.class_names),
-                ", ".join(absent),
-            )
-        return data, train_ds, val_ds
-
     def fit(self) -> Path:
         """Run the epochs left (until an early stop), then tune thresholds and write the summary; the run's path."""
         cfg, p = self.cfg, self.parts
@@ -283,8 +262,16 @@ class Trainer:
             if self._stop_early():
                 break
         if self.dist.main:
-            state = asdict(self.state)
-            _finish(self.run, cfg, p.data, state, p.params, p.gmacs, epoch_times, throughputs, self.device)
+            finish_run(
+                self.run,
+                p.data.class_names,
+                best_epoch=self.state.best_epoch,
+                params=p.params,
+                gmacs=p.gmacs,
+                epoch_times=epoch_times,
+                throughputs=throughputs,
+                device=self.device,
+            )
             self._call("on_train_end")
         self.dist.close()
         return self.run.root
@@ -361,8 +348,8 @@ class Trainer:
             cfg.train.epochs,
             train_loss,
             val["loss"],
-            _num(m["map"]),
-            _num(m["macro_f1"]),
+            nan_if_none(m["map"]),
+            nan_if_none(m["macro_f1"]),
             img_per_s,
             epoch_s,
             "  (best)" if improved else "",
@@ -385,87 +372,3 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self, *args)
-
-
-def _finish(run, cfg, data, state, params, gmacs, epoch_times, throughputs, device) -> None:
-    """Tune thresholds on the best epoch's validation predictions and write summary.json; status done."""
-    preds = run.read_predictions("val")
-    probs, targets = preds.probs, preds.targets
-    thresholds = tune_thresholds(probs, targets)
-    at_half = compute_metrics(probs, targets, class_names=data.class_names, thresholds=0.5)
-    tuned = compute_metrics(probs, targets, class_names=data.class_names, thresholds=thresholds)
-    per_class = {}
-    for name in data.class_names:
-        row = dict(at_half["per_class"][name])
-        row["f1_tuned"] = tuned["per_class"][name]["f1"]
-        row["threshold"] = float(thresholds[data.class_names.index(name)])
-        per_class[name] = row
-    history = run.read_metrics()
-    if not epoch_times:  # resumed after the last epoch had finished: take the times from the log
-        epoch_times = [r["time/epoch_s"] for r in history]
-        throughputs = [r["train/img_per_s"] for r in history]
-    summary = {
-        "format_version": 1,
-        "val": {
-            "macro_f1": at_half["macro_f1"],
-            "micro_f1": at_half["micro_f1"],
-            "map": at_half["map"],
-            "macro_f1_tuned": tuned["macro_f1"],
-            "micro_f1_tuned": tuned["micro_f1"],
-            "n_images": int(len(targets)),
-            "per_class": per_class,
-            "absent_classes": at_half["absent_classes"],
-        },
-        "best_epoch": state["best_epoch"],
-        "epochs_run": len(history),
-        "cost": {
-            "params": params,
-            "gmacs": gmacs,
-            "train_img_per_s": statistics.median(throughputs) if throughputs else None,
-            "epoch_s": statistics.median(epoch_times) if epoch_times else None,
-            "peak_mem_mb": peak_memory_mb(device),
-        },
-        "device": str(device),
-    }
-    run.write_thresholds(data.class_names, thresholds)
-    run.write_summary(summary)
-    run.set_status("done")
-    log.info(
-        "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
-        state["best_epoch"],
-        _num(at_half["map"]),
-        _num(at_half["macro_f1"]),
-        _num(tuned["macro_f1"]),
-        run.root,
-    )
-
-
-def _num(x: float | None) -> float:
-    """A metric for a log line: None (undefined, no class present) prints as nan."""
-    return float("nan") if x is None else x
-
-
-def _restore(run: RunDir, stateful: dict[str, Any]) -> TrainState | None:
-    """Load the newest good checkpoint into ``stateful`` (model, optimizer, scheduler, scaler, EMA; None entries
-    are skipped) and drop the metrics lines of later epochs; None when there is none yet."""
-    found = ckpt.latest_good(run.checkpoints)
-    if found is None:
-        log.info("no checkpoint in %s yet: starting from the beginning", run.root)
-        run.clear_metrics()
-        return None
-    stem, _ = found
-    saved, meta = ckpt.load_checkpoint(stem, device="cpu")
-    for key, obj in stateful.items():
-        if obj is not None and saved.get(key):
-            obj.load_state_dict(saved[key])
-    state = dict(meta["train_state"])
-    # metrics lines written after that checkpoint belong to the lost epoch: drop them
-    run.truncate_metrics(state["epoch"])
-    log.info(
-        "resuming %s after epoch %d (best val mAP %.4f at epoch %s)",
-        run.root,
-        state["epoch"],
-        state["best_map"],
-        state["best_epoch"],
-    )
-    return TrainState(**state)

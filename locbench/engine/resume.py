@@ -1,13 +1,67 @@
-"""Whether a run folder may be trained into: a new folder, or an interrupted run resumed with its own settings."""
+"""Starting and resuming a run folder: whether it may be trained into (a new folder, or an interrupted run resumed
+with its own settings), readying it, and loading the newest good checkpoint back."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
-from locbench.config import RunConfig, load_config
+import torch
+
+from locbench.config import RunConfig, dump_config, load_config
+from locbench.engine import checkpoint as ckpt
+from locbench.engine.environment import environment
+from locbench.engine.loggers import LogFile
 from locbench.errors import LocbenchError
+from locbench.store.atomic import ensure_writable_dir, remove_stale_tmp
+from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def ready_run_folder(
+    run: RunDir, cfg: RunConfig, *, resume: bool, lock: FileLock, log_file: LogFile, device: torch.device
+) -> None:
+    """Check and lock the run folder, attach the log file, write the config and environment; status running."""
+    check_run_folder(run, cfg, resume)
+    ensure_writable_dir(run.root, what="--out")  # a file there or a read-only folder: say so before any work
+    if not lock.acquire(blocking=False):
+        raise LocbenchError(f"{run.root} is being trained by another process right now")
+    if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
+        log.info("removed scratch files an interrupted write left in %s", run.root)
+    log_file.attach()
+    run.write_config(dump_config(cfg))
+    run.write_env(environment(str(device)))
+    run.set_status("running")
+
+
+def restore_checkpoint(run: RunDir, stateful: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the newest good checkpoint into ``stateful`` (model, optimizer, scheduler, scaler, EMA; None entries
+    are skipped) and drop the metrics lines of later epochs; its saved ``train_state``, None when there is none yet."""
+    found = ckpt.latest_good(run.checkpoints)
+    if found is None:
+        log.info("no checkpoint in %s yet: starting from the beginning", run.root)
+        run.clear_metrics()
+        return None
+    stem, _ = found
+    saved, meta = ckpt.load_checkpoint(stem, device="cpu")
+    for key, obj in stateful.items():
+        if obj is not None and saved.get(key):
+            obj.load_state_dict(saved[key])
+    state = dict(meta["train_state"])
+    # metrics lines written after that checkpoint belong to the lost epoch: drop them
+    run.truncate_metrics(state["epoch"])
+    log.info(
+        "resuming %s after epoch %d (best val mAP %.4f at epoch %s)",
+        run.root,
+        state["epoch"],
+        state["best_map"],
+        state["best_epoch"],
+    )
+    return state
 
 
 def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,35 +171,32 @@ def errors_markdown(tables: dict[str, Any], *, max_pairs: int = 15, max_images: 
     Returns:
         Markdown text ending in a newline.
     """
-    t = _table_rows(tables, max_pairs, max_images)
-    out = [f"## Errors by class ({tables['n_images']} images)", "", _markdown(*t["per_class"]), ""]
-    out += ["## Most confused class pairs", ""]
-    out += [_markdown(*t["pairs"])] if t["pairs"][1] else ["No image has both a false positive and a missed class."]
-    out += ["", "## Hardest images", ""]
-    out += [_markdown(*t["hardest"])] if t["hardest"][1] else ["No errors."]
-    return "\n".join(out) + "\n"
+    sections = _sections(tables, max_pairs, max_images, _markdown, str)
+    return "\n\n".join(f"## {title}\n\n{body}" for title, body in sections) + "\n"
 
 
 def errors_html(tables: dict[str, Any], *, max_pairs: int = 15, max_images: int = 5) -> str:
-    """Render :func:`error_tables` output as an HTML fragment (three ``<table>``s under ``<h2>`` headings).
+    """The sections of :func:`errors_markdown` as an HTML fragment for the report to embed: three ``<table>``s
+    under ``<h2>`` headings, every cell escaped, no ``<html>``/``<body>``."""
+    sections = _sections(tables, max_pairs, max_images, _html, lambda note: f"<p>{note}</p>")
+    return "\n".join(f"<h2>{title}</h2>\n{body}" for title, body in sections) + "\n"
 
-    Args:
-        tables: The dict from :func:`error_tables`.
-        max_pairs: How many confused pairs to list.
-        max_images: How many image ids per class and kind of error.
 
-    Returns:
-        An HTML fragment (no ``<html>``/``<body>``) for the report to embed; every cell is escaped.
-    """
+def _sections(
+    tables: dict[str, Any],
+    max_pairs: int,
+    max_images: int,
+    table: Callable[[list[str], list[list[str]]], str],
+    note: Callable[[str], str],
+) -> list[tuple[str, str]]:
+    """(heading, body) of the three sections: a table rendered by ``table``, or a ``note`` when it has no row."""
     t = _table_rows(tables, max_pairs, max_images)
-    parts = [f"<h2>Errors by class ({tables['n_images']} images)</h2>", _html(*t["per_class"])]
-    parts.append("<h2>Most confused class pairs</h2>")
-    parts.append(
-        _html(*t["pairs"]) if t["pairs"][1] else "<p>No image has both a false positive and a missed class.</p>"
+    sections = (
+        (f"Errors by class ({tables['n_images']} images)", "per_class", None),
+        ("Most confused class pairs", "pairs", "No image has both a false positive and a missed class."),
+        ("Hardest images", "hardest", "No errors."),
     )
-    parts.append("<h2>Hardest images</h2>")
-    parts.append(_html(*t["hardest"]) if t["hardest"][1] else "<p>No errors.</p>")
-    return "\n".join(parts) + "\n"
+    return [(title, table(*t[key]) if t[key][1] or empty is None else note(empty)) for title, key, empty in sections]
 
 
 # The explain files' own tables: no alignment marks, no label class (the report restyles the HTML, see

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ log = logging.getLogger(__name__)
 KINDS = ("TP", "FP", "FN")
 #: Images per ``compute_cams`` call: bounds memory for large models while keeping the passes batched.
 CAM_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A run's stored validation predictions with its tuned thresholds: what the CAM stage explains."""
+
+    ids: list[str]
+    probs: np.ndarray
+    targets: np.ndarray
+    thresholds: np.ndarray
+    names: list[str]
 
 
 def explain_run(
@@ -145,11 +157,7 @@ def explain_run(
                 result,
                 run_path,
                 rows_asked,
-                pred_ids,
-                probs,
-                targets,
-                thresholds,
-                names,
+                Scored(pred_ids, probs, targets, thresholds, names),
                 class_idx=class_idx,
                 methods=use,
                 data=data,
@@ -280,11 +288,7 @@ def _cam_section(
     result: dict[str, Any],
     run_path: Path,
     rows_asked: list[int] | None,
-    pred_ids: list[str],
-    probs: np.ndarray,
-    targets: np.ndarray,
-    thresholds: np.ndarray,
-    names: list[str],
+    scored: Scored,
     *,
     class_idx: list[int] | None,
     n: int,
@@ -297,24 +301,24 @@ def _cam_section(
         groups = {"selected": [(r, "") for r in rows_asked]}
     else:
         groups = select_images(
-            probs, targets, thresholds, classes=class_idx, n=n, per_kind=per_kind, max_classes=max_classes
+            scored.probs,
+            scored.targets,
+            scored.thresholds,
+            classes=class_idx,
+            n=n,
+            per_kind=per_kind,
+            max_classes=max_classes,
         )
     if not groups:
         result["notes"].append("no image to explain: no class has a positive or a prediction in the validation set")
-    _cam_stage(
-        result, run_path, groups, pred_ids, probs, targets, thresholds, names, class_idx=class_idx, **cam_options
-    )
+    _cam_stage(result, run_path, groups, scored, class_idx=class_idx, **cam_options)
 
 
 def _cam_stage(
     result: dict[str, Any],
     run_path: Path,
     groups: dict[Any, list[tuple[int, str]]],
-    pred_ids: list[str],
-    probs: np.ndarray,
-    targets: np.ndarray,
-    thresholds: np.ndarray,
-    names: list[str],
+    scored: Scored,
     *,
     class_idx: list[int] | None,
     methods: list[str],
@@ -325,7 +329,8 @@ def _cam_stage(
     out_dir: Path,
 ) -> None:
     """CAM grids for ``groups`` and the localization check; fills ``result`` in place."""
-    truth = np.asarray(targets).astype(bool)
+    pred_ids, probs, thresholds, names = scored.ids, scored.probs, scored.thresholds, scored.names
+    truth = np.asarray(scored.targets).astype(bool)
     pred = probs >= thresholds[None, :]
     wanted: dict[int, list[int]] = {}  # row -> classes to map, over every grid the image appears in
     layout: list[tuple[Any, list[tuple[int, str, list[int]]]]] = []

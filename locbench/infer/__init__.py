@@ -13,13 +13,7 @@ from typing import Any
 
 from locbench.errors import LocbenchError
 from locbench.infer import images
-from locbench.infer.cells import (
-    CellPredictions,
-    evaluate_cells,
-    format_cell_metrics,
-    predict_cells,
-    write_cell_submission,
-)
+from locbench.infer.cells import evaluate_cells, predict_cells, write_cell_submission
 from locbench.infer.images import (
     FinishedRun,
     as_run,
@@ -36,14 +30,12 @@ LEVELS = ("image", "cell")
 
 __all__ = [
     "LEVELS",
-    "CellPredictions",
     "FinishedRun",
     "as_run",
     "check_compatible",
     "evaluate",
     "evaluate_cells",
     "field_probs",
-    "format_cell_metrics",
     "infer_probs",
     "load_run",
     "predict",

@@ -23,7 +23,7 @@ from locbench.data.splits import load_split
 from locbench.engine import checkpoint as ckpt
 from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import pick_device
-from locbench.engine.fit import Normalize
+from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
 from locbench.metrics import compute_metrics
 from locbench.models import build_model

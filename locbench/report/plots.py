@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -97,31 +98,10 @@ def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> byte
         front = pareto_front([(p["x"], p["y"]) for p in pts])
         others = [p for i, p in enumerate(pts) if i not in front]
         if others:
-            ax.errorbar(
-                [p["x"] for p in others],
-                [p["y"] for p in others],
-                yerr=_err([p["lo"] for p in others], [p["hi"] for p in others], [p["y"] for p in others]),
-                fmt="o",
-                color="#7f9fbf",
-                ms=4,
-                capsize=2,
-                lw=0.8,
-                alpha=0.8,
-                label="other configurations",
-            )
+            _errorbar(ax, others, fmt="o", color="#7f9fbf", ms=4, lw=0.8, alpha=0.8, label="other configurations")
         if front:
             fp = [pts[i] for i in front]
-            ax.errorbar(
-                [p["x"] for p in fp],
-                [p["y"] for p in fp],
-                yerr=_err([p["lo"] for p in fp], [p["hi"] for p in fp], [p["y"] for p in fp]),
-                fmt="o--",
-                color="#d62728",
-                ms=6,
-                capsize=2,
-                lw=1,
-                label="Pareto front",
-            )
+            _errorbar(ax, fp, fmt="o--", color="#d62728", ms=6, lw=1, label="Pareto front")
             for k, p in enumerate(fp):
                 # Alternate the label side so neighbouring front points do not print over each other.
                 ax.annotate(
@@ -138,6 +118,13 @@ def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> byte
         ax.margins(x=0.15)
     axes[0].set_ylabel(ylabel)
     return _png(fig)
+
+
+def _errorbar(ax: Any, points: Sequence[dict], **style: Any) -> None:
+    """Points (``x``, ``y``, ``lo``, ``hi``) with their interval as error bars (caps 2 pt), drawn in ``style``."""
+    ys = [p["y"] for p in points]
+    lo, hi = [p["lo"] for p in points], [p["hi"] for p in points]
+    ax.errorbar([p["x"] for p in points], ys, yerr=_err(lo, hi, ys), capsize=2, **style)
 
 
 def pareto_front(xy: Sequence[tuple[float, float]]) -> list[int]:

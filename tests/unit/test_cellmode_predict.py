@@ -8,17 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from locbench.cells.combine import apply_negative_rule, blend_probs
 from locbench.cells.crops import index_cells
+from locbench.cells.scoring import CellPredictions, score_cells, segmentation_agreement, truth_cells
 from locbench.data.formats import load_table
 from locbench.errors import LocbenchError
-from locbench.infer.cells import (
-    CellPredictions,
-    apply_negative_rule,
-    blend_probs,
-    score_cells,
-    segmentation_agreement,
-    truth_cells,
-)
 
 C = 19  # hpa2021
 

@@ -1,0 +1,55 @@
+"""What ``evaluate``, ``predict`` and ``cells evaluate|predict`` share: the cell-level flags, and running one of
+:func:`locbench.infer.evaluate` / :func:`locbench.infer.predict` at the run's level (or the one asked for)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+
+def add_cell_args(p: argparse.ArgumentParser) -> None:
+    """The cell-level flags shared by ``cells``, ``evaluate --level cell`` and ``predict --level cell``."""
+    g = p.add_argument_group("cell level")
+    g.add_argument(
+        "--masks",
+        default=None,
+        help="predicted cells: auto (the dataset's masks/, else segment), segment (the run's cell.backend), "
+        "or a mask folder (default: the run's cell.masks)",
+    )
+    g.add_argument("--image-run", default=None, help="an image-level run folder whose field probabilities to blend")
+    g.add_argument("--blend", type=float, default=None, help="weight of --image-run (default the run's cell.blend)")
+    g.add_argument(
+        "--negative", choices=["max", "none"], default=None, help="Negative rule (default the run's cell.negative)"
+    )
+
+
+def run_at_level(
+    args: argparse.Namespace,
+    action: Callable[..., Any],
+    *,
+    show_image: Callable[[Any], None],
+    show_cell: Callable[[Any], None],
+    **options: Any,
+) -> int:
+    """Call ``action`` (``infer.evaluate`` or ``infer.predict``) on ``args.run_dir`` at ``args.level`` (None: the
+    run's) with the flags they share and ``options``; print the result with ``show_cell`` or ``show_image``."""
+    from locbench.infer import load_run, resolve_level
+
+    run = load_run(args.run_dir)
+    level = resolve_level(run, args.level)
+    result = action(
+        run,
+        level=level,
+        data=args.data,
+        out=args.out,
+        device=args.device,
+        workers=args.workers,
+        masks=args.masks,
+        image_run=args.image_run,
+        blend=args.blend,
+        negative=args.negative,
+        **options,
+    )
+    (show_cell if level == "cell" else show_image)(result)
+    return 0
