@@ -21,7 +21,7 @@ import numpy as np
 from locbench.errors import LocbenchError
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.report import stats
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, Run, Sweep
+from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def format_number(x: float, signed: bool = False) -> str:
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
-def resolve_baseline(sweep: Sweep, spec: str | None) -> tuple[str, str]:
+def resolve_baseline(sweep: SweepResults, spec: str | None) -> tuple[str, str]:
     """The baseline grid point's id and a phrase saying why it was chosen.
 
     ``spec`` may be a point id, a run id (its point) or axis assignments ``loss=bce,aug=standard`` (matched on
@@ -123,7 +123,7 @@ def resolve_baseline(sweep: Sweep, spec: str | None) -> tuple[str, str]:
     return candidates[0].point_id, "the first grid point (no loss=bce / aug=standard point in this sweep)"
 
 
-def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
+def _parse_assignments(sweep: SweepResults, spec: str) -> dict[str, str]:
     by_name = {**{k: k for k in sweep.axes}, **{v: k for k, v in sweep.axis_labels.items()}}
     out = {}
     for part in spec.split(","):
@@ -135,7 +135,7 @@ def _parse_assignments(sweep: Sweep, spec: str) -> dict[str, str]:
     return out
 
 
-def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+def _aligned_predictions(runs: dict[str, RunResult]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Predictions of each run on the same image ids in the same order (the intersection), with notes."""
     preds = {name: r.predictions() for name, r in runs.items()}
     missing = [n for n, p in preds.items() if p is None]
@@ -165,7 +165,7 @@ def _aligned_predictions(runs: dict[str, Run]) -> tuple[dict[str, tuple[np.ndarr
     return out, notes
 
 
-def _observed(metric: str, sweep: Sweep, run: Run, probs: np.ndarray, targets: np.ndarray) -> float:
+def _observed(metric: str, sweep: SweepResults, run: RunResult, probs: np.ndarray, targets: np.ndarray) -> float:
     """The metric on all validation images, by the project's definition (``locbench.metrics``)."""
     thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else 0.5
     names = sweep.classes if len(sweep.classes) == probs.shape[1] else [str(i) for i in range(probs.shape[1])]
@@ -174,7 +174,7 @@ def _observed(metric: str, sweep: Sweep, run: Run, probs: np.ndarray, targets: n
     return float(v) if v is not None else math.nan
 
 
-def _score_fn(metric: str, sweep: Sweep, run: Run):
+def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
     """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``)."""
     if metric == "map":
         return stats.weighted_macro_ap
@@ -183,7 +183,7 @@ def _score_fn(metric: str, sweep: Sweep, run: Run):
 
 
 def analyze(
-    sweep: Sweep,
+    sweep: SweepResults,
     *,
     metric: str = "map",
     baseline: str | None = None,
@@ -274,7 +274,7 @@ def _mean_or_neg_inf(x: float) -> float:
     return x if math.isfinite(x) else -math.inf
 
 
-def _main_effects_seeds(sweep: Sweep, points: list[Point], metric: str, conf: float) -> dict:
+def _main_effects_seeds(sweep: SweepResults, points: list[Point], metric: str, conf: float) -> dict:
     values = {(c.point_id, s): v for c in points for s, v in c.by_seed(metric).items()}
     out = {}
     for key, levels in sweep.axes.items():
@@ -285,7 +285,7 @@ def _main_effects_seeds(sweep: Sweep, points: list[Point], metric: str, conf: fl
     return out
 
 
-def _interaction_tables(sweep: Sweep, points: list[Point], metric: str) -> dict:
+def _interaction_tables(sweep: SweepResults, points: list[Point], metric: str) -> dict:
     keys = [k for k, v in sweep.axes.items() if len(v) > 1]
     out = {}
     for i, a in enumerate(keys):
@@ -300,7 +300,7 @@ def _interaction_tables(sweep: Sweep, points: list[Point], metric: str) -> dict:
 
 
 def _bootstrap(
-    sweep: Sweep, points: list[Point], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
+    sweep: SweepResults, points: list[Point], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
 ) -> tuple[dict, list, dict, list[str]]:
     runs = {c.point_id: c.done[0] for c in points}
     aligned, notes = _aligned_predictions(runs)
@@ -355,7 +355,7 @@ def _bootstrap(
 # Findings: sentences, each backed by a test
 
 
-def describe_vs(sweep: Sweep, point: Point, base: Point) -> str:
+def describe_vs(sweep: SweepResults, point: Point, base: Point) -> str:
     """``loss=focal (instead of bce)``: only the axes where ``point`` differs from ``base``."""
     diff = [k for k in sweep.axes if point.axes.get(k) != base.axes.get(k)]
     if not diff:
@@ -365,7 +365,7 @@ def describe_vs(sweep: Sweep, point: Point, base: Point) -> str:
     return f"{new} (instead of {old})"
 
 
-def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
+def findings(sweep: SweepResults, an: Analysis) -> list[Finding]:
     """Plain sentences: significant results first, then what was tested and found not significant."""
     label = metric_label(an.metric)
     unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
@@ -430,7 +430,7 @@ def findings(sweep: Sweep, an: Analysis) -> list[Finding]:
     return head + [Finding(t, False) for t in nonsig]
 
 
-def leaderboard(sweep: Sweep, an: Analysis) -> list[dict]:
+def leaderboard(sweep: SweepResults, an: Analysis) -> list[dict]:
     """One row per point with a finished run, best first by the report metric."""
     comps = {c.point: c for c in an.comparisons}
     rows = []

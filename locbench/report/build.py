@@ -1,7 +1,7 @@
 """``build_report``: a sweep folder in, ``report.md``, ``report.html`` and ``leaderboard.csv`` out.
 
 The report is a pure function of the run folders: reading them twice gives the same report (the bootstrap is
-seeded). Each prediction file is read at most once (see :class:`locbench.report.collect.Run`).
+seeded). Each prediction file is read at most once (see :class:`locbench.report.collect.RunResult`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from locbench.errors import LocbenchError
 from locbench.metrics import multilabel_confusion
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, Run, Sweep, collect
+from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults, collect
 from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
 from locbench.tables import html_escape
@@ -35,7 +35,7 @@ def build_report(
     point: str | None = None,
     n_resamples: int = 1000,
     conf: float = 0.95,
-    extra_sections: Sequence[Section | Callable[[Sweep, Analysis], Section | Sequence[Section]]] = (),
+    extra_sections: Sequence[Section | Callable[[SweepResults, Analysis], Section | Sequence[Section]]] = (),
 ) -> Path:
     """Write ``report.md``, ``report.html`` and ``leaderboard.csv`` into ``sweep_dir``.
 
@@ -92,7 +92,7 @@ def build_report(
     return out
 
 
-def _extra(items: Sequence, sweep: Sweep, an: Analysis) -> list[Section]:
+def _extra(items: Sequence, sweep: SweepResults, an: Analysis) -> list[Section]:
     out: list[Section] = []
     for item in items:
         made = item if isinstance(item, Section) else item(sweep, an)
@@ -111,11 +111,11 @@ def _ci(e, digits: int = 3) -> str:
     return f"{e.mean:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
 
 
-def _label(sweep: Sweep, c: Point) -> str:
+def _label(sweep: SweepResults, c: Point) -> str:
     return sweep.point_label(c)
 
 
-def _how(sweep: Sweep, an: Analysis) -> Section:
+def _how(sweep: SweepResults, an: Analysis) -> Section:
     varying = {k: v for k, v in sweep.axes.items() if len(v) > 1}
     fixed_axes = {k: v[0] for k, v in sweep.axes.items() if len(v) == 1}
     base = sweep.point(an.baseline)
@@ -168,7 +168,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _fixed_settings(sweep: Sweep) -> list[tuple[str, str]]:
+def _fixed_settings(sweep: SweepResults) -> list[tuple[str, str]]:
     flats = [_flatten(r.config) for r in sweep.runs if r.usable and r.config]
     if not flats:
         return []
@@ -191,7 +191,7 @@ def _findings(an: Analysis) -> Section:
     return Section("Findings", md, h)
 
 
-def _leaderboard_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
+def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Section:
     axis_cols = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1] or ["point"]
     headers = [
         "#",
@@ -241,7 +241,7 @@ def _num(x: float, digits: int) -> str:
     return f"{x:,.{digits}f}" if math.isfinite(x) else "n/a"
 
 
-def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
+def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
     base = sweep.point(an.baseline)
     if not an.comparisons:
         why = (
@@ -272,7 +272,7 @@ def _comparisons_section(sweep: Sweep, an: Analysis) -> Section:
     return Section("Comparisons with the baseline", para(note)[0] + md, para(note)[1] + h)
 
 
-def _effects_section(sweep: Sweep, an: Analysis) -> Section:
+def _effects_section(sweep: SweepResults, an: Analysis) -> Section:
     if not an.main_effects:
         return Section("Effects of each axis", *para("No axis has more than one level."))
     label = metric_label(an.metric)
@@ -319,7 +319,7 @@ def _effects_section(sweep: Sweep, an: Analysis) -> Section:
     return Section("Effects of each axis", md, h)
 
 
-def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
+def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     points = [c for c in sweep.points if c.point_id in an.estimates]
     classes = sweep.classes
     if not classes:
@@ -339,7 +339,7 @@ def _per_class_section(sweep: Sweep, an: Analysis) -> Section:
     return Section("Per-class AP", para(txt)[0] + md, para(txt)[1] + image(png, "per-class AP heatmap"))
 
 
-def _curves_section(sweep: Sweep) -> Section:
+def _curves_section(sweep: SweepResults) -> Section:
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     keys = [("val/map", "val mAP"), ("train/loss", "train loss"), ("val/loss", "val loss")]
     for c in sweep.points:
@@ -367,7 +367,7 @@ def _curves_section(sweep: Sweep) -> Section:
     )
 
 
-def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
+def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Section:
     label = metric_label(an.metric)
     varying = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1]
     panels, md = [], ""
@@ -398,7 +398,7 @@ def _cost_section(sweep: Sweep, an: Analysis, rows: list[dict]) -> Section:
     return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + image(png, "accuracy against cost"))
 
 
-def _focus(sweep: Sweep, an: Analysis, spec: str | None) -> tuple[str, list[Run]]:
+def _focus(sweep: SweepResults, an: Analysis, spec: str | None) -> tuple[str, list[RunResult]]:
     if spec is None:
         c = sweep.point(an.best)
         return f"Best configuration: {_label(sweep, c)}", c.done
@@ -420,7 +420,7 @@ def _focus(sweep: Sweep, an: Analysis, spec: str | None) -> tuple[str, list[Run]
     )
 
 
-def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
+def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Section:
     classes = sweep.classes
     rows = []
     keys = ("ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold")
@@ -464,7 +464,7 @@ def _focus_section(sweep: Sweep, title: str, runs: list[Run]) -> Section:
     return Section("Best configuration in detail" if title.startswith("Best") else "Selected configuration", md, h)
 
 
-def _confusion(sweep: Sweep, runs: list[Run]) -> np.ndarray | None:
+def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
     """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions)."""
     total = None
     for r in runs:
@@ -480,7 +480,7 @@ def _confusion(sweep: Sweep, runs: list[Run]) -> np.ndarray | None:
     return total
 
 
-def _problems_section(sweep: Sweep) -> Section:
+def _problems_section(sweep: SweepResults) -> Section:
     probs = sweep.problems
     if not probs:
         return Section("Failed, diverged and unfinished runs", *para("None: every run finished."))

@@ -28,7 +28,7 @@ _GENERIC = {"name", "preset", "type", "kind", "id"}
 
 
 @dataclass
-class Run:
+class RunResult:
     """What a report needs of one run folder: its state, identity in the grid, summary and per-epoch metrics
     (read by :func:`read_run`; predictions and thresholds read through the folder on first use)."""
 
@@ -97,10 +97,10 @@ class Point:
 
     point_id: str
     axes: dict[str, str]
-    runs: list[Run]
+    runs: list[RunResult]
 
     @property
-    def done(self) -> list[Run]:
+    def done(self) -> list[RunResult]:
         return [r for r in self.runs if r.usable]
 
     def by_seed(self, metric: str) -> dict[int, float]:
@@ -114,12 +114,12 @@ class Point:
 
 
 @dataclass
-class Sweep:
+class SweepResults:
     """Everything a report needs from a sweep folder."""
 
     root: Path
     name: str
-    runs: list[Run]
+    runs: list[RunResult]
     points: list[Point]
     axes: dict[str, list[str]]
     axis_labels: dict[str, str]
@@ -137,7 +137,7 @@ class Sweep:
         return sorted({r.seed for r in self.runs if r.usable and r.seed is not None})
 
     @property
-    def problems(self) -> list[Run]:
+    def problems(self) -> list[RunResult]:
         """Runs that are not usable: failed, diverged, still running, or unreadable."""
         return [r for r in self.runs if not r.usable]
 
@@ -175,9 +175,9 @@ def axis_labels(keys: list[str]) -> dict[str, str]:
     return {k: (s if counts[s] == 1 else k) for k, s in short.items()}
 
 
-def read_run(path: Path) -> Run:
+def read_run(path: Path) -> RunResult:
     """Read one run folder; never raises for a broken run (the reason is recorded instead)."""
-    run = Run(run_id=path.name, path=path, status="unknown")
+    run = RunResult(run_id=path.name, path=path, status="unknown")
     folder = run.folder
     reasons = []
     try:
@@ -259,7 +259,7 @@ def _levels_from_yaml(sweep_yaml: dict | None, keys: list[str]) -> dict[str, lis
     return out
 
 
-def collect(sweep_dir: str | Path) -> Sweep:
+def collect(sweep_dir: str | Path) -> SweepResults:
     """Read every run folder below ``sweep_dir`` (one level deep, or ``sweep_dir`` itself if it is a run).
 
     Raises:
@@ -314,10 +314,10 @@ def collect(sweep_dir: str | Path) -> Sweep:
             if name:
                 break
     classes = _classes(runs)
-    return Sweep(root, name or root.name, runs, points, axes, axis_labels(keys), classes, sweep_yaml)
+    return SweepResults(root, name or root.name, runs, points, axes, axis_labels(keys), classes, sweep_yaml)
 
 
-def _classes(runs: list[Run]) -> list[str]:
+def _classes(runs: list[RunResult]) -> list[str]:
     for r in runs:
         if r.usable:
             try:

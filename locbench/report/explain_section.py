@@ -19,7 +19,7 @@ from typing import Any
 from locbench.errors import LocbenchError
 from locbench.explain.mistakes import errors_html, errors_markdown
 from locbench.explain.run import explain_run
-from locbench.report.collect import Point, Run, Sweep
+from locbench.report.collect import Point, RunResult, SweepResults
 from locbench.report.html import Section, image, para, table
 from locbench.tables import html_escape
 
@@ -34,7 +34,7 @@ def error_analysis(
     method: str = "gradcam",
     localize: int = 24,
     device: str = "auto",
-) -> Callable[[Sweep, Any], list[Section]]:
+) -> Callable[[SweepResults, Any], list[Section]]:
     """An extra section for ``build_report``: one error-analysis section per explained run.
 
     Args:
@@ -51,8 +51,8 @@ def error_analysis(
         fails gets a section that says why, and the report is still written.
     """
 
-    def make(sweep: Sweep, an: Any) -> list[Section]:
-        chosen: list[tuple[Run, str]] = []
+    def make(sweep: SweepResults, an: Any) -> list[Section]:
+        chosen: list[tuple[RunResult, str]] = []
         if best and an.best:
             point = sweep.point(an.best)
             run = best_seed(point, an.metric)
@@ -82,20 +82,20 @@ def error_analysis(
     return make
 
 
-def best_seed(point: Point, metric: str) -> Run | None:
+def best_seed(point: Point, metric: str) -> RunResult | None:
     """The finished run of ``point`` with the highest ``metric`` (the first one on ties or NaN)."""
     done = point.done
     if not done:
         return None
 
-    def key(r: Run) -> float:
+    def key(r: RunResult) -> float:
         v = r.value(metric)
         return v if math.isfinite(v) else -math.inf
 
     return max(done, key=key)
 
 
-def resolve(sweep: Sweep, spec: str, metric: str) -> tuple[Run, str]:
+def resolve(sweep: SweepResults, spec: str, metric: str) -> tuple[RunResult, str]:
     """The run that ``--explain SPEC`` names (a point id: its best seed; a run id or run folder name: that run)."""
     for c in sweep.points:
         if c.point_id == spec:
@@ -117,7 +117,7 @@ def resolve(sweep: Sweep, spec: str, metric: str) -> tuple[Run, str]:
 
 
 def run_section(
-    run: Run,
+    run: RunResult,
     what: str,
     *,
     out_dir: Path,
