@@ -7,8 +7,10 @@ from locbench.cells.rle import decode_binary_mask, encode_binary_mask
 from locbench.cells.segment import SEGMENTERS, Segmenter, make_segmenter, segment_dataset
 from locbench.cells.submission import (
     SubmissionRow,
+    iter_submission,
     make_row,
     read_submission,
+    row_from_instances,
     rows_from_instances,
     validate_submission,
     write_submission,
@@ -27,6 +29,7 @@ __all__ = [
     "decode_binary_mask",
     "encode_binary_mask",
     "index_cells",
+    "iter_submission",
     "iou_matrix",
     "load_cell_labels",
     "read_cells_csv",
@@ -34,6 +37,7 @@ __all__ = [
     "make_segmenter",
     "pool_agreement",
     "read_submission",
+    "row_from_instances",
     "rows_from_instances",
     "segment_dataset",
     "validate_submission",
