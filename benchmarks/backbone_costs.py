@@ -14,7 +14,9 @@ STUDY = ["nfnet_l0", "resnet50", "inception_v3", "efficientnet_b0", "efficientne
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", nargs="*", default=STUDY)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--in-chans", type=int, default=3)

@@ -23,7 +23,7 @@ from _common import OUT_DIR, host, table, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/bench-cells"), help="data, caches and run folders")
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--size", type=int, default=256, help="synthetic field side")

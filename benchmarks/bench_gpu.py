@@ -128,7 +128,7 @@ def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batc
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--backbones", nargs="+", default=list(STUDY))
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)

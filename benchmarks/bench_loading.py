@@ -110,7 +110,7 @@ def bench_dataset(data: Path, *, size: int, repeat_to: int, workers: int, repeat
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", default=[str(REAL / "kaggle2018"), str(REAL / "kaggle2021")])
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--repeat-to", type=int, default=128, help="repeat fields until a pass has this many samples")

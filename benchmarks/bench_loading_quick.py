@@ -45,7 +45,7 @@ def _rate(fn, n_items: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--channels", default="rgby")

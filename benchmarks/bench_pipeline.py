@@ -168,7 +168,7 @@ def _train_count(cfg, tmp: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument(
         "--config", action="append", help="BACKBONE:SIZE (repeatable); default: " + ", ".join(DEFAULT_CONFIGS)
     )

@@ -94,7 +94,7 @@ def report_growth(seed_counts: list[int], *, n_val: int, resamples: int, tmp: Pa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--counts", type=int, nargs="+", default=[250, 1000, 2000], help="fields per cache build")
     p.add_argument("--src-size", type=int, default=512, help="side of the synthetic fields")
     p.add_argument("--img-size", type=int, default=256, help="cache side")

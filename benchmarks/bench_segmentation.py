@@ -34,7 +34,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "hpa-real" / "kaggle2021"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Kaggle 2021 folder with train/ and masks/")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "segmentation")
     p.add_argument("--backend", default="watershed")

@@ -32,7 +32,7 @@ log = logging.getLogger("bench_study")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(REAL / "kaggle2018"))
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--img-size", type=int, default=256)

@@ -137,7 +137,7 @@ def install_kill_hooks(die_on_write: str | None = None, die_in: str | None = Non
 
 
 def child_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fault_injection.py child")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="fault_injection.py child")
     p.add_argument("--die-on-write", default=None)
     p.add_argument("--die-in", default=None)
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         return child_main(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=50, help="kill points (default 50)")
     p.add_argument("--quick", action="store_true", help="3 kill points (train, sweep, cache), for the test suite")
     p.add_argument("--seed", type=int, default=0)

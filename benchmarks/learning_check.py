@@ -30,7 +30,9 @@ def constant_baseline(train_targets: np.ndarray, val_targets: np.ndarray, names:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="benchmarks/out/learning")
     p.add_argument("--images", type=int, default=600)
     p.add_argument("--size", type=int, default=128)

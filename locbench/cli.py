@@ -8,6 +8,7 @@ its arguments and sets ``func`` to a function of the parsed arguments. Those mod
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import pkgutil
@@ -20,8 +21,67 @@ from locbench.errors import LocbenchError
 log = logging.getLogger("locbench")
 
 
+def did_you_mean(word: str, candidates: list[str]) -> str | None:
+    """The candidate closest to a mistyped ``word`` (difflib's ratio ≥ 0.6), or ``None``."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without guessing: no abbreviated options (``--epoch`` is not ``--epochs``), and a "did you mean"
+    for a mistyped command, choice or option. Subcommand parsers are of the same class (argparse makes them with
+    ``type(parent)``); a parser reports its own unknown options, so the message shows that command's usage."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        # argparse's own hook for a value outside `choices` (subcommand names included); same message, plus a hint
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            choices = [str(c) for c in action.choices]
+            close = did_you_mean(value, choices) if isinstance(value, str) else None
+            if close is None:
+                raise
+            msg = f"invalid choice: {value!r}; did you mean {close}? (choose from {', '.join(choices)})"
+            raise argparse.ArgumentError(action, msg) from None
+
+    def add_subparsers(self, **kwargs):
+        self._commands = super().add_subparsers(**kwargs)
+        return self._commands
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        self._refuse_unknown_options(args)
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_options(self, args: list[str]) -> None:
+        """Name every unknown option before parsing, so that ``--ot x`` is reported as itself (with a hint) rather
+        than as a missing ``--out``. A parser with subcommands checks only the options before its first word (the
+        subcommand, or a value: either way what follows is not its own)."""
+        known = [s for action in self._actions for s in action.option_strings]
+        commands = getattr(self, "_commands", None)
+        unknown = []
+        for arg in args:
+            if arg == "--" or (commands is not None and not arg.startswith("-")):
+                break
+            if arg.startswith("--"):
+                name = arg.split("=", 1)[0]
+            elif len(arg) > 1 and arg[0] == "-" and arg[1].isalpha():
+                name = arg[:2]  # -x, -xVALUE, or flags run together (-vq): argparse reads the first letter first
+            else:
+                continue
+            if name not in known:
+                close = did_you_mean(name, known)
+                unknown.append(f"{name} (did you mean {close}?)" if close else name)
+        if unknown:
+            self.error(f"unrecognized option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="locbench",
         description="Benchmark deep-learning pipelines for protein localization on HPA-style images.",
     )

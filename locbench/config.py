@@ -19,6 +19,7 @@ import yaml
 
 from locbench.augment import AUGMENTATIONS
 from locbench.cells.segment import SEGMENTERS
+from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
 from locbench.models import HEADS, backbones
@@ -49,6 +50,9 @@ class DataConfig:
     """green (the study's, repeated to 3 channels), rgb, rgby, or an explicit comma list like 'green,blue'."""
     img_size: int = 256
     """Side of the square images fed to the model, in pixels."""
+    resize: str = "pad"
+    """How non-square fields become img_size squares: pad (keep the aspect ratio, zeros around), crop (the centre)
+    or stretch. Square fields are resized the same way by all three."""
     split: str | None = None
     """A split file (JSON) to reuse; when unset one is made from split_seed and saved in the run folder."""
     split_seed: int = 0
@@ -71,6 +75,7 @@ class DataConfig:
         _check(0.0 < self.val_frac < 1.0, "data.val_frac", "must be between 0 and 1")
         _check(0.0 <= self.test_frac < 1.0 - self.val_frac, "data.test_frac", "must leave images for training")
         _check(self.workers >= 0, "data.workers", "must be >= 0")
+        _check(self.resize in RESIZE_POLICIES, "data.resize", f"must be one of {', '.join(RESIZE_POLICIES)}")
         _check(
             self.format in (None, "kaggle2021", "kaggle2018", "generic"),
             "data.format",

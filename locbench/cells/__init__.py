@@ -16,8 +16,10 @@ from locbench.cells.scoring import (
 from locbench.cells.segment import SEGMENTERS, Segmenter, make_segmenter, segment_dataset
 from locbench.cells.submission import (
     SubmissionRow,
+    iter_submission,
     make_row,
     read_submission,
+    row_from_instances,
     rows_from_instances,
     validate_submission,
     write_submission,
@@ -43,6 +45,7 @@ __all__ = [
     "encode_binary_mask",
     "format_cell_metrics",
     "index_cells",
+    "iter_submission",
     "iou_matrix",
     "load_cell_labels",
     "make_row",
@@ -50,6 +53,7 @@ __all__ = [
     "pool_agreement",
     "read_cells_csv",
     "read_submission",
+    "row_from_instances",
     "rows_from_instances",
     "score_cells",
     "segment_dataset",

@@ -105,6 +105,7 @@ class Cache(MemmapRows):
     size: int
     dtype: np.dtype
     bad_ids: dict[str, str] = field(default_factory=dict)
+    resize_policy: str = "pad"
     _array: np.ndarray | None = field(default=None, repr=False, compare=False)
     _rows: dict[str, int] | None = field(default=None, repr=False, compare=False)
     _transient = ("_array", "_rows")
@@ -125,10 +126,10 @@ class Cache(MemmapRows):
         return table.subset([i for i, fid in enumerate(table.ids) if fid not in self.bad_ids])
 
 
-def cache_key(table: Table, channels: tuple[str, ...], size: int) -> str:
-    """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method)."""
+def cache_key(table: Table, channels: tuple[str, ...], size: int, resize_policy: str = "pad") -> str:
+    """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method and policy)."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, int(size), list(channels)]).encode())
+    h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, resize_policy, int(size), list(channels)]).encode())
     for i, fid in enumerate(table.ids):
         h.update(fid.encode() + b"\0")
         for stain in channels:
@@ -150,7 +151,9 @@ def open_cache(path: str | os.PathLike) -> Cache:
     meta = json.loads((path / "meta.json").read_text())
     ids = (path / "ids.txt").read_text(encoding="utf-8").splitlines()
     bad = json.loads((path / "bad.json").read_text()) if (path / "bad.json").is_file() else {}
-    return Cache(path, ids, tuple(meta["channels"]), int(meta["size"]), np.dtype(meta["dtype"]), bad)
+    stains, dtype = tuple(meta["channels"]), np.dtype(meta["dtype"])
+    # caches from before the policy existed stretched non-square fields
+    return Cache(path, ids, stains, int(meta["size"]), dtype, bad, meta.get("resize_policy", "stretch"))
 
 
 def build_cache(
@@ -162,6 +165,7 @@ def build_cache(
     workers: int | None = None,
     progress: bool = True,
     skip_bad: bool = False,
+    resize_policy: str = "pad",
     chunk_size: int = 16,
     on_chunk: Callable[[int], None] | None = None,
 ) -> Cache:
@@ -175,6 +179,7 @@ def build_cache(
         workers: decoding processes (default ``min(cpu count, 8)``; 0 or 1 decodes in this process).
         progress: show a progress bar when stderr is a terminal (log lines otherwise).
         skip_bad: keep going past undecodable fields and record them in ``Cache.bad_ids`` instead of raising.
+        resize_policy: ``pad``, ``crop`` or ``stretch`` for non-square fields (see :mod:`locbench.data.images`).
         chunk_size: fields per worker task.
         on_chunk: called with the number of rows done after each finished chunk (tests use it to interrupt).
 
@@ -193,7 +198,7 @@ def build_cache(
             f"within {', '.join(table.stains)}"
         )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = cache_key(table, stains, size)
+    key = cache_key(table, stains, size, resize_policy)
     folder = root / f"{table.format}-{size}-{''.join(c[0] for c in stains)}-{key}"
     if (folder / "complete").is_file():  # finished: no lock needed, so a read-only shared cache works too
         log.info("reusing cache %s", folder)
@@ -202,7 +207,7 @@ def build_cache(
         ensure_writable_dir(folder, what="cache folder (--cache-dir or $LOCBENCH_CACHE)")
         with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds it complete
             if not (folder / "complete").is_file():  # another process may have finished it while we waited
-                _build(table, folder, key, stains, size, workers, progress, chunk_size, on_chunk)
+                _build(table, folder, key, stains, size, resize_policy, workers, progress, chunk_size, on_chunk)
     cache = open_cache(folder)
     if cache.bad_ids:
         items = [f"{fid}: {reason}" for fid, reason in cache.bad_ids.items()]
@@ -218,7 +223,7 @@ def build_cache(
 
 def cache_from_config(table: Table, dcfg: Any) -> Cache:
     """:func:`build_cache` of ``table`` with the settings of a :class:`~locbench.config.DataConfig` (``channels``,
-    ``img_size``, ``cache_dir``, ``workers``, ``skip_bad``)."""
+    ``img_size``, ``cache_dir``, ``workers``, ``skip_bad``, ``resize``)."""
     return build_cache(
         table,
         channels=resolve_channels(dcfg.channels),
@@ -226,6 +231,7 @@ def cache_from_config(table: Table, dcfg: Any) -> Cache:
         cache_dir=dcfg.cache_dir,
         workers=max(1, dcfg.workers),
         skip_bad=dcfg.skip_bad,
+        resize_policy=dcfg.resize,
     )
 
 
@@ -235,6 +241,7 @@ def _build(
     key: str,
     stains: tuple[str, ...],
     size: int,
+    resize_policy: str,
     workers: int | None,
     progress: bool,
     chunk_size: int,
@@ -265,6 +272,7 @@ def _build(
             "dtype": dtype.name,
             "shape": list(shape),
             "resize": imio.RESIZE_METHOD,
+            "resize_policy": resize_policy,
         }
         atomic_write_text(folder / "ids.txt", "\n".join(table.ids) + "\n")
         # open_memmap creates the file at full length (sparse): rows are written in place as they come.
@@ -281,7 +289,7 @@ def _build(
     bar = _Progress(len(todo), progress)
     last_flush = time.monotonic()
     try:
-        for results in _run_chunks(chunks, str(pixels), dtype, stains, size, workers):
+        for results in _run_chunks(chunks, str(pixels), dtype, stains, size, resize_policy, workers):
             for r, reason in results:
                 if reason is None:
                     done[r] = 1
@@ -303,11 +311,13 @@ def _build(
     log.info("cache complete: %s (%d fields, %d undecodable)", folder, n, len(bad))
 
 
-def _run_chunks(chunks, pixels: str, dtype: np.dtype, stains, size: int, workers: int | None) -> Iterator[list]:
+def _run_chunks(
+    chunks, pixels: str, dtype: np.dtype, stains, size: int, resize_policy: str, workers: int | None
+) -> Iterator[list]:
     workers = default_workers() if workers is None else workers
     if workers <= 1 or len(chunks) <= 1 or sum(len(c) for c in chunks) < MIN_FIELDS_FOR_POOL:
         for chunk in chunks:
-            yield _fill_chunk(pixels, dtype.name, chunk, stains, size)
+            yield _fill_chunk(pixels, dtype.name, chunk, stains, size, resize_policy)
         return
     # forkserver, not fork: a forked child inherits OpenCV's thread pool half-dead and can hang in cv2.resize.
     methods = mp.get_all_start_methods()
@@ -318,7 +328,7 @@ def _run_chunks(chunks, pixels: str, dtype: np.dtype, stains, size: int, workers
         try:
             # Keep a bounded queue (2 per worker): results stream back while the rest waits unsubmitted.
             for chunk in it:
-                pending.add(pool.submit(_fill_chunk, pixels, dtype.name, chunk, stains, size))
+                pending.add(pool.submit(_fill_chunk, pixels, dtype.name, chunk, stains, size, resize_policy))
                 if len(pending) >= 2 * workers:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
@@ -339,7 +349,7 @@ def _init_worker() -> None:
 _WORKER_MAPS: dict[str, np.ndarray] = {}
 
 
-def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int) -> list[tuple[int, str | None]]:
+def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int, resize_policy: str) -> list[tuple[int, str | None]]:
     """Decode the fields of ``chunk`` into their rows of the memory map; return (row, error or None) each."""
     arr = _WORKER_MAPS.get(pixels)
     if arr is None:
@@ -347,7 +357,7 @@ def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int) -> list[tuple
     out = []
     for r, paths in chunk:
         try:
-            arr[r] = imio.read_field_raw(paths, stains, size, dtype=np.dtype(dtype))
+            arr[r] = imio.read_field_raw(paths, stains, size, dtype=np.dtype(dtype), resize_policy=resize_policy)
             out.append((r, None))
         except imio.ImageReadError as e:
             out.append((r, f"{e.path.name}: {e.reason}"))

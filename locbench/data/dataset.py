@@ -27,7 +27,8 @@ class FieldDataset(Dataset):
         indices: rows of ``table`` this dataset serves (e.g. a split part).
         channels: channel mode or stain list (``resolve_channels``).
         size: side length in pixels.
-        cache: a :class:`Cache` holding these fields (any stain superset, same size); None reads files.
+        cache: a :class:`Cache` holding these fields (any stain superset, same size and policy); None reads files.
+        resize_policy: ``pad``, ``crop`` or ``stretch`` for non-square fields (``DataConfig.resize``).
     """
 
     def __init__(
@@ -38,21 +39,24 @@ class FieldDataset(Dataset):
         channels: str | Iterable[str],
         size: int,
         cache: Cache | None = None,
+        resize_policy: str = "pad",
     ) -> None:
         self.table = table
         self.indices = np.asarray(indices, dtype=np.int64)
         self.channels = resolve_channels(channels)
         self.size = int(size)
+        self.resize_policy = resize_policy
         self.cache = cache
         absent = [c for c in dict.fromkeys(self.channels) if c not in table.stains]
         if absent:
             raise LocbenchError(f"{table.image_dir}: the dataset has no {', '.join(absent)} stain images")
         if cache is not None:
             missing = [c for c in self.channels if c not in cache.stains]
-            if missing or cache.size != self.size:
+            if missing or cache.size != self.size or cache.resize_policy != resize_policy:
                 raise LocbenchError(
-                    f"cache {cache.path} holds stains {','.join(cache.stains)} at {cache.size}px; this dataset "
-                    f"needs {','.join(self.channels)} at {self.size}px: build a matching cache"
+                    f"cache {cache.path} holds stains {','.join(cache.stains)} at {cache.size}px "
+                    f"(resize {cache.resize_policy}); this dataset needs {','.join(self.channels)} at {self.size}px "
+                    f"(resize {resize_policy}): build a matching cache"
                 )
             self.dtype = cache.dtype
             # Map table rows to cache rows by id, so a cache of the full table serves any subset.
@@ -87,7 +91,9 @@ class FieldDataset(Dataset):
         if self.cache is not None:
             raw = self.cache.get(int(self.rows[k]), self.channels)
         else:
-            raw = imio.read_field_raw(self.table.paths(i), self.channels, self.size, dtype=self.dtype)
+            raw = imio.read_field_raw(
+                self.table.paths(i), self.channels, self.size, dtype=self.dtype, resize_policy=self.resize_policy
+            )
         if raw.dtype == np.uint8:
             image = torch.from_numpy(raw)
         else:

@@ -1,4 +1,18 @@
-"""Reading one stain image or one field of view (several stains) from PNG or TIFF files."""
+"""Reading one stain image or one field of view (several stains) from PNG or TIFF files.
+
+Rules (nothing is guessed silently; a file that breaks them is refused with its name, shape and axes):
+
+- A stain file holds one 2-D plane. Alpha planes are never image data: gray+alpha is read as gray, RGBA as RGB.
+- A colour (RGB) file for one stain is read as the maximum over its colour planes (a stain saved as gray copied to
+  three planes, or tinted in its own colour, keeps its intensity either way).
+- TIFF files are read by their axes (tifffile's series metadata): length-1 axes are dropped, samples (``S``) are
+  colour; several pages, channels, z-planes or time points (a multi-page or multi-channel file, OME-TIFF included)
+  cannot be one stain and are refused; choosing a plane or an OME channel by name is not supported yet.
+- Non-square fields are brought to ``size`` × ``size`` by a resize policy (``DataConfig.resize``): ``pad`` (the
+  default: scale the longer side to ``size``, keeping the aspect ratio, and pad the shorter one with zeros,
+  centred), ``crop`` (scale the shorter side to ``size``, cut the centre) or ``stretch`` (scale each side on its
+  own). Square fields are resized the same way by all three.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +30,8 @@ from locbench.store.atomic import atomic_write_bytes
 
 #: cv2 interpolation for every resize: area averaging is the fast, alias-free way to shrink microscopy images.
 RESIZE_METHOD = "cv2.INTER_AREA"
+#: How a non-square field becomes square (see the module docstring); the first is the default.
+RESIZE_POLICIES = ("pad", "crop", "stretch")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -50,9 +66,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if img is None:
             raise ImageReadError(path, "cannot be decoded (truncated or not an image)")
     if img.ndim == 3:
-        # A stain saved as colour (gray copied to 3 planes, or tinted in its own colour): its maximum over the
-        # planes is the stain intensity in both cases.
-        img = img.max(axis=2)
+        img = _colour_to_stain(path, img, alpha=img.shape[2] in (2, 4))
     if img.ndim != 2 or min(img.shape) == 0:
         raise ImageReadError(path, f"is not a 2-D image (shape {img.shape})")
     if img.dtype not in _MAX:
@@ -60,24 +74,67 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
+def _colour_to_stain(path: Path, img: np.ndarray, *, alpha: bool) -> np.ndarray:
+    """(H, W, S) samples → (H, W): the alpha plane (last) dropped, then the maximum over the colour planes."""
+    if alpha:
+        img = img[..., :-1]
+    if img.shape[2] not in (1, 3):
+        raise ImageReadError(
+            path, f"has {img.shape[2]} colour samples per pixel (shape {img.shape}); expected gray or RGB"
+        )
+    return img.max(axis=2)
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     try:
-        img = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            img = series.asarray()
+            alpha = len(tif.pages[0].extrasamples) > 0  # an extra sample per pixel: alpha (or unspecified)
     except Exception as e:  # tifffile raises many types for broken files; all mean "unreadable" here
         raise ImageReadError(path, f"cannot be read as TIFF ({type(e).__name__}: {e})") from None
     if img.size == 0:
         raise ImageReadError(path, "cannot be read as TIFF (no image data: truncated or corrupt)")
-    img = np.squeeze(img)
-    if img.ndim == 3 and img.shape[0] <= 4 < img.shape[-1]:
-        img = np.moveaxis(img, 0, -1)  # planar (C, H, W) → (H, W, C), as cv2 gives colour images
+    shape = img.shape
+    keep = [k for k, n in enumerate(img.shape) if n > 1 or axes[k] in "YX"]  # 1-long pages, channels... go
+    squeezed = "".join(axes[k] for k in keep)
+    img = img.reshape([img.shape[k] for k in keep])
+    if "S" in squeezed and squeezed.replace("S", "") == "YX":
+        img = np.moveaxis(img, squeezed.index("S"), -1)  # samples (colour) last, as cv2 gives colour images
+        return _colour_to_stain(path, img, alpha=alpha)
+    if squeezed != "YX":
+        raise ImageReadError(
+            path,
+            f"is not one 2-D plane (shape {shape}, axes {axes!r}): several pages, channels or z-planes cannot be "
+            "one stain. Save each stain as its own single-plane file (choosing a plane or an OME channel by name "
+            "is not supported yet)",
+        )
     return img
 
 
-def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize a 2-D image to ``size`` × ``size`` with area interpolation, keeping its dtype."""
-    if img.shape == (size, size):
+def resize(img: np.ndarray, size: int, policy: str = "pad") -> np.ndarray:
+    """Resize a 2-D image to ``size`` × ``size`` with area interpolation, keeping its dtype.
+
+    ``policy`` (``pad``, ``crop`` or ``stretch``, see the module docstring) matters only for non-square images.
+    """
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy {policy!r}: expected one of {', '.join(RESIZE_POLICIES)}")
+    h, w = img.shape
+    if (h, w) == (size, size):
         return img
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    if h == w or policy == "stretch":
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    scale = size / (min(h, w) if policy == "crop" else max(h, w))  # crop: the short side fills; pad: the long
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    scaled = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    if policy == "crop":
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return np.ascontiguousarray(scaled[top : top + size, left : left + size])
+    out = np.zeros((size, size), dtype=img.dtype)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = scaled
+    return out
 
 
 def to_dtype(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -91,7 +148,12 @@ def to_dtype(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def read_field_raw(
-    paths: Mapping[str, str | os.PathLike], channels: Sequence[str], size: int, *, dtype: np.dtype | None = None
+    paths: Mapping[str, str | os.PathLike],
+    channels: Sequence[str],
+    size: int,
+    *,
+    dtype: np.dtype | None = None,
+    resize_policy: str = "pad",
 ) -> np.ndarray:
     """Read the stains ``channels`` of one field, resized, in their integer pixel type.
 
@@ -103,6 +165,7 @@ def read_field_raw(
         channels: stains in output order (repeats allowed).
         size: output side length in pixels.
         dtype: output pixel type; ``None`` keeps the files' type (16-bit if any stain is 16-bit).
+        resize_policy: ``pad``, ``crop`` or ``stretch`` for non-square fields (``DataConfig.resize``).
 
     Returns:
         (len(channels), size, size) ``uint8`` or ``uint16``.
@@ -122,7 +185,7 @@ def read_field_raw(
     if dtype is None:
         dtype = np.uint16 if any(img.dtype == np.uint16 for img in images.values()) else np.uint8
     out = np.empty((len(channels), size, size), dtype=dtype)
-    resized = {c: to_dtype(resize(img, size), dtype) for c, img in images.items()}
+    resized = {c: to_dtype(resize(img, size, resize_policy), dtype) for c, img in images.items()}
     for k, stain in enumerate(channels):
         out[k] = resized[stain]
     return out
@@ -133,13 +196,15 @@ def scale(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32) / np.float32(_MAX[raw.dtype])
 
 
-def read_field(paths: Mapping[str, str | os.PathLike], channels: Sequence[str], size: int) -> np.ndarray:
+def read_field(
+    paths: Mapping[str, str | os.PathLike], channels: Sequence[str], size: int, *, resize_policy: str = "pad"
+) -> np.ndarray:
     """Read one field as float32 in [0, 1], shape (len(channels), size, size).
 
     The resize happens on the integer pixels (as the cache does), so this equals the cached pixels / 255
     (or / 65535) exactly.
     """
-    return scale(read_field_raw(paths, channels, size))
+    return scale(read_field_raw(paths, channels, size, resize_policy=resize_policy))
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> Path:

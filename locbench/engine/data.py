@@ -33,10 +33,18 @@ class PreparedData:
     class_names: list[str]
 
     img_size: int = 256
+    resize_policy: str = "pad"
 
     def dataset(self, part: str):
         """The dataset of split part ``part``: (uint8 image, float multi-hot target) items."""
-        return FieldDataset(self.table, self.parts[part], channels=self.channels, size=self.img_size, cache=self.cache)
+        return FieldDataset(
+            self.table,
+            self.parts[part],
+            channels=self.channels,
+            size=self.img_size,
+            cache=self.cache,
+            resize_policy=self.resize_policy,
+        )
 
     def ids(self, part: str) -> list[str]:
         """One id per item of :meth:`dataset` (field ids here; cell-level data uses "FIELD/CELL")."""
@@ -62,6 +70,7 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
     parts = resolve_split(dcfg, table, split_file)
     prepared = PreparedData(table, parts, resolve_channels(dcfg.channels), cache, list(table.scheme.classes))
     prepared.img_size = dcfg.img_size
+    prepared.resize_policy = dcfg.resize
     for name, idx in parts.items():
         log.info("split %s: %d images", name, len(idx))
     return prepared

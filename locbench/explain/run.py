@@ -364,7 +364,7 @@ def _cam_stage(
     model = run.model(dev)
     channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
     all_rows = list(dict.fromkeys([*wanted, *loc_rows]))
-    images = _load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data.img_size)
+    images = _load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data)
     pos = {r: i for i, r in enumerate(all_rows)}
     for m_i, method in enumerate(methods):
         need = {r: list(wanted.get(r, [])) for r in all_rows}
@@ -426,7 +426,7 @@ def _table(run, data: str | None):
     return table
 
 
-def _load_images(table, ids: list[str], channels: list[str], size: int) -> np.ndarray:
+def _load_images(table, ids: list[str], channels: list[str], dcfg) -> np.ndarray:
     """``(B, C, S, S)`` float32 in [0, 1], the model's input (its normalisation is folded into the model)."""
     where = {i: r for r, i in enumerate(table.ids)}
     missing = [i for i in ids if i not in where]
@@ -436,7 +436,7 @@ def _load_images(table, ids: list[str], channels: list[str], size: int) -> np.nd
             missing,
             "pass --data with the dataset the run was trained on",
         )
-    ds = FieldDataset(table, [where[i] for i in ids], channels=channels, size=size)
+    ds = FieldDataset(table, [where[i] for i in ids], channels=channels, size=dcfg.img_size, resize_policy=dcfg.resize)
     return np.stack([to_unit(ds[k][0]).numpy() for k in range(len(ds))])
 
 

@@ -21,7 +21,7 @@ from locbench.cells.crops import CellCropDataset
 from locbench.cells.data import index_table_cells, resolve_masks
 from locbench.cells.scoring import CellPredictions, score_cells, segmentation_agreement, truth_cells
 from locbench.cells.segment import mask_path, read_mask
-from locbench.cells.submission import SubmissionRow, rows_from_instances, validate_submission, write_submission
+from locbench.cells.submission import SubmissionRow, row_from_instances, validate_submission, write_submission
 from locbench.data.formats import table_from_config
 from locbench.errors import LocbenchError
 from locbench.infer.images import (
@@ -209,14 +209,18 @@ def write_cell_submission(
     preds = predict_cells(
         run, table, masks=masks, image_run=image_run, blend=blend, negative=negative, device=device, workers=workers
     )
-    by_id = {r.image_id: r for r in rows_from_instances(preds.instances(), min_confidence=min_confidence)}
-    rows = []
-    for fid in table.ids:
-        if fid not in by_id:  # a field without cells still needs its row
-            h, w = read_mask(mask_path(preds.masks_dir, fid)).shape
-            by_id[fid] = SubmissionRow(fid, w, h, "")
-        rows.append(by_id[fid])
-    written = write_submission(out, rows)
+    instances = preds.instances()
+    with_cells = set(instances)  # the ids only: each field's mask is read when its row is made
+
+    def rows() -> Iterator[SubmissionRow]:  # one field's row in memory at a time
+        for fid in table.ids:
+            if fid in with_cells:
+                yield row_from_instances(fid, instances[fid], min_confidence=min_confidence)
+            else:  # a field without cells still needs its row
+                h, w = read_mask(mask_path(preds.masks_dir, fid)).shape
+                yield SubmissionRow(fid, w, h, "")
+
+    written = write_submission(out, rows())
     counts = validate_submission(written, num_classes=len(run.class_names), ids=table.ids)
     log.info("wrote %d cells of %d fields to %s", counts["cells"], counts["images"], written)
     return {"path": str(written), **counts}

@@ -154,7 +154,8 @@ def field_probs(
     """:func:`infer_probs` of the whole fields of ``table`` (rows ``indices``, default all), at the run's image size."""
     cfg = run.config
     indices = np.arange(len(table)) if indices is None else indices
-    ds = FieldDataset(table, indices, channels=run.meta.get("channels", cfg.data.channels), size=cfg.data.img_size)
+    channels = run.meta.get("channels", cfg.data.channels)
+    ds = FieldDataset(table, indices, channels=channels, size=cfg.data.img_size, resize_policy=cfg.data.resize)
     return infer_probs(run, ds, device=device, workers=workers)
 
 

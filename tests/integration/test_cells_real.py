@@ -9,9 +9,17 @@ from locbench.cells.crops import CellCropDataset, index_cells
 from locbench.cells.metric import CellInstances, cell_map, compare_masks
 from locbench.cells.rle import decode_binary_mask, encode_binary_mask
 from locbench.cells.segment import make_segmenter, mask_path, read_mask, read_stains
-from locbench.cells.submission import make_row, parse_prediction_string, validate_submission, write_submission
+from locbench.cells.submission import (
+    iter_submission,
+    make_row,
+    parse_prediction_string,
+    validate_submission,
+    write_submission,
+)
 from locbench.cli import main
+from locbench.config import load_config
 from locbench.data.formats import load_table
+from locbench.engine.fit import train
 
 pytestmark = pytest.mark.real
 
@@ -97,3 +105,42 @@ def test_cli_compares_watershed_with_the_hpa_masks(k2021, tmp_path, capsys):
     assert "4 fields: 0 segmented, 4 reused" in out
     last = out.strip().splitlines()[-1].split()
     assert last[:3] == ["all", "91", last[2]] and int(last[3]) >= 70
+
+
+def test_cell_submission_of_real_fields_with_every_class(k2021, tmp_path, capsys):
+    # A 2048 px field with 19 cells and all 19 classes per cell is one CSV field of ~185 kB, over the csv
+    # module's default limit (128 kiB) that once made `predict --level cell` die after writing the file.
+    sets = {
+        "data.path": str(k2021),
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.img_size": 64,
+        "data.channels": "rgby",
+        "data.workers": 0,
+        "data.val_frac": 0.5,
+        "model.backbone": "test_resnet",
+        "train.level": "cell",
+        "train.epochs": 1,
+        "train.device": "cpu",
+        "log.progress": "lines",
+    }
+    run = train(load_config(overrides=sets), tmp_path / "run")
+    out = tmp_path / "submission.csv"
+    args = ["predict", str(run), "--level", "cell", "--data", str(k2021), "--out", str(out), "--workers", "0"]
+    assert main([*args, "--device", "cpu", "--min-confidence", "0"]) == 0
+    assert "4 images, 91 cells, 1729 triples (validated)" in capsys.readouterr().out
+    rows = 0
+    for row in iter_submission(out):
+        rows += 1
+        mask = hpa_mask(k2021, row.image_id)
+        assert (row.width, row.height) == (mask.shape[1], mask.shape[0])
+        tokens = row.prediction_string.split()
+        cells = [int(c) for c in np.unique(mask) if c]
+        assert len(tokens) == 3 * 19 * len(cells)
+        if len(cells) >= 19:
+            assert len(row.prediction_string) > 131072
+        for k, cell in enumerate(cells):  # 19 triples per cell, classes 0..18 in order, one shared mask
+            triples = tokens[3 * 19 * k : 3 * 19 * (k + 1)]
+            assert [int(t) for t in triples[0::3]] == list(range(19))
+            assert len(set(triples[2::3])) == 1
+            np.testing.assert_array_equal(decode_binary_mask(triples[2], *mask.shape), mask == cell)
+    assert rows == 4

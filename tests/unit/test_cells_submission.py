@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from locbench.cells.submission import (
     SubmissionRow,
+    iter_submission,
     make_row,
     parse_prediction_string,
     read_submission,
@@ -70,3 +72,19 @@ def test_duplicate_image_and_bad_header_are_refused(tmp_path):
     (tmp_path / "bad.csv").write_text("Id,Predicted\nx,1\n")
     with pytest.raises(LocbenchError, match="expected 'ID,ImageWidth"):
         read_submission(tmp_path / "bad.csv")
+
+
+def test_rows_of_any_size_stream_out_and_back(tmp_path):
+    # Two speckled 300 x 300 px cells: RLEs that barely compress, 20 triples -> a CSV field over 128 kiB
+    big = np.random.default_rng(0).integers(1, 3, size=(300, 300), dtype=np.int32)
+
+    def rows():  # a generator: write_submission never needs the whole list
+        for name in ("x", "y"):
+            yield make_row(name, big, {1: {c: 0.5 for c in range(19)}, 2: {0: 1.0}})
+
+    path = write_submission(tmp_path / "big.csv", rows())
+    back = list(iter_submission(path))
+    assert [r.image_id for r in back] == ["x", "y"] and len(back[0].prediction_string) > 131072
+    assert back == read_submission(path) == list(rows())
+    assert validate_submission(path, num_classes=19, ids=["x", "y"]) == {"images": 2, "triples": 40, "cells": 4}
+    assert csv.field_size_limit() == 131072  # the process-wide limit is put back
