@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
