@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands._common import add_force_arg, out_path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -39,14 +41,17 @@ def add_parser(sub) -> None:
         default=32,
         help="validation images scored by the localization check on synthetic data; 0 = off (default 32)",
     )
-    p.add_argument("--out", help="output folder (default RUN_DIR/explain)")
+    p.add_argument("--out", type=out_path, help="output folder (default RUN_DIR/explain)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    add_force_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from locbench.explain.run import explain_run
 
+    if args.out is not None:  # the default, RUN_DIR/explain, is written there by design
+        _check_out(args)
     methods = args.method or ["gradcam"]
     result = explain_run(
         args.run_dir,
@@ -74,3 +79,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"explain output in {result['out']}")
     return 0
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an ``--out`` inside the run folder (but its explain/) or the dataset, or a non-empty one without
+    ``--force``."""
+    import yaml
+
+    from locbench.commands._common import data_reads
+    from locbench.errors import LocbenchError
+    from locbench.store.outputs import check_output
+    from locbench.store.rundir import RunDir
+
+    run = RunDir(args.run_dir)
+    data = args.data
+    if data is None:
+        try:
+            data = run.read_config().get("data", {}).get("path")
+        except (
+            OSError,
+            ValueError,
+            yaml.YAMLError,
+            LocbenchError,
+        ):  # a damaged config.yaml: explain_run names it; the run folder itself is still guarded
+            data = None
+    reads = [args.run_dir, *data_reads(data if isinstance(data, str) else None)]
+    check_output(args.out, reads=reads, allowed=[run.explain_dir], force=args.force, folder=True)
