@@ -77,13 +77,3 @@ def out_path(value: str) -> str:
 def add_force_arg(p: argparse.ArgumentParser) -> None:
     """``--force``: replace an existing output (never an input: see :func:`locbench.store.outputs.check_output`)."""
     p.add_argument("--force", action="store_true", help="replace an existing --out (an input is never replaced)")
-
-
-def data_reads(data: str | None) -> list[str]:
-    """What a ``--data`` value makes a command read: a dataset folder, or a CSV and the folder holding it."""
-    from pathlib import Path
-
-    if not data:
-        return []
-    path = Path(data)
-    return [data, str(path.parent)] if path.is_file() else [data]

@@ -37,9 +37,8 @@ def run_at_level(
 ) -> int:
     """Call ``action`` (``infer.evaluate`` or ``infer.predict``) on ``args.run_dir`` at ``args.level`` (None: the
     run's) with the flags they share and ``options``; print the result with ``show_cell`` or ``show_image``."""
-    from locbench.commands._common import data_reads
     from locbench.infer import load_run, resolve_level
-    from locbench.store.outputs import check_output
+    from locbench.store.outputs import check_output, data_inputs
 
     run = load_run(args.run_dir)
     level = resolve_level(run, args.level)
@@ -48,7 +47,7 @@ def run_at_level(
             args.run_dir,
             args.image_run,
             getattr(args, "truth_masks", None),
-            *data_reads(args.data or run.config.data.path),
+            *data_inputs(args.data or run.config.data.path),
         ]
         if args.masks not in (None, "auto", "segment"):
             reads.append(args.masks)

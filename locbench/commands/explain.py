@@ -50,8 +50,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from locbench.explain.run import explain_run
 
-    if args.out is not None:  # the default, RUN_DIR/explain, is written there by design
-        _check_out(args)
     methods = args.method or ["gradcam"]
     result = explain_run(
         args.run_dir,
@@ -63,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         localize=args.localize,
+        force=args.force,
     )
     for name, path in result["files"].items():
         print(f"{name:24s} {path}")
@@ -79,29 +78,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"explain output in {result['out']}")
     return 0
-
-
-def _check_out(args: argparse.Namespace) -> None:
-    """Refuse an ``--out`` inside the run folder (but its explain/) or the dataset, or a non-empty one without
-    ``--force``."""
-    import yaml
-
-    from locbench.commands._common import data_reads
-    from locbench.errors import LocbenchError
-    from locbench.store.outputs import check_output
-    from locbench.store.rundir import RunDir
-
-    run = RunDir(args.run_dir)
-    data = args.data
-    if data is None:
-        try:
-            data = run.read_config().get("data", {}).get("path")
-        except (
-            OSError,
-            ValueError,
-            yaml.YAMLError,
-            LocbenchError,
-        ):  # a damaged config.yaml: explain_run names it; the run folder itself is still guarded
-            data = None
-    reads = [args.run_dir, *data_reads(data if isinstance(data, str) else None)]
-    check_output(args.out, reads=reads, allowed=[run.explain_dir], force=args.force, folder=True)

@@ -36,12 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from locbench.cells.segment import MANIFEST, compare_mask_dirs, segment_dataset
-    from locbench.commands._common import data_reads
-    from locbench.store.outputs import check_output
+    from locbench.store.outputs import check_output, data_inputs
 
     # a mask folder of an earlier `locbench segment` is reused (its manifest says so); any other is not written over
     own = (Path(args.out) / MANIFEST).is_file()
-    reads = [*data_reads(args.data), args.compare_to, args.weights]
+    reads = [*data_inputs(args.data), args.weights]  # --compare-to is only read (it may be --out itself)
     check_output(args.out, reads=reads, reusable=own, force=args.force, folder=True)
     options = {}
     if args.weights:

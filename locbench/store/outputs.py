@@ -52,14 +52,9 @@ def check_output(
         if read is None or not str(read).strip():
             continue
         source = Path(read).resolve()
-        inside = target == source or (source.is_dir() and target.is_relative_to(source))
-        covers = folder and source.is_relative_to(target)  # writing a folder that holds an input
-        if inside or covers:
-            raise LocbenchError(
-                f"{what} {path} would overwrite {'its input' if target == source else 'input'} {read}: this command "
-                f"reads {'that folder' if source.is_dir() and target != source else 'that file'}; write elsewhere "
-                "(--force never replaces an input)"
-            )
+        if target == source or (source.is_dir() and target.is_relative_to(source)):
+            where = "is an input of this command" if target == source else f"lies in {read}, which this command reads"
+            raise LocbenchError(f"{what} {path} {where}; write elsewhere (--force never overwrites an input)")
     if folder:
         if path.is_file():
             raise LocbenchError(f"{what} {path} is a file; give a folder path")
@@ -74,3 +69,11 @@ def check_output(
             "to replace it"
         )
     return path
+
+
+def data_inputs(data: str | os.PathLike | None) -> list[str]:
+    """What a dataset path makes a command read: a dataset folder, or a CSV and the folder holding it (its images)."""
+    if data is None or not str(data).strip():
+        return []
+    path = Path(data)
+    return [str(data), str(path.parent)] if path.is_file() else [str(data)]

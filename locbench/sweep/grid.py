@@ -239,7 +239,7 @@ def _check_distinct(key: str, values: list[Any], where: str) -> None:
     if same:
         shown = "; ".join(" = ".join(str(v) for v in vs) for vs in same)
         raise LocbenchError(
-            f"{where}: grid axis {key!r} lists one value more than once ({shown}); keep one of each, or the same "
+            f"{where}: grid axis {key!r} lists a value twice ({shown}); keep one of each, or the same "
             "configuration is trained again under another name"
         )
 
