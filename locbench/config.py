@@ -20,12 +20,14 @@ import yaml
 from locbench.augment import AUGMENTATIONS
 from locbench.cells.segment import SEGMENTERS
 from locbench.data.images import RESIZE_POLICIES
+from locbench.data.channels import resolve_channels
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
 from locbench.models import HEADS, backbones
+from locbench.store.yaml_safe import YamlTooLarge, load_yaml
 
 #: Exponent floats PyYAML (YAML 1.1) reads as strings (1e-3, 1.5e3: no dot or no exponent sign); YAML 1.2 reads floats.
-_EXP_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
+EXP_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class DataConfig:
         _check(0.0 <= self.test_frac < 1.0 - self.val_frac, "data.test_frac", "must leave images for training")
         _check(self.workers >= 0, "data.workers", "must be >= 0")
         _check(self.resize in RESIZE_POLICIES, "data.resize", f"must be one of {', '.join(RESIZE_POLICIES)}")
+        _check_seed(self.split_seed, "data.split_seed")
+        resolve_channels(self.channels)  # a mistyped stain fails here, not after the run folder is made
         _check(
             self.format in (None, "kaggle2021", "kaggle2018", "generic"),
             "data.format",
@@ -149,6 +153,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         _check(0.0 <= self.cutmix_p <= 1.0, "augment.cutmix_p", "must be in [0, 1]")
         _check(0.0 <= self.mixup_p <= 1.0, "augment.mixup_p", "must be in [0, 1]")
+        _check(self.cutmix_beta > 0, "augment.cutmix_beta", "must be positive (Beta(beta, beta) needs beta > 0)")
+        _check(self.mixup_alpha > 0, "augment.mixup_alpha", "must be positive (Beta(alpha, alpha) needs alpha > 0)")
 
 
 @dataclass(frozen=True)
@@ -198,13 +204,15 @@ class TrainConfig:
     early_stop: int = 0
     """Stop after this many epochs without a better val mAP (0 = off)."""
     max_steps: int | None = None
-    """Stop each epoch after this many steps (quick checks)."""
+    """Stop each epoch after this many steps (quick checks); null (the default) = no limit."""
     level: str = "image"
     """image (one prediction per field) or cell (one per segmented cell)."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be at least 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _check_seed(self.seed, "train.seed")
+        _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be at least 1 (null = no limit)")
         _check(self.amp in ("auto", "bf16", "fp16", "off"), "train.amp", "must be auto, bf16, fp16 or off")
         _check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off")
         _check(self.level in ("image", "cell"), "train.level", "must be image or cell")
@@ -269,6 +277,14 @@ def _check(ok: bool, key: str, what: str) -> None:
         raise LocbenchError(f"config key {key} {what}")
 
 
+#: Seeds are those numpy's legacy seeding accepts (torch takes more): 0 <= seed < 2**32.
+SEED_LIMIT = 2**32
+
+
+def _check_seed(seed: int, key: str) -> None:
+    _check(0 <= seed < SEED_LIMIT, key, f"must be between 0 and {SEED_LIMIT - 1}, got {seed}")
+
+
 def set_dotted(d: dict, key: str, value: Any) -> None:
     """Set ``d["a"]["b"] = value`` for key ``"a.b"``; unknown sections or keys raise with the valid names."""
     parts = key.split(".")
@@ -310,7 +326,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and _EXP_FLOAT.fullmatch(value.strip()):
+        if isinstance(value, str) and EXP_FLOAT.fullmatch(value.strip()):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -381,7 +397,9 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise LocbenchError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = load_yaml(path.read_text(encoding="utf-8-sig"), where=str(path))
+    except YamlTooLarge:
+        raise
     except yaml.YAMLError as e:
         raise LocbenchError(f"{path} is not valid YAML: {e}") from None
     except UnicodeDecodeError as e:
@@ -401,7 +419,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise LocbenchError(f"--set {item!r}: expected section.key=value")
         key, raw = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = load_yaml(raw, where=f"--set {key.strip()}")
+        except YamlTooLarge:
+            raise
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out

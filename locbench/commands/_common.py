@@ -65,3 +65,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         out["data.cache"] = False
     out.update(parse_set(args.set))
     return out
+
+
+def out_path(value: str) -> str:
+    """argparse ``type`` of every ``--out``: an empty path would mean the current folder, never what was meant."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return value
+
+
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    """``--force``: replace an existing output (never an input: see :func:`locbench.store.outputs.check_output`)."""
+    p.add_argument("--force", action="store_true", help="replace an existing --out (an input is never replaced)")

@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from locbench.commands._common import add_force_arg
+
 
 def add_cell_args(p: argparse.ArgumentParser) -> None:
     """The cell-level flags shared by ``cells``, ``evaluate --level cell`` and ``predict --level cell``."""
@@ -22,6 +24,7 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--negative", choices=["max", "none"], default=None, help="Negative rule (default the run's cell.negative)"
     )
+    add_force_arg(p)
 
 
 def run_at_level(
@@ -35,9 +38,20 @@ def run_at_level(
     """Call ``action`` (``infer.evaluate`` or ``infer.predict``) on ``args.run_dir`` at ``args.level`` (None: the
     run's) with the flags they share and ``options``; print the result with ``show_cell`` or ``show_image``."""
     from locbench.infer import load_run, resolve_level
+    from locbench.store.outputs import check_output, data_inputs
 
     run = load_run(args.run_dir)
     level = resolve_level(run, args.level)
+    if args.out is not None:  # the default (evaluate: RUN_DIR/eval/<split>.json) is written there by design
+        reads = [
+            args.run_dir,
+            args.image_run,
+            getattr(args, "truth_masks", None),
+            *data_inputs(args.data or run.config.data.path),
+        ]
+        if args.masks not in (None, "auto", "segment"):
+            reads.append(args.masks)
+        check_output(args.out, reads=reads, allowed=[run.folder.root / "eval"], force=args.force)
     result = action(
         run,
         level=level,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from locbench.commands import evaluate, predict
+from locbench.commands._common import out_path
 from locbench.commands._level import add_cell_args
 
 
@@ -18,14 +19,14 @@ def add_parser(sub) -> None:
     e.add_argument("--truth-masks", default=None, help="true cell masks (default DATA/masks; labels DATA/cells.csv)")
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=None)
-    e.add_argument("--out", help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
+    e.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
     add_cell_args(e)
     e.set_defaults(func=evaluate.run, level="cell")
 
     s = actions.add_parser("predict", help="write a 2021 competition submission (ID,ImageWidth,ImageHeight,...)")
     s.add_argument("run_dir")
     s.add_argument("--data", required=True, help="dataset folder, CSV, or a folder of {id}_{stain}.png images")
-    s.add_argument("--out", required=True, help="submission CSV")
+    s.add_argument("--out", required=True, type=out_path, help="submission CSV")
     s.add_argument("--min-confidence", type=float, default=None, help="leave out triples below this confidence")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands._common import out_path
 from locbench.commands._level import add_cell_args, run_at_level
 
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="val", help="val, test or all (default val)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--out", help="metrics JSON (default RUN_DIR/eval/<split>.json)")
+    p.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/<split>.json)")
     p.add_argument("--level", choices=["image", "cell"], help="cell: the HPA 2021 per-cell metric (default: the run's)")
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")
     add_cell_args(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands._common import add_force_arg, out_path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -39,8 +41,9 @@ def add_parser(sub) -> None:
         default=32,
         help="validation images scored by the localization check on synthetic data; 0 = off (default 32)",
     )
-    p.add_argument("--out", help="output folder (default RUN_DIR/explain)")
+    p.add_argument("--out", type=out_path, help="output folder (default RUN_DIR/explain)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    add_force_arg(p)
     p.set_defaults(func=run)
 
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         localize=args.localize,
+        force=args.force,
     )
     for name, path in result["files"].items():
         print(f"{name:24s} {path}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands._common import out_path
 from locbench.commands._level import add_cell_args, run_at_level
 
 
@@ -11,7 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict labels for images with a finished run (tuned thresholds)")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="dataset folder, CSV, or a folder of {id}_{stain}.png images")
-    p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--out", required=True, type=out_path, help="output CSV (not an existing file without --force)")
     p.add_argument(
         "--format",
         default="csv",

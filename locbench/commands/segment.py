@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from locbench.commands._common import add_force_arg, out_path
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="dataset folder (train.csv + train/) or its CSV")
     p.add_argument("--backend", default="watershed", help="segmenter: watershed (default), hpacellseg, cellpose")
-    p.add_argument("--out", required=True, help="mask folder to write (and reuse)")
+    p.add_argument("--out", required=True, type=out_path, help="mask folder to write (and reuse)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--weights", default=None, help="model weights (hpacellseg: folder; cellpose: model file)")
     p.add_argument("--device", default=None, help="device for the model backends (default cpu)")
@@ -26,12 +28,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="reference masks ({ID}.png or {ID}_predictedmask.png) to compare with",
     )
     p.add_argument("--iou", type=float, default=0.5, help="IoU a matched cell needs in --compare-to (default 0.5)")
+    add_force_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from locbench.cells.segment import compare_mask_dirs, segment_dataset
+    from pathlib import Path
 
+    from locbench.cells.segment import MANIFEST, compare_mask_dirs, segment_dataset
+    from locbench.store.outputs import check_output, data_inputs
+
+    # a mask folder of an earlier `locbench segment` is reused (its manifest says so); any other is not written over
+    own = (Path(args.out) / MANIFEST).is_file()
+    reads = [*data_inputs(args.data), args.weights]  # --compare-to is only read (it may be --out itself)
+    check_output(args.out, reads=reads, reusable=own, force=args.force, folder=True)
     options = {}
     if args.weights:
         options["weights"] = args.weights

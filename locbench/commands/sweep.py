@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from locbench.commands._common import out_path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -13,7 +15,7 @@ def add_parser(sub) -> None:
         "command skips finished runs and resumes interrupted ones.",
     )
     p.add_argument("sweep_file", help="a sweep YAML (`locbench list configs` lists the shipped ones)")
-    p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--out", required=True, type=out_path, help="sweep folder")
     p.add_argument("--data", help="dataset for every run (overrides the sweep file's data.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     p.add_argument("--workers", type=int, default=1, help="runs at once (one GPU each where several)")
@@ -33,11 +35,13 @@ def add_parser(sub) -> None:
     g.add_argument("--cpus-per-task", type=int)
     g.add_argument("--array-parallelism", type=int)
     p.add_argument("--report", action="store_true", help="write the report when the sweep is finished")
+    p.add_argument("--yes", action="store_true", help="start a sweep of more than 500 runs without asking")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from locbench.config import parse_set
+    from locbench.sweep.grid import load_sweep
     from locbench.sweep.runner import run_sweep
 
     slurm = {
@@ -45,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
         for k in ("partition", "gpus_per_node", "timeout_min", "mem_gb", "cpus_per_task", "array_parallelism")
         if getattr(args, k) is not None
     }
+    sweep = load_sweep(args.sweep_file, data=args.data, extra=parse_set(args.set))
+    if not args.yes:
+        confirm_size(sweep)
     counts = run_sweep(
-        args.sweep_file,
+        sweep,
         args.out,
-        data=args.data,
-        overrides=parse_set(args.set),
         workers=args.workers,
         executor=args.executor,
         retry_failed=args.retry_failed,
@@ -63,3 +68,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {build_report(args.out)}")
     bad = counts.get("failed", 0) + counts.get("diverged", 0)
     return 1 if bad else 0
+
+
+def confirm_size(sweep) -> None:
+    """A sweep of more than :data:`~locbench.sweep.grid.CONFIRM_RUNS` runs starts only when the user says so: asked
+    on a terminal, refused (naming its size and ``--yes``) otherwise."""
+    import sys
+
+    from locbench.errors import LocbenchError
+    from locbench.sweep.grid import CONFIRM_RUNS
+
+    n = len(sweep.points)
+    if n <= CONFIRM_RUNS:
+        return
+    size = f"sweep {sweep.name} has {n} runs ({len({p.point_id for p in sweep.points})} grid points x "
+    size += f"{len(sweep.seeds)} seeds), more than {CONFIRM_RUNS}"
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"{size}; start them? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+        raise LocbenchError(f"{size}; not started (add --yes to start without asking)")
+    raise LocbenchError(f"{size}; add --yes to start them (check the grid for a typo first)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands._common import add_config_args, overrides_from_args
+from locbench.commands._common import add_config_args, out_path, overrides_from_args
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
         "(`torchrun --nproc_per_node N -m locbench train ...`) it trains with DDP.",
     )
     add_config_args(p)
-    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--out", required=True, type=out_path, help="run folder to create (or to continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=run)
 

@@ -330,6 +330,16 @@ def _read_csv(path: Path):
     try:
         # utf-8-sig drops a byte-order mark (Excel writes one); the C parser accepts \r\n line ends.
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        if not isinstance(frame.index, pd.RangeIndex):
+            # the rows have more fields than the header: pandas took the first column(s) for the index
+            if isinstance(frame.index, pd.MultiIndex) or not (frame.iloc[:, -1] == "").all():
+                raise LocbenchError(
+                    f"{path}: the rows have more fields than the header ({', '.join(map(str, frame.columns))}); "
+                    "name every column in the header"
+                )
+            # a stray comma ending every row (an empty last column): read the columns the header names
+            shifted = frame.reset_index()
+            frame = shifted.iloc[:, :-1].set_axis(frame.columns, axis=1)
     except pd.errors.EmptyDataError:
         raise LocbenchError(f"{path}: no header row found; a label CSV starts with a header such as ID,Label") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -216,7 +217,10 @@ def load_split(path: str | os.PathLike, table: Table | None = None) -> Split:
     except (json.JSONDecodeError, TypeError) as e:
         raise LocbenchError(f"{path}: not a locbench split file ({e}); make one with `locbench split`") from None
     seen: set[str] = set()
-    for ids in split.parts.values():
+    for part, ids in split.parts.items():
+        twice = sorted(fid for fid, n in Counter(ids).items() if n > 1)
+        if twice:  # read as is, they would be sampled twice as often (and scored twice)
+            raise BadInputError(f"{path}: part {part!r} lists ids more than once", twice, "list each id once")
         overlap = seen.intersection(ids)
         if overlap:
             raise BadInputError(f"{path}: ids appear in more than one part", sorted(overlap), "remake the split")

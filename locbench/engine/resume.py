@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 def ready_run_folder(
     run: RunDir, cfg: RunConfig, *, resume: bool, lock: FileLock, log_file: LogFile, device: torch.device
 ) -> None:
-    """Check and lock the run folder, attach the log file, write the config and environment; status running."""
-    check_run_folder(run, cfg, resume)
+    """Check and lock the run folder, attach the log file, write the config and environment; status running.
+
+    A folder whose run failed before its first epoch (no checkpoint) is started again from nothing."""
+    start_over = check_run_folder(run, cfg, resume)
     ensure_writable_dir(run.root, what="--out")  # a file there or a read-only folder: say so before any work
     if not lock.acquire(blocking=False):
         raise LocbenchError(f"{run.root} is being trained by another process right now")
+    if start_over and run.status() == "failed":  # still so now that the lock is ours
+        log.info("%s failed before its first epoch (%s); starting it again", run.root, run.status_info().get("reason"))
+        run.clear_start()
     if remove_stale_tmp(run.root):  # scratch files of writes a kill interrupted: never read, only disk space
         log.info("removed scratch files an interrupted write left in %s", run.root)
     log_file.attach()
@@ -64,11 +69,21 @@ def restore_checkpoint(run: RunDir, stateful: dict[str, Any]) -> dict[str, Any] 
     return state
 
 
-def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
-    """Refuse a folder that already holds a run (without ``resume``) or whose saved configuration differs from
-    ``cfg`` in more than where it runs, how it logs and (with a constant schedule) the number of epochs."""
+def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> bool:
+    """Refuse a folder that holds user files and no run, one that already holds a run (without ``resume``), or one
+    whose saved configuration differs from ``cfg`` in more than where it runs, how it logs and (with a constant
+    schedule) the number of epochs. True when the folder holds a run that failed before its first epoch
+    (status failed, no checkpoint): nothing of it is worth keeping, and it is started again with ``cfg``."""
     if not run.config.exists():
-        return
+        foreign = run.foreign_entries()
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise LocbenchError(
+                f"--out {run.root} is not empty and holds no locbench run ({shown}); give a new or empty folder"
+            )
+        return False
+    if run.status() == "failed" and not run.has_checkpoints():
+        return True
     if not resume:
         status = run.status()
         raise LocbenchError(
@@ -90,6 +105,7 @@ def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
             f"cannot resume {run.root} with train.epochs {old.train.epochs} -> {cfg.train.epochs}: its "
             f"{cfg.optim.schedule} learning-rate schedule depends on the number of epochs; start a new run folder"
         )
+    return False
 
 
 def _same_split(path: str | None, saved: Path) -> bool:

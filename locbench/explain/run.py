@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from matplotlib.figure import Figure
 
 from locbench.cells.labels import read_cells_csv
@@ -39,6 +40,7 @@ from locbench.explain.mistakes import error_tables, errors_html, errors_markdown
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
 from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
+from locbench.store.outputs import check_output, data_inputs
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def explain_run(
     panels: int = 3,
     localize: int = 32,
     strict: bool = True,
+    force: bool = True,
 ) -> dict[str, Any]:
     """Write the error analysis, CAM grids and (synthetic data) localization check of one finished run.
 
@@ -98,6 +101,8 @@ def explain_run(
         localize: Validation images (with a true class) scored by the localization check; 0 turns it off.
         strict: Raise when the CAM stage fails (data moved, bad checkpoint, ...). With ``False`` the failure is
             recorded in the result's ``cam_error`` and the error tables are still written.
+        force: Replace a non-empty ``out`` (the CLI's --force; the report rewrites its own folders). An ``out`` in
+            the run folder (but its explain/) or in the dataset is refused either way.
 
     Returns:
         A JSON-able dict: ``run``, ``out``, ``files`` (name -> path), ``cam_grids`` (``path``, ``method``,
@@ -128,7 +133,10 @@ def explain_run(
     class_idx = _class_indices(classes, names)
     rows_asked = _rows_of(ids, pred_ids, run_path) if ids else None
 
-    out_dir = Path(out) if out is not None else folder.explain_dir
+    out_dir = folder.explain_dir
+    if out is not None:  # never into the run folder (but its explain/) or the dataset; a non-empty one with force
+        reads = [run_path, *data_inputs(data or _data_path(folder))]
+        out_dir = check_output(out, reads=reads, allowed=[folder.explain_dir], force=force, folder=True)
     result: dict[str, Any] = {
         "run": str(run_path),
         "out": str(out_dir),
@@ -408,6 +416,15 @@ def _cam_stage(
                 method,
                 out_dir,
             )
+
+
+def _data_path(folder: RunDir) -> str | None:
+    """The ``data.path`` of the run's config (None when unreadable: the CAM stage names the problem)."""
+    try:
+        path = folder.read_config().get("data", {}).get("path")
+    except (OSError, ValueError, yaml.YAMLError, LocbenchError):
+        return None
+    return path if isinstance(path, str) else None
 
 
 def _table(run, data: str | None):

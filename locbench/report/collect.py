@@ -18,6 +18,7 @@ import yaml
 
 from locbench.errors import LocbenchError
 from locbench.store.rundir import NewerFormatError, Predictions, RunDir, RunFileError
+from locbench.store.yaml_safe import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def collect(sweep_dir: str | Path) -> SweepResults:
     sweep_yaml = None
     if (root / "sweep.yaml").exists():
         try:
-            sweep_yaml = yaml.safe_load((root / "sweep.yaml").read_text(encoding="utf-8"))
+            sweep_yaml = load_yaml((root / "sweep.yaml").read_text(encoding="utf-8"), where=str(root / "sweep.yaml"))
         except (OSError, yaml.YAMLError) as e:
             log.warning("%s: unreadable (%s); axis order taken from the runs", root / "sweep.yaml", e)
     runs = [read_run(p) for p in paths]

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from locbench.errors import LocbenchError
 from locbench.store.atomic import (
+    TMP_PREFIX,
+    TMP_SUFFIX,
     append_jsonl,
     atomic_write_json,
     atomic_write_npz,
@@ -32,6 +33,7 @@ from locbench.store.atomic import (
     read_jsonl,
 )
 from locbench.store.lock import FileLock
+from locbench.store.yaml_safe import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,23 @@ STATUSES = ("running", "done", "failed", "diverged")
 STATES = ("pending", "running", "interrupted", "done", "failed", "diverged")
 #: Files whose presence marks a folder as a run folder.
 _MARKERS = ("status", "config.yaml", "sweep_point.json", "sweep_cell.json", "summary.json", "metrics.jsonl")
+#: What a run folder may hold before its config.yaml is written (lock, logs, a sweep's record, a failure to start),
+#: besides scratch files of interrupted writes; anything else there is the user's (a split.json too: never adopted).
+_BEFORE_CONFIG = ("status", "status.json", "sweep_point.json", "sweep_cell.json", "train.log", "worker.log", ".lock")
+#: What a run that failed before its first epoch leaves and a new start replaces (logs and sweep record are kept).
+_RESTARTED = (
+    "status",
+    "status.json",
+    "config.yaml",
+    "env.json",
+    "metrics.jsonl",
+    "summary.json",
+    "thresholds.json",
+    "split.json",
+    "predictions",
+    "checkpoints",
+    "eval",
+)
 
 
 class RunFileError(LocbenchError):
@@ -123,6 +142,27 @@ class RunDir:
     def has_checkpoints(self) -> bool:
         return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
 
+    def foreign_entries(self) -> list[str]:
+        """Names in a folder without ``config.yaml`` that no run writes before it (user files), sorted; [] for a
+        missing or empty folder."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.name not in _BEFORE_CONFIG and not (p.name.startswith(TMP_PREFIX) and p.name.endswith(TMP_SUFFIX))
+        )
+
+    def clear_start(self) -> None:
+        """Remove what a run that failed before its first epoch left (config, status, split, ...), so that it
+        starts again from nothing; its logs and sweep record stay. Call only while holding :meth:`lock`."""
+        for name in _RESTARTED:
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
     # ---- status and state ------------------------------------------------------------------------------------
 
     def lock(self) -> FileLock:
@@ -186,7 +226,7 @@ class RunDir:
         validated :class:`~locbench.config.RunConfig`. Raises OSError, ValueError or yaml.YAMLError."""
         if not self.config.exists():
             return {}
-        cfg = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        cfg = load_yaml(self.config.read_text(encoding="utf-8"), where=str(self.config))
         return cfg if isinstance(cfg, dict) else {}
 
     def write_env(self, info: dict[str, Any]) -> None:

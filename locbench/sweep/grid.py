@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locbench.config import RunConfig, from_dict, merge, read_yaml, set_dotted
+from locbench.config import EXP_FLOAT, RunConfig, from_dict, merge, read_yaml, set_dotted
 from locbench.errors import LocbenchError
 
 SWEEP_KEYS = {"name", "base", "config", "grid", "seeds", "seed_keys", "exclude", "overrides", "executor", "description"}
+#: Runs a sweep may have before `locbench sweep` asks for --yes (a typo in a grid can make thousands).
+CONFIRM_RUNS = 500
 #: Keys that do not change what a run computes: left out of the run id's hash.
 NON_RESULT_KEYS = ("data.path", "data.split", "data.workers", "data.cache_dir", "train.device", "log.")
 
@@ -111,8 +113,7 @@ def expand(
         _check_key(base, key, f"{where}: grid")
         if not isinstance(values, list) or not values:
             raise LocbenchError(f"{where}: grid axis {key!r} needs a non-empty list of values, got {values!r}")
-        if len(set(map(_freeze, values))) != len(values):
-            raise LocbenchError(f"{where}: grid axis {key!r} lists a value twice: {values}")
+        _check_distinct(key, values, where)
     seeds = spec.get("seeds", [0])
     if isinstance(seeds, int):
         seeds = list(range(seeds))
@@ -228,8 +229,37 @@ def _check_not_axis(keys, grid: dict, where: str) -> None:
         )
 
 
+def _check_distinct(key: str, values: list[Any], where: str) -> None:
+    """Refuse an axis that lists one value twice, also in two spellings (``0.001``, ``1e-3``, ``1E-3``, ``1``/``1.0``):
+    its grid points would train the same configuration again."""
+    groups: dict[str, list[Any]] = {}
+    for v in values:
+        groups.setdefault(_freeze(v), []).append(v)
+    same = [vs for vs in groups.values() if len(vs) > 1]
+    if same:
+        shown = "; ".join(" = ".join(str(v) for v in vs) for vs in same)
+        raise LocbenchError(
+            f"{where}: grid axis {key!r} lists a value twice ({shown}); keep one of each, or the same "
+            "configuration is trained again under another name"
+        )
+
+
+def _normal(v: Any) -> Any:
+    """A value as the configuration will hold it: numbers as floats (an exponent string like 1e-3, which YAML 1.1
+    reads as text, too), lists element by element."""
+    if isinstance(v, str) and EXP_FLOAT.fullmatch(v.strip()):
+        return float(v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (list, tuple)):
+        return [_normal(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _normal(x) for k, x in v.items()}
+    return v
+
+
 def _freeze(v: Any) -> str:
-    return json.dumps(v, sort_keys=True)
+    return json.dumps(_normal(v), sort_keys=True)
 
 
 def _slug(v: Any) -> str:
