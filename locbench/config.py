@@ -19,8 +19,8 @@ import yaml
 
 from locbench.augment import AUGMENTATIONS
 from locbench.cells.segment import SEGMENTERS
-from locbench.data.images import RESIZE_POLICIES
 from locbench.data.channels import resolve_channels
+from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
 from locbench.models import HEADS, backbones
