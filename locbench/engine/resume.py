@@ -70,9 +70,9 @@ def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> None:
     if not run.config.exists():
         return
     if not resume:
-        status = run.status()
+        state = run.state()
         raise LocbenchError(
-            f"{run.root} already holds a run (status: {status}); use --resume to continue it, or another --out"
+            f"{run.root} already holds a run (status: {state}); use --resume to continue it, or another --out"
         )
     old = load_config(run.config)
     diff = _config_diff(old.to_dict(), cfg.to_dict())
