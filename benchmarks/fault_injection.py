@@ -269,6 +269,13 @@ def _read_lines(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def _reason(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "status.json").read_text()).get("reason", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def status_of(run_dir: Path) -> str | None:
     try:
         return (run_dir / "status").read_text().strip() or None
@@ -416,17 +423,27 @@ class Bench:
                     if started is not None:  # the machine got faster: draw later kills from what it takes now
                         self.window[target] = max(0.2, time.monotonic() - started)
                 proc.communicate()
+        runs = [] if target == "cache" or not folder.exists() else [folder] if target == "train" else [
+            p for p in folder.iterdir() if p.is_dir() and (p / "sweep_point.json").exists()
+        ]  # fmt: skip
         if target != "worker":
-            # a handled signal ends the command with 128 + signum (130 SIGINT, 143 SIGTERM), anything else is wrong
+            # a handled signal ends the command with 128 + signum (130 SIGINT, 143 SIGTERM) while it works; before
+            # the command starts (imports) or once it has finished (interpreter exit) the default action applies
             expect = -signum if sig == "KILL" else 128 + signum
             rec["killed"] = proc.returncode == expect
-            if proc.returncode not in (expect, 0):
+            unfinished = [r.name for r in runs if status_of(r) not in (None, "done")]
+            if proc.returncode == -signum and sig != "KILL" and unfinished:
+                rec["wrong"].append(f"exit {proc.returncode} with {unfinished} unfinished: the signal was not handled")
+            elif proc.returncode not in (expect, -signum, 0):
                 rec["wrong"].append(f"exit {proc.returncode} (expected {expect})")
-        if sig != "KILL" and folder.exists() and target != "cache":
-            # SIGINT/SIGTERM: never `failed`; the run stopped is left interrupted (status running, lock free)
-            for run in [folder] if target == "train" else [p for p in folder.iterdir() if p.is_dir()]:
-                if status_of(run) not in (None, "running", "done"):
-                    rec["wrong"].append(f"{run.name}: status {status_of(run)}")
+        if sig != "KILL":
+            # SIGINT/SIGTERM: never `failed`; the run stopped is left interrupted (status running + the signal named)
+            for r in runs:
+                reason = _reason(r)
+                if status_of(r) not in (None, "running", "done"):
+                    rec["wrong"].append(f"{r.name}: status {status_of(r)}")
+                elif status_of(r) == "running" and not reason.startswith("interrupted by SIG"):
+                    rec["wrong"].append(f"{r.name}: running, reason {reason!r}: the signal was not handled")
         # state at the kill
         rec["corrupted"] += corrupt_files(folder)
         finished = {}
