@@ -1,5 +1,6 @@
-"""Fault injection: kill ``locbench train``, ``locbench sweep``, a sweep worker and ``locbench cache`` with SIGKILL
-at random points, re-run the same command to completion, and count what was lost or corrupted.
+"""Fault injection: kill ``locbench train``, ``locbench sweep``, a sweep worker and ``locbench cache`` with SIGKILL,
+SIGINT (Ctrl-C) or SIGTERM at random points, re-run the same command to completion, and count what was lost or
+corrupted.
 
 Each kill point starts a fresh command as a subprocess, waits until its work has begun (the run folder, the sweep
 plan or the cache folder appears), sleeps a random delay drawn over the length of that work (measured on an
@@ -11,12 +12,16 @@ below. Then it checks the folder and re-runs the same command without a kill:
   ``.*.tmp`` scratch file) that does not parse, or a checkpoint whose checksum fails without being skipped;
 - runs lost: a run that was finished at the kill whose files changed (bytes or mtime) or vanished, or a re-run
   that could not finish;
-- results differ: a re-run whose validation numbers (or cache pixels) differ from the uninterrupted reference.
+- results differ: a re-run whose validation numbers (or cache pixels) differ from the uninterrupted reference;
+- wrong states (SIGINT/SIGTERM only): a run left ``failed``, or ``running`` without ``interrupted by SIG...`` in
+  ``status.json`` (the signal was not handled), or an exit code other than 128 + signum while work was under way.
+
+Kill points take the targets in turn, and for each target SIGKILL, SIGINT and SIGTERM in turn.
 
 Prints one line per kill point, then ``kill points tried / runs lost / files corrupted``, and writes
 ``benchmarks/out/fault_injection.json``.
 
-    .venv/bin/python benchmarks/fault_injection.py --kills 50
+    .venv/bin/python benchmarks/fault_injection.py --kills 64
     .venv/bin/python benchmarks/fault_injection.py --quick          # 3 kill points, for the test suite
 
 ``child`` mode runs one locbench command with a kill planted in it (used by the driver and by
@@ -27,7 +32,7 @@ tests/reliability)::
 
 ``--die-on-write NAME[@N]`` kills the process half-way through the N-th atomic write of a file named NAME (the
 temporary file holds half the bytes; the final name is never touched); ``--die-in MODULE:FUNC[@N]`` kills it on
-the N-th call of that module-level function.
+the N-th call of that module-level function. ``--signal INT|TERM`` sends that signal instead of SIGKILL.
 """
 
 from __future__ import annotations
