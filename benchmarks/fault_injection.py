@@ -1,5 +1,6 @@
-"""Fault injection: kill ``locbench train``, ``locbench sweep``, a sweep worker and ``locbench cache`` with SIGKILL
-at random points, re-run the same command to completion, and count what was lost or corrupted.
+"""Fault injection: kill ``locbench train``, ``locbench sweep``, a sweep worker and ``locbench cache`` with SIGKILL,
+SIGINT (Ctrl-C) or SIGTERM at random points, re-run the same command to completion, and count what was lost or
+corrupted.
 
 Each kill point starts a fresh command as a subprocess, waits until its work has begun (the run folder, the sweep
 plan or the cache folder appears), sleeps a random delay drawn over the length of that work (measured on an
@@ -11,12 +12,16 @@ below. Then it checks the folder and re-runs the same command without a kill:
   ``.*.tmp`` scratch file) that does not parse, or a checkpoint whose checksum fails without being skipped;
 - runs lost: a run that was finished at the kill whose files changed (bytes or mtime) or vanished, or a re-run
   that could not finish;
-- results differ: a re-run whose validation numbers (or cache pixels) differ from the uninterrupted reference.
+- results differ: a re-run whose validation numbers (or cache pixels) differ from the uninterrupted reference;
+- wrong states (SIGINT/SIGTERM only): a run left ``failed``, or ``running`` without ``interrupted by SIG...`` in
+  ``status.json`` (the signal was not handled), or an exit code other than 128 + signum while work was under way.
+
+Kill points take the targets in turn, and for each target SIGKILL, SIGINT and SIGTERM in turn.
 
 Prints one line per kill point, then ``kill points tried / runs lost / files corrupted``, and writes
 ``benchmarks/out/fault_injection.json``.
 
-    .venv/bin/python benchmarks/fault_injection.py --kills 50
+    .venv/bin/python benchmarks/fault_injection.py --kills 64
     .venv/bin/python benchmarks/fault_injection.py --quick          # 3 kill points, for the test suite
 
 ``child`` mode runs one locbench command with a kill planted in it (used by the driver and by
@@ -27,7 +32,7 @@ tests/reliability)::
 
 ``--die-on-write NAME[@N]`` kills the process half-way through the N-th atomic write of a file named NAME (the
 temporary file holds half the bytes; the final name is never touched); ``--die-in MODULE:FUNC[@N]`` kills it on
-the N-th call of that module-level function.
+the N-th call of that module-level function. ``--signal INT|TERM`` sends that signal instead of SIGKILL.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TARGETS = ("train", "sweep", "worker", "cache")
+#: The signals sent: kill -9, Ctrl-C and `kill` (the last two are handled: the run is left interrupted).
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+ORDER = ("KILL", "INT", "TERM")
 #: Files to kill in the middle of writing (train) and the number of the write, chosen at random.
 TRAIN_WRITES = (
     ("epoch-0002.safetensors", 1),
@@ -92,8 +100,9 @@ TINY = {
 # ---------------------------------------------------------------------------------------------- child mode
 
 
-def install_kill_hooks(die_on_write: str | None = None, die_in: str | None = None) -> None:
-    """Plant a SIGKILL in this process: half-way through writing a file, or on a call of a function."""
+def install_kill_hooks(die_on_write: str | None = None, die_in: str | None = None, sig: int = signal.SIGKILL) -> None:
+    """Plant a signal (SIGKILL unless ``sig``) in this process: half-way through writing a file, or on a call of a
+    function. SIGINT and SIGTERM are handled by locbench: the write or call is interrupted where it stands."""
     if die_on_write:
         import locbench.store.atomic as atomic
 
@@ -113,7 +122,7 @@ def install_kill_hooks(die_on_write: str | None = None, die_in: str | None = Non
                         f.write(data[: len(data) // 2])
                         f.flush()
                         os.fsync(f.fileno())
-                        os.kill(os.getpid(), signal.SIGKILL)
+                        os.kill(os.getpid(), sig)
 
                     return original(path, half)
             return original(path, writer)
@@ -130,7 +139,7 @@ def install_kill_hooks(die_on_write: str | None = None, die_in: str | None = Non
         def wrapper(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] == int(nth or 1):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sig)
             return original_fn(*args, **kwargs)
 
         setattr(module, func_name, wrapper)
@@ -140,18 +149,23 @@ def child_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="fault_injection.py child")
     p.add_argument("--die-on-write", default=None)
     p.add_argument("--die-in", default=None)
+    p.add_argument("--signal", default="KILL", choices=sorted(SIGNALS), help="the signal planted (default KILL)")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    install_kill_hooks(a.die_on_write, a.die_in)
+    install_kill_hooks(a.die_on_write, a.die_in, SIGNALS[a.signal])
     from locbench.cli import main
 
     return main(args)
 
 
-def child_command(locbench_args: list[str], *, die_on_write: str | None = None, die_in: str | None = None) -> list:
-    """The argv of a child process running ``locbench ARGS`` with the given kill planted."""
+def child_command(
+    locbench_args: list[str], *, die_on_write: str | None = None, die_in: str | None = None, sig: str = "KILL"
+) -> list:
+    """The argv of a child process running ``locbench ARGS`` with the given kill (signal ``sig``) planted."""
     cmd = [PY, str(Path(__file__).resolve()), "child"]
+    if sig != "KILL":
+        cmd += ["--signal", sig]
     if die_on_write:
         cmd += ["--die-on-write", die_on_write]
     if die_in:
@@ -260,6 +274,13 @@ def _read_lines(path: Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def _reason(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "status.json").read_text()).get("reason", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def status_of(run_dir: Path) -> str | None:
     try:
         return (run_dir / "status").read_text().strip() or None
@@ -344,11 +365,13 @@ class Bench:
 
     # -- one kill point
 
-    def kill_point(self, k: int, target: str) -> dict[str, Any]:
-        folder = self.work / f"k{k:03d}-{target}"
+    def kill_point(self, k: int, target: str, sig: str = "KILL") -> dict[str, Any]:
+        folder = self.work / f"k{k:03d}-{target}-{sig}"
         shutil.rmtree(folder, ignore_errors=True)
         pinpoint = target in ("train", "cache") and self.rng.random() < 1 / 3
-        rec: dict[str, Any] = {"k": k, "target": target, "lost": 0, "corrupted": [], "differs": False}
+        rec: dict[str, Any] = {"k": k, "target": target, "signal": sig, "lost": 0, "corrupted": [], "differs": False}
+        rec["wrong"] = []
+        signum = SIGNALS[sig]
         if target == "train":
             args, marker, rerun = self.train_args(folder), folder / "status", self.train_args(folder, resume=True)
         elif target in ("sweep", "worker"):
@@ -368,7 +391,7 @@ class Bench:
         elif pinpoint:
             name, nth = self.rng.choice(CACHE_WRITES)
             kill = {"die_on_write": f"{name}@{nth}"}
-        proc = subprocess.Popen(child_command(args, **kill), env=child_env(), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(child_command(args, **kill, sig=sig), env=child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)  # fmt: skip
         if kill:
             rec["point"] = next(iter(kill.values()))
@@ -386,7 +409,7 @@ class Bench:
                     rec["point"] += " (next worker)"
                 try:
                     if victim is not None:
-                        os.kill(victim, signal.SIGKILL)
+                        os.kill(victim, signum)
                 except ProcessLookupError:  # it ended in between
                     victim = None
                 if victim is None:
@@ -399,14 +422,33 @@ class Bench:
                 if started is not None:
                     time.sleep(max(0.0, delay - (time.monotonic() - started)))
                 if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
+                    proc.send_signal(signum)
                 else:
                     rec["point"] += " (finished first)"
                     if started is not None:  # the machine got faster: draw later kills from what it takes now
                         self.window[target] = max(0.2, time.monotonic() - started)
                 proc.communicate()
+        runs = [] if target == "cache" or not folder.exists() else [folder] if target == "train" else [
+            p for p in folder.iterdir() if p.is_dir() and (p / "sweep_point.json").exists()
+        ]  # fmt: skip
         if target != "worker":
-            rec["killed"] = proc.returncode == -signal.SIGKILL
+            # a handled signal ends the command with 128 + signum (130 SIGINT, 143 SIGTERM) while it works; before
+            # the command starts (imports) or once it has finished (interpreter exit) the default action applies
+            expect = -signum if sig == "KILL" else 128 + signum
+            rec["killed"] = proc.returncode == expect
+            unfinished = [r.name for r in runs if status_of(r) not in (None, "done")]
+            if proc.returncode == -signum and sig != "KILL" and unfinished:
+                rec["wrong"].append(f"exit {proc.returncode} with {unfinished} unfinished: the signal was not handled")
+            elif proc.returncode not in (expect, -signum, 0):
+                rec["wrong"].append(f"exit {proc.returncode} (expected {expect})")
+        if sig != "KILL":
+            # SIGINT/SIGTERM: never `failed`; the run stopped is left interrupted (status running + the signal named)
+            for r in runs:
+                reason = _reason(r)
+                if status_of(r) not in (None, "running", "done"):
+                    rec["wrong"].append(f"{r.name}: status {status_of(r)}")
+                elif status_of(r) == "running" and not reason.startswith("interrupted by SIG"):
+                    rec["wrong"].append(f"{r.name}: running, reason {reason!r}: the signal was not handled")
         # state at the kill
         rec["corrupted"] += corrupt_files(folder)
         finished = {}
@@ -500,13 +542,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["child"]:
         return child_main(argv[1:])
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    p.add_argument("--kills", type=int, default=50, help="kill points (default 50)")
-    p.add_argument("--quick", action="store_true", help="3 kill points (train, sweep, cache), for the test suite")
+    p.add_argument("--kills", type=int, default=64, help="kill points (default 64: kill -9, SIGINT, SIGTERM)")
+    p.add_argument(
+        "--quick", action="store_true", help="3 kill points (train SIGINT, sweep SIGTERM, cache kill -9), for tests"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed at the end)")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "out" / "fault_injection.json"))
     a = p.parse_args(argv)
-    targets = ["train", "sweep", "cache"] if a.quick else [TARGETS[k % len(TARGETS)] for k in range(a.kills)]
+    if a.quick:
+        points = [("train", "INT"), ("sweep", "TERM"), ("cache", "KILL")]
+    else:  # every target in turn, and for each target kill -9, SIGINT and SIGTERM in turn
+        points = [(TARGETS[k % len(TARGETS)], ORDER[k // len(TARGETS) % len(ORDER)]) for k in range(a.kills)]
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="locbench-fi-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -518,13 +565,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench.setup()
         records = []
-        for k, target in enumerate(targets):
-            rec = bench.kill_point(k, target)
+        for k, (target, sig) in enumerate(points):
+            rec = bench.kill_point(k, target, sig)
             records.append(rec)
             log(
-                f"[{k + 1:>3}/{len(targets)}] {target:<6} {rec['point']:<38} killed={rec['killed']!s:<5} "
-                f"lost={rec['lost']} corrupted={len(rec['corrupted'])} differs={rec['differs']}"
-                + (f"  {rec.get('error') or ''}{rec['corrupted'][:2] or ''}" if rec["lost"] or rec["corrupted"] else "")
+                f"[{k + 1:>3}/{len(points)}] {target:<6} {sig:<4} {rec['point']:<38} killed={rec['killed']!s:<5} "
+                f"lost={rec['lost']} corrupted={len(rec['corrupted'])} differs={rec['differs']} "
+                f"wrong={len(rec['wrong'])}"
+                + (
+                    f"  {rec.get('error') or ''}{rec['corrupted'][:2] or ''}{rec['wrong'][:2] or ''}"
+                    if rec["lost"] or rec["corrupted"] or rec["wrong"]
+                    else ""
+                )
             )
     finally:
         if not a.work:
@@ -532,13 +584,24 @@ def main(argv: list[str] | None = None) -> int:
     lost = sum(r["lost"] for r in records)
     corrupted = sum(len(r["corrupted"]) for r in records)
     differs = sum(bool(r["differs"]) for r in records)
+    wrong = sum(len(r["wrong"]) for r in records)
     summary = {
         "kill_points": len(records),
         "runs_lost": lost,
         "files_corrupted": corrupted,
         "results_differ": differs,
+        "wrong_states": wrong,
         "killed_mid_work": sum(bool(r["killed"]) for r in records),
         "by_target": {t: sum(r["target"] == t for r in records) for t in TARGETS},
+        "by_signal": {s: sum(r["signal"] == s for r in records) for s in ORDER},
+        "table": {
+            f"{t} {s}": {
+                "points": sum(r["target"] == t and r["signal"] == s for r in records),
+                "killed_mid_work": sum(bool(r["killed"]) for r in records if r["target"] == t and r["signal"] == s),
+            }
+            for t in TARGETS
+            for s in ORDER
+        },
         "seconds": round(time.monotonic() - t0, 1),
         "seed": a.seed,
         "records": records,
@@ -549,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(a.json, summary)
     print(f"kill points tried / runs lost / files corrupted: {len(records)} / {lost} / {corrupted}")
     print(f"re-runs whose results differ from the uninterrupted reference: {differs}")
-    return 0 if lost == 0 and corrupted == 0 and differs == 0 else 1
+    print(f"wrong exit codes or states after SIGINT/SIGTERM (e.g. a run marked failed): {wrong}")
+    return 0 if lost == 0 and corrupted == 0 and differs == 0 and wrong == 0 else 1
 
 
 if __name__ == "__main__":

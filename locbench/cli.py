@@ -12,11 +12,15 @@ import difflib
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import locbench.commands as commands
 from locbench import __version__
-from locbench.errors import LocbenchError
+from locbench.errors import Interrupted, LocbenchError, signal_name
 
 log = logging.getLogger("locbench")
 
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():
+            return int(args.func(args) or 0)
     except LocbenchError as e:
         print(f"locbench {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -123,9 +128,38 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
         print(f"locbench {args.command}: error: {e.strerror or e}: {where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"locbench {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        how = "add --resume to continue the run" if args.command == "train" else "re-run it to resume"
+        print(
+            f"locbench {args.command}: interrupted by {signal_name(signum)}; finished work is kept: the same "
+            f"command finishes it ({how})",
+            file=sys.stderr,
+        )
+        return 128 + signum
+
+
+#: The signals that stop a command cleanly (the run is left interrupted, resumable): Ctrl-C and `kill`.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the command runs, SIGINT and SIGTERM raise :class:`~locbench.errors.Interrupted` in the main thread
+    (SIGTERM's default would end the process without a word); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The CLI prints its message and exits with code 2, without a traceback; library c
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 
 #: How many offending items an error message lists before it says "and N more".
@@ -38,3 +39,33 @@ def format_problem(problem: str, items: list[str], fix: str = "") -> str:
     if fix:
         lines.append(f"Fix: {fix}")
     return "\n".join(lines)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived: work stops where it is, finished work is kept, and the run is left
+    ``interrupted`` (its status stays ``running`` with nobody holding its lock) for the same command to resume.
+
+    A ``KeyboardInterrupt``, so that ``except Exception`` never swallows it. The CLI exits with ``128 + signum``
+    (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(signal_name(self.signum))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``, ... (the number for a signal Python has no name for)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def interrupt_reason(e: BaseException) -> str:
+    """How an interruption is described in a run's ``status.json``: which signal (Ctrl-C is SIGINT)."""
+    return f"interrupted by {signal_name(e.signum) if isinstance(e, Interrupted) else 'SIGINT'}"

@@ -17,7 +17,11 @@ def add_parser(sub) -> None:
     )
     add_config_args(p)
     p.add_argument("--out", required=True, type=out_path, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (killed, Ctrl-C, SIGTERM) from its last finished epoch",
+    )
     p.set_defaults(func=run)
 
 

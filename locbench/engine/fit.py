@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -46,7 +47,7 @@ from locbench.engine.loggers import LogFile, make_loggers
 from locbench.engine.resume import ready_run_folder, restore_checkpoint
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.engine.summary import finish_run, nan_if_none
-from locbench.errors import LocbenchError
+from locbench.errors import LocbenchError, interrupt_reason
 from locbench.losses import build_loss, class_weights
 from locbench.metrics import compute_metrics
 from locbench.models import build_model, count_params, measure_gmacs
@@ -87,9 +88,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
         if dist.main:
             run.set_status("diverged", str(e))
         raise
-    except KeyboardInterrupt:
-        if dist.main:
-            run.set_status("failed", "interrupted (Ctrl-C); resume with --resume", must=False)
+    except KeyboardInterrupt as e:
+        # never `failed`: the status stays `running` and the lock is released below, so the run reads as
+        # interrupted and the same command resumes it from its last finished epoch (a half epoch is not saved)
+        if dist.main and run.status() == "running":
+            run.set_status("running", interrupt_reason(e), must=False)
         raise
     except BaseException as e:
         if dist.main:
@@ -321,6 +324,13 @@ class Trainer:
         self._call("on_validation_start", epoch)
         val = evaluate_model(eval_model, p.val_loader, p.normalize, p.loss_fn, self.device, p.dtype, p.channels_last)
         self._call("on_validation_end", epoch, val)
+        if not (math.isfinite(val["loss"]) and np.isfinite(val["probs"]).all()):
+            # the training loss of a step is computed before its update: weights that the epoch's last step made
+            # non-finite show first here
+            raise RunDiverged(
+                f"validation loss became {val['loss']} after epoch {epoch + 1} (the weights stopped being finite); "
+                "lower the learning rate or enable gradient clipping (--set optim.clip_grad=1.0)"
+            )
         m = compute_metrics(val["probs"], val["targets"], class_names=p.data.class_names, thresholds=0.5)
         epoch_s = time.perf_counter() - t0
         record = {

@@ -85,9 +85,9 @@ def check_run_folder(run: RunDir, cfg: RunConfig, resume: bool) -> bool:
     if run.status() == "failed" and not run.has_checkpoints():
         return True
     if not resume:
-        status = run.status()
+        state = run.state()
         raise LocbenchError(
-            f"{run.root} already holds a run (status: {status}); use --resume to continue it, or another --out"
+            f"{run.root} already holds a run (status: {state}); use --resume to continue it, or another --out"
         )
     old = load_config(run.config)
     diff = _config_diff(old.to_dict(), cfg.to_dict())

@@ -74,12 +74,17 @@ def _no_pretrained(mcfg):
 
 
 def load_run(path: str | Path) -> FinishedRun:
-    """Open a finished run folder (status ``done``)."""
+    """Open a finished run folder (status ``done``); a run being trained right now is refused."""
     run = RunDir(Path(path))
     if not run.root.is_dir():
         raise LocbenchError(f"run folder {run.root} does not exist")
     if not run.config.exists():
         raise LocbenchError(f"{run.root} is not a run folder (no config.yaml)")
+    if run.state() == "running":  # e.g. `train --resume` extending it: its checkpoint and thresholds still change
+        raise LocbenchError(
+            f"{run.root} is being trained right now (another process holds its lock): its checkpoint is still "
+            "changing; wait until that training ends (`locbench status` on its sweep shows it), then run this again"
+        )
     summary = run.read_summary()
     cfg = load_config(run.config)
     classes, thresholds = run.read_thresholds()

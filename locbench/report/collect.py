@@ -230,9 +230,9 @@ def read_run(path: Path) -> RunResult:
     if run.status == "running":
         reasons.append(f"still running ({len(run.metrics)} epochs logged)")
     elif run.status == "interrupted":  # killed or crashed: nobody holds its lock
+        how = folder.status_info().get("reason") or "status running but no process holds it: interrupted"
         reasons.append(
-            f"status running but no process holds it: interrupted after {len(run.metrics)} epochs; re-run the "
-            "sweep (or `locbench train --resume`) to finish it"
+            f"{how} after {len(run.metrics)} epochs; re-run the sweep (or `locbench train --resume`) to finish it"
         )
     if run.status == "unknown" and not run.metrics and run.summary is None:
         # A sweep creates every run folder (with sweep_point.json) before training starts.

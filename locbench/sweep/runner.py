@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from locbench.data.formats import table_from_config
 from locbench.data.splits import make_config_split, save_split
 from locbench.engine.data import prepare_cache
 from locbench.engine.fit import train
-from locbench.errors import LocbenchError
+from locbench.errors import Interrupted, LocbenchError, signal_name
 from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
@@ -264,24 +265,55 @@ def _run_inline(points: list[Point], out: Path, workers: int) -> None:
     gpus = _visible_gpus()
     threads = max(1, (os.cpu_count() or 1) // workers)
 
-    def launch(args: tuple[int, Point]) -> str:
+    procs: set[subprocess.Popen] = set()
+    guard = threading.Lock()
+    stopping = threading.Event()
+
+    def launch(args: tuple[int, Point]) -> str | None:
         k, point = args
         slot = k % workers
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), LOCBENCH_POINT_SLOT=str(slot))
         env[PARENT_ENV] = str(os.getpid())  # the worker dies with this process (see die_with_parent)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-        _log_progress(k, total, t0, point)
         cmd = [sys.executable, "-m", "locbench", "-q", "sweep-point", str(out / point.run_id)]
-        with open(RunDir(out / point.run_id).worker_log, "ab") as logf:
-            subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, check=False)
+        with guard:
+            if stopping.is_set():  # the sweep was interrupted: start nothing more
+                return None
+            _log_progress(k, total, t0, point)
+            with open(RunDir(out / point.run_id).worker_log, "ab") as logf:
+                # a session of its own: a Ctrl-C in the terminal reaches the sweep alone, which forwards it once
+                proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.add(proc)
+        proc.wait()
+        with guard:
+            procs.discard(proc)
         status = RunDir(out / point.run_id).status() or "failed"
         log.info("%s: %s", point.run_id, status)
         return status
 
     # a thread per slot feeding processes: `workers` runs in flight at once
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(launch, enumerate(points)))
+        try:
+            list(pool.map(launch, enumerate(points)))
+        except KeyboardInterrupt as e:
+            _stop_workers(e, procs, guard, stopping)
+            pool.shutdown(wait=True, cancel_futures=True)  # wait for the workers to record their runs
+            raise
+
+
+def _stop_workers(
+    e: KeyboardInterrupt, procs: set[subprocess.Popen], guard: threading.Lock, stopping: threading.Event
+) -> None:
+    """Forward the signal that interrupted the sweep (SIGINT for a plain Ctrl-C) to every worker still running:
+    each leaves its run interrupted, for the re-run to resume."""
+    signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+    with guard:
+        stopping.set()
+        running = [p for p in procs if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signum)
+    log.warning("%s: stopping %d running sweep worker(s) and waiting for them", signal_name(signum), len(running))
 
 
 def _visible_gpus() -> list[str]:

@@ -40,13 +40,23 @@ def sweep_status(out: str | Path) -> dict[str, Any]:
                 "epoch": len(history),
                 "epochs": epochs,
                 "seconds": spent,
-                "reason": run.status_info().get("reason", "") if state in ("failed", "diverged") else "",
+                "reason": _reason(run, state),
             }
         )
     counts = Counter(r["state"] for r in rows)
     left = sum(1 for r in rows if r["state"] in ("pending", "running", "interrupted"))
     eta = statistics.median(durations) * left if durations and left else None
     return {"name": plan.get("name"), "runs": rows, "counts": dict(counts), "eta_s": eta, "time": time.time()}
+
+
+def _reason(run: RunDir, state: str) -> str:
+    """Why a run stopped, and for an interrupted one how to finish it."""
+    if state in ("failed", "diverged"):
+        return run.status_info().get("reason", "")
+    if state == "interrupted":
+        how = run.status_info().get("reason") or "killed"
+        return f"{how}; re-running the sweep resumes it"
+    return ""
 
 
 def format_status(st: dict[str, Any]) -> str:

@@ -41,10 +41,12 @@ def _load_fi():
 fi = _load_fi()
 
 
-def killed(args: list[str], **kill) -> subprocess.CompletedProcess:
-    """Run ``locbench ARGS`` in a subprocess with a SIGKILL planted; assert that it was killed."""
-    res = subprocess.run(fi.child_command(args, **kill), env=fi.child_env(), capture_output=True, text=True)
-    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+def killed(args: list[str], sig: str = "KILL", **kill) -> subprocess.CompletedProcess:
+    """Run ``locbench ARGS`` in a subprocess with a signal (SIGKILL unless ``sig``) planted; assert that it ended by
+    it: killed outright, or for SIGINT and SIGTERM with exit code 130 and 143."""
+    res = subprocess.run(fi.child_command(args, **kill, sig=sig), env=fi.child_env(), capture_output=True, text=True)
+    expect = {"KILL": -signal.SIGKILL, "INT": 130, "TERM": 143}[sig]
+    assert res.returncode == expect, res.stderr[-2000:]
     return res
 
 
@@ -255,6 +257,109 @@ def test_killed_cache_build_is_never_used_half_built_and_resumes(kit, tmp_path, 
     assert "resuming cache" in caplog.text and "reusing cache" not in caplog.text
     fresh = build_cache(table, channels="rgby", size=40, cache_dir=tmp_path / "fresh", workers=0, progress=False)
     assert (resumed.array == fresh.array).all()
+
+
+# ---- SIGINT (Ctrl-C) and SIGTERM: handled, the run is left interrupted (never failed) and the same command resumes
+
+
+def test_ctrl_c_in_train_leaves_it_interrupted_and_resume_gives_the_same_numbers(
+    reference, train_args, tmp_path, one_thread, capsys
+):
+    run = tmp_path / "run"
+    res = killed(train_args(run), sig="INT", die_in=f"locbench.engine.optim:clip_gradients@{STEPS + 3}")
+    assert "interrupted by SIGINT" in res.stderr and "--resume" in res.stderr and "Traceback" not in res.stderr
+    folder = RunDir(run)
+    assert folder.status() == "running" and folder.state() == "interrupted"
+    assert folder.status_info()["reason"] == "interrupted by SIGINT"
+    # the half epoch is not saved: epoch 1's checkpoint only, and its metrics line only
+    assert [p.name for p in sorted((run / "checkpoints").glob("epoch-*.json"))] == ["epoch-0001.json"]
+    assert [r["epoch"] for r in folder.read_metrics()] == [1]
+    assert scratch_files(run) == [] and fi.corrupt_files(run) == []
+    assert main(train_args(run)) == 2  # without --resume: refused, saying what the folder holds and what to do
+    assert "(status: interrupted); use --resume" in capsys.readouterr().err
+    assert main(train_args(run, "--resume")) == 0
+    assert fi.result_numbers(run) == reference
+
+
+def test_sigterm_half_way_through_a_checkpoint_write_keeps_the_previous_one(
+    reference, train_args, tmp_path, one_thread
+):
+    run = tmp_path / "run"
+    res = killed(train_args(run), sig="TERM", die_on_write="epoch-0002.safetensors")
+    assert "interrupted by SIGTERM" in res.stderr
+    assert RunDir(run).state() == "interrupted" and scratch_files(run) == []  # the scratch file is removed at once
+    assert not (run / "checkpoints" / "epoch-0002.safetensors").exists() and fi.corrupt_files(run) == []
+    assert main(train_args(run, "--resume")) == 0
+    assert fi.result_numbers(run) == reference
+
+
+def test_sigterm_of_a_sweep_leaves_its_run_interrupted_and_the_same_command_resumes(
+    sweep_file, sweep_reference, tmp_path, one_thread, capsys
+):
+    out = tmp_path / "sweep"
+    args = ["sweep", str(sweep_file), "--out", str(out)]
+    killed(args, sig="TERM", die_in=f"locbench.engine.optim:clip_gradients@{2 * STEPS + 7}")  # the 2nd run
+    first, second = _runs(out)
+    assert RunDir(first).state() == "done" and RunDir(second).state() == "interrupted"
+    assert main(["status", str(out)]) == 0
+    assert "interrupted by SIGTERM; re-running the sweep resumes it" in capsys.readouterr().out
+    before = fi.snapshot(first)
+    assert main(args) == 0  # the same command, no --retry-failed
+    assert fi.snapshot(first) == before
+    assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+
+
+def test_ctrl_c_of_a_sweep_with_workers_is_forwarded_to_them_and_waited_for(
+    sweep_file, sweep_reference, tmp_path, one_thread
+):
+    out = tmp_path / "sweep"
+    args = ["sweep", str(sweep_file), "--out", str(out), "--workers", "2"]
+    sweep = subprocess.Popen(fi.child_command(args), env=fi.child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert fi._running_worker(out, timeout=240, proc=sweep) is not None
+        while not any(RunDir(p).read_metrics() for p in _runs(out)) and sweep.poll() is None:
+            time.sleep(0.05)  # a worker has finished an epoch: there is something to keep
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 130, err.decode()[-2000:]
+    # the sweep returned only once its workers had recorded their runs: no run is still locked, none failed (a
+    # worker still starting up when the signal came leaves its run pending)
+    states = [RunDir(p).state() for p in _runs(out)]
+    assert "interrupted" in states and set(states) <= {"done", "interrupted", "pending"}, states
+    for p in _runs(out):
+        if RunDir(p).state() == "interrupted":
+            assert RunDir(p).status_info()["reason"] == "interrupted by SIGINT"
+    assert main(args) == 0
+    assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+
+
+def test_divergence_in_the_last_step_of_an_epoch_is_diverged_not_failed(kit, tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = kit.overrides(optim__lr=1e30, train__max_steps=1, train__epochs=2)  # one step: its loss is finite
+    assert main(["train", "--out", str(run), *kit.set_args(overrides)]) == 3
+    err = capsys.readouterr().err
+    assert "validation loss became nan after epoch 1" in err and "corrupt" not in err
+    assert RunDir(run).status() == "diverged" and "optim.clip_grad" in RunDir(run).status_info()["reason"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_run_being_trained_is_not_evaluated(command, trained_run, synth_dir, tmp_path, capsys):
+    import shutil
+
+    from locbench.store.lock import FileLock
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    extra = ["--data", str(synth_dir), "--out", str(tmp_path / "p.csv")] if command == "predict" else []
+    RunDir(run).set_status("running")  # `train --resume` extending it: status running, its lock held
+    with FileLock(run / ".lock"):
+        assert main([command, str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "is being trained right now" in err and str(run) in err
+    assert not (tmp_path / "p.csv").exists() and not (run / "eval").exists()
 
 
 @pytest.mark.slow
