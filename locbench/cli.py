@@ -130,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-        how = "add --resume to continue the run" if args.command == "train" else "re-run it to resume"
+        how = (
+            "run the same command with --resume to continue"
+            if args.command == "train"
+            else "run the same command again to resume"
+        )
         print(
-            f"locbench {args.command}: interrupted by {signal_name(signum)}; finished work is kept: the same "
-            f"command finishes it ({how})",
+            f"locbench {args.command}: interrupted by {signal_name(signum)}; finished work is kept: {how}",
             file=sys.stderr,
         )
         return 128 + signum
