@@ -19,37 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from fixtures.cli import run_cli
 
 from locbench.cli import main
 
 pytest_plugins = ["fixtures.synth_data"]
-
-
-def run_cli(capsys, args: list[str]) -> tuple[int, str]:
-    """Run ``locbench ARGS`` in-process; return (exit code, stderr) and check the error contract."""
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    if code == 2:
-        assert f"locbench {args[0]}: error:" in err
-    return code, err
-
-
-@pytest.fixture
-def dataset(kit, tmp_path) -> Path:
-    """A private copy of the session's synthetic dataset (48 fields, 64 px), to damage."""
-    out = tmp_path / "data"
-    shutil.copytree(kit.data, out)
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    """A private copy of the session's finished run folder, to damage."""
-    out = tmp_path / "run"
-    shutil.copytree(trained_run, out, ignore=shutil.ignore_patterns("epoch-*", "eval"))
-    return out
 
 
 def _commands(data: Path, tmp: Path, trained: Path, kit) -> dict[str, list[str]]:

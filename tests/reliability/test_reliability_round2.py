@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.cli import run_cli
 
 from locbench.cli import main
 
 pytest_plugins = ["fixtures.synth_data"]
-
-
-def run_cli(capsys, args: list[str]) -> tuple[int, str]:
-    """Run ``locbench ARGS`` in-process; return (exit code, stderr) and check the error contract."""
-    capsys.readouterr()
-    try:
-        code = main(args)
-    except SystemExit as e:  # argparse's own refusals (an empty --out)
-        code = e.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    if code == 2:
-        assert f"locbench {args[0]}: error:" in err
-    return code, err
 
 
 def tree_hash(folder: Path) -> dict[str, str]:
@@ -42,20 +28,6 @@ def tree_hash(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-@pytest.fixture
-def dataset(kit, tmp_path) -> Path:
-    out = tmp_path / "data"
-    shutil.copytree(kit.data, out)
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(trained_run, out, ignore=shutil.ignore_patterns("epoch-*", "eval", "explain"))
-    return out
 
 
 # ------------------------------------------------------------------------ case 2: outputs never overwrite inputs
