@@ -1,10 +1,45 @@
 """Cell-level scores: agreement between two segmentations, and the HPA 2021 competition metric.
 
 ``cell_map`` is the Kaggle "Human Protein Atlas - Single Cell Classification" score: mean over classes of the
-Open Images challenge average precision, where a predicted cell of class ``c`` is a true positive when its mask
-overlaps a not-yet-matched ground-truth cell of class ``c`` in the same image at IoU >= 0.6. It is written here
-by hand (no maintained package computes it from instance masks); the AP follows the Open Images evaluation code
-(``compute_precision_recall`` and ``compute_average_precision`` of the TF object detection API).
+Open Images average precision, where a predicted cell of class ``c`` is a true positive when its mask overlaps
+a not-yet-matched ground-truth cell of class ``c`` in the same image at IoU >= 0.6. It is written here by hand
+(no maintained package computes it from instance masks), following the Open Images *Challenge* evaluator of
+the TF object detection API (``OpenImagesChallengeEvaluator`` with ``evaluate_masks=True`` in
+``research/object_detection/utils/object_detection_evaluation.py``; ``per_image_evaluation.py``; ``metrics.py``)
+as the HPA organisers drove it (``oid_hpasc_challenge_evaluation.py`` in trangle1302/
+HPA_SingleCellClassification_Analysis). Two protocols:
+
+- ``challenge`` (default, the competition's): in each image only the classes of that image's labels are
+  evaluated; the organisers passed every annotated cell's labels as the image-level labels, so these are the
+  classes some true cell of the image carries. A prediction of any other class in that image is ignored: no
+  true positive, no false positive (``OpenImagesChallengeEvaluator.add_single_detected_image_info`` drops it).
+- ``strict``: every prediction counts; one of a class absent from the image is a false positive (the plain
+  ``OpenImagesDetectionEvaluator``).
+
+Order, exactly as in the reference, because it decides tied scores (every cell of a field has the same score
+when an image-level run's probabilities are copied to its cells):
+
+1. Images are taken in sorted id order (the organisers' script walks ``groupby("ImageID")``).
+2. Within an image and class, detections are the predicted cells in row order; they are sorted with
+   ``np.argsort(scores)[::-1]`` (numpy's default sort, reversed: the evaluator's NMS step with IoU 1.0 only
+   sorts), then matched greedily: each takes the true cell of the class it overlaps most and is a true positive
+   when that IoU reaches the threshold and the cell is not matched yet.
+3. Per class the per-image lists are concatenated in image order and ranked again with
+   ``np.argsort(scores)[::-1]`` (``metrics.compute_precision_recall``).
+
+numpy's default sort is not stable. Up to 16 elements it is an insertion sort, so each reversed sort puts
+ties in *reverse* input order: within one image the two sorts cancel (tied cells keep their row order), and
+across images a later image's tied detections rank first. With more elements the order is whatever numpy's
+introsort (or its SIMD sort on AVX-512 CPUs) leaves: deterministic for one numpy build and CPU, but not
+specified. Calling the same function on the same array is the only way to reproduce the reference's ties,
+so that is what this module does.
+
+Open Images AP: precision made non-increasing from the right (each point takes the best precision at any
+higher recall), then summed over the recall steps, with recall 0 and 1 (precision 0) added at the ends.
+A predicted cell with an empty mask is dropped (the reference removes detections whose box is empty), and a
+true cell with an empty mask is not counted (the organisers left cells without a mask out of the truth).
+Mask IoU is computed in float64; the reference's float32 gives the same decisions at 0.6 for cells below
+several million pixels.
 """
 
 from __future__ import annotations
@@ -125,8 +160,15 @@ def pool_agreement(results: Sequence[dict]) -> dict:
     return total
 
 
+PROTOCOLS = ("challenge", "strict")
+"""``cell_map`` protocols: ``challenge`` (the competition's, default) and ``strict`` (see the module docstring)."""
+
+
 def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """Open Images average precision: area under the precision envelope of the ranked detections.
+
+    Detections are ranked by ``np.argsort(scores)[::-1]`` as the reference ranks them: ties keep no promised
+    order (see the module docstring), and the input order matters when scores tie.
 
     Args:
         scores: (n,) confidences of all detections of one class.
@@ -135,15 +177,15 @@ def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """
     if num_gt <= 0:
         raise ValueError("average_precision needs at least one ground-truth instance")
+    scores = np.asarray(scores, dtype=np.float64)
     if len(scores) == 0:
         return 0.0
-    # Stable sort on -score keeps the input order for ties (the reference reverses an argsort; ties are rare).
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    order = np.argsort(scores)[::-1]  # the reference's ranking; not a stable sort
     hits = np.asarray(tp, dtype=bool)[order]
-    cum_tp = np.cumsum(hits)
-    cum_fp = np.cumsum(~hits)
+    cum_tp = np.cumsum(hits).astype(np.float64)
+    cum_fp = np.cumsum(~hits).astype(np.float64)
     precision = cum_tp / (cum_tp + cum_fp)
-    recall = cum_tp / num_gt
+    recall = cum_tp / float(num_gt)
     recall = np.concatenate([[0.0], recall, [1.0]])
     precision = np.concatenate([[0.0], precision, [0.0]])
     # The envelope: each precision becomes the best precision at any higher recall.
@@ -159,14 +201,13 @@ def cell_map(
     num_classes: int,
     iou_threshold: float = 0.6,
     class_names: Sequence[str] | None = None,
+    protocol: str = "challenge",
 ) -> dict:
     """The HPA 2021 competition metric: mean over classes of Open Images AP over cell instances.
 
-    Per class: every predicted (cell, class) with a confidence is a detection. Within each image detections are
-    taken by falling confidence; each is a true positive when the ground-truth cell of that class it overlaps
-    most has IoU >= ``iou_threshold`` and is not matched yet, else a false positive (a duplicate is a false
-    positive, as in Open Images). Ground-truth cells of disjoint instance masks can overlap one prediction at
-    IoU > 0.5 at most once, so this equals matching to any unmatched cell above the threshold.
+    Per class: every predicted (cell, class) with a confidence is a detection, scored as described in the
+    module docstring. Ground-truth cells of disjoint instance masks can overlap one prediction at IoU > 0.5 at
+    most once, so the greedy matching equals matching to any unmatched cell above the threshold.
 
     Args:
         predictions: image id → predicted cells (``values`` = confidences, NaN = not predicted).
@@ -175,11 +216,17 @@ def cell_map(
         num_classes: C; every ``values`` must have C columns.
         iou_threshold: mask IoU a match needs (0.6 in the competition).
         class_names: optional names for ``per_class`` keys (default: the class index as a string).
+        protocol: ``challenge`` (default: a prediction of a class no true cell of its image carries is ignored)
+            or ``strict`` (it is a false positive).
 
     Returns:
-        ``{"map", "per_class": {name: {"ap", "num_gt", "num_pred", "tp"}}, "absent_classes": [names without
-        ground truth, excluded from the mean], "iou_threshold"}``; ``map`` is NaN when no class has ground truth.
+        ``{"map", "per_class": {name: {"ap", "num_gt", "num_pred", "tp", "ignored"}}, "absent_classes": [names
+        without ground truth, excluded from the mean], "iou_threshold", "protocol"}``; ``num_pred`` counts the
+        detections scored, ``ignored`` those the challenge protocol left out; ``map`` is NaN when no class has
+        ground truth.
     """
+    if protocol not in PROTOCOLS:
+        raise LocbenchError(f"unknown cell-metric protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     extra = sorted(set(predictions) - set(ground_truth))
     if extra:
         raise BadInputError(
@@ -189,45 +236,59 @@ def cell_map(
     if len(names) != num_classes:
         raise LocbenchError(f"class_names has {len(names)} names for num_classes={num_classes}")
 
-    scores: list[list[float]] = [[] for _ in range(num_classes)]
-    hits: list[list[bool]] = [[] for _ in range(num_classes)]
+    scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    hits: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     num_gt = np.zeros(num_classes, dtype=np.int64)
-    # One image at a time: ``ground_truth`` and ``predictions`` may be lazy mappings that read masks on access.
-    for image_id, truth in ground_truth.items():
+    ignored = np.zeros(num_classes, dtype=np.int64)
+    # One image at a time, in sorted id order as the organisers fed the evaluator: ``ground_truth`` and
+    # ``predictions`` may be lazy mappings that read masks on access.
+    for image_id in sorted(ground_truth):
+        truth = ground_truth[image_id]
         _check_columns(truth, num_classes, f"ground truth of {image_id}")
-        labels = truth.values > 0
-        num_gt += labels.sum(axis=0)
         pred = predictions.get(image_id)
-        if pred is None or len(pred.cell_ids) == 0:
+        if pred is not None:
+            _check_columns(pred, num_classes, f"predictions of {image_id}")
+        iou, pred_cells, truth_cells = _instance_iou(pred, truth)
+        labels = truth.values[truth_cells] > 0
+        iou = iou[np.ix_(pred_cells, truth_cells)]
+        num_gt += labels.sum(axis=0)
+        if not pred_cells.any():
             continue
-        _check_columns(pred, num_classes, f"predictions of {image_id}")
-        iou = _instance_iou(pred, truth)
+        conf_all = pred.values[pred_cells]
+        evaluated = labels.any(axis=0) if protocol == "challenge" else np.ones(num_classes, dtype=bool)
         for c in range(num_classes):
-            conf = pred.values[:, c]
-            rows = np.flatnonzero(~np.isnan(conf))
+            rows = np.flatnonzero(~np.isnan(conf_all[:, c]))
             if not len(rows):
                 continue
+            if not evaluated[c]:
+                ignored[c] += len(rows)
+                continue
+            conf = conf_all[rows, c]
+            order = np.argsort(conf)[::-1]  # the evaluator's per-image sort (its NMS at IoU 1.0)
             gt_cols = np.flatnonzero(labels[:, c])
             detected = np.zeros(len(gt_cols), dtype=bool)
-            for r in rows[np.argsort(-conf[rows], kind="stable")]:
-                hit = False
-                if len(gt_cols):
-                    best = int(np.argmax(iou[r, gt_cols]))
-                    if iou[r, gt_cols[best]] >= iou_threshold and not detected[best]:
-                        detected[best] = hit = True
-                scores[c].append(float(conf[r]))
-                hits[c].append(hit)
+            hit = np.zeros(len(rows), dtype=bool)
+            if len(gt_cols):
+                overlap = iou[np.ix_(rows[order], gt_cols)]
+                best = np.argmax(overlap, axis=1)
+                for i, b in enumerate(best.tolist()):
+                    if overlap[i, b] >= iou_threshold and not detected[b]:
+                        detected[b] = hit[i] = True
+            scores[c].append(conf[order])
+            hits[c].append(hit)
 
     per_class: dict[str, dict] = {}
     absent: list[str] = []
     aps: list[float] = []
     for c, name in enumerate(names):
-        entry = {"num_gt": int(num_gt[c]), "num_pred": len(scores[c]), "tp": int(sum(hits[c]))}
+        s = np.concatenate(scores[c]) if scores[c] else np.zeros(0)
+        h = np.concatenate(hits[c]) if hits[c] else np.zeros(0, dtype=bool)
+        entry = {"num_gt": int(num_gt[c]), "num_pred": len(s), "tp": int(h.sum()), "ignored": int(ignored[c])}
         if num_gt[c] == 0:
             absent.append(name)
             entry["ap"] = math.nan
         else:
-            entry["ap"] = average_precision(np.array(scores[c]), np.array(hits[c], dtype=bool), int(num_gt[c]))
+            entry["ap"] = average_precision(s, h, int(num_gt[c]))
             aps.append(entry["ap"])
         per_class[name] = entry
     return {
@@ -235,6 +296,7 @@ def cell_map(
         "per_class": per_class,
         "absent_classes": absent,
         "iou_threshold": iou_threshold,
+        "protocol": protocol,
     }
 
 
@@ -243,14 +305,34 @@ def _check_columns(cells: CellInstances, num_classes: int, where: str) -> None:
         raise LocbenchError(f"{where}: {cells.values.shape[1]} class columns, expected num_classes={num_classes}")
 
 
-def _instance_iou(pred: CellInstances, truth: CellInstances) -> np.ndarray:
-    """(n_pred_cells, n_truth_cells) IoU between the listed cells of two images."""
+def _instance_iou(pred: CellInstances | None, truth: CellInstances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU between the listed cells of two images, and which listed cells have a non-empty mask.
+
+    Returns:
+        ``(iou, pred_present, truth_present)``: (n_pred_cells, n_truth_cells) IoU, and (n,) bools. An id absent
+        from its mask (or beyond its largest label) is an empty cell. ``pred`` None: no predicted cells.
+    """
+    t = np.asarray(truth.cell_ids, dtype=np.int64)
+    t_area = _areas(truth.mask)
+    t_ok = (t >= 1) & (t < len(t_area))
+    t_ok[t_ok] = t_area[t[t_ok]] > 0
+    if pred is None or len(pred.cell_ids) == 0:
+        return np.zeros((0, len(t))), np.zeros(0, dtype=bool), t_ok
     full = iou_matrix(pred.mask, truth.mask)
     p = np.asarray(pred.cell_ids, dtype=np.int64)
-    t = np.asarray(truth.cell_ids, dtype=np.int64)
+    p_area = _areas(pred.mask)
+    p_ok = (p >= 1) & (p < len(p_area))
+    p_ok[p_ok] = p_area[p[p_ok]] > 0
     out = np.zeros((len(p), len(t)))
-    # A listed id beyond the mask's largest label is an empty cell: IoU 0 with everything.
-    p_ok = (p >= 1) & (p < full.shape[0])
-    t_ok = (t >= 1) & (t < full.shape[1])
-    out[np.ix_(p_ok, t_ok)] = full[np.ix_(p[p_ok], t[t_ok])]
-    return out
+    valid_t = (t >= 1) & (t < full.shape[1])
+    valid_p = (p >= 1) & (p < full.shape[0])
+    out[np.ix_(valid_p, valid_t)] = full[np.ix_(p[valid_p], t[valid_t])]
+    return out, p_ok, t_ok
+
+
+def _areas(mask: np.ndarray) -> np.ndarray:
+    """Pixel count of every label value of an instance mask (index = label)."""
+    labels = np.asarray(mask).astype(np.int64, copy=False).ravel()
+    if labels.size and labels.min() < 0:
+        raise LocbenchError("instance masks must not hold negative labels")
+    return np.bincount(labels)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from locbench.cells.metric import CellInstances, average_precision, cell_map, compare_masks, iou_matrix, pool_agreement
-from locbench.errors import BadInputError
+from locbench.errors import BadInputError, LocbenchError
 
 NAN = math.nan
 
@@ -50,7 +50,13 @@ def test_false_positive_ranked_first():
     assert ap(r, 0) == pytest.approx(2 / 3)
     assert ap(r, 1) == 1.0
     assert r["map"] == pytest.approx((2 / 3 + 1) / 2)
-    assert r["per_class"]["0"] == {"num_gt": 2, "num_pred": 3, "tp": 2, "ap": pytest.approx(2 / 3)}
+    assert r["per_class"]["0"] == {
+        "num_gt": 2,
+        "num_pred": 3,
+        "tp": 2,
+        "ignored": 0,
+        "ap": pytest.approx(2 / 3),
+    }
 
 
 def test_false_positive_ranked_last_costs_nothing():
@@ -108,6 +114,54 @@ def test_ranking_is_over_all_images_and_unpredicted_images_count_as_missed():
     assert ap(r, 1) == 0.0  # image b's class-1 cell was never predicted
     gt["c"] = truth([[0], [], [], []])  # a third image without predictions: one more missed cell
     assert ap(cell_map(p, gt, num_classes=2), 0) == pytest.approx(0.5 * 1 / 3)
+
+
+def test_challenge_ignores_a_class_absent_from_the_field_strict_counts_it():
+    # Image a carries class 0 only; image b carries class 1 (cells 3, 4) and class 0 (cell 1).
+    # Class 1 predicted at 0.9 on a's cell 1 and found at 0.5 on b's cell 3.
+    # challenge: a's class-1 prediction is ignored (a has no class-1 cell) -> TP only: P = 1 at R = 1/2 -> AP 1/2.
+    # strict: FP (0.9) then TP (0.5): P = 1/2 at R = 1/2 -> AP 1/4.
+    gt = {"a": truth([[0], [0], [], []]), "b": truth([[0], [], [1], [1]])}
+    p = {"a": pred([[0.8, 0.9], [0.7, NAN], [NAN] * 2, [NAN] * 2]), "b": pred([[0.6, NAN], [NAN] * 2, [NAN, 0.5]])}
+    challenge = cell_map(p, gt, num_classes=2)
+    strict = cell_map(p, gt, num_classes=2, protocol="strict")
+    assert challenge["protocol"] == "challenge" and strict["protocol"] == "strict"
+    assert ap(challenge, 1) == 0.5 and ap(strict, 1) == 0.25
+    assert challenge["per_class"]["1"]["ignored"] == 1 and challenge["per_class"]["1"]["num_pred"] == 1
+    assert strict["per_class"]["1"]["ignored"] == 0 and strict["per_class"]["1"]["num_pred"] == 2
+    assert ap(challenge, 0) == ap(strict, 0) == 1.0  # class 0 is in both fields' labels: nothing to ignore
+
+
+def test_tied_scores_are_ranked_as_the_reference_ranks_them():
+    # The reference sorts twice with np.argsort(scores)[::-1]: per image, then per class over all images. For
+    # up to 16 detections numpy's sort is stable, so each sort puts ties in reverse order: within one image
+    # the two reversals cancel (row order), across images the later image comes first.
+    # Class 0, two true cells. Image a: TP at 0.5; image b: FP at 0.5 (cell 3, class 0 is in b's labels).
+    # Ranked: b's FP, a's TP -> P = 1/2 at R = 1/2 -> AP 1/4 (a stable descending sort would give 1/2).
+    gt = {"a": truth([[0], [], [], []]), "b": truth([[0], [], [1], []])}
+    p = {"a": pred([[0.5, NAN], [NAN] * 2, [NAN] * 2, [NAN] * 2]), "b": pred([[NAN] * 2, [NAN] * 2, [0.5, NAN]])}
+    assert ap(cell_map(p, gt, num_classes=2), 0) == 0.25
+    # One image, rows in order (TP cell 1, FP cell 3): row order survives -> TP first -> AP 1/2 (2 true cells).
+    rows = np.array([[0.5, NAN], [0.5, NAN]])
+    assert ap(cell_map({"a": CellInstances(four_cells(), np.array([1, 3]), rows)}, GT, num_classes=2), 0) == 0.5
+    # The same rows listed FP first: -> AP 1/4.
+    assert ap(cell_map({"a": CellInstances(four_cells(), np.array([3, 1]), rows)}, GT, num_classes=2), 0) == 0.25
+    assert average_precision(np.array([0.5, 0.5]), np.array([True, False]), 1) == 0.5  # FP ranked first
+    assert average_precision(np.array([0.5, 0.5]), np.array([False, True]), 1) == 1.0
+
+
+def test_empty_cells_are_dropped_as_the_reference_drops_them():
+    # Predicted cell 9 and true cell 9 are listed but have no pixels: the prediction is not scored and the true
+    # cell is not counted (the reference drops empty-mask detections; the organisers' truth had no such cells).
+    gt = {"a": CellInstances.from_mask(four_cells(), {1: [1, 0], 9: [1, 0]})}
+    p = {"a": CellInstances.from_mask(four_cells(), {1: [0.4, NAN], 9: [0.9, NAN]})}
+    r = cell_map(p, gt, num_classes=2)
+    assert r["per_class"]["0"] == {"num_gt": 1, "num_pred": 1, "tp": 1, "ignored": 0, "ap": 1.0}
+
+
+def test_unknown_protocol_is_refused():
+    with pytest.raises(LocbenchError, match="protocol"):
+        cell_map({}, GT, num_classes=2, protocol="kaggle")
 
 
 def test_predictions_for_unknown_images_are_refused():
