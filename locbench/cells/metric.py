@@ -254,7 +254,7 @@ def cell_map(
         num_gt += labels.sum(axis=0)
         if not pred_cells.any():
             continue
-        conf_all = pred.values[pred_cells]
+        conf_all = np.asarray(pred.values[pred_cells], dtype=np.float64)  # the reference reads scores as float64
         evaluated = labels.any(axis=0) if protocol == "challenge" else np.ones(num_classes, dtype=bool)
         for c in range(num_classes):
             rows = np.flatnonzero(~np.isnan(conf_all[:, c]))
