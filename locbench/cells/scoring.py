@@ -99,14 +99,25 @@ def truth_cells(
     return TruthCells(table.ids, masks_dir, load_cell_labels(labels, num_classes=num_classes), num_classes)
 
 
-def score_cells(preds: CellPredictions, truth: Mapping[str, CellInstances], *, iou_threshold: float = 0.6) -> dict:
-    """:func:`~locbench.cells.metric.cell_map` of predictions against the truth, NaN written as None."""
+def score_cells(
+    preds: CellPredictions,
+    truth: Mapping[str, CellInstances],
+    *,
+    iou_threshold: float = 0.6,
+    protocol: str = "challenge",
+) -> dict:
+    """:func:`~locbench.cells.metric.cell_map` of predictions against the truth, NaN written as None.
+
+    ``protocol``: ``challenge`` (the competition's: a class absent from a field's labels is not scored there)
+    or ``strict`` (it is a false positive); the result records which one it used.
+    """
     result = cell_map(
         preds.instances(),
         truth,
         num_classes=len(preds.class_names),
         iou_threshold=iou_threshold,
         class_names=preds.class_names,
+        protocol=protocol,
     )
     return _none_for_nan(result)
 
@@ -131,7 +142,7 @@ def _none_for_nan(obj: Any) -> Any:
 
 
 def format_cell_metrics(result: Mapping[str, Any]) -> str:
-    """A plain-text table: per-class AP, truth and predicted counts, then the mean."""
+    """A plain-text table: per-class AP, truth and predicted counts, then the mean and the protocol it used."""
     width = max([len(n) for n in result["per_class"]] + [5])
     lines = [f"{'class':<{width}}  {'AP':>6}  {'truth':>6}  {'tp':>6}", "-" * (width + 26)]
     for name, row in result["per_class"].items():
@@ -139,6 +150,7 @@ def format_cell_metrics(result: Mapping[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {ap:>6}  {row['num_gt']:>6}  {row['tp']:>6}")
     m = result["map"]
     lines.append(f"{'mAP':<{width}}  {'-' if m is None else f'{m:.4f}':>6}   (IoU >= {result['iou_threshold']})")
+    lines.append(_protocol_line(result))
     seg = result.get("segmentation")
     if seg:
         iou = seg["matched_iou_mean"]
@@ -147,3 +159,15 @@ def format_cell_metrics(result: Mapping[str, Any]) -> str:
             f"{seg['extra']} extra, matched IoU {'-' if iou is None else f'{iou:.3f}'}"
         )
     return "\n".join(lines)
+
+
+def _protocol_line(result: Mapping[str, Any]) -> str:
+    """Which protocol scored the table, and what it left out."""
+    protocol = result.get("protocol", "strict")  # results written before protocols existed were strict
+    if protocol == "strict":
+        return "protocol: strict (a predicted class no true cell of its field carries is a false positive)"
+    ignored = sum(int(row.get("ignored", 0)) for row in result["per_class"].values())
+    return (
+        f"protocol: challenge (the competition's: {ignored} prediction(s) of a class no true cell of its field "
+        "carries not scored; --protocol strict counts them as false positives)"
+    )

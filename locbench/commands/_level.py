@@ -27,6 +27,20 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
     add_force_arg(p)
 
 
+CELL_METRIC_PROTOCOLS = ("challenge", "strict")  # locbench.cells.metric.PROTOCOLS, kept light for the CLI
+
+
+def add_protocol_arg(p: argparse.ArgumentParser) -> None:
+    """``--protocol`` of the cell metric (``evaluate --level cell`` and ``cells evaluate``)."""
+    p.add_argument(
+        "--protocol",
+        choices=CELL_METRIC_PROTOCOLS,
+        default="challenge",
+        help="cell metric: challenge (the competition's: a class no true cell of a field carries is not scored in "
+        "that field) or strict (such a prediction is a false positive); default challenge",
+    )
+
+
 def run_at_level(
     args: argparse.Namespace,
     action: Callable[..., Any],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from locbench.commands import evaluate, predict
 from locbench.commands._common import out_path
-from locbench.commands._level import add_cell_args
+from locbench.commands._level import add_cell_args, add_protocol_arg
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     e.add_argument("--workers", type=int, default=None)
     e.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
     add_cell_args(e)
+    add_protocol_arg(e)
     e.set_defaults(func=evaluate.run, level="cell")
 
     s = actions.add_parser("predict", help="write a 2021 competition submission (ID,ImageWidth,ImageHeight,...)")

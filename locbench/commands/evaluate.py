@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from locbench.commands._common import out_path
-from locbench.commands._level import add_cell_args, run_at_level
+from locbench.commands._level import add_cell_args, add_protocol_arg, run_at_level
 
 
 def add_parser(sub) -> None:
@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--level", choices=["image", "cell"], help="cell: the HPA 2021 per-cell metric (default: the run's)")
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")
     add_cell_args(p)
+    add_protocol_arg(p)
     p.set_defaults(func=run)
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         show_cell=show_cell,
         split=args.split,
         truth_masks=args.truth_masks,
+        protocol=args.protocol,
     )
 
 

@@ -70,12 +70,14 @@ def evaluate(
     image_run: FinishedRun | str | os.PathLike | None = None,
     blend: float | None = None,
     negative: str | None = None,
+    protocol: str = "challenge",
 ) -> dict[str, Any]:
     """Score a finished run on a split part of its data (``val``, ``test``, ``all``) or on another dataset.
 
     Image level: :func:`~locbench.infer.images.evaluate` (``RUN_DIR/eval/<split>.json``). Cell level:
     :func:`~locbench.infer.cells.evaluate_cells`, the HPA 2021 metric (``RUN_DIR/eval/cell_<split>.json``), which
-    alone reads ``masks``, ``truth_masks``, ``image_run``, ``blend`` and ``negative``.
+    alone reads ``masks``, ``truth_masks``, ``image_run``, ``blend``, ``negative`` and ``protocol`` (``challenge``,
+    the competition's, or ``strict``; see :mod:`locbench.cells.metric`).
 
     Returns:
         The written result, with ``path``.
@@ -91,6 +93,7 @@ def evaluate(
             image_run=image_run,
             blend=blend,
             negative=negative,
+            protocol=protocol,
             device=device,
             workers=workers,
             out=out,

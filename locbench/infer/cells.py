@@ -20,6 +20,7 @@ import numpy as np
 from locbench.cells.combine import apply_negative_rule, blend_probs
 from locbench.cells.crops import CellCropDataset
 from locbench.cells.data import index_table_cells, resolve_masks
+from locbench.cells.metric import PROTOCOLS
 from locbench.cells.scoring import CellPredictions, score_cells, segmentation_agreement, truth_cells
 from locbench.cells.segment import mask_path, read_mask
 from locbench.cells.submission import SubmissionRow, row_from_instances, validate_submission, write_submission
@@ -130,6 +131,7 @@ def evaluate_cells(
     blend: float | None = None,
     negative: str | None = None,
     iou_threshold: float = 0.6,
+    protocol: str = "challenge",
     device: str = "auto",
     workers: int | None = None,
     out: str | os.PathLike | None = None,
@@ -138,13 +140,17 @@ def evaluate_cells(
 
     Predicted cells come from ``masks`` (see :func:`predict_cells`); the truth is ``truth_masks`` (default
     ``DATA/masks``) with ``DATA/cells.csv``. Writes ``RUN_DIR/eval/cell_<split>.json`` (or ``out``) and the
-    per-cell probabilities beside it (``.npz``: ids ``FIELD/CELL``, probs).
+    per-cell probabilities beside it (``.npz``: ids ``FIELD/CELL``, probs). ``protocol``: ``challenge`` (the
+    competition's: a class no true cell of a field carries is not scored in that field) or ``strict`` (such a
+    prediction is a false positive); see :mod:`locbench.cells.metric`.
 
     Returns:
-        The written result: ``map``, ``per_class``, ``absent_classes``, ``n_fields``, ``n_pred_cells``,
+        The written result: ``map``, ``per_class``, ``absent_classes``, ``protocol``, ``n_fields``, ``n_pred_cells``,
         ``n_truth_cells``, the settings used and, when the predicted cells are not the truth's, ``segmentation``
         (pooled agreement at IoU 0.5); plus ``path``.
     """
+    if protocol not in PROTOCOLS:  # before any cell is predicted
+        raise LocbenchError(f"unknown cell-metric protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     run = as_run(path)
     table = table_from_config(run.config.data, path=data)
     check_compatible(run, table)
@@ -154,7 +160,7 @@ def evaluate_cells(
     preds = predict_cells(
         run, sub, masks=masks, image_run=image_run, blend=blend, negative=negative, device=device, workers=workers
     )
-    scored = score_cells(preds, truth, iou_threshold=iou_threshold)
+    scored = score_cells(preds, truth, iou_threshold=iou_threshold, protocol=protocol)
     n_truth = sum(int(v["num_gt"]) for v in scored["per_class"].values())
     result = {
         "run": str(run.path),
@@ -176,7 +182,14 @@ def evaluate_cells(
     arrays = {"ids": np.array(preds.ids()), "probs": preds.probs}
     out_path = run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
     result["path"] = str(out_path)
-    log.info("cell mAP %.4f on %d fields (%s) -> %s", result["map"] or math.nan, len(sub), name, out_path)
+    log.info(
+        "cell mAP %.4f (%s protocol) on %d fields (%s) -> %s",
+        result["map"] or math.nan,
+        protocol,
+        len(sub),
+        name,
+        out_path,
+    )
     return result
 
 

@@ -15,6 +15,7 @@ from locbench.config import load_config
 from locbench.data.splits import load_split
 from locbench.data.synth import synthesize
 from locbench.engine.fit import train
+from locbench.errors import LocbenchError
 from locbench.infer.cells import evaluate_cells
 
 TINY = {
@@ -63,9 +64,9 @@ def test_evaluate_cell_level_and_image_baseline(runs, capsys):
     _, cell, image = runs
     assert main(["evaluate", str(cell), "--workers", "0", "--device", "cpu"]) == 0  # a cell run: cell level
     printed = capsys.readouterr().out
-    assert "mAP" in printed and "IoU >= 0.6" in printed
+    assert "mAP" in printed and "IoU >= 0.6" in printed and "protocol: challenge" in printed
     result = json.loads((cell / "eval" / "cell_val.json").read_text())
-    assert result["level"] == "cell" and 0.0 <= result["map"] <= 1.0
+    assert result["level"] == "cell" and 0.0 <= result["map"] <= 1.0 and result["protocol"] == "challenge"
     assert result["masks"] == result["truth_masks"] and "segmentation" not in result
     stored = np.load(cell / "eval" / "cell_val.npz")
     np.testing.assert_array_equal(stored["ids"], np.load(cell / "predictions" / "val.npz")["ids"])
@@ -83,6 +84,26 @@ def test_evaluate_cell_level_and_image_baseline(runs, capsys):
     full = evaluate_cells(cell, image_run=image, blend=1.0, device="cpu", workers=0, out=cell / "eval" / "b.json")
     np.testing.assert_allclose(np.load(cell / "eval" / "b.npz")["probs"], probs, atol=1e-6)
     assert full["map"] == pytest.approx(baseline["map"]) and full["blend"] == 1.0
+
+
+def test_cell_metric_protocol_is_chosen_and_recorded(runs, capsys):
+    _, cell, _ = runs
+    out = cell / "eval" / "strict.json"
+    args = ["cells", "evaluate", str(cell), "--protocol", "strict", "--workers", "0", "--device", "cpu"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "protocol: strict" in capsys.readouterr().out
+    strict = json.loads(out.read_text())
+    challenge = evaluate_cells(cell, device="cpu", workers=0, out=cell / "eval" / "challenge.json")
+    assert strict["protocol"] == "strict" and challenge["protocol"] == "challenge"
+    # The challenge protocol scores a subset of the strict one's predictions: what it leaves out is counted.
+    for name, row in strict["per_class"].items():
+        assert row["num_gt"] == challenge["per_class"][name]["num_gt"] and row["ignored"] == 0
+        assert row["num_pred"] == challenge["per_class"][name]["num_pred"] + challenge["per_class"][name]["ignored"]
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown protocol
+        main(["evaluate", str(cell), "--level", "cell", "--protocol", "kaggle"])
+    assert exit_info.value.code == 2
+    with pytest.raises(LocbenchError, match="unknown cell-metric protocol 'kaggle'; use one of challenge, strict"):
+        evaluate_cells(cell, protocol="kaggle", device="cpu", workers=0)
 
 
 def test_cell_submission_validates(runs, tmp_path, capsys):

@@ -10,7 +10,13 @@ import pytest
 
 from locbench.cells.combine import apply_negative_rule, blend_probs
 from locbench.cells.crops import index_cells
-from locbench.cells.scoring import CellPredictions, score_cells, segmentation_agreement, truth_cells
+from locbench.cells.scoring import (
+    CellPredictions,
+    format_cell_metrics,
+    score_cells,
+    segmentation_agreement,
+    truth_cells,
+)
 from locbench.data.formats import load_table
 from locbench.errors import LocbenchError
 
@@ -84,11 +90,18 @@ def test_cell_map_on_hand_made_case(hand_case):
     assert preds.ids() == ["a/1", "a/2", "b/1"]
     result = score_cells(preds, truth_cells(table))
     # Class 0, 2 true cells: a/1 (0.9) hit, b/1 (0.7) misses at IoU 1/3, a/2 (0.2) wrong class: AP = 1/2 * 1.
-    assert result["per_class"]["0"] == {"num_gt": 2, "num_pred": 3, "tp": 1, "ap": pytest.approx(0.5)}
-    # Class 1, 1 true cell: a/2 (0.8) ranked first and hit: AP 1.
+    assert result["per_class"]["0"] == {"num_gt": 2, "num_pred": 3, "tp": 1, "ignored": 0, "ap": pytest.approx(0.5)}
+    # Class 1, 1 true cell: a/2 (0.8) ranked first and hit: AP 1. b/1's class-1 score (0.3) is not scored in the
+    # competition's protocol (no cell of b carries class 1); strict counts it as a false positive, ranked second.
     assert result["per_class"]["1"]["ap"] == pytest.approx(1.0)
+    assert result["protocol"] == "challenge"
+    assert (result["per_class"]["1"]["num_pred"], result["per_class"]["1"]["ignored"]) == (2, 1)
     assert result["map"] == pytest.approx(0.75)
     assert result["per_class"]["5"]["ap"] is None and "5" in result["absent_classes"]
+    strict = score_cells(preds, truth_cells(table), protocol="strict")
+    assert strict["protocol"] == "strict" and strict["map"] == pytest.approx(0.75)
+    assert (strict["per_class"]["1"]["num_pred"], strict["per_class"]["1"]["ignored"]) == (3, 0)
+    assert "protocol: challenge" in format_cell_metrics(result) and "protocol: strict" in format_cell_metrics(strict)
 
     seg = segmentation_agreement(preds, truth_cells(table))
     assert (seg["n_truth"], seg["found"], seg["missed"], seg["extra"]) == (3, 2, 1, 1)

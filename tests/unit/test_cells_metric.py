@@ -164,6 +164,13 @@ def test_unknown_protocol_is_refused():
         cell_map({}, GT, num_classes=2, protocol="kaggle")
 
 
+def test_cli_offers_the_protocols_of_the_metric():
+    from locbench.cells.metric import PROTOCOLS
+    from locbench.commands._level import CELL_METRIC_PROTOCOLS
+
+    assert CELL_METRIC_PROTOCOLS == PROTOCOLS
+
+
 def test_predictions_for_unknown_images_are_refused():
     with pytest.raises(BadInputError, match="no ground truth"):
         cell_map({"zzz": pred([[0.5, 0.5]])}, GT, num_classes=2)
