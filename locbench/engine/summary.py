@@ -81,11 +81,11 @@ def summarize(
         "cost": cost,
         "device": device,
     }
-    add_class_honesty(summary, targets, class_names, train_positives=train_positives, n_fields=n_fields)
+    annotate_reliability(summary, targets, class_names, train_positives=train_positives, n_fields=n_fields)
     return thresholds, summary
 
 
-def add_class_honesty(
+def annotate_reliability(
     summary: dict[str, Any],
     targets: np.ndarray,
     class_names: list[str],
