@@ -65,6 +65,9 @@ def test_evaluate_cell_level_and_image_baseline(runs, capsys):
     printed = capsys.readouterr().out
     assert "mAP" in printed and "IoU >= 0.6" in printed
     result = json.loads((cell / "eval" / "cell_val.json").read_text())
+    # 3 validation fields: the number comes with its warning, printed and written
+    assert result["sample_note"].startswith(f"n = {result['n_fields']} fields: too few to rely on")
+    assert f"warning: val cell mAP {result['map']:.4f} ({result['sample_note']})" in printed
     assert result["level"] == "cell" and 0.0 <= result["map"] <= 1.0
     assert result["masks"] == result["truth_masks"] and "segmentation" not in result
     stored = np.load(cell / "eval" / "cell_val.npz")
