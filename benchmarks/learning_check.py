@@ -24,7 +24,7 @@ def constant_baseline(train_targets: np.ndarray, val_targets: np.ndarray, names:
     prev = train_targets.mean(0)
     probs = np.tile(prev, (len(val_targets), 1)).astype(np.float64)
     at_half = compute_metrics(probs, val_targets, class_names=names, thresholds=0.5)
-    th = tune_thresholds(probs, val_targets)
+    th = tune_thresholds(probs, val_targets, train_positives=train_targets.sum(0))
     tuned = compute_metrics(probs, val_targets, class_names=names, thresholds=th)
     return {"map": at_half["map"], "macro_f1": at_half["macro_f1"], "macro_f1_tuned": tuned["macro_f1"]}
 

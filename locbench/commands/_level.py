@@ -50,7 +50,8 @@ def run_at_level(
     **options: Any,
 ) -> int:
     """Call ``action`` (``infer.evaluate`` or ``infer.predict``) on ``args.run_dir`` at ``args.level`` (None: the
-    run's) with the flags they share and ``options``; print the result with ``show_cell`` or ``show_image``."""
+    run's) with the flags they share and ``options``; print the result with ``show_cell`` or ``show_image``, then
+    the run's untrainable classes (never predicted), if any."""
     from locbench.infer import load_run, resolve_level
     from locbench.store.outputs import check_output, data_inputs
 
@@ -80,4 +81,8 @@ def run_at_level(
         **options,
     )
     (show_cell if level == "cell" else show_image)(result)
+    if run.untrainable:
+        from locbench.metrics import untrainable_note
+
+        print(f"note: {untrainable_note(run.untrainable)}")
     return 0

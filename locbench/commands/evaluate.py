@@ -41,7 +41,14 @@ def _show_image(result: dict) -> None:
     from locbench.metrics import format_metrics_table, with_tuned
 
     print(format_metrics_table(with_tuned(result["_metrics_at_half"], result["_metrics_tuned"])))
+    _show_note(f"{result['split']} mAP", result["map"], result.get("sample_note"))
     print(f"\n{result['n_images']} images ({result['split']}); metrics written to {result['path']}")
+
+
+def _show_note(label: str, value: float | None, note: str | None) -> None:
+    """The headline number again with its warning, when it rests on too few fields or positives."""
+    if note:
+        print(f"\nwarning: {label} {'-' if value is None else f'{value:.4f}'} ({note})")
 
 
 def show_cell(result: dict) -> None:
@@ -49,6 +56,7 @@ def show_cell(result: dict) -> None:
     from locbench.cells.scoring import format_cell_metrics
 
     print(format_cell_metrics(result))
+    _show_note(f"{result['split']} cell mAP", result["map"], result.get("sample_note"))
     print(
         f"\n{result['n_pred_cells']} predicted cells in {result['n_fields']} fields ({result['split']}); "
         f"metrics written to {result['path']}"

@@ -274,6 +274,8 @@ class Trainer:
                 epoch_times=epoch_times,
                 throughputs=throughputs,
                 device=self.device,
+                train_positives=p.data.targets("train").sum(axis=0),
+                n_fields=len(p.data.parts["val"]),
             )
             self._call("on_train_end")
         self.dist.close()

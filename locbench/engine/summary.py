@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from locbench.engine.device import peak_memory_mb
-from locbench.metrics import compute_metrics, tune_thresholds
+from locbench.metrics import (
+    compute_metrics,
+    small_sample_note,
+    threshold_sources,
+    tune_thresholds,
+    untrainable_note,
+    with_note,
+)
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,8 @@ def summarize(
     best_epoch: int | None,
     cost: dict[str, Any],
     device: str,
+    train_positives: np.ndarray | None = None,
+    n_fields: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class thresholds tuned on ``probs`` and the content of ``summary.json``.
 
@@ -42,8 +51,11 @@ def summarize(
         best_epoch: the epoch of the best validation mAP (1-based).
         cost: the ``cost`` section (:func:`run_cost`).
         device: where the run trained.
+        train_positives: (C,) positive training items per class (None: unknown, every class trainable); a
+            class with none is never predicted (:func:`~locbench.metrics.tune_thresholds`).
+        n_fields: validation fields (a cell-level run has more items than fields; None: one field per item).
     """
-    thresholds = tune_thresholds(probs, targets)
+    thresholds = tune_thresholds(probs, targets, train_positives=train_positives)
     at_half = compute_metrics(probs, targets, class_names=class_names, thresholds=0.5)
     tuned = compute_metrics(probs, targets, class_names=class_names, thresholds=thresholds)
     per_class = {}
@@ -69,7 +81,38 @@ def summarize(
         "cost": cost,
         "device": device,
     }
+    annotate_reliability(summary, targets, class_names, train_positives=train_positives, n_fields=n_fields)
     return thresholds, summary
+
+
+def annotate_reliability(
+    summary: dict[str, Any],
+    targets: np.ndarray,
+    class_names: list[str],
+    *,
+    train_positives: np.ndarray | None,
+    n_fields: int | None,
+) -> None:
+    """Add to ``summary`` what its numbers can and cannot support (docs/VALIDATION.md, "Per-class thresholds").
+
+    Per class ``threshold_source`` (tuned, fallback or untrainable); ``train_positives`` (positive training items
+    per class, null when unknown) and ``untrainable_classes`` (no positive training example: never predicted);
+    in ``val``, ``n_fields`` and ``sample_note`` (a warning when the validation numbers rest on too few fields or
+    classes with too few positives, else null).
+    """
+    val_positives = np.asarray(targets).sum(axis=0)
+    sources = threshold_sources(val_positives, train_positives)
+    for name, source in zip(class_names, sources, strict=True):
+        summary["val"]["per_class"][name]["threshold_source"] = source
+    n_fields = int(len(targets)) if n_fields is None else int(n_fields)
+    summary["val"]["n_fields"] = n_fields
+    summary["val"]["sample_note"] = small_sample_note(n_fields, val_positives)
+    summary["train_positives"] = (
+        None
+        if train_positives is None
+        else {name: int(k) for name, k in zip(class_names, np.asarray(train_positives).tolist(), strict=True)}
+    )
+    summary["untrainable_classes"] = [name for name, s in zip(class_names, sources, strict=True) if s == "untrainable"]
 
 
 def run_cost(
@@ -108,25 +151,37 @@ def finish_run(
     epoch_times: list[float],
     throughputs: list[float],
     device: torch.device,
+    train_positives: np.ndarray | None = None,
+    n_fields: int | None = None,
 ) -> None:
     """Tune thresholds on the best epoch's validation predictions, write ``thresholds.json`` and
-    ``summary.json``; status done."""
+    ``summary.json``; status done. ``train_positives`` and ``n_fields``: see :func:`summarize`."""
     preds = run.read_predictions("val")
     history = run.read_metrics()
     cost = run_cost(
         history, params=params, gmacs=gmacs, epoch_times=epoch_times, throughputs=throughputs, device=device
     )
     thresholds, summary = summarize(
-        preds.probs, preds.targets, class_names, history, best_epoch=best_epoch, cost=cost, device=str(device)
+        preds.probs,
+        preds.targets,
+        class_names,
+        history,
+        best_epoch=best_epoch,
+        cost=cost,
+        device=str(device),
+        train_positives=train_positives,
+        n_fields=n_fields,
     )
     run.write_thresholds(class_names, thresholds)
     run.write_summary(summary)
     run.set_status("done")
     val = summary["val"]
+    if summary["untrainable_classes"]:
+        log.warning("%s", untrainable_note(summary["untrainable_classes"]))
     log.info(
-        "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
+        "done: best epoch %s, %s, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
         best_epoch,
-        nan_if_none(val["map"]),
+        with_note(f"val mAP {nan_if_none(val['map']):.4f}", val["sample_note"]),
         nan_if_none(val["macro_f1"]),
         nan_if_none(val["macro_f1_tuned"]),
         run.root,

@@ -35,6 +35,7 @@ from locbench.infer.images import (
     prediction_table,
     split_rows,
 )
+from locbench.metrics import small_sample_note, with_note
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def predict_cells(
         blend: weight of ``image_run``'s probabilities (default the run's ``cell.blend``).
         negative: Negative rule, ``max`` or ``none`` (default the run's ``cell.negative``).
         device, workers: inference device and DataLoader workers (default the run's ``data.workers``).
+
+    The run's untrainable classes (no positive training example) are never predicted: their values are NaN,
+    which the submission and the cell metric read as "not predicted".
     """
     run = as_run(run)
     cfg = run.config
@@ -95,6 +99,10 @@ def predict_cells(
     else:
         probs = field_probs(run, table, device=device, workers=workers)[cells.image_index]
     probs = apply_negative_rule(probs, run.class_names, rule=negative or cfg.cell.negative)
+    never = [run.class_names.index(c) for c in run.untrainable]
+    if never:
+        probs = probs.astype(np.float32, copy=True)
+        probs[:, never] = np.nan
     return CellPredictions(table, cells, probs, masks_dir, list(run.class_names))
 
 
@@ -176,20 +184,17 @@ def evaluate_cells(
         "blend": (run.config.cell.blend if blend is None else blend) if image_run is not None else 0.0,
         "negative": negative or run.config.cell.negative,
         **scored,
+        "untrainable_classes": run.untrainable,
     }
+    positives = [int(v["num_gt"]) for v in scored["per_class"].values()]
+    result["sample_note"] = small_sample_note(len(sub), np.asarray(positives))
     if preds.masks_dir.resolve() != truth.masks_dir.resolve():
         result["segmentation"] = segmentation_agreement(preds, truth)
     arrays = {"ids": np.array(preds.ids()), "probs": preds.probs}
     out_path = run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
     result["path"] = str(out_path)
-    log.info(
-        "cell mAP %.4f (%s protocol) on %d fields (%s) -> %s",
-        result["map"] or math.nan,
-        protocol,
-        len(sub),
-        name,
-        out_path,
-    )
+    mean = with_note(f"cell mAP {result['map'] or math.nan:.4f} ({protocol} protocol)", result["sample_note"])
+    log.info("%s on %d fields (%s) -> %s", mean, len(sub), name, out_path)
     return result
 
 

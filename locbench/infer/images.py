@@ -25,7 +25,7 @@ from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import pick_device
 from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
-from locbench.metrics import compute_metrics
+from locbench.metrics import compute_metrics, never_predicted, small_sample_note
 from locbench.models import build_model
 from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
@@ -48,6 +48,11 @@ class FinishedRun:
     @property
     def path(self) -> Path:
         return self.folder.root
+
+    @property
+    def untrainable(self) -> list[str]:
+        """Classes with no positive training example: their threshold is above every score, never predicted."""
+        return [c for c, never in zip(self.class_names, never_predicted(self.thresholds), strict=True) if never]
 
     def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
@@ -226,6 +231,8 @@ def evaluate(
         "macro_f1_tuned": tuned["macro_f1"],
         "micro_f1_tuned": tuned["micro_f1"],
         "absent_classes": at_half["absent_classes"],
+        "untrainable_classes": run.untrainable,
+        "sample_note": small_sample_note(len(indices), targets.sum(axis=0)),
         "per_class": {
             c: dict(at_half["per_class"][c], f1_tuned=tuned["per_class"][c]["f1"], threshold=float(run.thresholds[i]))
             for i, c in enumerate(run.class_names)
@@ -248,6 +255,9 @@ def predict(
     workers: int | None = None,
 ) -> Path:
     """Per-image probabilities and labels (the run's tuned thresholds) for the images in ``data``.
+
+    Untrainable classes (no positive training example, :attr:`FinishedRun.untrainable`) are never among the
+    labels; their probabilities are written like every other class's.
 
     ``data`` is a dataset folder or CSV (labels, if any, are ignored), or a folder of ``{id}_{stain}.png|tif``
     images without a CSV. ``output_format``: ``csv`` (id, labels, names, one probability column per class) or

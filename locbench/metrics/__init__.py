@@ -7,13 +7,33 @@ from locbench.metrics.multilabel import (
     multilabel_confusion,
     with_tuned,
 )
-from locbench.metrics.thresholds import tune_thresholds
+from locbench.metrics.samples import MIN_RELIABLE_N, small_sample_note, with_note
+from locbench.metrics.thresholds import (
+    FALLBACK_THRESHOLD,
+    MIN_TUNE_POSITIVES,
+    NEVER_PREDICTED,
+    THRESHOLD_SOURCES,
+    never_predicted,
+    threshold_sources,
+    tune_thresholds,
+    untrainable_note,
+)
 
 __all__ = [
+    "FALLBACK_THRESHOLD",
+    "MIN_RELIABLE_N",
+    "MIN_TUNE_POSITIVES",
+    "NEVER_PREDICTED",
+    "THRESHOLD_SOURCES",
     "check_inputs",
     "compute_metrics",
     "format_metrics_table",
     "multilabel_confusion",
+    "never_predicted",
+    "small_sample_note",
+    "threshold_sources",
     "tune_thresholds",
+    "untrainable_note",
+    "with_note",
     "with_tuned",
 ]

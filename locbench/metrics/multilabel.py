@@ -258,7 +258,9 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         vals = [f"{e['support']:>8d}", _number(e["ap"], 7), _number(e["f1"], 7)]
         if tuned:
             vals.append(_number(e.get("f1_tuned"), 8))
-        vals += [_number(e["precision"], 7), _number(e["recall"], 7), _number(e["threshold"], cols[-1][1], 3)]
+        # a threshold above 1 is an untrainable class's: never predicted (metrics/thresholds.py)
+        thr = f"{'never':>{cols[-1][1]}}" if e["threshold"] > 1 else _number(e["threshold"], cols[-1][1], 3)
+        vals += [_number(e["precision"], 7), _number(e["recall"], 7), thr]
         rows.append(f"{name:<{name_w}} " + " ".join(vals))
 
     present = len(per_class) - len(metrics["absent_classes"])

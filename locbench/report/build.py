@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from locbench.errors import LocbenchError
-from locbench.metrics import multilabel_confusion
+from locbench.metrics import (
+    FALLBACK_THRESHOLD,
+    MIN_TUNE_POSITIVES,
+    multilabel_confusion,
+    small_sample_note,
+    untrainable_note,
+)
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
 from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults, collect
@@ -85,6 +91,9 @@ def build_report(
         f"{len(an.estimates)} configurations, {n_done} of {len(sweep.runs)} runs finished; "
         f"primary metric {metric_label(metric)}. Folder: {sweep.root}"
     )
+    warning = _sample_warning(sweep)
+    if warning:
+        subtitle += f". Warning: {warning}"
     atomic_write_text(root / "report.md", markdown(title, subtitle, sections))
     atomic_write_text(root / "leaderboard.csv", _csv(rows))
     out = atomic_write_text(root / "report.html", page(title, subtitle, sections))
@@ -336,6 +345,9 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     rows = [[lab, *(format_number(v) for v in mat[i])] for i, lab in enumerate(labels)]
     md, _ = table(["configuration", *classes], rows)
     txt = "Average precision per class, mean over seeds; blank/n/a: class absent from the validation images."
+    note = _untrainable_text([r for c in points for r in c.done])
+    if note:
+        txt += " " + note
     return Section("Per-class AP", para(txt)[0] + md, para(txt)[1] + image(png, "per-class AP heatmap"))
 
 
@@ -423,25 +435,37 @@ def _focus(sweep: SweepResults, an: Analysis, spec: str | None) -> tuple[str, li
 def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Section:
     classes = sweep.classes
     rows = []
-    keys = ("ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold")
+    keys = ("ap", "f1", "f1_tuned", "precision", "recall", "support")
     for name in classes:
+        entries = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}) for r in runs]
         vals = []
         for k in keys:
-            xs = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get(k) for r in runs]
+            xs = [e.get(k) for e in entries]
             xs = [x for x in xs if isinstance(x, int | float)]
             vals.append(np.mean(xs) if xs else math.nan)
+        # an untrainable class's threshold (above every score) is "never", not a number to average
+        thr = [e["threshold"] for e in entries if isinstance(e.get("threshold"), int | float) and e["threshold"] <= 1]
+        never = any(isinstance(e.get("threshold"), int | float) and e["threshold"] > 1 for e in entries)
         rows.append(
             [
                 name,
                 *(format_number(v) for v in vals[:5]),
                 _num(vals[5], 0 if len(runs) == 1 else 1),
-                format_number(vals[6]),
+                format_number(float(np.mean(thr))) if thr else ("never" if never else "n/a"),
+                _sources(entries),
             ]
         )
-    headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold"]
+    headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold", "threshold from"]
     md, h = table(headers, rows)
     pooled = f"mean over {len(runs)} seed(s)" if len(runs) > 1 else "one run"
-    txt = f"{title}: per-class validation results ({pooled})."
+    txt = (
+        f"{title}: per-class validation results ({pooled}). Threshold from: tuned on validation; fallback "
+        f"{FALLBACK_THRESHOLD} (fewer than {MIN_TUNE_POSITIVES} validation positives: too few to tune on); "
+        "untrainable (no positive training example: never predicted)."
+    )
+    note = _untrainable_text(runs)
+    if note:
+        txt += " " + note
     md, h = para(txt)[0] + md, para(txt)[1] + h
     counts = _confusion(sweep, runs)
     if counts is not None:
@@ -462,6 +486,50 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
             + image(png, "confusion matrices")
         )
     return Section("Best configuration in detail" if title.startswith("Best") else "Selected configuration", md, h)
+
+
+def _sources(entries: list[dict]) -> str:
+    """Where a class's thresholds came from over runs: one word, or counts when the seeds differ."""
+    found = [e.get("threshold_source") for e in entries]
+    found = [x for x in found if isinstance(x, str)]
+    if not found:
+        return "n/a"
+    kinds = sorted(set(found), key=found.index)
+    return kinds[0] if len(kinds) == 1 else ", ".join(f"{k} {found.count(k)}" for k in kinds)
+
+
+def _untrainable_text(runs: list[RunResult]) -> str:
+    """The report's note on classes with no positive training example in ``runs`` ("" when none)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        for name in (r.summary or {}).get("untrainable_classes") or []:
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return ""
+    note = untrainable_note(list(counts))
+    if any(k < len(runs) for k in counts.values()):
+        note += " (in " + ", ".join(f"{c}: {k} of {len(runs)} runs" for c, k in counts.items()) + ")"
+    return note[0].upper() + note[1:] + "."
+
+
+def _sample_warning(sweep: SweepResults) -> str:
+    """The headline's warning when finished runs were validated on too few fields or rare classes ("" if none)."""
+    notes = []
+    for r in sweep.runs:
+        val = (r.summary or {}).get("val", {}) if r.usable else {}
+        if "sample_note" in val:
+            note = val["sample_note"]
+        elif isinstance(val.get("n_images"), int):  # written before the notes existed
+            note = small_sample_note(val["n_images"])
+        else:
+            note = None
+        if note:
+            notes.append(note)
+    if not notes:
+        return ""
+    common = max(set(notes), key=notes.count)
+    n_usable = sum(r.usable for r in sweep.runs)
+    return f"{len(notes)} of {n_usable} runs were validated on too little data ({common}); read their numbers with care"
 
 
 def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:

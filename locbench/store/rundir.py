@@ -276,8 +276,12 @@ class RunDir:
         atomic_write_json(self._thresholds, {"classes": list(classes), "thresholds": np.asarray(thresholds).tolist()})
 
     def read_thresholds(self, num_classes: int | None = None) -> tuple[list[str], np.ndarray]:
-        """Class names and tuned thresholds of ``thresholds.json``; with ``num_classes``, checked against the
-        columns of the stored predictions. Raises :class:`RunFileError`."""
+        """Class names and thresholds of ``thresholds.json``; with ``num_classes``, checked against the
+        columns of the stored predictions. Raises :class:`RunFileError`.
+
+        A threshold above 1 (written as 2.0) belongs to a class with no positive training example: it is above
+        every probability, so ``probs >= threshold`` never predicts that class (JSON has no infinity).
+        """
         path = self._thresholds
         obj = _read_object(path)
         try:

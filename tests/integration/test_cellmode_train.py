@@ -66,6 +66,9 @@ def test_evaluate_cell_level_and_image_baseline(runs, capsys):
     printed = capsys.readouterr().out
     assert "mAP" in printed and "IoU >= 0.6" in printed and "protocol: challenge" in printed
     result = json.loads((cell / "eval" / "cell_val.json").read_text())
+    # 3 validation fields: the number comes with its warning, printed and written
+    assert result["sample_note"].startswith(f"n = {result['n_fields']} fields: too few to rely on")
+    assert f"warning: val cell mAP {result['map']:.4f} ({result['sample_note']})" in printed
     assert result["level"] == "cell" and 0.0 <= result["map"] <= 1.0 and result["protocol"] == "challenge"
     assert result["masks"] == result["truth_masks"] and "segmentation" not in result
     stored = np.load(cell / "eval" / "cell_val.npz")
@@ -73,16 +76,27 @@ def test_evaluate_cell_level_and_image_baseline(runs, capsys):
 
     baseline = evaluate_cells(image, device="cpu", workers=0)
     assert baseline["level"] == "image" and baseline["n_pred_cells"] == result["n_pred_cells"]
-    # The image run's field probabilities are copied to every cell of the field.
+    # The image run's field probabilities are copied to every cell of the field, except for classes it never
+    # trained on (7 training fields here): those are never predicted, NaN for every cell.
     probs = np.load(Path(baseline["path"]).with_suffix(".npz"))["probs"]
+    never = json.loads((image / "summary.json").read_text())["untrainable_classes"]
+    assert never and baseline["untrainable_classes"] == never
+    names = json.loads((image / "thresholds.json").read_text())["classes"]
+    assert np.isnan(probs).all(axis=0).tolist() == [c in never for c in names]
+    assert all(baseline["per_class"][c]["num_pred"] == 0 for c in never)
     fields = [i.rsplit("/", 1)[0] for i in np.load(Path(baseline["path"]).with_suffix(".npz"))["ids"]]
     for f in set(fields):
         rows = probs[[k for k, g in enumerate(fields) if g == f]]
-        assert np.allclose(rows, rows[0])
+        assert np.allclose(rows, rows[0], equal_nan=True)
 
     # Blending with weight 1 gives exactly the image run's per-cell predictions and score.
     full = evaluate_cells(cell, image_run=image, blend=1.0, device="cpu", workers=0, out=cell / "eval" / "b.json")
-    np.testing.assert_allclose(np.load(cell / "eval" / "b.npz")["probs"], probs, atol=1e-6)
+    blended = np.load(cell / "eval" / "b.npz")["probs"]
+    cell_never = json.loads((cell / "summary.json").read_text())["untrainable_classes"]
+    # the cell run's own untrainable classes are never predicted, whatever the blended run says
+    assert np.isnan(blended[:, [c in cell_never for c in names]]).all()
+    keep = [c not in cell_never and c not in never for c in names]
+    np.testing.assert_allclose(blended[:, keep], probs[:, keep], atol=1e-6)
     assert full["map"] == pytest.approx(baseline["map"]) and full["blend"] == 1.0
 
 
@@ -111,16 +125,22 @@ def test_cell_submission_validates(runs, tmp_path, capsys):
     out = tmp_path / "submission.csv"
     args = ["predict", str(cell), "--level", "cell", "--data", str(data), "--out", str(out), "--workers", "0"]
     assert main([*args, "--device", "cpu"]) == 0
-    assert "validated" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    never = json.loads((cell / "summary.json").read_text())["untrainable_classes"]
+    assert never and "validated" in printed and "never predicted (untrainable" in printed
     rows = read_submission(out)
     ids = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
     assert [r.image_id for r in rows] == ids and all((r.width, r.height) == (64, 64) for r in rows)
     n_cells = len((data / "cells.csv").read_text().splitlines()) - 1
+    # one triple per cell and class, except the classes the run never trained on: never predicted
     assert validate_submission(out, num_classes=19, ids=ids) == {
         "images": 10,
-        "triples": 19 * n_cells,
+        "triples": (19 - len(never)) * n_cells,
         "cells": n_cells,
     }
+    names = json.loads((cell / "thresholds.json").read_text())["classes"]
+    never_idx = {str(names.index(c)) for c in never}
+    assert all(not set(r.prediction_string.split()[0::3]) & never_idx for r in rows)
 
 
 def test_sweep_with_level_axis(runs, tmp_path):

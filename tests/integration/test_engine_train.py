@@ -18,6 +18,7 @@ from locbench.store.atomic import read_jsonl
 
 pytest_plugins = ["fixtures.synth_data"]
 
+# evaluate's per-class keys (summary.json adds threshold_source)
 PER_CLASS_KEYS = {"ap", "f1", "f1_tuned", "precision", "recall", "support", "threshold"}
 
 

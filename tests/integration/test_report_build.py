@@ -226,3 +226,39 @@ def test_run_folders_not_started_are_pending(tmp_path: Path):
     (pending,) = sweep.problems
     assert (pending.run_id, pending.status, pending.reason) == ("c09-s0", "pending", "not started yet")
     assert sweep.axes["loss.name"] == ["bce", "focal", "asl"]  # sweep.yaml order, then levels seen only in runs
+
+
+def test_report_flags_untrainable_classes_threshold_sources_and_small_validation(tmp_path: Path):
+    import json
+
+    root = make_sweep(
+        tmp_path / "small", backbones=("resnet18",), augs=("standard",), seeds=(0,), n_val=20, problems=False
+    )
+    for run in sorted(p for p in root.iterdir() if (p / "summary.json").exists()):
+        summary = json.loads((run / "summary.json").read_text())
+        classes = list(summary["val"]["per_class"])
+        never = classes[-2]
+        thr = json.loads((run / "thresholds.json").read_text())
+        thr["thresholds"][-2] = 2.0
+        (run / "thresholds.json").write_text(json.dumps(thr))
+        for name, row in summary["val"]["per_class"].items():
+            row["threshold_source"] = "untrainable" if name == never else "fallback" if row["support"] < 3 else "tuned"
+        summary["val"]["per_class"][never]["threshold"] = 2.0
+        summary["untrainable_classes"] = [never]
+        summary["train_positives"] = {c: 0 if c == never else 9 for c in classes}
+        summary["val"]["n_fields"] = 20
+        summary["val"]["sample_note"] = "n = 20 fields: too few to rely on"
+        (run / "summary.json").write_text(json.dumps(summary))
+    build_report(root, n_resamples=50)
+    md = (root / "report.md").read_text()
+    head = md.split("## ")[0]
+    assert "Warning: 2 of 2 runs were validated on too little data (n = 20 fields: too few to rely on)" in head
+    per_class_ap = md.split("## Per-class AP")[1].split("## ")[0]
+    assert f"never predicted (untrainable; threshold above every score): {never}" in per_class_ap
+    detail = md.split("## Best configuration in detail")[1].split("## ")[0]
+    assert (
+        "threshold from" in detail and f"never predicted (untrainable; threshold above every score): {never}" in detail
+    )
+    row = next(line for line in detail.splitlines() if line.startswith(f"| {never} "))
+    assert "| never | untrainable |" in row  # no averaged 2.0: the threshold is "never"
+    assert any("| tuned |" in line for line in detail.splitlines())

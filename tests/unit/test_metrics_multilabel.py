@@ -208,3 +208,14 @@ def test_with_tuned_refuses_mismatched_inputs() -> None:
     other = compute_metrics(PROBS[:3], TARGETS[:3], class_names=NAMES)
     with pytest.raises(LocbenchError, match="different"):
         with_tuned(plain, other)
+
+
+def test_table_shows_never_for_an_untrainable_class() -> None:
+    plain = compute_metrics(PROBS, TARGETS, class_names=NAMES)
+    tuned = compute_metrics(PROBS, TARGETS, class_names=NAMES, thresholds=np.array([0.75, 2.0, 0.5]))
+    assert tuned["per_class"]["B"]["f1"] == 0.0  # never predicted
+    lines = format_metrics_table(with_tuned(plain, tuned)).splitlines()
+    row_b = next(line for line in lines if line.startswith("B "))
+    assert row_b.split()[-1] == "never" and row_b.split()[4] == "0.0000"
+    header = next(line for line in lines if line.startswith("class"))
+    assert len({len(line) for line in lines[lines.index(header) :]}) == 1
