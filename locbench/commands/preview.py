@@ -64,7 +64,7 @@ def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: i
         ax.axis("off")
     for ax, i in zip(axes.flat, indices, strict=False):
         stains = table.stains
-        pixels = read_field(table.paths(i), stains, size)
+        pixels = read_field(table.sources(i), stains, size)
         ax.imshow(composite_rgb(dict(zip(stains, pixels, strict=True))))
         names = _names(table, i)
         caption = table.ids[i] + "\n" + "\n".join(textwrap.wrap(", ".join(names), 44))
