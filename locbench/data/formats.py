@@ -103,7 +103,9 @@ class Table:
         """Stain → image file of field ``i``, for every stain of the dataset (one file for all in a multi-channel
         dataset)."""
         ext = self.exts[i] if self.exts is not None else ""
-        return {c: self.image_dir / stain_file(self.pattern, self.ids[i], self.stain_names[c], ext) for c in self.stains}
+        return {
+            c: self.image_dir / stain_file(self.pattern, self.ids[i], self.stain_names[c], ext) for c in self.stains
+        }
 
     def sources(self, i: int) -> dict[str, StainFile]:
         """Stain → where to read it (file, and the channel in a multi-channel file): what image readers take."""

@@ -234,7 +234,9 @@ def pick_channel(path: Path, planes: np.ndarray, names: list[str] | None, channe
     """The plane ``channel`` (index, or OME channel name: exact, else case-insensitive) of ``read_channels``."""
     if isinstance(channel, int):
         if not 0 <= channel < len(planes):
-            raise ImageReadError(path, f"has {len(planes)} channels (0..{len(planes) - 1}); there is no channel {channel}")
+            raise ImageReadError(
+                path, f"has {len(planes)} channels (0..{len(planes) - 1}); there is no channel {channel}"
+            )
         return planes[channel]
     if names is None or len(names) != len(planes):
         raise ImageReadError(
