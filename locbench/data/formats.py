@@ -452,7 +452,7 @@ def _check_id(fid: str) -> str:
 
 def _parse_label(label: str, sep: str | None, scheme: ClassScheme, out: np.ndarray) -> str:
     """Set ``out`` (multi-hot) from one label: classes by number (ASCII digits) or by name (case-insensitive)."""
-    if sep is None and scheme.lookup(label) is not None:
+    if (sep is None or sep.isspace()) and scheme.lookup(label) is not None:
         parts = [label.strip()]  # one class name with spaces in it ("Nuclear membrane") under a whitespace separator
     else:
         parts = [p.strip() for p in (label.split(sep) if sep else label.split())]
@@ -554,12 +554,26 @@ def _locate_images(
     stains = tuple(c for c in named if any(c in f for f in found.values()))
     if not stains and rows:
         stains = named
+    # ...but a stain the user named (data.stains) that no file matches is a wrong name, not an absent stain
+    unmatched = [c for c in named if names[c] != c and c not in stains and rows]
+    if unmatched:
+        c, r = unmatched[0], rows[0]
+        example = _rel(image_dir / stain_file(pattern, ids[r], names[c], exts[r] if exts else ""), rel_to)
+        raise LocbenchError(
+            f"data.stains.{c} is {names[c]!r} but no field has such a file (e.g. {example}, from pattern "
+            f"{pattern!r}); correct the name (--stains {c}=NAME) or set it to null (--stains {c}=) if the dataset "
+            "has no such stain"
+        )
+
+    def where(r: int, c: str, ext: str) -> str:
+        file = _rel(image_dir / stain_file(pattern, ids[r], names[c], ext), rel_to)
+        return file if names[c] == c or "{channel}" not in pattern else f"{file} (data.stains.{c})"
+
     for r in rows:
         missing = [c for c in stains if c not in found[r]]
         if missing:
             ext = exts[r] if exts is not None else ""
-            files = [_rel(image_dir / stain_file(pattern, ids[r], names[c], ext), rel_to) for c in missing]
-            files = list(dict.fromkeys(files))  # a multi-channel file is missing once, not once per stain
+            files = list(dict.fromkeys(where(r, c, ext) for c in missing))  # a multi-channel file: listed once
             problems[r].append(f"missing image files {', '.join(files)}")
     return exts, stains
 

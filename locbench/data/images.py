@@ -270,7 +270,10 @@ def read_field_stains(sources: Mapping[str, str | os.PathLike], stains: Sequence
             continue
         if path not in files:
             files[path] = read_channels(path)
-        img = pick_channel(path, *files[path], channel)
+        try:
+            img = pick_channel(path, *files[path], channel)
+        except ImageReadError as e:
+            raise ImageReadError(path, f"{e.reason} (stain {stain}: data.stains.{stain})") from None
         if img.dtype not in _MAX:
             raise ImageReadError(path, f"has pixel type {img.dtype}; only 8-bit and 16-bit unsigned images are read")
         out[stain] = img
