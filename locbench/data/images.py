@@ -24,8 +24,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO as _BytesIO
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
