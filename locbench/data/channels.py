@@ -42,7 +42,18 @@ def check_stain_names(names: Mapping[str, str | int | None] | None) -> dict[str,
                 raise LocbenchError(f"{key}: {name!r} is not usable as a file-name part or an OME channel name")
         elif name is not None and (isinstance(name, bool) or not isinstance(name, int) or name < 0):
             raise LocbenchError(f"{key}: {name!r} must be a name, a channel index >= 0, or null (no such stain)")
-    return {s: names.get(s, s) for s in STAINS}
+    full = {s: names.get(s, s) for s in STAINS}
+    taken: dict[str | int, str] = {}
+    for stain, name in full.items():
+        if name is None:
+            continue
+        if name in taken:  # two stains from one file or channel is a slip, never a dataset
+            raise LocbenchError(
+                f"config keys data.stains.{taken[name]} and data.stains.{stain} both name {name!r}; give each stain "
+                "its own name (a stain left out keeps its own: set it too, or to null if the dataset lacks it)"
+            )
+        taken[name] = stain
+    return full
 
 
 def resolve_channels(mode: str | Iterable[str]) -> tuple[str, ...]:

@@ -58,6 +58,9 @@ def test_stain_map_completes_and_names_unknown_stains():
         load_config(None, {"data.stains.purple": "X"})
     with pytest.raises(LocbenchError, match="data.stains.green"):
         load_config(None, {"data.stains.green": "a/b"})
+    with pytest.raises(LocbenchError, match="data.stains.green and data.stains.blue both name 'green'"):
+        load_config(None, {"data.stains.blue": "green"})
+    assert load_config(None, {"data.stains": {"blue": "green", "green": "GFP"}}).data.stains["blue"] == "green"
 
 
 def test_stain_files_by_the_users_names_are_read_per_stain(tmp_path):
