@@ -282,6 +282,8 @@ def test_unknown_names_and_non_ascii_digits_are_refused_with_the_row(tmp_path):
 # -- one set of data options -------------------------------------------------------------------------------------------
 
 DATA_COMMANDS = (
+    ["cells", "evaluate"],
+    ["cells", "predict"],
     ["train"],
     ["evaluate"],
     ["predict"],
