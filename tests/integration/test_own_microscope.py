@@ -83,6 +83,22 @@ def test_readme_own_microscope_works_the_first_time(tmp_path, monkeypatch, capsy
     assert [r["id"] for r in rows] == list(wells)
     assert all(0.0 <= float(r["p_Nucleoplasm"]) <= 1.0 for r in rows)
 
+    # another microscope's export of the same wells (Hoechst for DAPI, a `well` column): predict's data options
+    # describe it over the run's own layout
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in (tmp_path / "my_microscope").glob("*.tif"):
+        (other / f.name.replace("_DAPI", "_Hoechst")).write_bytes(f.read_bytes())
+    labels = (tmp_path / "my_microscope" / "labels.csv").read_text()
+    (other / "labels.csv").write_text(labels.replace("image,classes", "well,classes", 1))
+    again = [predict[0], predict[1], "--data", "other/labels.csv", "--out", "other.csv"]
+    code, err = run_cli(capsys, again)
+    assert code == 2 and "no column 'image'" in err
+    code, err = run_cli(capsys, [*again, "--id-col", "well", "--stains", "blue=Hoechst"])
+    assert code == 0, err
+    with open("other.csv", encoding="utf-8") as f:
+        assert list(csv.DictReader(f)) == rows  # the same pixels under other names: the same predictions
+
 
 def test_readme_data_info_reads_stains_and_names(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
