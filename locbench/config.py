@@ -19,7 +19,7 @@ import yaml
 
 from locbench.augment import AUGMENTATIONS
 from locbench.cells.segment import SEGMENTERS
-from locbench.data.channels import resolve_channels
+from locbench.data.channels import STAINS, check_stain_names, resolve_channels
 from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
@@ -45,9 +45,14 @@ class DataConfig:
     pattern: str | None = None
     """Generic layout: image file pattern relative to the data folder, e.g. 'images/{id}_{channel}.tif'."""
     classes: str | None = None
-    """A built-in scheme (hpa2021, hpa2018) or a file with one class name per line."""
+    """A built-in scheme (hpa2021, hpa2018) or a file with one class name per line; labels are class numbers or
+    class names (case-insensitive)."""
     group_col: str | None = None
     """A column whose values keep images together in splits (antibody, protein)."""
+    stains: dict[str, str | int | None] = field(default_factory=lambda: {s: s for s in STAINS})
+    """The four stains (red, green, blue, yellow) as your files name them. With one file per stain, the
+    {channel} part of the pattern ({blue: DAPI} reads {id}_DAPI.tif); with one multi-channel file per field (a
+    pattern without {channel}), an OME channel name or a 0-based channel index. null: the dataset has no such stain."""
     channels: str = "green"
     """green (the study's, repeated to 3 channels), rgb, rgby, or an explicit comma list like 'green,blue'."""
     img_size: int = 256
@@ -78,6 +83,8 @@ class DataConfig:
         _check(0.0 <= self.test_frac < 1.0 - self.val_frac, "data.test_frac", "must leave images for training")
         _check(self.workers >= 0, "data.workers", "must be >= 0")
         _check(self.resize in RESIZE_POLICIES, "data.resize", f"must be one of {', '.join(RESIZE_POLICIES)}")
+        # a partial mapping ({blue: DAPI}) keeps the other stains' own names: the stored mapping is always complete
+        object.__setattr__(self, "stains", check_stain_names(self.stains))
         _check_seed(self.split_seed, "data.split_seed")
         resolve_channels(self.channels)  # a mistyped stain fails here, not after the run folder is made
         _check(
@@ -313,6 +320,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is type(None):
         if value is None:
             return None
+    elif origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     elif origin is list:
         (inner,) = typing.get_args(tp)
         if isinstance(value, (list, tuple)):

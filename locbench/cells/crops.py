@@ -239,7 +239,7 @@ class CellCropDataset:
             self._cache.move_to_end(i)
             return self._cache[i]
         unique = tuple(dict.fromkeys(self.channels))
-        stains = read_stains(self.table.paths(i), unique)
+        stains = read_stains(self.table.sources(i), unique)
         stack = np.stack([_to_uint8(stains[c]) for c in self.channels])
         mask = read_mask(mask_path(self.masks_dir, self._ids[i]))
         if mask.shape != stack.shape[1:]:

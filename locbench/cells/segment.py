@@ -27,7 +27,7 @@ from skimage.segmentation import watershed
 
 from locbench.cells.metric import compare_masks, pool_agreement
 from locbench.data.formats import load_table
-from locbench.data.images import read_image
+from locbench.data.images import read_field_stains
 from locbench.errors import BadInputError, LocbenchError
 from locbench.registry import Registry
 from locbench.store.atomic import atomic_write_bytes, atomic_write_json
@@ -292,13 +292,13 @@ def _make_cellpose(**options: Any) -> Segmenter:
 
 
 def read_stains(paths: Mapping[str, str | os.PathLike], names: Sequence[str] = SEGMENTATION_CHANNELS) -> dict:
-    """Read the named stains of one field at full resolution, in their own dtype (uint8 or uint16)."""
-    out = {}
-    for name in dict.fromkeys(names):
-        if name not in paths:
-            raise LocbenchError(f"field has no {name!r} stain; this step needs {', '.join(names)}")
-        out[name] = read_image(paths[name])
-    return out
+    """Read the named stains of one field at full resolution, in their own dtype (uint8 or uint16).
+
+    ``paths`` maps a stain to its file or :class:`~locbench.data.images.StainFile` (``Table.sources(i)``)."""
+    missing = [name for name in names if name not in paths]
+    if missing:
+        raise LocbenchError(f"field has no {missing[0]!r} stain; this step needs {', '.join(names)}")
+    return read_field_stains(paths, names)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -352,7 +352,8 @@ class _Fields:
         if not (hasattr(table_or_dir, "ids") and hasattr(table_or_dir, "paths")):
             table_or_dir = load_table(table_or_dir)
         self.ids = list(table_or_dir.ids)
-        self.paths = table_or_dir.paths
+        # where each stain is read from (a multi-channel file's channel included) when the table says so
+        self.paths = getattr(table_or_dir, "sources", table_or_dir.paths)
 
 
 def _fingerprint(paths: Mapping[str, Path]) -> str:
@@ -360,7 +361,9 @@ def _fingerprint(paths: Mapping[str, Path]) -> str:
     parts = []
     for c in SEGMENTATION_CHANNELS:
         st = Path(paths[c]).stat()
-        parts.append(f"{Path(paths[c]).name}:{st.st_size}:{st.st_mtime_ns}")
+        channel = getattr(paths[c], "channel", None)  # a StainFile's channel in a multi-channel file
+        where = Path(paths[c]).name + ("" if channel is None else f"#{channel!r}")
+        parts.append(f"{where}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 

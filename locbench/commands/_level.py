@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from locbench.commands._common import add_force_arg
+from locbench.commands._common import add_force_arg, data_overrides
 
 
 def add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +57,9 @@ def run_at_level(
     from locbench.store.outputs import check_output, data_inputs
 
     run = load_run(args.run_dir)
+    layout = data_overrides(args, path=False)
+    if layout:  # --data's own layout (columns, pattern, stain names) instead of the run's
+        run = dataclasses.replace(run, config=run.config.replace(layout))
     level = resolve_level(run, args.level)
     if args.out is not None:  # the default (evaluate: RUN_DIR/eval/<split>.json) is written there by design
         reads = [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.data import add_table_args, table_from_args
+from locbench.commands._common import add_data_args, data_config
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("cache", help="decode + resize all images once into a memory-mapped cache")
-    add_table_args(p)
+    add_data_args(p, required=True)
     p.add_argument("--img-size", type=int, required=True, help="side length in pixels")
     p.add_argument("--channels", default="rgby", help="green | rgb | rgby | comma list (default rgby)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default min(cpus, 8))")
@@ -19,15 +19,18 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from locbench.data.cache import build_cache
+    from locbench.data.formats import table_from_config
 
-    table = table_from_args(args)
+    dcfg = data_config(args)
+    table = table_from_config(dcfg)
     cache = build_cache(
         table,
         channels=args.channels,
         size=args.img_size,
         cache_dir=args.cache_dir,
         workers=args.workers,
-        skip_bad=args.skip_bad,
+        skip_bad=dcfg.skip_bad,
+        resize_policy=dcfg.resize,
     )
     print(f"cache {cache.path}")
     print(f"  {len(cache)} fields, stains {','.join(cache.stains)}, {cache.size}px, {cache.dtype.name}")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from locbench.commands import evaluate, predict
-from locbench.commands._common import out_path
+from locbench.commands._common import add_data_args, out_path
 from locbench.commands._level import add_cell_args, add_protocol_arg
 
 
@@ -14,7 +14,6 @@ def add_parser(sub) -> None:
 
     e = actions.add_parser("evaluate", help="score a run per cell with the HPA 2021 metric (IoU 0.6)")
     e.add_argument("run_dir")
-    e.add_argument("--data", help="another dataset of the same class scheme (default: the run's own data)")
     e.add_argument("--split", default="val", help="val, test or all (default val)")
     e.add_argument("--truth-masks", default=None, help="true cell masks (default DATA/masks; labels DATA/cells.csv)")
     e.add_argument("--device", default="auto")
@@ -22,14 +21,15 @@ def add_parser(sub) -> None:
     e.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
     add_cell_args(e)
     add_protocol_arg(e)
+    add_data_args(e)  # --data: another dataset of the same classes (default: the run's own)
     e.set_defaults(func=evaluate.run, level="cell")
 
     s = actions.add_parser("predict", help="write a 2021 competition submission (ID,ImageWidth,ImageHeight,...)")
     s.add_argument("run_dir")
-    s.add_argument("--data", required=True, help="dataset folder, CSV, or a folder of {id}_{stain}.png images")
     s.add_argument("--out", required=True, type=out_path, help="submission CSV")
     s.add_argument("--min-confidence", type=float, default=None, help="leave out triples below this confidence")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None)
     add_cell_args(s)
+    add_data_args(s, required=True)  # --data: a dataset folder, its CSV, or a folder of {id}_{stain}.png images
     s.set_defaults(func=predict.run, level="cell", format="csv")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands._common import out_path
+from locbench.commands._common import add_data_args, out_path
 from locbench.commands._level import add_cell_args, add_protocol_arg, run_at_level
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a finished run on its validation/test part or another dataset")
     p.add_argument("run_dir")
-    p.add_argument("--data", help="another dataset of the same class scheme (default: the run's own data)")
     p.add_argument("--split", default="val", help="val, test or all (default val)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
@@ -20,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")
     add_cell_args(p)
     add_protocol_arg(p)
+    # --data: another dataset of the same classes (default: the run's own); the other options: how it is laid out
+    add_data_args(p)
     p.set_defaults(func=run)
 
 

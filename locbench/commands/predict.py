@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands._common import out_path
+from locbench.commands._common import add_data_args, out_path
 from locbench.commands._level import add_cell_args, run_at_level
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict labels for images with a finished run (tuned thresholds)")
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="dataset folder, CSV, or a folder of {id}_{stain}.png images")
     p.add_argument("--out", required=True, type=out_path, help="output CSV (not an existing file without --force)")
     p.add_argument(
         "--format",
@@ -26,6 +25,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--min-confidence", type=float, default=None, help="--level cell: drop triples below this")
     add_cell_args(p)
+    # --data: a dataset folder, its CSV, or a folder of {id}_{stain}.png images (laid out as the run's, or as the
+    # data options say)
+    add_data_args(p, required=True)
     p.set_defaults(func=run)
 
 

@@ -8,14 +8,14 @@ import os
 import textwrap
 from pathlib import Path
 
-from locbench.commands.data import add_table_args, table_from_args
+from locbench.commands._common import add_data_args, table_from_args
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("preview", help="render fields as RGB composites in a captioned grid")
-    add_table_args(p, positional=True)
+    add_data_args(p, positional=True)
     p.add_argument("--n", type=int, default=6, help="number of fields (default 6)")
     p.add_argument("--ids", nargs="+", default=None, help="these fields instead of a random sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
@@ -39,12 +39,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         rng = np.random.default_rng(args.seed)
         indices = sorted(rng.choice(len(table), size=min(args.n, len(table)), replace=False).tolist())
-    out = render_preview(table, indices, args.out, size=args.size)
+    out = render_preview(table, indices, args.out, size=args.size, resize_policy=args.resize or "pad")
     print(f"preview of {len(indices)} fields written to {out}")
     return 0
 
 
-def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: int = 384) -> Path:
+def render_preview(
+    table, indices: list[int], out: str | os.PathLike, *, size: int = 384, resize_policy: str = "pad"
+) -> Path:
     """Draw fields ``indices`` of ``table`` as HPA-style composites in a grid and save it (atomically)."""
     import io
 
@@ -64,7 +66,7 @@ def render_preview(table, indices: list[int], out: str | os.PathLike, *, size: i
         ax.axis("off")
     for ax, i in zip(axes.flat, indices, strict=False):
         stains = table.stains
-        pixels = read_field(table.paths(i), stains, size)
+        pixels = read_field(table.sources(i), stains, size, resize_policy=resize_policy)
         ax.imshow(composite_rgb(dict(zip(stains, pixels, strict=True))))
         names = _names(table, i)
         caption = table.ids[i] + "\n" + "\n".join(textwrap.wrap(", ".join(names), 44))

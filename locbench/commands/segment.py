@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from locbench.commands._common import add_force_arg, out_path
+from locbench.commands._common import add_data_args, add_force_arg, out_path, table_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Write one 16-bit instance mask per field to OUT/{ID}.png. Re-running reuses masks whose "
         "images are unchanged. With --compare-to, print the agreement with another mask folder.",
     )
-    p.add_argument("--data", required=True, help="dataset folder (train.csv + train/) or its CSV")
     p.add_argument("--backend", default="watershed", help="segmenter: watershed (default), hpacellseg, cellpose")
     p.add_argument("--out", required=True, type=out_path, help="mask folder to write (and reuse)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
@@ -29,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--iou", type=float, default=0.5, help="IoU a matched cell needs in --compare-to (default 0.5)")
     add_force_arg(p)
+    add_data_args(p, required=True)
     p.set_defaults(func=run)
 
 
@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         options["weights"] = args.weights
     if args.device:
         options["device"] = args.device
-    result = segment_dataset(args.data, backend=args.backend, out_dir=args.out, workers=args.workers, options=options)
+    result = segment_dataset(
+        table_from_args(args), backend=args.backend, out_dir=args.out, workers=args.workers, options=options
+    )
     print(f"{len(result.ids)} fields: {result.computed} segmented, {result.reused} reused -> {result.masks_dir}")
     if args.compare_to:
         rows, total = compare_mask_dirs(result.masks_dir, args.compare_to, list(result.ids), iou_threshold=args.iou)

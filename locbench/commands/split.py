@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands.data import add_table_args, table_from_args
+from locbench.commands._common import add_data_args, table_from_args
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("split", help="make a stratified train/val(/test) split file")
-    add_table_args(p)
+    add_data_args(p, required=True)
     p.add_argument("--out", required=True, help="split JSON to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-frac", type=float, default=0.2)

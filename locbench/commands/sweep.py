@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from locbench.commands._common import out_path
+from locbench.commands._common import add_data_args, data_overrides, out_path
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,6 @@ def add_parser(sub) -> None:
     )
     p.add_argument("sweep_file", help="a sweep YAML (`locbench list configs` lists the shipped ones)")
     p.add_argument("--out", required=True, type=out_path, help="sweep folder")
-    p.add_argument("--data", help="dataset for every run (overrides the sweep file's data.path)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key in every run")
     p.add_argument("--workers", type=int, default=1, help="runs at once (one GPU each where several)")
     p.add_argument(
@@ -36,6 +35,7 @@ def add_parser(sub) -> None:
     g.add_argument("--array-parallelism", type=int)
     p.add_argument("--report", action="store_true", help="write the report when the sweep is finished")
     p.add_argument("--yes", action="store_true", help="start a sweep of more than 500 runs without asking")
+    add_data_args(p)  # for every run, over the sweep file's data section (--set wins)
     p.set_defaults(func=run)
 
 
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         for k in ("partition", "gpus_per_node", "timeout_min", "mem_gb", "cpus_per_task", "array_parallelism")
         if getattr(args, k) is not None
     }
-    sweep = load_sweep(args.sweep_file, data=args.data, extra=parse_set(args.set))
+    extra = {**data_overrides(args, path=False), **parse_set(args.set)}
+    sweep = load_sweep(args.sweep_file, data=args.data, extra=extra)
     if not args.yes:
         confirm_size(sweep)
     counts = run_sweep(

@@ -127,18 +127,26 @@ class Cache(MemmapRows):
 
 
 def cache_key(table: Table, channels: tuple[str, ...], size: int, resize_policy: str = "pad") -> str:
-    """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method and policy)."""
+    """Hash of everything the cached pixels depend on (files, row order, size, stains, resize method and policy).
+
+    The stain mapping (``data.stains``) enters through each stain's file name and, in a multi-channel file, its
+    channel: naming DAPI as blue instead of green makes another cache.
+    """
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_VERSION, imio.RESIZE_METHOD, resize_policy, int(size), list(channels)]).encode())
     for i, fid in enumerate(table.ids):
         h.update(fid.encode() + b"\0")
+        sources = table.sources(i)
         for stain in channels:
-            path = table.paths(i)[stain]
+            source = sources[stain]
+            path = source.path
             try:
                 st = path.stat()
                 stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
             except OSError:
                 stamp = f"{path.name}:missing"
+            if source.channel is not None:
+                stamp += f":channel={source.channel!r}"
             h.update(stamp.encode() + b"\0")
     return h.hexdigest()[:20]
 
@@ -285,7 +293,7 @@ def _build(
     dtype = np.dtype(meta["dtype"])
     row_of = {fid: r for r, fid in enumerate(table.ids)}
     todo = [r for r in range(n) if not done[r] and table.ids[r] not in bad]
-    chunks = [[(r, table.paths(r)) for r in todo[k : k + chunk_size]] for k in range(0, len(todo), chunk_size)]
+    chunks = [[(r, table.sources(r)) for r in todo[k : k + chunk_size]] for k in range(0, len(todo), chunk_size)]
     bar = _Progress(len(todo), progress)
     last_flush = time.monotonic()
     try:
@@ -371,7 +379,7 @@ def _probe_dtype(table: Table, stains, size: int) -> np.dtype:
     """8-bit or 16-bit, from the first fields that decode (their errors reappear, listed, in the build)."""
     for i in range(min(len(table), 8)):
         try:
-            return imio.read_field_raw(table.paths(i), stains, size).dtype
+            return imio.read_field_raw(table.sources(i), stains, size).dtype
         except imio.ImageReadError:
             continue
     return np.dtype(np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -17,6 +18,42 @@ MODES = {
     "rgb": ("red", "green", "blue"),
     "rgby": ("red", "green", "blue", "yellow"),
 }
+
+
+def check_stain_names(names: Mapping[str, str | int | None] | None) -> dict[str, str | int | None]:
+    """``data.stains`` checked and completed: every stain left out keeps its own name (``{blue: DAPI}`` →
+    ``{red: red, green: green, blue: DAPI, yellow: yellow}``).
+
+    Raises:
+        LocbenchError: an unknown stain, an unusable name or a negative index, naming its key ``data.stains.X``.
+    """
+    names = dict(names or {})
+    for stain, name in names.items():
+        key = f"config key data.stains.{stain}"
+        if stain not in STAINS:
+            close = difflib.get_close_matches(str(stain).lower(), STAINS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise LocbenchError(
+                f"{key}: {stain!r} is not a stain{hint}; the stains are {', '.join(STAINS)}, each mapped to your "
+                "name for it, e.g. {blue: DAPI, green: GFP, red: Tubulin, yellow: Calreticulin}"
+            )
+        if isinstance(name, str):
+            if not name.strip() or any(c in name for c in "/\\\0{}"):
+                raise LocbenchError(f"{key}: {name!r} is not usable as a file-name part or an OME channel name")
+        elif name is not None and (isinstance(name, bool) or not isinstance(name, int) or name < 0):
+            raise LocbenchError(f"{key}: {name!r} must be a name, a channel index >= 0, or null (no such stain)")
+    full = {s: names.get(s, s) for s in STAINS}
+    taken: dict[str | int, str] = {}
+    for stain, name in full.items():
+        if name is None:
+            continue
+        if name in taken:  # two stains from one file or channel is a slip, never a dataset
+            raise LocbenchError(
+                f"config keys data.stains.{taken[name]} and data.stains.{stain} both name {name!r}; give each stain "
+                "its own name (a stain left out keeps its own: set it too, or to null if the dataset lacks it)"
+            )
+        taken[name] = stain
+    return full
 
 
 def resolve_channels(mode: str | Iterable[str]) -> tuple[str, ...]:

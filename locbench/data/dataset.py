@@ -78,7 +78,7 @@ class FieldDataset(Dataset):
         # One field decides the pixel type, so that every item (and so every batch) has the same dtype.
         for i in self.indices[:8]:
             try:
-                return imio.read_field_raw(self.table.paths(int(i)), self.channels[:1], 8).dtype
+                return imio.read_field_raw(self.table.sources(int(i)), self.channels[:1], 8).dtype
             except imio.ImageReadError:
                 continue  # reported when that item is read
         return np.dtype(np.uint8)
@@ -92,7 +92,7 @@ class FieldDataset(Dataset):
             raw = self.cache.get(int(self.rows[k]), self.channels)
         else:
             raw = imio.read_field_raw(
-                self.table.paths(i), self.channels, self.size, dtype=self.dtype, resize_policy=self.resize_policy
+                self.table.sources(i), self.channels, self.size, dtype=self.dtype, resize_policy=self.resize_policy
             )
         if raw.dtype == np.uint8:
             image = torch.from_numpy(raw)

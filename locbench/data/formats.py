@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from locbench.data.channels import STAINS
-from locbench.data.images import ImageReadError, read_image
+from locbench.data.channels import STAINS, check_stain_names
+from locbench.data.images import ImageReadError, StainFile, read_field_stains
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
 from locbench.errors import BadInputError, LocbenchError
 
@@ -62,9 +61,12 @@ class Table:
         targets: (N, C) uint8 multi-hot.
         groups: (N,) group labels (e.g. antibody) when loaded with ``group_col``, else None.
         image_dir: folder the pattern is relative to.
-        pattern: file pattern with ``{id}``, ``{channel}`` and optionally ``{ext}``.
+        pattern: file pattern with ``{id}``, optionally ``{channel}`` (one file per stain; without it, one
+            multi-channel file per field) and ``{ext}``.
         exts: per-field extension filling ``{ext}`` (None when the pattern has none).
         stains: the stains this dataset has.
+        stain_names: stain → the user's name for it (``data.stains``): the ``{channel}`` value of the pattern, or
+            the channel (OME name or index) in a multi-channel file.
         csv_path: the label CSV.
         id_col: its id column (to read further columns with :meth:`column`).
         group_col: the column ``groups`` came from.
@@ -80,6 +82,7 @@ class Table:
     pattern: str = DEFAULT_PATTERN
     exts: list[str] | None = None
     stains: tuple[str, ...] = STAINS
+    stain_names: Mapping[str, str | int | None] = field(default_factory=lambda: {s: s for s in STAINS})
     csv_path: Path | None = None
     id_col: str = "ID"
     group_col: str | None = None
@@ -91,10 +94,23 @@ class Table:
     def num_classes(self) -> int:
         return self.scheme.num_classes
 
+    @property
+    def multichannel(self) -> bool:
+        """One multi-channel file per field (the pattern has no ``{channel}``)."""
+        return "{channel}" not in self.pattern
+
     def paths(self, i: int) -> dict[str, Path]:
-        """Color → image file of field ``i``, for every stain of the dataset."""
+        """Stain → image file of field ``i``, for every stain of the dataset (one file for all in a multi-channel
+        dataset)."""
         ext = self.exts[i] if self.exts is not None else ""
-        return {c: self.image_dir / self.pattern.format(id=self.ids[i], channel=c, ext=ext) for c in self.stains}
+        return {
+            c: self.image_dir / stain_file(self.pattern, self.ids[i], self.stain_names[c], ext) for c in self.stains
+        }
+
+    def sources(self, i: int) -> dict[str, StainFile]:
+        """Stain → where to read it (file, and the channel in a multi-channel file): what image readers take."""
+        channel = self.stain_names if self.multichannel else {}
+        return {c: StainFile(p, channel.get(c)) for c, p in self.paths(i).items()}
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Table:
         """A table of the rows ``indices`` (in that order)."""
@@ -129,7 +145,7 @@ def table_from_config(
 
     Args:
         dcfg: A :class:`~locbench.config.DataConfig` (``path``, ``format``, ``id_col``, ``label_col``,
-            ``label_sep``, ``pattern``, ``classes``, ``group_col``, ``skip_bad``).
+            ``label_sep``, ``pattern``, ``classes``, ``group_col``, ``stains``, ``skip_bad``).
         path: The dataset instead of ``dcfg.path`` (``--data`` of evaluate, predict, explain).
         csv: The label CSV relative to the dataset folder (default ``train.csv``).
         image_dir: The image folder (default ``<root>/train`` if it exists, else ``<root>``).
@@ -152,6 +168,7 @@ def table_from_config(
         classes=dcfg.classes,
         image_dir=image_dir,
         group_col=dcfg.group_col,
+        stains=dcfg.stains,
         skip_bad=dcfg.skip_bad,
         check_images=check_images,
     )
@@ -169,6 +186,7 @@ def load_table(
     classes: str | os.PathLike | Sequence[str] | None = None,
     image_dir: str | os.PathLike | None = None,
     group_col: str | None = None,
+    stains: Mapping[str, str | int | None] | None = None,
     skip_bad: bool = False,
     check_images: bool = True,
 ) -> Table:
@@ -181,14 +199,18 @@ def load_table(
         csv: the CSV, relative to ``data`` when ``data`` is a folder (default ``train.csv``).
         id_col: id column (overrides the format's).
         label_col: label column (overrides the format's).
-        label_sep: separator between class ids in a label (default: the format's; generic: detected
-            among ``|``, ``;``, ``,``, else whitespace).
-        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a stain name);
-            ``{ext}`` picks ``.png``/``.tif``/``.tiff`` per field. Default ``{id}_{channel}{ext}``.
+        label_sep: separator between classes in a label (default: the format's; generic: detected
+            among ``|``, ``;``, ``,``, else whitespace). A class is its number or its name (case-insensitive).
+        pattern: image file name relative to ``image_dir`` with ``{id}`` and ``{channel}`` (a stain's name, see
+            ``stains``); ``{ext}`` picks ``.png``/``.tif``/``.tiff`` per field. Without ``{channel}`` each field is
+            one multi-channel file (e.g. ``{id}.ome.tif``). Default ``{id}_{channel}{ext}``.
         classes: a built-in scheme name, a text file with one class name per line, or a list of names.
             Default: the format's scheme (required for generic CSVs).
         image_dir: folder of the images (default ``<root>/train`` if it exists, else ``<root>``).
         group_col: a column (e.g. antibody) carried into ``Table.groups`` for grouped splits.
+        stains: stain (red, green, blue, yellow) → the name files use for it (``{blue: "DAPI"}`` reads
+            ``{id}_DAPI.tif``) or, in a multi-channel file, its OME channel name or index; None: no such stain.
+            Stains left out keep their own name.
         skip_bad: drop offending rows (and log how many) instead of raising.
         check_images: check that every stain file exists (one directory listing per folder).
 
@@ -235,9 +257,10 @@ def load_table(
     image_dir = Path(image_dir)
     pattern = pattern or DEFAULT_PATTERN
     _check_pattern(pattern)
+    names = check_stain_names(stains)
     ok_rows = [r for r in range(len(raw_ids)) if r not in problems]
-    exts, stains = _locate_images(
-        image_dir, pattern, raw_ids, ok_rows, problems, check_images=check_images, rel_to=root
+    exts, found_stains = _locate_images(
+        image_dir, pattern, names, raw_ids, ok_rows, problems, check_images=check_images, rel_to=root
     )
 
     if problems:
@@ -247,9 +270,9 @@ def load_table(
                 f"{csv_path}: {len(problems)} of {len(raw_ids)} rows cannot be used",
                 items,
                 fix=(
-                    f"correct these rows or files (labels are class numbers 0..{scheme.num_classes - 1} of "
-                    f"scheme {scheme.name!r}, separated by {label_sep or 'spaces'!r}; ids are unique and contain "
-                    "no path separators or '..'), or pass --skip-bad (skip_bad=True) to drop them"
+                    f"correct these rows or files (labels are class numbers 0..{scheme.num_classes - 1} or class "
+                    f"names of scheme {scheme.name!r}, separated by {label_sep or 'spaces'!r}; ids are unique and "
+                    "contain no path separators or '..'), or pass --skip-bad (skip_bad=True) to drop them"
                 ),
             )
         log.warning("%s: dropped %d of %d rows with bad ids, labels or images", csv_path, len(problems), len(raw_ids))
@@ -271,7 +294,8 @@ def load_table(
         image_dir=image_dir,
         pattern=pattern,
         exts=None if exts is None else [exts[r] for r in keep],
-        stains=stains,
+        stains=found_stains,
+        stain_names=names,
         csv_path=csv_path,
         id_col=id_col,
         group_col=group_col,
@@ -297,12 +321,13 @@ def summarize(table: Table, *, sample: int = 0) -> dict:
     if table.groups is not None:
         info["num_groups"] = len(set(table.groups.tolist()))
     stains = {}
-    for stain, path in table.paths(sample).items():
+    for stain, source in table.sources(sample).items():
+        where = source.name if source.channel is None else f"{source.name} channel {source.channel!r}"
         try:
-            img = read_image(path)
-            stains[stain] = {"file": path.name, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
+            img = read_field_stains({stain: source}, [stain])[stain]
+            stains[stain] = {"file": where, "height": img.shape[0], "width": img.shape[1], "dtype": str(img.dtype)}
         except ImageReadError as e:
-            stains[stain] = {"file": path.name, "error": e.reason}
+            stains[stain] = {"file": where, "error": e.reason}
     info["sample"] = {"id": table.ids[sample], "stains": stains}
     return info
 
@@ -426,14 +451,31 @@ def _check_id(fid: str) -> str:
 
 
 def _parse_label(label: str, sep: str | None, scheme: ClassScheme, out: np.ndarray) -> str:
-    parts = [p.strip() for p in (label.split(sep) if sep else label.split())]
+    """Set ``out`` (multi-hot) from one label: classes by number (ASCII digits) or by name (case-insensitive)."""
+    if (sep is None or sep.isspace()) and scheme.lookup(label) is not None:
+        parts = [label.strip()]  # one class name with spaces in it ("Nuclear membrane") under a whitespace separator
+    else:
+        parts = [p.strip() for p in (label.split(sep) if sep else label.split())]
     parts = [p for p in parts if p]
     if not parts:
         return "empty label (every field needs at least one class)"
-    bad_text = [p for p in parts if not re.fullmatch(r"\d+", p)]
-    if bad_text:
-        return f"label {label!r} has non-numeric class ids {', '.join(repr(p) for p in bad_text)}"
-    nums = [int(p) for p in parts]
+    nums, unknown = [], []
+    for p in parts:
+        if p.isascii() and p.isdigit():
+            nums.append(int(p))
+        elif any(ch.isdigit() for ch in p) and p.isdigit():
+            # str.isdigit() also accepts Arabic-Indic, Devanagari, fullwidth... digits; reading them as numbers
+            # would turn a stray keyboard layout into silent labels
+            return f"label {label!r} has class id {p!r} written with non-ASCII digits; write class numbers with 0-9"
+        else:
+            k = scheme.lookup(p)
+            if k is None:
+                close = scheme.closest(p)
+                unknown.append(f"{p!r}" + (f" (did you mean {close!r}?)" if close else ""))
+            else:
+                nums.append(k)
+    if unknown:
+        return f"label {label!r} has unknown class names {', '.join(unknown)} (scheme {scheme.name!r})"
     out_of_range = [n for n in nums if n >= scheme.num_classes]
     if out_of_range:
         return (
@@ -444,10 +486,17 @@ def _parse_label(label: str, sep: str | None, scheme: ClassScheme, out: np.ndarr
     return ""
 
 
+def stain_file(pattern: str, fid: str, name: str | int | None, ext: str = "") -> str:
+    """The file name of one stain (``name``, as ``data.stains`` has it) of field ``fid``, relative to the image
+    folder; a pattern without ``{channel}`` names one multi-channel file for every stain."""
+    return pattern.format(id=fid, channel=name, ext=ext)
+
+
 def _check_pattern(pattern: str) -> None:
-    if "{id}" not in pattern or "{channel}" not in pattern:
+    if "{id}" not in pattern:
         raise LocbenchError(
-            f"file pattern {pattern!r} needs both {{id}} and {{channel}}, e.g. '{{id}}_{{channel}}.tif'"
+            f"file pattern {pattern!r} needs {{id}}, e.g. '{{id}}_{{channel}}.tif' (one file per stain) or "
+            "'{id}.ome.tif' (one multi-channel file per field)"
         )
     try:
         pattern.format(id="x", channel="green", ext=".png")
@@ -460,6 +509,7 @@ def _check_pattern(pattern: str) -> None:
 def _locate_images(
     image_dir: Path,
     pattern: str,
+    names: Mapping[str, str | int | None],
     ids: list[str],
     rows: list[int],
     problems: dict[int, list[str]],
@@ -467,11 +517,15 @@ def _locate_images(
     check_images: bool,
     rel_to: Path,
 ) -> tuple[list[str] | None, tuple[str, ...]]:
-    """Per-row extension for ``{ext}`` and the stains the dataset has; records missing files in ``problems``."""
+    """Per-row extension for ``{ext}`` and the stains the dataset has; records missing files in ``problems``.
+
+    ``names`` is ``data.stains``: the ``{channel}`` part of each stain's file; a stain named None is not looked for.
+    """
     has_ext = "{ext}" in pattern
     exts = [IMAGE_EXTS[0]] * len(ids) if has_ext else None
+    named = tuple(c for c in STAINS if names[c] is not None)
     if not check_images:
-        return exts, STAINS
+        return exts, named
     if not image_dir.is_dir():
         raise LocbenchError(f"{image_dir}: image folder not found; images go in <dataset>/train/ (or pass image_dir)")
     listings: dict[Path, set[str]] = {}
@@ -491,20 +545,35 @@ def _locate_images(
         ext = ""
         if has_ext:
             ext = next(
-                (e for e in IMAGE_EXTS if any(exists(pattern.format(id=fid, channel=c, ext=e)) for c in STAINS)),
+                (e for e in IMAGE_EXTS if any(exists(stain_file(pattern, fid, names[c], e)) for c in named)),
                 IMAGE_EXTS[0],
             )
             exts[r] = ext
-        found[r] = {c for c in STAINS if exists(pattern.format(id=fid, channel=c, ext=ext))}
+        found[r] = {c for c in named if exists(stain_file(pattern, fid, names[c], ext))}
     # A stain no field has is absent from the dataset (e.g. a 3-stain dataset), not missing per field.
-    stains = tuple(c for c in STAINS if any(c in f for f in found.values()))
+    stains = tuple(c for c in named if any(c in f for f in found.values()))
     if not stains and rows:
-        stains = STAINS
+        stains = named
+    # ...but a stain the user named (data.stains) that no file matches is a wrong name, not an absent stain
+    unmatched = [c for c in named if names[c] != c and c not in stains and rows]
+    if unmatched:
+        c, r = unmatched[0], rows[0]
+        example = _rel(image_dir / stain_file(pattern, ids[r], names[c], exts[r] if exts else ""), rel_to)
+        raise LocbenchError(
+            f"data.stains.{c} is {names[c]!r} but no field has such a file (e.g. {example}, from pattern "
+            f"{pattern!r}); correct the name (--stains {c}=NAME) or set it to null (--stains {c}=) if the dataset "
+            "has no such stain"
+        )
+
+    def where(r: int, c: str, ext: str) -> str:
+        file = _rel(image_dir / stain_file(pattern, ids[r], names[c], ext), rel_to)
+        return file if names[c] == c or "{channel}" not in pattern else f"{file} (data.stains.{c})"
+
     for r in rows:
         missing = [c for c in stains if c not in found[r]]
         if missing:
             ext = exts[r] if exts is not None else ""
-            files = [_rel(image_dir / pattern.format(id=ids[r], channel=c, ext=ext), rel_to) for c in missing]
+            files = list(dict.fromkeys(where(r, c, ext) for c in missing))  # a multi-channel file: listed once
             problems[r].append(f"missing image files {', '.join(files)}")
     return exts, stains
 

@@ -6,8 +6,12 @@ Rules (nothing is guessed silently; a file that breaks them is refused with its 
 - A colour (RGB) file for one stain is read as the maximum over its colour planes (a stain saved as gray copied to
   three planes, or tinted in its own colour, keeps its intensity either way).
 - TIFF files are read by their axes (tifffile's series metadata): length-1 axes are dropped, samples (``S``) are
-  colour; several pages, channels, z-planes or time points (a multi-page or multi-channel file, OME-TIFF included)
-  cannot be one stain and are refused; choosing a plane or an OME channel by name is not supported yet.
+  colour; several pages, channels, z-planes or time points cannot be one stain and are refused.
+- One multi-channel file per field (TIFF, OME-TIFF, OME-Zarr; a :class:`StainFile` with a ``channel``): the file
+  may have one axis besides Y and X (channels ``C``, pages, or samples), and each stain is the plane chosen by a
+  0-based index or by its OME channel name (``Channel/@Name`` in OME-TIFF, ``omero.channels[].label`` in OME-Zarr;
+  exact, else case-insensitive). Declared alpha samples are dropped first; z-stacks and time series are refused.
+  The file is read once for all the stains of a field. OME-Zarr needs the optional ``zarr`` package.
 - Non-square fields are brought to ``size`` × ``size`` by a resize policy (``DataConfig.resize``): ``pad`` (the
   default: scale the longer side to ``size``, keeping the aspect ratio, and pad the shorter one with zeros,
   centred), ``crop`` (scale the shorter side to ``size``, cut the centre) or ``stretch`` (scale each side on its
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from io import BytesIO as _BytesIO
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,6 +40,29 @@ RESIZE_METHOD = "cv2.INTER_AREA"
 RESIZE_POLICIES = ("pad", "crop", "stretch")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+#: Axes that may hold the stains of a multi-channel file: channels, generic pages (tifffile's I and Q), samples.
+_CHANNEL_AXES = "CIQS"
+
+
+@dataclass(frozen=True)
+class StainFile:
+    """Where one stain of a field is: its file and, in a multi-channel file, the channel (0-based index or OME
+    channel name). Path-like (``os.fspath`` gives the file), so code that only stats or names files takes it too."""
+
+    path: Path
+    channel: int | str | None = None
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __str__(self) -> str:
+        return str(self.path) if self.channel is None else f"{self.path} (channel {self.channel!r})"
 
 
 class ImageReadError(LocbenchError):
@@ -107,10 +136,148 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise ImageReadError(
             path,
             f"is not one 2-D plane (shape {shape}, axes {axes!r}): several pages, channels or z-planes cannot be "
-            "one stain. Save each stain as its own single-plane file (choosing a plane or an OME channel by name "
-            "is not supported yet)",
+            "one stain. For one multi-channel file per field, give a pattern without {channel} (e.g. "
+            "'{id}.ome.tif') and choose each stain's channel by index or OME name with data.stains (--stains)",
         )
     return img
+
+
+def read_channels(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
+    """Read a multi-channel file (TIFF, OME-TIFF, OME-Zarr, or a colour PNG) as (C, H, W) planes, with the OME
+    channel names when the file has them (one per plane), else None.
+
+    Raises:
+        ImageReadError: missing, unreadable, or more than one axis besides Y, X (a z-stack, a time series).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file() or (path / ".zattrs").is_file():
+        return _read_ome_zarr(path)
+    if not path.exists():
+        raise ImageReadError(path, "file is missing")
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                img, axes = series.asarray(), series.axes
+                # extrasamples 1 and 2 are declared alpha; 0 (unspecified) may be a stain and is kept
+                alpha = sum(1 for e in tif.pages[0].extrasamples if int(e) in (1, 2))
+                names = _ome_tiff_channel_names(tif.ome_metadata) if tif.is_ome else None
+        except Exception as e:  # tifffile raises many types for broken files; all mean "unreadable" here
+            raise ImageReadError(path, f"cannot be read as TIFF ({type(e).__name__}: {e})") from None
+        if alpha and "S" in axes:
+            img = np.take(img, range(img.shape[axes.index("S")] - alpha), axis=axes.index("S"))
+        return _planes(path, img, axes), names
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(path, "cannot be decoded (truncated or not an image)")
+    if img.ndim == 2:
+        return img[None], None
+    if img.shape[2] in (2, 4):
+        img = img[..., :-1]  # alpha is never image data
+    if img.shape[2] == 1:
+        return img.transpose(2, 0, 1), None
+    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)), None  # cv2's BGR → planes R, G, B
+
+
+def _planes(path: Path, img: np.ndarray, axes: str) -> np.ndarray:
+    """(C, H, W) from an array with named axes: length-1 axes dropped, at most one channel-like axis besides YX."""
+    keep = [k for k, n in enumerate(img.shape) if n > 1 or axes[k] in "YX"]
+    squeezed = "".join(axes[k] for k in keep)
+    planes = img.reshape([img.shape[k] for k in keep])
+    extra = squeezed.replace("Y", "").replace("X", "")
+    if len(squeezed) != len(extra) + 2 or len(extra) > 1 or (extra and extra not in _CHANNEL_AXES):
+        raise ImageReadError(
+            path, f"has axes {axes!r} (shape {img.shape}): expected Y, X and at most one channel axis (no z, no time)"
+        )
+    if not extra:
+        return planes[None]
+    order = [squeezed.index(extra), squeezed.index("Y"), squeezed.index("X")]
+    return np.ascontiguousarray(planes.transpose(order))
+
+
+def _ome_tiff_channel_names(xml: str | None) -> list[str] | None:
+    """Channel names of the first image of an OME-XML header (tifffile parses the XML into a dict)."""
+    if not xml:
+        return None
+    image = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
+    image = image[0] if isinstance(image, list) else image
+    channels = image.get("Pixels", {}).get("Channel", [])
+    channels = [channels] if isinstance(channels, dict) else channels
+    names = [str(c.get("Name", "")) for c in channels]
+    return names if names and all(names) else None
+
+
+def _read_ome_zarr(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The full-resolution level of an OME-Zarr image (NGFF 0.4 or 0.5) and its omero channel labels."""
+    try:
+        import zarr  # optional: only OME-Zarr users need it
+    except ImportError:
+        raise ImageReadError(
+            path, "is an OME-Zarr store; reading it needs the zarr package: pip install 'locbench[zarr]'"
+        ) from None
+    try:
+        group = zarr.open_group(os.fspath(path), mode="r")
+        attrs: dict[str, Any] = group.attrs.asdict()
+        ome = attrs.get("ome", attrs)  # NGFF 0.5 nests its metadata under "ome"; 0.4 keeps it at the top level
+        scale = ome["multiscales"][0]
+        axes = "".join(str(a["name"] if isinstance(a, dict) else a)[:1].upper() for a in scale["axes"])
+        img = np.asarray(group[scale["datasets"][0]["path"]][...])
+    except Exception as e:  # zarr and a malformed store raise many types; all mean "not a readable OME-Zarr"
+        raise ImageReadError(path, f"cannot be read as OME-Zarr ({type(e).__name__}: {e})") from None
+    labels = [str(c.get("label", "")) for c in ome.get("omero", {}).get("channels", [])]
+    return _planes(path, img, axes), labels if labels and all(labels) else None
+
+
+def pick_channel(path: Path, planes: np.ndarray, names: list[str] | None, channel: int | str) -> np.ndarray:
+    """The plane ``channel`` (index, or OME channel name: exact, else case-insensitive) of ``read_channels``."""
+    if isinstance(channel, int):
+        if not 0 <= channel < len(planes):
+            raise ImageReadError(
+                path, f"has {len(planes)} channels (0..{len(planes) - 1}); there is no channel {channel}"
+            )
+        return planes[channel]
+    if names is None or len(names) != len(planes):
+        raise ImageReadError(
+            path, f"has {len(planes)} channels without OME channel names; choose channel {channel!r} by index (0..)"
+        )
+    k = names.index(channel) if channel in names else None
+    if k is None:
+        folded = [n.casefold() for n in names]
+        k = folded.index(channel.casefold()) if channel.casefold() in folded else None
+    if k is None:
+        raise ImageReadError(path, f"has no channel named {channel!r}; its channels are {', '.join(names)}")
+    return planes[k]
+
+
+def read_field_stains(sources: Mapping[str, str | os.PathLike], stains: Sequence[str]) -> dict[str, np.ndarray]:
+    """Stain → 2-D image at full resolution in its own pixel type, each distinct stain once.
+
+    ``sources`` maps a stain to its file (a path: one file per stain) or to a :class:`StainFile` with a channel
+    (a multi-channel file, read once for all the stains it holds).
+    """
+    files: dict[Path, tuple[np.ndarray, list[str] | None]] = {}
+    out: dict[str, np.ndarray] = {}
+    for stain in dict.fromkeys(stains):
+        if stain not in sources:
+            raise ImageReadError(next(iter(sources.values()), "?"), f"has no {stain!r} stain in this dataset")
+        src = sources[stain]
+        channel = src.channel if isinstance(src, StainFile) else None
+        path = Path(src)
+        if channel is None:
+            out[stain] = read_image(path)
+            continue
+        if path not in files:
+            files[path] = read_channels(path)
+        try:
+            img = pick_channel(path, *files[path], channel)
+        except ImageReadError as e:
+            raise ImageReadError(path, f"{e.reason} (stain {stain}: data.stains.{stain})") from None
+        if img.dtype not in _MAX:
+            raise ImageReadError(path, f"has pixel type {img.dtype}; only 8-bit and 16-bit unsigned images are read")
+        out[stain] = img
+    return out
 
 
 def resize(img: np.ndarray, size: int, policy: str = "pad") -> np.ndarray:
@@ -161,7 +328,7 @@ def read_field_raw(
     size: a field whose stains differ is refused rather than silently stretched.
 
     Args:
-        paths: stain → file path (``Table.paths(i)``).
+        paths: stain → file path or :class:`StainFile` (``Table.sources(i)``).
         channels: stains in output order (repeats allowed).
         size: output side length in pixels.
         dtype: output pixel type; ``None`` keeps the files' type (16-bit if any stain is 16-bit).
@@ -173,11 +340,7 @@ def read_field_raw(
     Raises:
         ImageReadError: a stain is missing or unreadable, or stains differ in size.
     """
-    images: dict[str, np.ndarray] = {}
-    for stain in dict.fromkeys(channels):
-        if stain not in paths:
-            raise ImageReadError(next(iter(paths.values()), "?"), f"has no {stain!r} stain in this dataset")
-        images[stain] = read_image(paths[stain])
+    images = read_field_stains(paths, channels)
     shapes = {c: img.shape for c, img in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from locbench.errors import LocbenchError
@@ -72,6 +73,17 @@ class ClassScheme:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def lookup(self, name: str) -> int | None:
+        """The index of class ``name`` compared case-insensitively (labels by name), or None."""
+        key = name.strip().casefold()
+        return next((k for k, c in enumerate(self.classes) if c.casefold() == key), None)
+
+    def closest(self, name: str) -> str | None:
+        """The class name closest to a mistyped ``name`` (difflib's ratio >= 0.6, case-insensitive), or None."""
+        folded = {c.casefold(): c for c in self.classes}
+        close = difflib.get_close_matches(name.strip().casefold(), list(folded), n=1, cutoff=0.6)
+        return folded[close[0]] if close else None
 
     def index(self, class_name: str) -> int:
         try:

@@ -299,11 +299,13 @@ def prediction_table(run: FinishedRun, data: str) -> Table:
         check_compatible(run, table)
         return table
     images = p / "test" if (p / "test").is_dir() else p / "train" if (p / "train").is_dir() else p
-    found = sorted(list(images.glob("*_green.png")) + list(images.glob("*_green.tif*")))
+    names = run.config.data.stains  # the run's own stain names: {id}_GFP.tif when it was trained on those
+    green = f"_{names['green'] or 'green'}"
+    found = sorted(list(images.glob(f"*{green}.png")) + list(images.glob(f"*{green}.tif*")))
     if not found:
-        raise LocbenchError(f"{images}: no label CSV and no {{id}}_green.png / .tif images to predict")
-    ids = [f.name.rsplit("_green", 1)[0] for f in found]
-    exts = [f.name.rsplit("_green", 1)[1] for f in found]
+        raise LocbenchError(f"{images}: no label CSV and no {{id}}{green}.png / .tif images to predict")
+    ids = [f.name.rsplit(green, 1)[0] for f in found]
+    exts = [f.name.rsplit(green, 1)[1] for f in found]
     scheme = next(
         (s for s in SCHEMES.values() if list(s.classes) == run.class_names),
         ClassScheme("custom", tuple(run.class_names)),
@@ -316,4 +318,5 @@ def prediction_table(run: FinishedRun, data: str) -> Table:
         targets=np.zeros((len(ids), len(run.class_names)), dtype=np.uint8),
         image_dir=images,
         exts=exts,
+        stain_names=names,
     )

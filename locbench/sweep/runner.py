@@ -198,7 +198,7 @@ def _build_shared_caches(points: list[Point]) -> None:
     done = set()
     for point in points:
         d = point.config.data
-        key = (d.path, d.format, d.pattern, d.channels, d.img_size, d.cache_dir)
+        key = (d.path, d.format, d.pattern, tuple(d.stains.items()), d.channels, d.img_size, d.resize, d.cache_dir)
         if key not in done and prepare_cache(point.config) is not None:
             done.add(key)
 

@@ -120,7 +120,13 @@ def test_preview_unknown_id_exits_2(tiny, tmp_path, capsys):
 BAD_CASES = {
     "missing image": ("Id,Target\nf000,1\nf001,1\n", lambda d: (d / "train" / "f001_green.png").unlink(), "f001"),
     "unknown class": ("Id,Target\nf000,1\nf001,42\n", None, "unknown class ids 42"),
-    "non-numeric": ("Id,Target\nf000,1\nf001,Cytosol\n", None, "non-numeric"),
+    # labels may be class names (Cytosol is class 25): a misspelt one is refused with the closest name
+    "unknown name": (
+        "Id,Target\nf000,1\nf001,Cytosl\n",
+        None,
+        "unknown class names 'Cytosl' (did you mean 'Cytosol'?)",
+    ),
+    "non-ASCII digit": ("Id,Target\nf000,1\nf001,\u0663\n", None, "written with non-ASCII digits"),
     "empty label": ("Id,Target\nf000,1\nf001,\n", None, "empty label"),
     "duplicate": ("Id,Target\nf000,1\nf001,1\nf001,2\n", None, "duplicate id"),
     "dot-dot id": ("Id,Target\nf000,1\nf001,1\n..,2\n", None, "path separator"),

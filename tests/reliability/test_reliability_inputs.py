@@ -48,7 +48,9 @@ CSV_DEFECTS = {
     "empty file": (lambda t: "", "is empty"),
     "semicolons": (lambda t: t.replace(",", ";"), "';'-separated"),
     "label out of range": (lambda t: _replace_label(t, 3, "25"), "unknown class ids 25"),
-    "non-numeric label": (lambda t: _replace_label(t, 3, "Nucleoplasm"), "non-numeric"),
+    # labels may be class names: a misspelt one is refused with the closest name
+    "unknown class name": (lambda t: _replace_label(t, 3, "Nucleoplsm"), "did you mean 'Nucleoplasm'?"),
+    "non-ASCII digit": (lambda t: _replace_label(t, 3, "\u0663"), "non-ASCII digits"),
     "id with ..": (lambda t: t.replace(t.splitlines()[3].split(",")[0], "../../etc", 1), "path separator"),
 }
 
@@ -62,7 +64,7 @@ def _replace_label(text: str, row: int, label: str) -> str:
 @pytest.mark.parametrize("defect", list(CSV_DEFECTS))
 @pytest.mark.parametrize("command", ["train", "split", "sweep", "segment", "evaluate", "predict"])
 def test_malformed_csv_is_refused_by_every_command(command, defect, dataset, trained_run, kit, tmp_path, capsys):
-    if command == "predict" and defect in ("label out of range", "non-numeric label"):
+    if command == "predict" and defect in ("label out of range", "unknown class name", "non-ASCII digit"):
         pytest.skip("predict ignores labels: a bad label is no reason to refuse predicting")
     change, expected = CSV_DEFECTS[defect]
     csv = dataset / "train.csv"

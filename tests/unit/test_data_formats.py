@@ -156,7 +156,7 @@ def test_bad_rows_are_all_listed_in_one_error(tmp_path):
         "'gone'": "gone_green.png",
         "'dup'": "duplicate id (first on line 5)",
         "'big'": "unknown class ids 99",
-        "'word'": "non-numeric",
+        "'word'": "unknown class names 'nucleus'",
         "'blank'": "empty label",
         "'../etc'": "path separator",
         "'a/b'": "path separator",
