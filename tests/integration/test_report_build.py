@@ -50,7 +50,7 @@ def test_report_writes_three_self_contained_files(sweep_report: Path):
         "Per-class AP",
         "Training curves",
         "Accuracy against cost",
-        "Best configuration in detail",
+        "Highest-mean configuration in detail",
         "Failed, diverged and unfinished runs",
     ):
         assert f"<h2>{title}</h2>" in html and f"## {title}" in md
@@ -89,7 +89,7 @@ def test_planted_effect_is_found_and_null_effect_is_not_claimed(tmp_path: Path):
     an = analyze(collect(strong))
     claims = [f.text for f in an.findings if f.significant]
     assert any(
-        t.startswith("loss=focal (instead of bce) raised val mAP over the baseline by")
+        t.startswith("loss=focal (instead of bce; backbone, augment as in the baseline) raised val mAP over the")
         and "3 seeds" in t
         and "Holm-adjusted" in t
         for t in claims
@@ -116,7 +116,10 @@ def test_single_seed_sweep_uses_image_bootstrap_and_reads_each_npz_once(tmp_path
     assert not any("differs" in n for n in an.notes)
     assert all(an.estimates[c][m].has_ci for c in an.estimates for m in an.estimates[c])
     claims = [f.text for f in an.findings if f.significant]
-    assert any(t.startswith("loss=focal (instead of bce) raised val mAP") and "single seed" in t for t in claims)
+    assert any(
+        t.startswith("loss=focal (instead of bce; augment as in the baseline) raised val mAP") and "single seed" in t
+        for t in claims
+    )
     no_focal = [c for c in an.comparisons if c.point in ("c01",)]  # augment=strong only: no planted effect
     assert no_focal and not no_focal[0].significant
 
@@ -150,7 +153,7 @@ def test_extra_sections_are_rendered(tmp_path: Path):
 def test_cli_report_options_and_user_errors(clean_sweep: Path, tmp_path: Path, capsys):
     assert main(["-q", "report", str(clean_sweep), "--metric", "macro_f1", "--point", "c05-s1"]) == 0
     md = (clean_sweep / "report.md").read_text()
-    assert "Run c05-s1" in md and "Sorted by val macro F1 @0.5" in md
+    assert "Run c05-s1" in md and "Sorted by mean val macro F1 @0.5" in md
     assert (clean_sweep / "report.html").exists() and (clean_sweep / "leaderboard.csv").exists()
     assert capsys.readouterr().out.strip() == str(clean_sweep / "report.html")
     (tmp_path / "empty").mkdir()

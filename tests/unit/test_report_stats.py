@@ -67,7 +67,7 @@ def test_holm_on_known_pvalues():
     assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
 
 
-def test_compare_to_baseline_adjusts_across_points():
+def test_compare_to_baseline_gives_raw_paired_p_for_the_family():
     per_point = {
         "base": {0: 0.60, 1: 0.62, 2: 0.58},
         "better": {0: 0.63, 1: 0.66, 2: 0.60},
@@ -76,8 +76,11 @@ def test_compare_to_baseline_adjusts_across_points():
     }
     rows = stats.compare_to_baseline(per_point, "base")
     assert [r.point for r in rows] == ["better", "same", "lonely"]
-    raw = [r.p for r in rows[:2]]
-    assert [r.p_adj for r in rows[:2]] == pytest.approx(stats.holm(raw))
+    for r in rows[:2]:
+        seeds = sorted(per_point[r.point])
+        ref = sps.ttest_rel([per_point[r.point][s] for s in seeds], [per_point["base"][s] for s in seeds]).pvalue
+        # raw p; the report adjusts it in the one family of its findings (analysis.adjust_family)
+        assert r.p == pytest.approx(ref) and math.isnan(r.p_adj) and r.tested and not r.significant
     assert not rows[2].tested and "one paired seed" in rows[2].note
 
 
@@ -113,8 +116,6 @@ def test_two_way_anova_matches_balanced_formulas():
     assert tests["A x B"].f == pytest.approx(ss_ab / (sse / df2), rel=1e-9)
     assert tests["A"].f == pytest.approx(ss_a / (sse / df2), rel=1e-9)
     assert tests["A"].p == pytest.approx(sps.f.sf(ss_a / (sse / df2), 1, df2), rel=1e-9)
-    ps = [t.p for t in tests.values()]
-    assert [t.p_adj for t in tests.values()] == pytest.approx(stats.holm(ps))
 
 
 def test_one_factor_anova_equals_scipy_oneway():
@@ -143,8 +144,10 @@ def test_seed_block_removes_seed_to_seed_shifts():
 
 
 def test_anova_without_residual_degrees_of_freedom_is_not_a_test():
-    (t,) = stats.factorial_anova([0.1, 0.2], {"A": ["x", "y"]})
-    assert math.isnan(t.p) and t.df2 == 0
+    (t,) = stats.factorial_anova([0.1, 0.2], {"A": ["x", "y"]}, max_order=1)
+    assert math.isnan(t.p) and t.df2 == 0 and t.note == "no residual degrees of freedom"
+    # by default the model keeps only the terms that leave a residual: none here
+    assert stats.factorial_anova([0.1, 0.2], {"A": ["x", "y"]}) == []
 
 
 def _resampled(n: int, rng: np.random.Generator, b: int):
@@ -209,7 +212,7 @@ def test_bootstrap_compare_is_paired_on_the_same_resamples():
     rows = {r.point: r for r in stats.bootstrap_compare(observed, draws, "base")}
     # Same predictions on the same resamples: a difference of exactly zero in every resample.
     assert rows["copy"].diff == 0 and rows["copy"].lo == 0 and rows["copy"].hi == 0 and rows["copy"].p == 1.0
-    assert rows["strong"].significant and rows["strong"].lo > 0
+    assert rows["strong"].p < 0.001 and rows["strong"].lo > 0
     assert "single seed" in rows["strong"].method
 
 
