@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         dest="point",
         metavar="POINT_OR_RUN",
         default=None,
-        help="grid point or run shown in detail (per-class table, confusion matrices); default: the point with the highest mean",
+        help="grid point or run shown in detail (per-class table, confusion matrices); "
+        "default: the point with the highest mean",
     )
     p.add_argument(
         "--resamples",

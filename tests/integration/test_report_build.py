@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats as sps
 
 from locbench.cli import build_parser, main
 from locbench.errors import LocbenchError
-from locbench.report import Section, build_report
+from locbench.report import Section, build_report, stats
 from locbench.report.analysis import analyze
 from locbench.report.collect import collect
 from locbench.store.rundir import RunDir
@@ -229,3 +233,76 @@ def test_run_folders_not_started_are_pending(tmp_path: Path):
     (pending,) = sweep.problems
     assert (pending.run_id, pending.status, pending.reason) == ("c09-s0", "pending", "not started yet")
     assert sweep.axes["loss.name"] == ["bce", "focal", "asl"]  # sweep.yaml order, then levels seen only in runs
+
+
+def test_every_finding_is_in_one_holm_family(tmp_path: Path):
+    an = analyze(collect(make_sweep(tmp_path / "s", effects=STRONG_FOCAL, noise=1.0, problems=False)))
+    top = an.top
+    assert top is not None and not top.shared  # the two highest means are two focal points, neither the baseline
+    raw = [c.p for c in an.comparisons] + [t.p for t in an.anova] + [top.p_sel]
+    adjusted = [c.p_adj for c in an.comparisons] + [t.p_adj for t in an.anova] + [top.p_adj]
+    assert adjusted == pytest.approx(stats.holm(raw))
+    # 7 comparisons, 7 ANOVA terms (3 main effects, 3 two-way, the three-way interaction), best vs second
+    assert an.family_size == 7 + 7 + 1 and len(an.anova) == 7
+    # best vs second: a paired t-test over seeds, its raw p times the 28 pairs the top two could have been
+    per_point = {c.point_id: c.by_seed("map") for c in collect(tmp_path / "s").points}
+    seeds = sorted(per_point[top.best])
+    p = sps.ttest_rel([per_point[top.best][s] for s in seeds], [per_point[top.second][s] for s in seeds]).pvalue
+    assert top.test.p == pytest.approx(p) and top.n_pairs == 28 and top.p_sel == pytest.approx(min(1.0, 28 * p))
+    text = next(f.text for f in an.findings if f.text.startswith("Highest mean val mAP"))
+    assert "28 pairs" in text and f"Holm-adjusting over the {an.family_size} tests" in text
+    assert all(f"over the {an.family_size} tests of these findings" in f.text for f in an.findings if "F(" in f.text)
+
+
+def test_a_single_two_level_axis_is_tested_once(tmp_path: Path):
+    root = make_sweep(
+        tmp_path / "s",
+        backbones=("resnet18",),
+        augs=("standard",),
+        seeds=(0, 1, 2, 3),
+        effects=STRONG_FOCAL,
+        noise=1.0,
+        problems=False,
+    )
+    shutil.rmtree(root / "c01-s3")  # a missing run: the ANOVA's seed block absorbs the unpaired seed
+    an = analyze(collect(root))
+    (cmp,) = an.comparisons
+    (term,) = an.anova
+    # the main effect with seed as a block and the paired t-test are the same test: F = t^2, same p
+    assert cmp.n == 3 and term.df1 == 1 and term.df2 == 2 and term.p == pytest.approx(cmp.p)
+    assert "counted once" in term.note and math.isnan(term.p_adj)
+    assert an.family_size == 1 and cmp.p_adj == pytest.approx(cmp.p)
+    # the top two are the two levels: their test is the comparison, not a second one
+    assert an.top is not None and an.top.shared and an.top.p_adj == cmp.p_adj
+    texts = [f.text for f in an.findings]
+    assert not any("main effect" in t for t in texts)
+    assert sum("the only test of these findings" in t for t in texts) == 2  # the comparison, and the top two
+
+
+def test_report_says_highest_mean_and_pareto_of_means(clean_sweep: Path):
+    build_report(clean_sweep, n_resamples=50)
+    md = (clean_sweep / "report.md").read_text()
+    assert "## Highest-mean configuration in detail" in md and "Best configuration" not in md
+    assert "Sorted by mean val mAP, highest first; the order is by means, not a test" in md
+    assert "significantly ahead of the second" in md.split("## Leaderboard")[1].split("##")[0]
+    assert "Pareto front of the means against" in md and "is not a test" in md
+    assert "One Holm family covers every test whose result appears as a finding" in md
+
+
+def test_single_seed_bootstrap_retunes_thresholds_only_on_the_tuning_part(tmp_path: Path):
+    root = make_sweep(tmp_path / "one", backbones=("resnet18",), seeds=(0,), effects=STRONG_FOCAL, problems=False)
+    sweep = collect(root)
+    an = analyze(sweep, metric="macro_f1_tuned", n_resamples=300)
+    run = sweep.point(an.baseline).done[0]
+    pred = run.predictions()
+    w = stats.resample_weights(len(pred.ids), 300, seed=0)
+    probs = pred.probs.astype(np.float64)
+    retuned = stats.percentile_interval(stats.weighted_macro_f1_retuned(probs, pred.targets, w))
+    fixed = stats.percentile_interval(stats.weighted_macro_f1(probs, pred.targets, w, run.thresholds(sweep.classes)))
+    est = an.estimates[an.baseline]["macro_f1_tuned"]
+    assert (est.lo, est.hi) == pytest.approx(retuned) and retuned != pytest.approx(fixed)
+    assert "re-tuned inside every resample" in build_report(root, metric="macro_f1_tuned", n_resamples=50).read_text()
+    # on a test part the thresholds come from validation: fixed in every resample, as for new images
+    sweep.part = "test"
+    est = analyze(sweep, metric="macro_f1_tuned", n_resamples=300).estimates[an.baseline]["macro_f1_tuned"]
+    assert (est.lo, est.hi) == pytest.approx(fixed)

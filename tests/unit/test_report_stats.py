@@ -247,3 +247,46 @@ def test_error_bars_never_negative_when_an_interval_excludes_the_estimate():
     assert (bars >= 0).all()
     assert bars[0, 0] == 0.0 and np.isclose(bars[1, 0], 0.33)
     assert np.allclose(bars[:, 1], [0.1, 0.1])
+
+
+@pytest.mark.parametrize("min_positives", [1, 3])
+def test_retuned_f1_equals_tuning_each_resample_then_scoring_it(min_positives: int):
+    # Tuned-threshold F1 on the tuning images: every resample re-tunes (tune_thresholds) and scores at those
+    # thresholds (compute_metrics), ties and classes too rare to tune included.
+    from locbench.metrics import compute_metrics, tune_thresholds
+
+    rng = np.random.default_rng(7)
+    n, c = 50, 5
+    targets = (rng.random((n, c)) < 0.3).astype(np.uint8)
+    targets[:, 4] = 0
+    targets[:3, 4] = 1  # rare: untuned (fallback) or absent in many resamples
+    probs = np.round(rng.random((n, c)), 1)  # many tied scores
+    fallback = np.array([0.5, 0.4, 0.6, 0.3, 0.45])
+    names = [f"k{j}" for j in range(c)]
+    idx, w = _resampled(n, rng, 40)
+    got = stats.weighted_macro_f1_retuned(probs, targets, w, fallback=fallback, min_positives=min_positives, chunk=7)
+    for k in range(40):
+        p, t = probs[idx[k]], targets[idx[k]]
+        thr = tune_thresholds(p, t, min_positives=min_positives)
+        thr = np.where(t.sum(axis=0) < min_positives, fallback, thr)
+        ref = compute_metrics(p, t, class_names=names, thresholds=thr)["macro_f1"]
+        assert got[k] == pytest.approx(ref, abs=1e-12)
+    # on all images (weights 1) it is the tuned F1 at the thresholds tuned on them, the summary.json figure
+    full = compute_metrics(probs, targets, class_names=names, thresholds=tune_thresholds(probs, targets))
+    assert stats.weighted_macro_f1_retuned(probs, targets, np.ones((1, n)))[0] == pytest.approx(full["macro_f1"])
+
+
+def test_retuned_f1_is_never_below_thresholds_tuned_once_in_any_resample():
+    # Per resample, re-tuning takes the best cut, so it is at least the F1 of the thresholds tuned on all images;
+    # on scores without signal the thresholds tuned once do not fit a resample's noise, re-tuned ones do.
+    from locbench.metrics import tune_thresholds
+
+    rng = np.random.default_rng(11)
+    n, c = 100, 10
+    targets = (rng.random((n, c)) < 0.15).astype(np.uint8)
+    probs = rng.random((n, c))
+    w = stats.resample_weights(n, 400, seed=0)
+    fixed = stats.weighted_macro_f1(probs, targets, w, tune_thresholds(probs, targets))
+    retuned = stats.weighted_macro_f1_retuned(probs, targets, w)
+    assert np.all(retuned >= fixed - 1e-12) and np.mean(retuned) > np.mean(fixed) + 0.01
+    assert stats.score_resamples(stats.weighted_macro_f1_retuned, probs, targets, w) == pytest.approx(retuned)
