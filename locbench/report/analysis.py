@@ -201,6 +201,11 @@ def _observed(metric: str, sweep: SweepResults, run: RunResult, probs: np.ndarra
     return float(v) if v is not None else math.nan
 
 
+def retunes(sweep: SweepResults, metric: str) -> bool:
+    """Whether the bootstrap re-tunes thresholds for ``metric``: tuned-threshold F1 on the part it was tuned on."""
+    return metric == "macro_f1_tuned" and sweep.part == "val"
+
+
 def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
     """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``).
 
@@ -210,7 +215,7 @@ def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
     """
     if metric == "map":
         return stats.weighted_macro_ap
-    if metric == "macro_f1_tuned" and sweep.part == "val":
+    if retunes(sweep, metric):
         return stats.weighted_macro_f1_retuned
     thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
     return lambda p, t, w: stats.weighted_macro_f1(p, t, w, thr)
@@ -267,6 +272,8 @@ def analyze(
         notes += extra
         mode = "bootstrap"
         method = f"{int(conf * 100)}% CI: {stats.BOOT_METHOD}, {n_resamples} resamples, percentile intervals"
+        if retunes(sweep, metric):
+            method += " (basic intervals with thresholds re-tuned in each resample)"
     if not sweep.point(base_id).done:
         notes.append(f"the baseline {base_id} has no finished run: no comparison to it")
 
@@ -297,7 +304,7 @@ def analyze(
         [],
         best,
         notes,
-        top=_top_two(ranked, estimates, metric, comparisons, per_point, boot, conf),
+        top=_top_two(ranked, estimates, metric, comparisons, per_point, boot, conf, retunes(sweep, metric)),
     )
     adjust_family(an)
     an.findings = findings(sweep, an)
@@ -315,7 +322,11 @@ def _anova_method(anova: list[stats.AnovaTest], multi_seed: bool) -> str:
         "Type II sums of squares (each term adjusted for every term that does not contain it; the definition of "
         "statsmodels' anova_lm(typ=2))"
     )
-    left = f"the interactions of more than {order} axes" if order < n_axes else ""
+    left = ""
+    if order == n_axes - 1:
+        left = "the interaction of the two axes" if n_axes == 2 else f"the interaction of all {n_axes} axes"
+    elif order < n_axes:
+        left = f"the interactions of {order + 1} or more axes"
     if multi_seed:
         error = "the variation between seeds" + (f" and {left}" if left else "")
         return f"{ss}; OLS on one value per run with seed as a block, {terms}; error term: {error}"
@@ -349,6 +360,7 @@ def _top_two(
     per_point: dict[str, dict[int, float]],
     boot: tuple[dict, dict],
     conf: float,
+    basic: bool,
 ) -> TopTwo | None:
     """The highest and second-highest means and the test between them (see :class:`TopTwo`)."""
     ranked = [c for c in ranked if math.isfinite(estimates[c.point_id][metric].mean)]
@@ -366,7 +378,7 @@ def _top_two(
     if per_point and all(len(per_point[p]) > 1 for p in (best, second)) and not draws:
         test = stats.paired_compare(per_point, best, second, conf=conf)
     elif best in draws and second in draws:
-        test = stats.bootstrap_pair(observed, draws, best, second, conf=conf)
+        test = stats.bootstrap_pair(observed, draws, best, second, conf=conf, basic=basic)
     else:
         diff = estimates[best][metric].mean - estimates[second][metric].mean
         test = stats.Comparison(best, second, 0, diff, math.nan, math.nan, math.nan, "", "no paired values")
@@ -451,7 +463,7 @@ def _bootstrap(
             v = c.done[0].value(m)
             observed, draws = draws_by_metric[m]
             if c.point_id in draws:
-                lo, hi = stats.percentile_interval(draws[c.point_id], conf=conf)
+                lo, hi = _interval(sweep, m, observed[c.point_id], draws[c.point_id], conf)
                 if math.isfinite(v) and abs(v - observed[c.point_id]) > 1e-4:
                     notes.append(
                         f"{c.point_id}: {m} recomputed from predictions ({observed[c.point_id]:.4f}) differs "
@@ -462,7 +474,8 @@ def _bootstrap(
             else:
                 estimates[c.point_id][m] = stats.t_interval([v])
     observed, draws = draws_by_metric[metric]
-    comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf) if base_id in draws else []
+    basic = retunes(sweep, metric)
+    comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf, basic=basic) if base_id in draws else []
     main_effects = {}
     for key, levels in sweep.axes.items():
         if len(levels) < 2:
@@ -473,12 +486,19 @@ def _bootstrap(
             if not members:
                 continue
             marg = np.mean([draws[m] for m in members], axis=0)
-            lo, hi = stats.percentile_interval(marg, conf=conf)
             mean = float(np.mean([observed[m] for m in members]))
+            lo, hi = _interval(sweep, metric, mean, marg, conf)
             main_effects[key][lev] = stats.Estimate(
                 mean, float(np.std(marg, ddof=1)), lo, hi, len(members), stats.BOOT_METHOD
             )
     return estimates, comparisons, main_effects, notes, (observed, draws)
+
+
+def _interval(sweep: SweepResults, metric: str, estimate: float, draws: np.ndarray, conf: float) -> tuple:
+    """Percentile bootstrap interval, or the basic one where thresholds are re-tuned (see ``stats.basic_interval``)."""
+    if retunes(sweep, metric):
+        return stats.basic_interval(estimate, draws, conf=conf)
+    return stats.percentile_interval(draws, conf=conf)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -513,25 +533,35 @@ def _top_sentence(sweep: SweepResults, an: Analysis, label: str, n_txt: str) -> 
     assert top is not None
     b, s = sweep.point(top.best), sweep.point(top.second)
     e_b, e_s = an.estimates[top.best][an.metric], an.estimates[top.second][an.metric]
+    t = top.test
+    if e_b.mean == e_s.mean:
+        return Finding(
+            f"{sweep.point_label(b)} and {sweep.point_label(s)} tie for the highest mean {label} "
+            f"({format_number(e_b.mean)}): neither is ahead.",
+            False,
+        )
     head = (
         f"Highest mean {label}: {sweep.point_label(b)} ({format_number(e_b.mean)}); second: "
         f"{sweep.point_label(s)} ({format_number(e_s.mean)})."
     )
-    t = top.test
     if not t.tested:
         return Finding(f"{head} Whether the first is ahead of the second was not tested ({t.note}).", False)
-    if top.shared:
-        how = f"{format_p(top.p_adj)}, the comparison with the baseline, {holm_phrase(an.family_size)}"
-    else:
-        how = (
-            f"{format_p(top.p_adj)} after multiplying the raw {format_p(t.p)} by the {top.n_pairs} pairs the top two "
-            "could have been picked from"
-            + (
-                f" and Holm-adjusting over the {an.family_size} tests of these findings"
-                if an.family_size > 1
-                else " (the only test of these findings: no Holm adjustment)"
-            )
+    verdict = "is significantly" if top.significant else "is not significantly"
+    if top.shared:  # the comparison with the baseline says it, with its numbers: do not repeat them
+        return Finding(
+            f"{head} The first {verdict} ahead of the second ({format_p(top.p_adj)}: the same test as their "
+            "comparison with the baseline, in this list).",
+            top.significant,
         )
+    how = (
+        f"{format_p(top.p_adj)} after multiplying the raw {format_p(t.p)} by the {top.n_pairs} pairs the top two "
+        "could have been picked from"
+        + (
+            f" and Holm-adjusting over the {an.family_size} tests of these findings"
+            if an.family_size > 1
+            else " (the only test of these findings: no Holm adjustment)"
+        )
+    )
     stat = (
         f"difference {format_number(t.diff, True)}, unadjusted 95% CI {format_number(t.lo, True)} to "
         f"{format_number(t.hi, True)}, {how}, {n_txt}"

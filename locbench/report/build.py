@@ -146,7 +146,10 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
             "training randomness: repeat runs with more seeds to measure that."
             + (
                 " Tuned-threshold F1 is measured on the images its thresholds were tuned on, so its thresholds are "
-                "re-tuned inside every resample and its intervals include the noise of tuning."
+                "re-tuned inside every resample and its intervals include the noise of tuning. Each re-tuning fits "
+                "its resample's noise as the original tuning fit the validation images', so these intervals are "
+                "basic bootstrap intervals (twice the estimate minus the percentiles): shifted down by the "
+                "optimism the resamples reveal, where percentile intervals would be shifted up."
                 if sweep.part == "val"
                 else ""
             )
@@ -163,30 +166,32 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
     return Section("What was compared and how", md, h)
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _family_text(an: Analysis) -> str:
     """The multiple-testing rule of the findings, in words (the methods text of the report)."""
-    parts = [
-        f"One Holm family covers every test whose result appears as a finding ({an.family_size} tests): the "
-        f"{sum(c.tested for c in an.comparisons)} comparisons with the baseline, the "
-        f"{sum(math.isfinite(t.p) and not t.note for t in an.anova)} ANOVA terms",
-    ]
+    members = [_count(sum(c.tested for c in an.comparisons), "comparison") + " with the baseline"]
+    members.append(_count(sum(math.isfinite(t.p) and not t.note for t in an.anova), "ANOVA term"))
     top = an.top
     if top is not None and top.test.tested and not top.shared:
-        parts.append(
-            f" and the test of the highest mean against the second (a pair picked by its means, so its raw p is "
-            f"first multiplied by the {top.n_pairs} pairs it could have been)"
+        members.append(
+            "the test of the highest mean against the second (a pair picked by its means, so its raw p is first "
+            f"multiplied by the {top.n_pairs} pairs it could have been)"
         )
-    parts.append(
-        "; a result called significant (adjusted p < 0.05) already accounts for all of them. Each hypothesis is "
-        "tested once: with a single two-level axis the ANOVA main effect is the same test as the one comparison "
-        "(F = t squared) and is counted once, as the comparison; in other designs a comparison (other axes held at "
-        "the baseline's levels) and a main effect (averaged over them) are different hypotheses and both count."
+    listed = ", ".join(members[:-1]) + f" and {members[-1]}"
+    text = (
+        f"One Holm family covers every test whose result appears as a finding ({_count(an.family_size, 'test')}: "
+        f"{listed}); a result called significant (adjusted p < 0.05) already accounts for all of them. Each "
+        "hypothesis is tested once: with a single two-level axis the ANOVA main effect is the same test as the one "
+        "comparison (F = t squared) and is counted once, as the comparison; in other designs a comparison (other "
+        "axes held at the baseline's levels) and a main effect (averaged over them) are different hypotheses and "
+        "both count."
     )
     if top is not None and top.shared:
-        parts.append(
-            " The highest mean against the second is one of the comparisons with the baseline and is counted there."
-        )
-    return "".join(parts)
+        text += " The highest mean against the second is one of the comparisons with the baseline, counted there."
+    return text
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -271,6 +276,8 @@ def _top_verdict(an: Analysis) -> str:
     top = an.top
     if top is None:
         return "one configuration"
+    if an.estimates[top.best][an.metric].mean == an.estimates[top.second][an.metric].mean:
+        return "the top two tie"
     if not top.test.tested:
         return "the highest mean was not tested against the second"
     word = "is" if top.significant else "is not"
