@@ -461,7 +461,7 @@ def weighted_macro_f1_retuned(
     for start in range(0, B, chunk):
         stop = min(B, start + chunk)
         w = weights[start:stop]
-        fixed = _weighted_f1_per_class(probs, targets, w, fallback)
+        fixed = None  # F1 at the fallback thresholds, computed only if some class is too rare to tune somewhere
         for c, sums in enumerate(cuts.cumulative(w)):
             if sums is None:
                 continue
@@ -469,7 +469,10 @@ def weighted_macro_f1_retuned(
             pos = tp[-1]
             with np.errstate(invalid="ignore", divide="ignore"):
                 best = np.max(2.0 * tp / (total + pos), axis=0, initial=0.0)
-            f1[start:stop, c] = np.where(pos >= min_positives, best, fixed[:, c])
+            rare = pos < min_positives
+            if rare.any() and fixed is None:
+                fixed = _weighted_f1_per_class(probs, targets, w, fallback)
+            f1[start:stop, c] = np.where(rare, fixed[:, c], best) if rare.any() else best
     with np.errstate(invalid="ignore"):
         return np.nanmean(f1, axis=1)
 
