@@ -319,7 +319,9 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
     md, h = table(headers, rows)
     note = (
         f"Baseline: {_label(sweep, base)} ({an.baseline_why}). Difference = configuration - baseline in "
-        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}."
+        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}. p (Holm): adjusted over the "
+        f"{_count(an.family_size, 'test')} of the findings (one family: these comparisons, the ANOVA terms and the "
+        "highest mean against the second); the 95% CI is per comparison, unadjusted."
     )
     return Section("Comparisons with the baseline", para(note)[0] + md, para(note)[1] + h)
 
