@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         dest="point",
         metavar="POINT_OR_RUN",
         default=None,
-        help="grid point or run shown in detail (per-class table, confusion matrices); default: the best point",
+        help="grid point or run shown in detail (per-class table, confusion matrices); "
+        "default: the point with the highest mean",
     )
     p.add_argument(
         "--resamples",
@@ -48,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="POINT_OR_RUN",
         help="also explain this grid point (its best seed) or run: error tables, CAM grids, localization "
-        "(repeatable; the best point is always explained)",
+        "(repeatable; the highest-mean point is always explained)",
     )
     p.add_argument("--no-explain", action="store_true", help="leave out the error-analysis sections")
     p.set_defaults(func=run)

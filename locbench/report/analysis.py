@@ -7,19 +7,21 @@ Two modes, chosen from the data:
 - ``bootstrap`` (every point has one seed): intervals and comparisons come from resampling validation images
   (``predictions/val.npz``), every run scored on the same resamples so comparisons stay paired.
 
-Findings are sentences generated only from tests: a claim of a difference needs a Holm-adjusted p < 0.05.
+Findings are sentences generated only from tests: a claim of a difference needs a Holm-adjusted p < 0.05, and
+every test whose result appears as a finding is in one Holm family (see :func:`adjust_family`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from locbench.errors import LocbenchError
-from locbench.metrics import check_inputs, compute_metrics
+from locbench.metrics import FALLBACK_THRESHOLD, NEVER_PREDICTED, check_inputs, compute_metrics, never_predicted
 from locbench.report import stats
 from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults
 
@@ -34,6 +36,30 @@ class Finding:
 
     text: str
     significant: bool
+
+
+@dataclass(frozen=True)
+class TopTwo:
+    """The two configurations with the highest means, and the test of whether the first is ahead of the second.
+
+    ``test`` compares ``best`` with ``second`` (difference = best - second). When one of the two is the baseline,
+    the test is that comparison with the baseline (``shared``; it is in the family once, as that comparison).
+    Otherwise the pair was picked by its means, so its raw p is multiplied by ``n_pairs``, the number of pairs of
+    configurations the top two could have been (a Bonferroni bound over every pair, valid whichever pair the
+    data picks), and that ``p_sel`` enters the Holm family of the findings.
+    """
+
+    best: str
+    second: str
+    test: stats.Comparison
+    n_pairs: int
+    p_sel: float
+    shared: bool
+    p_adj: float = math.nan
+
+    @property
+    def significant(self) -> bool:
+        return math.isfinite(self.p_adj) and self.p_adj < ALPHA
 
 
 @dataclass
@@ -52,8 +78,10 @@ class Analysis:
     anova: list[stats.AnovaTest]
     anova_method: str
     findings: list[Finding]
-    best: str  # point id with the highest mean metric
+    best: str  # point id with the highest mean metric (untested: see ``top``)
     notes: list[str] = field(default_factory=list)
+    top: TopTwo | None = None
+    family_size: int = 0  # tests in the one Holm family of the findings
 
 
 def metric_label(metric: str) -> str:
@@ -174,10 +202,25 @@ def _observed(metric: str, sweep: SweepResults, run: RunResult, probs: np.ndarra
     return float(v) if v is not None else math.nan
 
 
+def retunes(sweep: SweepResults, metric: str) -> bool:
+    """Whether the bootstrap re-tunes thresholds for ``metric``: tuned-threshold F1 on the part it was tuned on."""
+    return metric == "macro_f1_tuned" and sweep.part == "val"
+
+
 def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
-    """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``)."""
+    """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``).
+
+    Tuned-threshold F1 measured on the images its thresholds were tuned on (``sweep.part == "val"``) re-tunes the
+    thresholds inside every resample, so the interval includes the noise of tuning; on a test part the
+    thresholds come from validation and stay fixed, as they would for new images.
+    """
     if metric == "map":
         return stats.weighted_macro_ap
+    if retunes(sweep, metric):
+        # untrainable classes stay never predicted in every resample, as they are in the run's own thresholds
+        never = never_predicted(run.thresholds(sweep.classes))
+        fallback = np.where(never, NEVER_PREDICTED, FALLBACK_THRESHOLD)
+        return functools.partial(stats.weighted_macro_f1_retuned, fallback=fallback, fixed=never)
     thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
     return lambda p, t, w: stats.weighted_macro_f1(p, t, w, thr)
 
@@ -216,27 +259,25 @@ def analyze(
     multi_seed = any(len(c.done) > 1 for c in done_points)
     notes: list[str] = []
 
+    per_point = {c.point_id: c.by_seed(metric) for c in done_points}
+    boot: tuple[dict, dict] = ({}, {})
     if multi_seed:
         estimates = {
             c.point_id: {m: stats.t_interval(list(c.by_seed(m).values()), conf=conf) for m in METRICS}
             for c in done_points
         }
-        comparisons = (
-            stats.compare_to_baseline({c.point_id: c.by_seed(metric) for c in done_points}, base_id, conf=conf)
-            if sweep.point(base_id).done
-            else []
-        )
+        comparisons = stats.compare_to_baseline(per_point, base_id, conf=conf) if sweep.point(base_id).done else []
         main_effects = _main_effects_seeds(sweep, done_points, metric, conf)
-        anova_method = "Type II two-way ANOVA by OLS on point x seed values, seed as a block"
         mode, method = "seeds", f"{int(conf * 100)}% CI: {stats.T_METHOD}"
     else:
-        estimates, comparisons, main_effects, extra = _bootstrap(
+        estimates, comparisons, main_effects, extra, boot = _bootstrap(
             sweep, done_points, metric, base_id, n_resamples, conf, boot_seed
         )
         notes += extra
-        anova_method = "Type II ANOVA by OLS on point values (single seed: residual = higher-order interactions)"
         mode = "bootstrap"
         method = f"{int(conf * 100)}% CI: {stats.BOOT_METHOD}, {n_resamples} resamples, percentile intervals"
+        if retunes(sweep, metric):
+            method += " (basic intervals with thresholds re-tuned in each resample)"
     if not sweep.point(base_id).done:
         notes.append(f"the baseline {base_id} has no finished run: no comparison to it")
 
@@ -248,8 +289,10 @@ def analyze(
             for k in sweep.axes:
                 factors[k].append(c.axes.get(k, ""))
     anova = stats.factorial_anova(y, factors, block=block if multi_seed else None) if sweep.axes else []
+    anova = _mark_duplicates(anova, comparisons, mode)
     interactions = _interaction_tables(sweep, done_points, metric)
-    best = max(done_points, key=lambda c: _mean_or_neg_inf(estimates[c.point_id][metric].mean)).point_id
+    ranked = sorted(done_points, key=lambda c: -_mean_or_neg_inf(estimates[c.point_id][metric].mean))
+    best = ranked[0].point_id
     an = Analysis(
         metric,
         mode,
@@ -261,13 +304,115 @@ def analyze(
         main_effects,
         interactions,
         anova,
-        anova_method,
+        _anova_method(anova, multi_seed),
         [],
         best,
         notes,
+        top=_top_two(ranked, estimates, metric, comparisons, per_point, boot, conf, retunes(sweep, metric)),
     )
+    adjust_family(an)
     an.findings = findings(sweep, an)
     return an
+
+
+def _anova_method(anova: list[stats.AnovaTest], multi_seed: bool) -> str:
+    """How the ANOVA was made, in words: the model, its error term and the definition of the sums of squares."""
+    if not anova:
+        return "no ANOVA (no axis with two levels, or too few runs to leave a residual)"
+    n_axes = sum(" x " not in t.term for t in anova)
+    order = max(len(t.term.split(" x ")) for t in anova)
+    terms = "main effects only" if order == 1 else f"main effects and interactions of up to {order} axes"
+    ss = (
+        "Type II sums of squares (each term adjusted for every term that does not contain it; the definition of "
+        "statsmodels' anova_lm(typ=2))"
+    )
+    left = ""
+    if order == n_axes - 1:
+        left = "the interaction of the two axes" if n_axes == 2 else f"the interaction of all {n_axes} axes"
+    elif order < n_axes:
+        left = f"the interactions of {order + 1} or more axes"
+    if multi_seed:
+        error = "the variation between seeds" + (f" and {left}" if left else "")
+        return f"{ss}; OLS on one value per run with seed as a block, {terms}; error term: {error}"
+    return f"{ss}; OLS on one value per configuration (single seed), {terms}; error term: {left or 'none'}"
+
+
+def _mark_duplicates(
+    anova: list[stats.AnovaTest], comparisons: list[stats.Comparison], mode: str
+) -> list[stats.AnovaTest]:
+    """Leave out of the family an ANOVA term that is the same test as a comparison with the baseline.
+
+    That happens in exactly one case: one axis varies, it has two levels, and runs are replicated by seed. Then
+    the main effect's F-test (seed as a block) is the paired t-test of the one comparison (F = t squared, the
+    same p, missing seeds included: a seed with one run is absorbed by its block). In every other design the two
+    ask different questions (a comparison holds the other axes at the baseline's levels, a main effect averages
+    over them; a main effect of three or more levels tests all of them at once), and both stay in the family.
+    """
+    if mode != "seeds" or len(anova) != 1 or len(comparisons) != 1 or " x " in anova[0].term:
+        return anova
+    t = anova[0]
+    if t.df1 != 1 or not comparisons[0].tested:
+        return anova
+    return [replace(t, note="the same test as the comparison with the baseline; counted once, as that comparison")]
+
+
+def _top_two(
+    ranked: list[Point],
+    estimates: dict[str, dict[str, stats.Estimate]],
+    metric: str,
+    comparisons: list[stats.Comparison],
+    per_point: dict[str, dict[int, float]],
+    boot: tuple[dict, dict],
+    conf: float,
+    basic: bool,
+) -> TopTwo | None:
+    """The highest and second-highest means and the test between them (see :class:`TopTwo`)."""
+    ranked = [c for c in ranked if math.isfinite(estimates[c.point_id][metric].mean)]
+    if len(ranked) < 2:
+        return None
+    best, second = ranked[0].point_id, ranked[1].point_id
+    by_point = {c.point: c for c in comparisons}
+    if second in by_point and by_point[second].baseline == best:  # the baseline is best: flip its comparison
+        c = by_point[second]
+        flipped = replace(c, point=best, baseline=second, diff=-c.diff, lo=-c.hi, hi=-c.lo)
+        return TopTwo(best, second, flipped, 1, c.p, True)
+    if best in by_point and by_point[best].baseline == second:
+        return TopTwo(best, second, by_point[best], 1, by_point[best].p, True)
+    observed, draws = boot
+    if per_point and all(len(per_point[p]) > 1 for p in (best, second)) and not draws:
+        test = stats.paired_compare(per_point, best, second, conf=conf)
+    elif best in draws and second in draws:
+        test = stats.bootstrap_pair(observed, draws, best, second, conf=conf, basic=basic)
+    else:
+        diff = estimates[best][metric].mean - estimates[second][metric].mean
+        test = stats.Comparison(best, second, 0, diff, math.nan, math.nan, math.nan, "", "no paired values")
+    n_pairs = len(ranked) * (len(ranked) - 1) // 2
+    return TopTwo(best, second, test, n_pairs, min(1.0, test.p * n_pairs) if test.tested else math.nan, False)
+
+
+def adjust_family(an: Analysis) -> None:
+    """Holm-adjust, as one family, every test whose result appears as a finding; sets each ``p_adj``.
+
+    The family: every comparison with the baseline, every ANOVA term not marked as a duplicate of a comparison,
+    and the test of the highest mean against the second (unless it is a comparison with the baseline, already
+    in). Untested entries (NaN p) do not count.
+    """
+    entries: list[tuple[str, int, float]] = [("cmp", i, c.p) for i, c in enumerate(an.comparisons)]
+    entries += [("anova", i, t.p) for i, t in enumerate(an.anova) if not t.note]
+    if an.top is not None and not an.top.shared:
+        entries.append(("top", 0, an.top.p_sel))
+    adjusted = stats.holm([p for _, _, p in entries])
+    an.family_size = sum(math.isfinite(p) for _, _, p in entries)
+    for (kind, i, _), pa in zip(entries, adjusted, strict=True):
+        if kind == "cmp":
+            an.comparisons[i] = replace(an.comparisons[i], p_adj=pa)
+        elif kind == "anova":
+            an.anova[i] = replace(an.anova[i], p_adj=pa)
+        else:
+            an.top = replace(an.top, p_adj=pa)
+    if an.top is not None and an.top.shared:
+        cmp = next(c for c in an.comparisons if {c.point, c.baseline} == {an.top.best, an.top.second})
+        an.top = replace(an.top, p_adj=cmp.p_adj, test=replace(an.top.test, p_adj=cmp.p_adj))
 
 
 def _mean_or_neg_inf(x: float) -> float:
@@ -301,7 +446,8 @@ def _interaction_tables(sweep: SweepResults, points: list[Point], metric: str) -
 
 def _bootstrap(
     sweep: SweepResults, points: list[Point], metric: str, base_id: str, n_resamples: int, conf: float, seed: int
-) -> tuple[dict, list, dict, list[str]]:
+) -> tuple[dict, list, dict, list[str], tuple[dict, dict]]:
+    """Estimates, comparisons and main effects from resampled images; also ``(observed, draws)`` of ``metric``."""
     runs = {c.point_id: c.done[0] for c in points}
     aligned, notes = _aligned_predictions(runs)
     estimates: dict[str, dict[str, stats.Estimate]] = {}
@@ -321,7 +467,7 @@ def _bootstrap(
             v = c.done[0].value(m)
             observed, draws = draws_by_metric[m]
             if c.point_id in draws:
-                lo, hi = stats.percentile_interval(draws[c.point_id], conf=conf)
+                lo, hi = _interval(sweep, m, observed[c.point_id], draws[c.point_id], conf)
                 if math.isfinite(v) and abs(v - observed[c.point_id]) > 1e-4:
                     notes.append(
                         f"{c.point_id}: {m} recomputed from predictions ({observed[c.point_id]:.4f}) differs "
@@ -332,7 +478,8 @@ def _bootstrap(
             else:
                 estimates[c.point_id][m] = stats.t_interval([v])
     observed, draws = draws_by_metric[metric]
-    comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf) if base_id in draws else []
+    basic = retunes(sweep, metric)
+    comparisons = stats.bootstrap_compare(observed, draws, base_id, conf=conf, basic=basic) if base_id in draws else []
     main_effects = {}
     for key, levels in sweep.axes.items():
         if len(levels) < 2:
@@ -343,12 +490,19 @@ def _bootstrap(
             if not members:
                 continue
             marg = np.mean([draws[m] for m in members], axis=0)
-            lo, hi = stats.percentile_interval(marg, conf=conf)
             mean = float(np.mean([observed[m] for m in members]))
+            lo, hi = _interval(sweep, metric, mean, marg, conf)
             main_effects[key][lev] = stats.Estimate(
                 mean, float(np.std(marg, ddof=1)), lo, hi, len(members), stats.BOOT_METHOD
             )
-    return estimates, comparisons, main_effects, notes
+    return estimates, comparisons, main_effects, notes, (observed, draws)
+
+
+def _interval(sweep: SweepResults, metric: str, estimate: float, draws: np.ndarray, conf: float) -> tuple:
+    """Percentile bootstrap interval, or the basic one where thresholds are re-tuned (see ``stats.basic_interval``)."""
+    if retunes(sweep, metric):
+        return stats.basic_interval(estimate, draws, conf=conf)
+    return stats.percentile_interval(draws, conf=conf)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -356,21 +510,89 @@ def _bootstrap(
 
 
 def describe_vs(sweep: SweepResults, point: Point, base: Point) -> str:
-    """``loss=focal (instead of bce)``: only the axes where ``point`` differs from ``base``."""
+    """``loss=focal (instead of bce; backbone, augment as in the baseline)``: the axes where ``point`` differs.
+
+    The other varying axes are named so that a comparison (made at the baseline's levels of those axes) is not
+    read as a main effect (averaged over them).
+    """
     diff = [k for k in sweep.axes if point.axes.get(k) != base.axes.get(k)]
     if not diff:
         return point.point_id
     new = ", ".join(f"{sweep.axis_labels[k]}={point.axes.get(k)}" for k in diff)
     old = ", ".join(str(base.axes.get(k)) for k in diff)
-    return f"{new} (instead of {old})"
+    same = [sweep.axis_labels[k] for k in sweep.axes if k not in diff and len(sweep.axes[k]) > 1]
+    held = f"; {', '.join(same)} as in the baseline" if same else ""
+    return f"{new} (instead of {old}{held})"
+
+
+def holm_phrase(n: int) -> str:
+    """How a p-value was adjusted, for a family of ``n`` tests."""
+    if n <= 1:
+        return "the only test of these findings, so no adjustment"
+    return f"Holm-adjusted over the {n} tests of these findings"
+
+
+def _top_sentence(sweep: SweepResults, an: Analysis, label: str, n_txt: str) -> Finding:
+    top = an.top
+    assert top is not None
+    b, s = sweep.point(top.best), sweep.point(top.second)
+    e_b, e_s = an.estimates[top.best][an.metric], an.estimates[top.second][an.metric]
+    t = top.test
+    if e_b.mean == e_s.mean:
+        return Finding(
+            f"{sweep.point_label(b)} and {sweep.point_label(s)} tie for the highest mean {label} "
+            f"({format_number(e_b.mean)}): neither is ahead.",
+            False,
+        )
+    head = (
+        f"Highest mean {label}: {sweep.point_label(b)} ({format_number(e_b.mean)}); second: "
+        f"{sweep.point_label(s)} ({format_number(e_s.mean)})."
+    )
+    if not t.tested:
+        return Finding(f"{head} Whether the first is ahead of the second was not tested ({t.note}).", False)
+    verdict = "is significantly" if top.significant else "is not significantly"
+    if top.shared:  # the comparison with the baseline says it, with its numbers: do not repeat them
+        return Finding(
+            f"{head} The first {verdict} ahead of the second ({format_p(top.p_adj)}: the same test as their "
+            "comparison with the baseline, in this list).",
+            top.significant,
+        )
+    how = (
+        f"{format_p(top.p_adj)} after multiplying the raw {format_p(t.p)} by the {top.n_pairs} pairs the top two "
+        "could have been picked from"
+        + (
+            f" and Holm-adjusting over the {an.family_size} tests of these findings"
+            if an.family_size > 1
+            else " (the only test of these findings: no Holm adjustment)"
+        )
+    )
+    stat = (
+        f"difference {format_number(t.diff, True)}, unadjusted 95% CI {format_number(t.lo, True)} to "
+        f"{format_number(t.hi, True)}, {how}, {n_txt}"
+    )
+    if top.significant:
+        return Finding(f"{head} The first is significantly ahead of the second ({stat}).", True)
+    return Finding(
+        f"{head} The first is not significantly ahead of the second ({stat}): which of the two is better is "
+        "not established.",
+        False,
+    )
 
 
 def findings(sweep: SweepResults, an: Analysis) -> list[Finding]:
-    """Plain sentences: significant results first, then what was tested and found not significant."""
+    """Plain sentences: significant results first, then what was tested and found not significant.
+
+    Every p-value in them is from the one Holm family of :func:`adjust_family`.
+    """
     label = metric_label(an.metric)
     unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
+    holm_txt = holm_phrase(an.family_size)
     sig, nonsig = [], []
     base = sweep.point(an.baseline)
+    if an.top is not None:
+        n_txt = f"{an.top.test.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
+        top = _top_sentence(sweep, an, label, n_txt)
+        (sig if top.significant else nonsig).append(top.text)
     for cmp in an.comparisons:
         what = describe_vs(sweep, sweep.point(cmp.point), base)
         n_txt = f"{cmp.n} seeds" if an.mode == "seeds" else "bootstrap over validation images, single seed"
@@ -380,42 +602,44 @@ def findings(sweep: SweepResults, an: Analysis) -> list[Finding]:
             verb = "raised" if cmp.diff > 0 else "lowered"
             sig.append(
                 f"{what} {verb} {label} over the baseline by {abs(cmp.diff):.3f} "
-                f"({ci}, {format_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+                f"({ci}, {format_p(cmp.p_adj)}, {holm_txt}, {n_txt})."
             )
         elif cmp.tested:
             nonsig.append(
                 f"{what} vs the baseline: the difference is not significant "
-                f"({format_number(cmp.diff, True)}, {ci}, {format_p(cmp.p_adj)}, Holm-adjusted, {n_txt})."
+                f"({format_number(cmp.diff, True)}, {ci}, {format_p(cmp.p_adj)}, {holm_txt}, {n_txt})."
             )
         else:
             nonsig.append(
                 f"{what} vs the baseline: not tested ({cmp.note}); observed difference {format_number(cmp.diff, True)}."
             )
     for t in an.anova:
+        if t.note and math.isfinite(t.p):
+            continue  # the same test as a comparison above: counted once, there
         names = [sweep.axis_labels.get(k, k) for k in t.term.split(" x ")]
-        stat = f"F({t.df1}, {t.df2}) = {t.f:.2f}, {format_p(t.p_adj)}, Holm-adjusted over the ANOVA terms"
+        stat = f"F({t.df1}, {t.df2}) = {t.f:.2f}, {format_p(t.p_adj)}, {holm_txt}"
         if len(names) == 1:
             levels = an.main_effects.get(t.term, {})
             means = "; ".join(f"{lev} {format_number(e.mean)}" for lev, e in levels.items())
             if not math.isfinite(t.p):
-                nonsig.append(f"Main effect of {names[0]}: not tested (no residual degrees of freedom).")
+                nonsig.append(f"Main effect of {names[0]}: not tested ({t.note or 'no residual degrees of freedom'}).")
             elif t.p_adj < ALPHA:
                 sig.append(f"{names[0]} has a significant main effect on {label} ({stat}); level means: {means}.")
             else:
                 nonsig.append(f"No significant main effect of {names[0]} on {label} ({stat}).")
         else:
-            pair = f"{names[0]} and {names[1]}"
+            group = ", ".join(names[:-1]) + f" and {names[-1]}"
             if not math.isfinite(t.p):
-                nonsig.append(f"Interaction of {pair}: not tested (no residual degrees of freedom).")
+                nonsig.append(f"Interaction of {group}: not tested ({t.note or 'no residual degrees of freedom'}).")
             elif t.p_adj < ALPHA:
                 sig.append(
-                    f"{pair} interact ({stat}): the effect of one depends on the other; "
-                    "read the interaction table before reading main effects."
+                    f"{group} interact ({stat}): the effect of one depends on the other"
+                    f"{'s' if len(names) > 2 else ''}; read the interaction table before reading main effects."
                 )
             else:
-                nonsig.append(f"No significant interaction of {pair} ({stat}).")
+                nonsig.append(f"No significant interaction of {group} ({stat}).")
     head = [Finding(t, True) for t in sig]
-    if not an.comparisons and not any(math.isfinite(t.p) for t in an.anova):
+    if an.family_size == 0:
         head = [
             Finding(
                 f"Nothing was tested: {len(an.estimates)} configuration(s) with a finished run and no "

@@ -50,13 +50,13 @@ def build_report(
         metric: the primary validation metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``.
         baseline: the grid point every other one is compared with (point id, run id or ``axis=value,...``);
             default: the study's baseline (loss=bce, aug=standard, first backbone), else the first grid point.
-        point: the grid point id or run id whose per-class table and confusion matrices are shown (default: the best
-            point by ``metric``, pooled over its seeds).
+        point: the grid point id or run id whose per-class table and confusion matrices are shown (default: the point
+            with the highest mean ``metric``, pooled over its seeds).
         n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
         conf: confidence level of every interval.
         extra_sections: more sections (e.g. error analysis), placed before the list of problem runs; an item may
             also be a callable ``(sweep, analysis) -> Section | list[Section]``, called once the runs are read
-            (for sections about the best point, say).
+            (for sections about the highest-mean point, say).
 
     Returns:
         The path of ``report.html``.
@@ -144,18 +144,27 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
     if an.mode == "seeds":
         lines.append(
             f"Each configuration is compared with the baseline {_label(sweep, base)} ({an.baseline_why}) by a paired "
-            f"t-test over seeds; p-values are Holm-adjusted across the {len(an.comparisons)} comparisons, so a result "
-            "called significant (adjusted p < 0.05) already accounts for the number of comparisons."
+            "t-test over seeds."
         )
     else:
         lines.append(
             "Only one seed per configuration: uncertainty comes from a bootstrap over validation images (single "
             "seed): the images are resampled with replacement, every run is re-scored on the same resamples, and "
             f"differences to the baseline {_label(sweep, base)} ({an.baseline_why}) get percentile intervals and "
-            "p-values from the bootstrap standard error, Holm-adjusted. This captures the sampling of validation "
-            "images, not training randomness: repeat runs with more seeds to measure that."
+            "p-values from the bootstrap standard error. This captures the sampling of validation images, not "
+            "training randomness: repeat runs with more seeds to measure that."
+            + (
+                " Tuned-threshold F1 is measured on the images its thresholds were tuned on, so its thresholds are "
+                "re-tuned inside every resample and its intervals include the noise of tuning. Each re-tuning fits "
+                "its resample's noise as the original tuning fit the validation images', so these intervals are "
+                "basic bootstrap intervals (twice the estimate minus the percentiles): shifted down by the "
+                "optimism the resamples reveal, where percentile intervals would be shifted up."
+                if sweep.part == "val"
+                else ""
+            )
         )
-    lines.append(f"Effects of each axis and of pairs of axes: {an.anova_method}.")
+    lines.append(f"Effects of each axis and of combinations of axes: {an.anova_method}.")
+    lines.append(_family_text(an))
     md = "".join(para(x)[0] for x in lines)
     h = '<div class="how">' + "".join(para(x)[1] for x in lines) + "</div>"
     fixed = _fixed_settings(sweep)
@@ -164,6 +173,34 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
         md += "Settings shared by every run:\n\n" + tmd
         h += f"<details><summary>Settings shared by every run ({len(fixed)})</summary>{thtml}</details>"
     return Section("What was compared and how", md, h)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _family_text(an: Analysis) -> str:
+    """The multiple-testing rule of the findings, in words (the methods text of the report)."""
+    members = [_count(sum(c.tested for c in an.comparisons), "comparison") + " with the baseline"]
+    members.append(_count(sum(math.isfinite(t.p) and not t.note for t in an.anova), "ANOVA term"))
+    top = an.top
+    if top is not None and top.test.tested and not top.shared:
+        members.append(
+            "the test of the highest mean against the second (a pair picked by its means, so its raw p is first "
+            f"multiplied by the {top.n_pairs} pairs it could have been)"
+        )
+    listed = ", ".join(members[:-1]) + f" and {members[-1]}"
+    text = (
+        f"One Holm family covers every test whose result appears as a finding ({_count(an.family_size, 'test')}: "
+        f"{listed}); a result called significant (adjusted p < 0.05) already accounts for all of them. Each "
+        "hypothesis is tested once: with a single two-level axis the ANOVA main effect is the same test as the one "
+        "comparison (F = t squared) and is counted once, as the comparison; in other designs a comparison (other "
+        "axes held at the baseline's levels) and a main effect (averaged over them) are different hypotheses and "
+        "both count."
+    )
+    if top is not None and top.shared:
+        text += " The highest mean against the second is one of the comparisons with the baseline, counted there."
+    return text
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -194,8 +231,9 @@ def _findings(an: Analysis) -> Section:
         + "</ul>"
     )
     h += (
-        '<p class="muted">Green: supported by a test (Holm-adjusted p &lt; 0.05). Grey: not significant or not '
-        "tested; a non-significant difference is not evidence of no difference.</p>"
+        '<p class="muted">Green: supported by a test (Holm-adjusted p &lt; 0.05, one family over every test on '
+        "this list). Grey: not significant or not tested; a non-significant difference is not evidence of no "
+        "difference.</p>"
     )
     return Section("Findings", md, h)
 
@@ -235,10 +273,24 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         classes.append("base" if r["baseline"] else ("best" if r["point"] == an.best else ""))
     md, h = table(headers, body, left=1 + len(axis_cols), row_classes=classes)
     note = (
-        f"Sorted by {metric_label(an.metric)}. Values: mean [{an.method}]. Δ: difference to the baseline "
-        "(highlighted row); p: Holm-adjusted. Also written to leaderboard.csv."
+        f"Sorted by mean {metric_label(an.metric)}, highest first; the order is by means, not a test ("
+        f"{_top_verdict(an)}). Values: mean [{an.method}]. Δ: difference to the baseline (highlighted row); "
+        "p: Holm-adjusted over the tests of the findings. Also written to leaderboard.csv."
     )
     return Section("Leaderboard", para(note)[0] + md, para(note)[1] + h)
+
+
+def _top_verdict(an: Analysis) -> str:
+    """Whether the highest mean is significantly ahead of the second, in a few words."""
+    top = an.top
+    if top is None:
+        return "one configuration"
+    if an.estimates[top.best][an.metric].mean == an.estimates[top.second][an.metric].mean:
+        return "the top two tie"
+    if not top.test.tested:
+        return "the highest mean was not tested against the second"
+    word = "is" if top.significant else "is not"
+    return f"the highest mean {word} significantly ahead of the second, {format_p(top.p_adj)}; see the findings"
 
 
 def _sig(x: float) -> str:
@@ -276,7 +328,9 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
     md, h = table(headers, rows)
     note = (
         f"Baseline: {_label(sweep, base)} ({an.baseline_why}). Difference = configuration - baseline in "
-        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}."
+        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}. p (Holm): adjusted over the "
+        f"{_count(an.family_size, 'test')} of the findings (one family: these comparisons, the ANOVA terms and the "
+        "highest mean against the second); the 95% CI is per comparison, unadjusted."
     )
     return Section("Comparisons with the baseline", para(note)[0] + md, para(note)[1] + h)
 
@@ -310,12 +364,17 @@ def _effects_section(sweep: SweepResults, an: Analysis) -> Section:
                 t.df2,
                 "n/a" if not math.isfinite(t.f) else f"{t.f:.2f}",
                 format_p(t.p).removeprefix("p = "),
-                format_p(t.p_adj).removeprefix("p = "),
+                "counted as the comparison"
+                if t.note and math.isfinite(t.p)
+                else format_p(t.p_adj).removeprefix("p = "),
             ]
             for t in an.anova
         ]
         tmd, th = table(["term", "df", "residual df", "F", "p", "p (Holm)"], rows)
-        txt = f"Tests: {an.anova_method}; p-values Holm-adjusted over these terms."
+        txt = (
+            f"Tests: {an.anova_method}. p (Holm): adjusted over every test of the findings (one family); a term "
+            "marked 'counted as the comparison' is the same test as the comparison with the baseline."
+        )
         md += "\n" + para(txt)[0] + tmd
         h += "<h3>Tests of main effects and interactions</h3>" + para(txt)[1] + th
     for (a, b), means in an.interactions.items():
@@ -399,12 +458,14 @@ def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Sectio
             continue
         panels.append((xlabel, pts))
         front = plots.pareto_front([(p["x"], p["y"]) for p in pts])
-        md += f"Pareto front against {xlabel}: " + "; ".join(pts[i]["label"] for i in front) + "\n\n"
+        md += f"Pareto front of the means against {xlabel}: " + "; ".join(pts[i]["label"] for i in front) + "\n\n"
     if not panels:
         return Section("Accuracy against cost", *para("No cost figures in summary.json."))
     txt = (
-        "Red, labelled: the Pareto front, configurations that no other one beats on both accuracy and cost "
-        f"({', '.join(varying) or 'point'}). Error bars: the intervals of the leaderboard."
+        "Red, labelled: the Pareto front of the means, configurations whose mean no other one beats on both "
+        f"accuracy and cost ({', '.join(varying) or 'point'}). The front is drawn from means and is not a test: a "
+        "configuration off the front may not be significantly worse than one on it (compare the error bars, the "
+        "intervals of the leaderboard, and the findings)."
     )
     png = plots.pareto(panels, ylabel=label)
     return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + image(png, "accuracy against cost"))
@@ -413,7 +474,7 @@ def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Sectio
 def _focus(sweep: SweepResults, an: Analysis, spec: str | None) -> tuple[str, list[RunResult]]:
     if spec is None:
         c = sweep.point(an.best)
-        return f"Best configuration: {_label(sweep, c)}", c.done
+        return f"Highest mean {metric_label(an.metric)}: {_label(sweep, c)} ({_top_verdict(an)})", c.done
     for c in sweep.points:
         if c.point_id == spec:
             if not c.done:
@@ -485,7 +546,9 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
             )[1]
             + image(png, "confusion matrices")
         )
-    return Section("Best configuration in detail" if title.startswith("Best") else "Selected configuration", md, h)
+    return Section(
+        "Highest-mean configuration in detail" if title.startswith("Highest") else "Selected configuration", md, h
+    )
 
 
 def _sources(entries: list[dict]) -> str:

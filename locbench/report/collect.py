@@ -126,6 +126,8 @@ class SweepResults:
     axis_labels: dict[str, str]
     classes: list[str]
     sweep_yaml: dict | None = None
+    #: the part the metrics and predictions are read from: "test" when the runs have test predictions, else "val"
+    part: str = "val"
 
     def point(self, point_id: str) -> Point:
         for c in self.points:

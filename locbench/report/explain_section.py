@@ -39,7 +39,7 @@ def error_analysis(
 
     Args:
         runs: Point ids or run ids to explain as well (a point is represented by its best seed).
-        best: Explain the best point (by the report's metric) too.
+        best: Explain the point with the highest mean of the report's metric too.
         n: Images with class activation maps per run (see :func:`~locbench.explain.run.explain_run`).
         method: The CAM method.
         localize: Validation images scored by the localization check on synthetic data (0 = off).
@@ -57,7 +57,7 @@ def error_analysis(
             point = sweep.point(an.best)
             run = best_seed(point, an.metric)
             if run is not None:
-                chosen.append((run, f"best configuration {sweep.point_label(point)}"))
+                chosen.append((run, f"highest-mean configuration {sweep.point_label(point)}"))
         for spec in runs:
             run, what = resolve(sweep, spec, an.metric)
             chosen.append((run, what))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.stats as sps
 
 from locbench.cli import build_parser, main
 from locbench.errors import LocbenchError
-from locbench.report import Section, build_report
+from locbench.report import Section, build_report, stats
 from locbench.report.analysis import analyze
 from locbench.report.collect import collect
 from locbench.store.rundir import RunDir
@@ -50,7 +54,7 @@ def test_report_writes_three_self_contained_files(sweep_report: Path):
         "Per-class AP",
         "Training curves",
         "Accuracy against cost",
-        "Best configuration in detail",
+        "Highest-mean configuration in detail",
         "Failed, diverged and unfinished runs",
     ):
         assert f"<h2>{title}</h2>" in html and f"## {title}" in md
@@ -89,7 +93,7 @@ def test_planted_effect_is_found_and_null_effect_is_not_claimed(tmp_path: Path):
     an = analyze(collect(strong))
     claims = [f.text for f in an.findings if f.significant]
     assert any(
-        t.startswith("loss=focal (instead of bce) raised val mAP over the baseline by")
+        t.startswith("loss=focal (instead of bce; backbone, augment as in the baseline) raised val mAP over the")
         and "3 seeds" in t
         and "Holm-adjusted" in t
         for t in claims
@@ -116,7 +120,10 @@ def test_single_seed_sweep_uses_image_bootstrap_and_reads_each_npz_once(tmp_path
     assert not any("differs" in n for n in an.notes)
     assert all(an.estimates[c][m].has_ci for c in an.estimates for m in an.estimates[c])
     claims = [f.text for f in an.findings if f.significant]
-    assert any(t.startswith("loss=focal (instead of bce) raised val mAP") and "single seed" in t for t in claims)
+    assert any(
+        t.startswith("loss=focal (instead of bce; augment as in the baseline) raised val mAP") and "single seed" in t
+        for t in claims
+    )
     no_focal = [c for c in an.comparisons if c.point in ("c01",)]  # augment=strong only: no planted effect
     assert no_focal and not no_focal[0].significant
 
@@ -150,7 +157,7 @@ def test_extra_sections_are_rendered(tmp_path: Path):
 def test_cli_report_options_and_user_errors(clean_sweep: Path, tmp_path: Path, capsys):
     assert main(["-q", "report", str(clean_sweep), "--metric", "macro_f1", "--point", "c05-s1"]) == 0
     md = (clean_sweep / "report.md").read_text()
-    assert "Run c05-s1" in md and "Sorted by val macro F1 @0.5" in md
+    assert "Run c05-s1" in md and "Sorted by mean val macro F1 @0.5" in md
     assert (clean_sweep / "report.html").exists() and (clean_sweep / "leaderboard.csv").exists()
     assert capsys.readouterr().out.strip() == str(clean_sweep / "report.html")
     (tmp_path / "empty").mkdir()
@@ -255,10 +262,87 @@ def test_report_flags_untrainable_classes_threshold_sources_and_small_validation
     assert "Warning: 2 of 2 runs were validated on too little data (n = 20 fields: too few to rely on)" in head
     per_class_ap = md.split("## Per-class AP")[1].split("## ")[0]
     assert f"never predicted (untrainable; threshold above every score): {never}" in per_class_ap
-    detail = md.split("## Best configuration in detail")[1].split("## ")[0]
+    detail = md.split("## Highest-mean configuration in detail")[1].split("## ")[0]
     assert (
         "threshold from" in detail and f"never predicted (untrainable; threshold above every score): {never}" in detail
     )
     row = next(line for line in detail.splitlines() if line.startswith(f"| {never} "))
     assert "| never | untrainable |" in row  # no averaged 2.0: the threshold is "never"
     assert any("| tuned |" in line for line in detail.splitlines())
+
+
+def test_every_finding_is_in_one_holm_family(tmp_path: Path):
+    an = analyze(collect(make_sweep(tmp_path / "s", effects=STRONG_FOCAL, noise=1.0, problems=False)))
+    top = an.top
+    assert top is not None and not top.shared  # the two highest means are two focal points, neither the baseline
+    raw = [c.p for c in an.comparisons] + [t.p for t in an.anova] + [top.p_sel]
+    adjusted = [c.p_adj for c in an.comparisons] + [t.p_adj for t in an.anova] + [top.p_adj]
+    assert adjusted == pytest.approx(stats.holm(raw))
+    # 7 comparisons, 7 ANOVA terms (3 main effects, 3 two-way, the three-way interaction), best vs second
+    assert an.family_size == 7 + 7 + 1 and len(an.anova) == 7
+    # best vs second: a paired t-test over seeds, its raw p times the 28 pairs the top two could have been
+    per_point = {c.point_id: c.by_seed("map") for c in collect(tmp_path / "s").points}
+    seeds = sorted(per_point[top.best])
+    p = sps.ttest_rel([per_point[top.best][s] for s in seeds], [per_point[top.second][s] for s in seeds]).pvalue
+    assert top.test.p == pytest.approx(p) and top.n_pairs == 28 and top.p_sel == pytest.approx(min(1.0, 28 * p))
+    text = next(f.text for f in an.findings if f.text.startswith("Highest mean val mAP"))
+    assert "28 pairs" in text and f"Holm-adjusting over the {an.family_size} tests" in text
+    assert all(f"over the {an.family_size} tests of these findings" in f.text for f in an.findings if "F(" in f.text)
+
+
+def test_a_single_two_level_axis_is_tested_once(tmp_path: Path):
+    root = make_sweep(
+        tmp_path / "s",
+        backbones=("resnet18",),
+        augs=("standard",),
+        seeds=(0, 1, 2, 3),
+        effects=STRONG_FOCAL,
+        noise=1.0,
+        problems=False,
+    )
+    shutil.rmtree(root / "c01-s3")  # a missing run: the ANOVA's seed block absorbs the unpaired seed
+    an = analyze(collect(root))
+    (cmp,) = an.comparisons
+    (term,) = an.anova
+    # the main effect with seed as a block and the paired t-test are the same test: F = t^2, same p
+    assert cmp.n == 3 and term.df1 == 1 and term.df2 == 2 and term.p == pytest.approx(cmp.p)
+    assert "counted once" in term.note and math.isnan(term.p_adj)
+    assert an.family_size == 1 and cmp.p_adj == pytest.approx(cmp.p)
+    # the top two are the two levels: their test is the comparison, not a second one
+    assert an.top is not None and an.top.shared and an.top.p_adj == cmp.p_adj
+    texts = [f.text for f in an.findings]
+    assert not any("main effect" in t for t in texts)
+    assert sum("the only test of these findings" in t for t in texts) == 1  # the comparison
+    assert any(
+        t.startswith("Highest mean val mAP: loss=focal") and "the same test as their comparison" in t for t in texts
+    )
+
+
+def test_report_says_highest_mean_and_pareto_of_means(clean_sweep: Path):
+    build_report(clean_sweep, n_resamples=50)
+    md = (clean_sweep / "report.md").read_text()
+    assert "## Highest-mean configuration in detail" in md and "Best configuration" not in md
+    assert "Sorted by mean val mAP, highest first; the order is by means, not a test" in md
+    assert "significantly ahead of the second" in md.split("## Leaderboard")[1].split("##")[0]
+    assert "Pareto front of the means against" in md and "is not a test" in md
+    assert "One Holm family covers every test whose result appears as a finding" in md
+
+
+def test_single_seed_bootstrap_retunes_thresholds_only_on_the_tuning_part(tmp_path: Path):
+    root = make_sweep(tmp_path / "one", backbones=("resnet18",), seeds=(0,), effects=STRONG_FOCAL, problems=False)
+    sweep = collect(root)
+    an = analyze(sweep, metric="macro_f1_tuned", n_resamples=300)
+    run = sweep.point(an.baseline).done[0]
+    pred = run.predictions()
+    w = stats.resample_weights(len(pred.ids), 300, seed=0)
+    probs = pred.probs.astype(np.float64)
+    est = an.estimates[an.baseline]["macro_f1_tuned"]
+    retuned = stats.basic_interval(est.mean, stats.weighted_macro_f1_retuned(probs, pred.targets, w))
+    fixed = stats.percentile_interval(stats.weighted_macro_f1(probs, pred.targets, w, run.thresholds(sweep.classes)))
+    assert (est.lo, est.hi) == pytest.approx(retuned) and retuned != pytest.approx(fixed)
+    assert "basic intervals with thresholds re-tuned" in an.method
+    assert "re-tuned inside every resample" in build_report(root, metric="macro_f1_tuned", n_resamples=50).read_text()
+    # on a test part the thresholds come from validation: fixed in every resample, as for new images
+    sweep.part = "test"
+    est = analyze(sweep, metric="macro_f1_tuned", n_resamples=300).estimates[an.baseline]["macro_f1_tuned"]
+    assert (est.lo, est.hi) == pytest.approx(fixed)
