@@ -119,6 +119,7 @@ def test_offline_pretrained_download_gives_the_hint(tmp_path, monkeypatch, one_t
     # no network and an empty cache: what a user on an offline cluster node sees
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("LOCBENCH_WEIGHTS", str(tmp_path / "weights"))
     with pytest.raises(LocbenchError) as e:
         build_model(ModelConfig(backbone="test_resnet", pretrained=True), num_classes=3, in_chans=4)
     msg = str(e.value)
