@@ -29,7 +29,7 @@ from locbench.augment import build_augmentation
 from locbench.config import RunConfig
 from locbench.engine import checkpoint as ckpt
 from locbench.engine import optim
-from locbench.engine.callbacks import Callback, ProgressBar
+from locbench.engine.callbacks import Callback, CpuEstimate, ProgressBar
 from locbench.engine.data import (
     EpochSampler,
     PreparedData,
@@ -39,7 +39,7 @@ from locbench.engine.data import (
     prepare_data,
     train_val_datasets,
 )
-from locbench.engine.device import amp_dtype, use_channels_last
+from locbench.engine.device import amp_dtype, describe_device, use_channels_last
 from locbench.engine.distributed import DistEnv
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
@@ -79,6 +79,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     log_file = LogFile(run.log_file)
     if dist.main:
         ready_run_folder(run, cfg, resume=resume, lock=lock, log_file=log_file, device=device)
+        log.info("device: %s", describe_device(cfg.train.device, device))
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
@@ -161,7 +162,7 @@ class Trainer:
         self, cfg: RunConfig, run: RunDir, dist: DistEnv, device: torch.device, callbacks: Sequence[Callback] = ()
     ) -> None:
         self.cfg, self.run, self.dist, self.device = cfg, run, dist, device
-        self.callbacks: list[Callback] = [ProgressBar(cfg.log.progress), *callbacks]
+        self.callbacks: list[Callback] = [ProgressBar(cfg.log.progress), CpuEstimate(), *callbacks]
         self.state = TrainState()
         self.parts: Parts
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -246,6 +247,7 @@ class Trainer:
         cfg, p = self.cfg, self.parts
         epoch_times: list[float] = []
         throughputs: list[float] = []
+        self._call("on_fit_start")
         for epoch in range(self.state.epoch, cfg.train.epochs):
             seed_everything(derive_seed(cfg.train.seed, "epoch", epoch))
             p.sampler.set_epoch(epoch)
