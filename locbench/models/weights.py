@@ -151,8 +151,10 @@ class WeightsMissing(LocbenchError):
 
 def missing_error(lookups: list[WeightsLookup], *, what: str) -> WeightsMissing:
     """One error listing every backbone whose weights are missing (``what`` says who needs them)."""
-    lines = [f"{what}: pretrained weights of {len(lookups)} backbone(s) are not on this machine and the model hub "
-             "cannot be reached (offline, or HF_HUB_OFFLINE=1):"]
+    lines = [
+        f"{what}: pretrained weights of {len(lookups)} backbone(s) are not on this machine and the model hub "
+        "cannot be reached (offline, or HF_HUB_OFFLINE=1):"
+    ]
     lines += [f"  - {lk.missing_message()}" for lk in lookups]
     lines.append(
         "See `locbench weights list`; or train from scratch with --set model.pretrained=false "
@@ -196,8 +198,11 @@ def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> P
     scratch = timm.create_model(name, num_classes=0)
     own = {k: v for k, v in scratch.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = [k for k in own if k not in state]
-    wrong = [f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or wrong:
         detail = "; ".join([*(f"missing {k}" for k in missing[:3]), *wrong[:3]])
         raise LocbenchError(
@@ -213,8 +218,8 @@ def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> P
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
     atomic_write(dest, lambda f: f.write(safetensors_bytes(tensors)))
     atomic_write_json(
-        dest.with_suffix(".json"), {"backbone": backbone, "timm_name": name, "source": str(src.resolve()),
-                                    "sha256": _sha256(src)}
+        dest.with_suffix(".json"),
+        {"backbone": backbone, "timm_name": name, "source": str(src.resolve()), "sha256": _sha256(src)},
     )
     log.info("imported %s for %s into %s", src, name, dest)
     return dest

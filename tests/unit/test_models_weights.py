@@ -10,9 +10,9 @@ import pytest
 import timm
 import torch
 import yaml
+from fixtures.cli import run_cli
 from safetensors.torch import save_file
 
-from fixtures.cli import run_cli
 from locbench.config import ModelConfig
 from locbench.errors import LocbenchError
 from locbench.models import build_model
