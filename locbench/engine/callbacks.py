@@ -75,7 +75,8 @@ def epoch_images(trainer: Trainer) -> int:
 
 class ProgressBar(Callback):
     """Progress inside an epoch with the running loss, throughput (img/s) and the time left: a bar when stderr is a
-    terminal (``log.progress`` auto or bar), else a log line every :data:`LINE_EVERY_S` seconds (main process)."""
+    terminal (``log.progress`` auto or bar), else a log line after the first step and then every
+    :data:`LINE_EVERY_S` seconds (main process)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -100,7 +101,8 @@ class ProgressBar(Callback):
             self.bar.update(trainer.seen - self.bar.n)
             if step % 10 == 0:  # one sync every 10 steps only for the on-screen number
                 self.bar.set_postfix(loss=f"{(trainer.loss_sum / trainer.seen).item():.4f}")
-        elif self.lines and time.perf_counter() - self.last >= LINE_EVERY_S:
+        elif self.lines and (step == 0 or time.perf_counter() - self.last >= LINE_EVERY_S):
+            # the first step's line gives the measured rate and time left at once; then one every LINE_EVERY_S
             self.last = now = time.perf_counter()
             total, seen = epoch_images(trainer), trainer.seen
             rate = seen / (now - self.t0)
@@ -124,13 +126,15 @@ class ProgressBar(Callback):
 
 
 class CpuEstimate(Callback):
-    """Before the first epoch of a run on a CPU: the time an epoch will take, measured on a few training steps of a
-    copy of the model (same size, stains and augmentation, zero images) and extrapolated to the run's images, with
-    advice to go smaller when that is long. The run's weights, batch-norm statistics and random streams are not
-    touched: the copy has its own, and the random state is restored afterwards."""
+    """Before the first epoch of a run on a CPU: the time an epoch will take, with advice to go smaller when that is
+    long. Measured on training steps (forward, loss, backward) of a copy of the model at the run's image size, stains
+    and augmentation, on zero images: one untimed step, then a step of ``small`` and one of ``large`` images, whose
+    times give a fixed cost per step and a cost per image (on a CPU a step of 2 images costs far more than 1/16 of a
+    step of 32), extrapolated to the run's batch size and images. The run's weights, batch-norm statistics and
+    random streams are untouched: the copy has its own, and the random state is restored afterwards."""
 
-    def __init__(self, images: int = 2, steps: int = 1) -> None:
-        self.images, self.steps = images, steps
+    def __init__(self, small: int = 2, large: int = 6) -> None:
+        self.small, self.large = small, large
         self.epoch_s: float | None = None
         """The estimate, once made (seconds per epoch)."""
 
@@ -138,51 +142,58 @@ class CpuEstimate(Callback):
         if trainer.device.type != "cpu" or not trainer.dist.main or trainer.state.epoch >= trainer.cfg.train.epochs:
             return
         cfg, p = trainer.cfg, trainer.parts
-        n = min(self.images, cfg.train.batch_size)
-        per_image = self.measure(trainer, n) / n
+        bs = cfg.train.batch_size
+        large, small = min(self.large, bs), min(self.small, bs)
+        t_small, t_large = self.measure(trainer, [small, large])
+        per_image = t_large / large
+        if large > small:
+            # fixed cost per step + cost per image; noise can tilt the line, so the cost per image stays between
+            # a fifth of the large step's average and that average
+            per_image = min(max((t_large - t_small) / (large - small), per_image / 5), per_image)
+        per_step = max(t_large - per_image * large, 0.0)
         train_n, val_n = epoch_images(trainer) * trainer.dist.world, len(p.val_loader.dataset)
-        # a validation image costs a forward pass only: about a third of a training step's
-        self.epoch_s = per_image * (train_n + val_n / 3)
+        val_batches = -(-val_n // (2 * bs))
+        # validation is a forward pass only: about a third of a training step's cost
+        self.epoch_s = per_step * p.steps + per_image * train_n + (per_step * val_batches + per_image * val_n) / 3
         epochs = cfg.train.epochs - trainer.state.epoch
         total = self.epoch_s * epochs
         log.info(
-            "estimated time on cpu: %s per epoch, %s for %d epoch%s (%d training images at %.2f s each, %d validation "
-            "images; measured on %d step%s of %d images of %s at %d px)",
+            "estimated time on cpu: %s per epoch, %s for %d epoch%s (%d training + %d validation images; "
+            "%.2f s per image at batch %d, measured on %s of %s at %d px)",
             duration(self.epoch_s),
             duration(total),
             epochs,
             "s" if epochs != 1 else "",
             train_n,
-            per_image,
             val_n,
-            self.steps,
-            "s" if self.steps != 1 else "",
-            n,
+            (per_step * p.steps + per_image * train_n) / max(train_n, 1),
+            bs,
+            f"steps of {small} and {large} images" if large > small else f"a step of {large} images",
             cfg.model.backbone,
             cfg.data.img_size,
         )
         if self.epoch_s > LONG_EPOCH_S or total > LONG_RUN_S:
             log.warning("that is long for a CPU: %s", smaller_run_hint(cfg))
 
-    def measure(self, trainer: Trainer, n: int) -> float:
-        """Seconds of ``self.steps`` training steps (forward, loss, backward) on ``n`` images, after an untimed one
-        (the first step of a model pays for memory allocation)."""
+    def measure(self, trainer: Trainer, sizes: list[int]) -> list[float]:
+        """Seconds of one training step on each of ``sizes`` images, after an untimed one (the first step of a model
+        pays for memory allocation)."""
         cfg, p = trainer.cfg, trainer.parts
         model = copy.deepcopy(p.model).train()
-        size, stains = cfg.data.img_size, len(p.data.channels)
-        x = torch.zeros(n, stains, size, size, dtype=torch.uint8)
+        n = max(sizes)
+        x = torch.zeros(n, len(p.data.channels), cfg.data.img_size, cfg.data.img_size, dtype=torch.uint8)
         y = torch.zeros(n, len(p.data.class_names))
+        times = []
         with torch.random.fork_rng(devices=[]):
             gen = torch.Generator().manual_seed(0)
-            seconds = 0.0
-            for step in range(self.steps + 1):
+            for k in [sizes[0], *sizes]:
                 t0 = time.perf_counter()
-                xb, yb = p.inputs(x, y, gen)
+                xb, yb = p.inputs(x[:k], y[:k], gen)
                 p.loss_fn(model(xb), yb).backward()
                 model.zero_grad(set_to_none=True)
-                seconds += (time.perf_counter() - t0) if step else 0.0
+                times.append(time.perf_counter() - t0)
         del model
-        return seconds
+        return times[1:]
 
 
 def smaller_run_hint(cfg: Any) -> str:

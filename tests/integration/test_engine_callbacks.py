@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from locbench.config import load_config
@@ -76,6 +77,13 @@ class EstimateProbe(Callback):
         assert all(torch.equal(before[k], after[k]) for k in before)  # weights and batch-norm statistics
         assert torch.equal(rng, torch.get_rng_state())
         assert all(p.grad is None for p in trainer.parts.model.parameters())
+        # the extrapolation, written out: steps of 2 and 6 images took 3 s and 5 s -> 2 s per step + 0.5 s per image
+        fake = CpuEstimate()
+        fake.measure = lambda trainer, sizes: [3.0, 5.0]
+        fake.on_fit_start(trainer)
+        val_n = len(trainer.parts.val_loader.dataset)
+        val_batches = -(-val_n // 16)  # validation batches are twice the training batch (8)
+        assert fake.epoch_s == pytest.approx(2 * 2 + 0.5 * 16 + (2 * val_batches + 0.5 * val_n) / 3)
 
 
 def test_cpu_run_prints_device_estimate_and_progress_lines(kit, tmp_path, caplog, monkeypatch):
@@ -93,7 +101,8 @@ def test_cpu_run_prints_device_estimate_and_progress_lines(kit, tmp_path, caplog
     assert probe.epoch_s is not None and probe.epoch_s > 0
     if not torch.cuda.is_available():
         assert "device: cpu (" in text and "train.device auto found no GPU" in text
-    assert "estimated time on cpu: " in text and "per epoch" in text and "measured on 1 step of 2 images" in text
+    assert "estimated time on cpu: " in text and "per epoch" in text
+    assert "measured on steps of 2 and 6 images of test_resnet at 32 px" in text
     assert "that is long for a CPU: train on a GPU (--device cuda)" in text  # 1 epoch of test_resnet at 32 px
     lines = [r.getMessage() for r in caplog.records if "img/s  epoch ETA" in r.getMessage()]
     assert [line.split("  ")[1] for line in lines] == ["step 1/2", "step 2/2"]
