@@ -51,6 +51,7 @@ from locbench.errors import LocbenchError, interrupt_reason
 from locbench.losses import build_loss, class_weights
 from locbench.metrics import compute_metrics
 from locbench.models import build_model, count_params, measure_gmacs
+from locbench.models.weights import require_weights
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
+    if dist.main and cfg.model.pretrained and not cfg.model.pretrained_file:
+        # before the run folder exists: offline without the weights, say so within seconds and leave nothing behind
+        require_weights([cfg.model.backbone], what=f"model.pretrained for {cfg.model.backbone}")
     lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:

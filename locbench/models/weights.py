@@ -151,16 +151,33 @@ class WeightsMissing(LocbenchError):
 
 def missing_error(lookups: list[WeightsLookup], *, what: str) -> WeightsMissing:
     """One error listing every backbone whose weights are missing (``what`` says who needs them)."""
-    lines = [
-        f"{what}: pretrained weights of {len(lookups)} backbone(s) are not on this machine and the model hub "
-        "cannot be reached (offline, or HF_HUB_OFFLINE=1):"
-    ]
+    offline = " and the model hub cannot be reached (offline, or HF_HUB_OFFLINE=1)"
+    head = f"{what}: pretrained weights of {len(lookups)} backbone(s) are not on this machine"
+    lines = [head + (offline if any(lk.has_weights for lk in lookups) else "") + ":"]
     lines += [f"  - {lk.missing_message()}" for lk in lookups]
     lines.append(
         "See `locbench weights list`; or train from scratch with --set model.pretrained=false "
         "(not the study's setting)."
     )
     return WeightsMissing("\n".join(lines))
+
+
+def require_weights(backbones: list[str], *, what: str) -> list[WeightsLookup]:
+    """Make sure every backbone in ``backbones`` has its pretrained weights on this machine before work starts:
+    missing ones are downloaded where the hub answers (into timm's hub cache), otherwise one
+    :class:`WeightsMissing` lists them all (``what`` names who needs them). Returns the lookups."""
+    lookups = [find_weights(name) for name in dict.fromkeys(backbones)]
+    missing = [lk for lk in lookups if lk.found is None]
+    fetchable = [lk for lk in missing if lk.has_weights]
+    if fetchable and hub_reachable(fetchable[0]):
+        for lk in fetchable:
+            log.info("downloading the pretrained weights of %s", lk.timm_name)
+            timm.create_model(lk.timm_name, pretrained=True, num_classes=0)
+        lookups = [find_weights(lk.backbone) for lk in lookups]
+        missing = [lk for lk in lookups if lk.found is None]
+    if missing:
+        raise missing_error(missing, what=what)
+    return lookups
 
 
 def check_weights_file(backbone: nn.Module, path: Path, name: str) -> None:

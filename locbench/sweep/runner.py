@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-import timm
 import torch
 import yaml
 
@@ -35,7 +34,7 @@ from locbench.data.splits import make_config_split, save_split
 from locbench.engine.data import prepare_cache
 from locbench.engine.fit import train
 from locbench.errors import Interrupted, LocbenchError, signal_name
-from locbench.models.weights import find_weights, hub_reachable, missing_error
+from locbench.models.weights import require_weights
 from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
@@ -129,16 +128,7 @@ def check_pretrained_weights(sweep: Sweep) -> None:
                 )
             continue
         backbones.setdefault(m.backbone)
-    lookups = [find_weights(name) for name in backbones]
-    missing = [lk for lk in lookups if lk.found is None]
-    fetchable = [lk for lk in missing if lk.has_weights]
-    if fetchable and hub_reachable(fetchable[0]):
-        for lk in fetchable:
-            log.info("downloading the pretrained weights of %s before the sweep starts", lk.timm_name)
-            timm.create_model(lk.timm_name, pretrained=True, num_classes=0)
-        missing = [lk for lk in map(find_weights, (lk.backbone for lk in missing)) if lk.found is None]
-    if missing:
-        raise missing_error(missing, what=f"sweep {sweep.name} (nothing was started)")
+    lookups = require_weights(list(backbones), what=f"sweep {sweep.name} (nothing was started)")
     for lk in lookups:
         log.info("pretrained weights of %s: %s (%s)", lk.backbone, lk.found, lk.source)
 

@@ -188,3 +188,21 @@ def test_sweep_preflight_passes_when_every_backbone_has_weights(offline, kit, on
         import_weights(src, name)
     sweep = load_sweep(write_pretrained_sweep(offline / "pre.yaml", kit.cache_dir), data=str(kit.data))
     check_pretrained_weights(sweep)  # no error
+
+
+def test_train_offline_without_weights_stops_before_the_run_folder_exists(offline, kit, capsys, one_thread):
+    out = offline / "run"
+    args = ["train", "--out", str(out), "--pretrained", *kit.set_args(kit.overrides())]
+    t0 = time.perf_counter()
+    code, err = run_cli(capsys, args)
+    assert code == 2 and time.perf_counter() - t0 < 10
+    assert "model.pretrained for test_resnet: pretrained weights of 1 backbone(s) are not on this machine" in err
+    assert "`locbench weights import FILE --backbone test_resnet`" in err
+    assert not out.exists()
+    # imported, the same command trains from them offline
+    src = offline / "w.safetensors"
+    save_file(random_state("test_resnet", 3), str(src))
+    import_weights(src, "test_resnet")
+    code, err = run_cli(capsys, args)
+    assert code == 0, err
+    assert "pretrained weights for test_resnet: " in (out / "train.log").read_text()
