@@ -38,13 +38,12 @@ def run(args: argparse.Namespace) -> int:
     rows, missing = [], []
     for name in names:
         lk = find_weights(name)
-        timm = f"{lk.timm_name}.{lk.tag}" if lk.tag else lk.timm_name
         if lk.found is not None:
             meta = imported_from(lk) if lk.source == "imported" else None
             where = str(lk.found) + (f" (from {meta['source']})" if meta else "")
-            rows.append([name, timm, lk.source, where])
+            rows.append([name, lk.weights_name, lk.source, where])
         else:
-            rows.append([name, timm, lk.source, str(lk.import_path) if lk.has_weights else "-"])
+            rows.append([name, lk.weights_name, lk.source, str(lk.import_path) if lk.has_weights else "-"])
             if lk.has_weights:
                 missing.append(lk)
     print(text_table(["backbone", "timm weights", "status", "file (or where to put it)"], rows))

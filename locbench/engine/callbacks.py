@@ -105,7 +105,7 @@ class ProgressBar(Callback):
             # the first step's line gives the measured rate and time left at once; then one every LINE_EVERY_S
             self.last = now = time.perf_counter()
             total, seen = epoch_images(trainer), trainer.seen
-            rate = seen / (now - self.t0)
+            rate = seen / max(now - self.t0, 1e-9)
             log.info(
                 "epoch %d/%d  step %d/%d  %d/%d images  loss %.4f  %.1f img/s  epoch ETA %s",
                 self.epoch + 1,

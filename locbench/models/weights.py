@@ -80,6 +80,13 @@ class WeightsLookup:
     """A URL to fetch the weights from on a machine with internet."""
 
     @property
+    def weights_name(self) -> str:
+        """timm's name of the weights: ``resnet50.a1_in1k`` (the model name with the default tag)."""
+        if self.tag and "." not in self.timm_name:
+            return f"{self.timm_name}.{self.tag}"
+        return self.timm_name
+
+    @property
     def has_weights(self) -> bool:
         """Whether timm knows pretrained weights for this model at all."""
         return self.tag is not None or self.download is not None
@@ -93,7 +100,7 @@ class WeightsLookup:
             )
         get = f"download {self.download} on a machine with internet, then " if self.download else ""
         return (
-            f"{self.backbone} (timm {self.timm_name}{'.' + self.tag if self.tag else ''}): not in "
+            f"{self.backbone} (timm {self.weights_name}): not in "
             + "; ".join(self.places)
             + f". Fix: {get}`locbench weights import FILE --backbone {self.backbone}`"
         )
