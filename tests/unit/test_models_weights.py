@@ -206,3 +206,15 @@ def test_train_offline_without_weights_stops_before_the_run_folder_exists(offlin
     code, err = run_cli(capsys, args)
     assert code == 0, err
     assert "pretrained weights for test_resnet: " in (out / "train.log").read_text()
+
+
+class NotATensor:
+    """A pickled object: torch.load(weights_only=True) refuses it instead of running its code."""
+
+
+def test_import_never_unpickles_objects(offline):
+    src = offline / "evil.pth"
+    torch.save({"conv1.0.weight": NotATensor()}, src)
+    with pytest.raises(LocbenchError, match=r"evil.pth could not be read as a state dict .*weights_only=True blocked"):
+        import_weights(src, "test_resnet")
+    assert not (offline / "weights").exists()
