@@ -33,6 +33,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def describe_device(setting: str, device: torch.device) -> str:
+    """The device a run uses, in words; for ``auto`` falling back to the CPU, why (no CUDA, no MPS)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type != "cpu":
+        return str(device)
+    text = f"cpu ({torch.get_num_threads()} threads)"
+    if setting != "auto":
+        return text
+    if torch.version.cuda is None:
+        cuda = "this torch build has no CUDA support"
+    else:
+        cuda = f"no CUDA device visible to torch {torch.__version__} (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    mps = "no MPS (Apple GPU)" if sys.platform == "darwin" else "MPS is macOS only"
+    return f"{text}; train.device auto found no GPU: {cuda}; {mps}"
+
+
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp``, or None for full precision."""
     if setting == "off" or device.type != "cuda":

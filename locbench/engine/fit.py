@@ -29,7 +29,7 @@ from locbench.augment import build_augmentation
 from locbench.config import RunConfig
 from locbench.engine import checkpoint as ckpt
 from locbench.engine import optim
-from locbench.engine.callbacks import Callback, ProgressBar
+from locbench.engine.callbacks import Callback, CpuEstimate, ProgressBar
 from locbench.engine.data import (
     EpochSampler,
     PreparedData,
@@ -39,7 +39,7 @@ from locbench.engine.data import (
     prepare_data,
     train_val_datasets,
 )
-from locbench.engine.device import amp_dtype, use_channels_last
+from locbench.engine.device import amp_dtype, describe_device, use_channels_last
 from locbench.engine.distributed import DistEnv
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
@@ -51,6 +51,7 @@ from locbench.errors import LocbenchError, interrupt_reason
 from locbench.losses import build_loss, class_weights
 from locbench.metrics import compute_metrics
 from locbench.models import build_model, count_params, measure_gmacs
+from locbench.models.weights import require_weights
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,14 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
+    if dist.main and cfg.model.pretrained and not cfg.model.pretrained_file:
+        # before the run folder exists: offline without the weights, say so within seconds and leave nothing behind
+        require_weights([cfg.model.backbone], what=f"model.pretrained for {cfg.model.backbone}")
     lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:
         ready_run_folder(run, cfg, resume=resume, lock=lock, log_file=log_file, device=device)
+        log.info("device: %s", describe_device(cfg.train.device, device))
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
@@ -161,7 +166,7 @@ class Trainer:
         self, cfg: RunConfig, run: RunDir, dist: DistEnv, device: torch.device, callbacks: Sequence[Callback] = ()
     ) -> None:
         self.cfg, self.run, self.dist, self.device = cfg, run, dist, device
-        self.callbacks: list[Callback] = [ProgressBar(cfg.log.progress), *callbacks]
+        self.callbacks: list[Callback] = [ProgressBar(cfg.log.progress), CpuEstimate(), *callbacks]
         self.state = TrainState()
         self.parts: Parts
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -246,6 +251,7 @@ class Trainer:
         cfg, p = self.cfg, self.parts
         epoch_times: list[float] = []
         throughputs: list[float] = []
+        self._call("on_fit_start")
         for epoch in range(self.state.epoch, cfg.train.epochs):
             seed_everything(derive_seed(cfg.train.seed, "epoch", epoch))
             p.sampler.set_epoch(epoch)

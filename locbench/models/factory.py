@@ -8,13 +8,13 @@ from typing import Protocol
 
 import timm
 import torch
-from timm.models import load_state_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from locbench.errors import LocbenchError
 from locbench.models.backbones import check_backbone
 from locbench.models.quirks import Quirks, quirks
+from locbench.models.weights import check_weights_file, find_weights, hub_reachable, missing_error
 from locbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -64,40 +64,50 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
     input channels and the configured head. With ``img_size``, models made for one input size (ViTs, Swin: timm's
     ``fixed_input_size``) are resized to it (position embeddings resampled).
 
-    With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from timm's
-    local cache or a download; timm adapts the first convolution to ``in_chans`` (1 and 4 channels included).
+    With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from a local
+    file (:func:`~locbench.models.weights.find_weights`: imported, or in the hub caches) or, where the hub answers,
+    a download; offline without them it fails within seconds naming where to put the file. timm adapts the first
+    convolution to ``in_chans`` (1 and 4 channels included).
     """
     name = check_backbone(cfg.backbone)
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    weights_file: Path | None = None
     if cfg.pretrained:
         kwargs["pretrained"] = True
         if cfg.pretrained_file:
-            path = Path(cfg.pretrained_file).expanduser()
-            if not path.is_file():
-                raise LocbenchError(f"model.pretrained_file {path} does not exist; give the path of a weights file")
-            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+            weights_file = Path(cfg.pretrained_file).expanduser()
+            if not weights_file.is_file():
+                raise LocbenchError(
+                    f"model.pretrained_file {weights_file} does not exist; give the path of a weights file"
+                )
+        else:
+            weights_file = _local_weights(cfg.backbone)
+        if weights_file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
     try:
         backbone = timm.create_model(name, **kwargs)
     except LocbenchError:
         raise
-    except Exception as e:  # timm raises many kinds of errors for missing weights offline
+    except Exception as e:  # timm raises many kinds of errors for weights it cannot load
         if not cfg.pretrained:
             raise
-        if cfg.pretrained_file:  # a local file that does not fit: "offline?" would mislead
+        if weights_file is not None:  # a local file that does not fit: "offline?" would mislead
             detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
+            what = "model.pretrained_file " if cfg.pretrained_file else ""
             raise LocbenchError(
-                f"model.pretrained_file {cfg.pretrained_file} does not fit {name!r} ({type(e).__name__}: {detail}); "
+                f"{what}{weights_file} does not fit {name!r} ({type(e).__name__}: {detail}); "
                 f"give a .safetensors/.pth state dict of timm's {name!r} model"
             ) from None
         raise LocbenchError(
-            f"could not load pretrained weights for {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "Offline? Download the weights elsewhere (e.g. `timm.create_model(name, pretrained=True)` on a machine "
-            "with internet fills ~/.cache/huggingface; copy that folder over) or save them as a file and pass "
-            "--set model.pretrained_file=PATH (a .safetensors/.pth state dict of the timm model), "
-            "or train from scratch without --pretrained."
+            f"could not download pretrained weights for {name!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); {find_weights(cfg.backbone).missing_message()}"
         ) from None
-    if cfg.pretrained and cfg.pretrained_file:
-        _check_file_matches(backbone, Path(cfg.pretrained_file).expanduser(), name)
+    if weights_file is not None:
+        what = "model.pretrained_file " if cfg.pretrained_file else ""
+        try:
+            check_weights_file(backbone, weights_file, name)
+        except LocbenchError as e:
+            raise LocbenchError(f"{what}{e}") from None
     if img_size is not None and backbone.pretrained_cfg.get("fixed_input_size") and hasattr(backbone, "set_input_size"):
         # a ViT made for 224 px asserts on any other input size; after loading weights, so theirs are resampled
         backbone.set_input_size(img_size=img_size)
@@ -105,19 +115,19 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
     return LocModel(backbone, head, quirks(name))
 
 
-def _check_file_matches(backbone: nn.Module, path: Path, name: str) -> None:
-    """timm loads pretrained weights non-strictly once the classifier is dropped (num_classes=0), so a file made
-    for another model would leave the backbone at random init without an error: refuse such a file."""
-    keys = set(load_state_dict(str(path)))
-    own = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
-    missing = [k for k in own if k not in keys]
-    if len(missing) > len(own) // 2:
-        raise LocbenchError(
-            f"model.pretrained_file {path} does not hold {name} weights: {len(missing)} of {len(own)} backbone "
-            f"tensors are not in it (e.g. {missing[0]}); give a state dict of timm's {name!r} model"
-        )
-    if missing:
-        log.warning("%s lacks %d of %d %s tensors; they keep their random init", path, len(missing), len(own), name)
+def _local_weights(backbone: str) -> Path | None:
+    """The local file of ``backbone``'s pretrained weights; None when timm may download them (the hub answers).
+    Raises :class:`~locbench.models.weights.WeightsMissing` within seconds when neither."""
+    lookup = find_weights(backbone)
+    if lookup.found is not None:
+        log.info("pretrained weights for %s: %s (%s)", lookup.timm_name, lookup.found, lookup.source)
+        return lookup.found
+    if not lookup.has_weights:
+        raise LocbenchError(lookup.missing_message())
+    if hub_reachable(lookup):
+        log.info("pretrained weights for %s are not on this machine; downloading them", lookup.timm_name)
+        return None
+    raise missing_error([lookup], what=f"model.pretrained for {backbone}")
 
 
 def count_params(model: nn.Module) -> int:

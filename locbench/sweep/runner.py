@@ -34,6 +34,7 @@ from locbench.data.splits import make_config_split, save_split
 from locbench.engine.data import prepare_cache
 from locbench.engine.fit import train
 from locbench.errors import Interrupted, LocbenchError, signal_name
+from locbench.models.weights import require_weights
 from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
@@ -76,6 +77,7 @@ def run_sweep(
         raise LocbenchError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep, data=data, extra=overrides)
+    check_pretrained_weights(sweep)
     out = ensure_writable_dir(Path(out), what="sweep folder --out")
     lock = FileLock(out / ".sweep.lock")
     if not lock.acquire(blocking=False):
@@ -107,6 +109,28 @@ def run_sweep(
     counts = Counter(RunDir(out / c.run_id).state() for c in points)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return dict(counts)
+
+
+def check_pretrained_weights(sweep: Sweep) -> None:
+    """Before anything is created or trained: every backbone that a run starts from pretrained weights has them on
+    this machine (imported or in the hub caches); where the hub answers, missing ones are downloaded now, so that
+    workers without internet find them. Otherwise one error lists every missing file and where to put it."""
+    backbones: dict[str, None] = {}
+    for point in sweep.points:
+        m = point.config.model
+        if not m.pretrained:
+            continue
+        if m.pretrained_file:
+            if not Path(m.pretrained_file).expanduser().is_file():
+                raise LocbenchError(
+                    f"sweep {sweep.name}: model.pretrained_file {m.pretrained_file} (run {point.run_id}) does not "
+                    "exist; give the path of a weights file"
+                )
+            continue
+        backbones.setdefault(m.backbone)
+    lookups = require_weights(list(backbones), what=f"sweep {sweep.name} (nothing was started)")
+    for lk in lookups:
+        log.info("pretrained weights of %s: %s (%s)", lk.backbone, lk.found, lk.source)
 
 
 def _prepare(sweep: Sweep, out: Path) -> list[Point]:

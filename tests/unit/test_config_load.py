@@ -183,3 +183,8 @@ def test_exponent_floats_that_pyyaml_reads_as_strings_are_numbers(tmp_path):
         load_config(None, {"optim.lr": "1e-3x"})
     with pytest.raises(LocbenchError, match="model.backbone: 1000.0 is not of type str|model.backbone"):
         load_config(None, {"model.backbone": 1e3})
+
+
+def test_seed_study_starts_from_pretrained_backbones_as_the_study_did():
+    sweep = load_sweep(CONFIG_DIR / "sweeps" / "seed-study.yaml", data="/d")
+    assert all(c.config.model.pretrained and c.config.model.pretrained_file is None for c in sweep.points)

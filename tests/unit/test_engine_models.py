@@ -119,11 +119,12 @@ def test_offline_pretrained_download_gives_the_hint(tmp_path, monkeypatch, one_t
     # no network and an empty cache: what a user on an offline cluster node sees
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("LOCBENCH_WEIGHTS", str(tmp_path / "weights"))
     with pytest.raises(LocbenchError) as e:
         build_model(ModelConfig(backbone="test_resnet", pretrained=True), num_classes=3, in_chans=4)
     msg = str(e.value)
-    assert "could not load pretrained weights for 'test_resnet'" in msg
-    assert "model.pretrained_file=PATH" in msg and "Offline?" in msg
+    assert "test_resnet (timm test_resnet.r160_in1k): not in" in msg
+    assert "locbench weights import FILE --backbone test_resnet" in msg and "model.pretrained=false" in msg
 
 
 def test_pretrained_file_of_another_model_is_refused(tmp_path, one_thread):
