@@ -29,22 +29,28 @@ def add_table_args(parser: argparse.ArgumentParser, *, positional: bool = False)
 
 
 def table_from_args(args: argparse.Namespace, *, check_images: bool = True):
-    """Load the table the options of :func:`add_table_args` describe."""
-    from locbench.config import DataConfig
-    from locbench.data.formats import table_from_config
+    """Load the table the options of :func:`add_table_args` describe.
 
-    dcfg = DataConfig(
-        path=args.data,
-        format=args.layout,
+    Straight through :func:`~locbench.data.formats.load_table`, not a ``DataConfig``: ``locbench.config`` imports
+    torch (its name checks read the registries), and a data command that needs no model should not pay its
+    import time and ~650 MB of resident memory before refusing a CSV.
+    """
+    from locbench.data.formats import load_table
+
+    return load_table(
+        args.data,
+        layout=args.layout,
+        csv=args.csv,
         id_col=args.id_col,
         label_col=args.label_col,
         label_sep=args.label_sep,
         pattern=args.pattern,
         classes=args.classes,
+        image_dir=args.image_dir,
         group_col=args.group_col,
         skip_bad=args.skip_bad,
+        check_images=check_images,
     )
-    return table_from_config(dcfg, csv=args.csv, image_dir=args.image_dir, check_images=check_images)
 
 
 def add_parser(subparsers) -> None:
