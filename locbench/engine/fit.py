@@ -79,13 +79,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     set_deterministic(True)
 
     # the data, the split file or the split fractions are checked before the run folder exists: a typo makes none
-    table = None
-    if cfg.train.level == "image":
-        table = table_from_config(cfg.data)
-        if cfg.data.split:
-            load_split(cfg.data.split, table)
-        elif not (resume and run.split.exists()):
-            check_part_sizes(cfg.data, table)
+    table = table_from_config(cfg.data)
+    if cfg.data.split:
+        load_split(cfg.data.split, table)
+    elif not (resume and run.split.exists()):
+        check_part_sizes(cfg.data, table)
     lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:
@@ -93,7 +91,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
-        trainer.table = table
+        trainer.table = table if cfg.train.level == "image" else None  # cell-level data reads its own
         trainer.setup(resume=resume)
         return trainer.fit()
     except RunDiverged as e:
