@@ -46,7 +46,7 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> None:
             f.write(f"{a:08x}-{b & 0xFFFF:04x}-11e8-{c & 0xFFFF:04x}-{d:08x}{k % 10000:04d},{lab}\n")
 
 
-def measure(args: list[str], *, env: dict[str, str]) -> dict:
+def measure(args: list[str], *, env: dict[str, str], cwd: Path) -> dict:
     """Run ``python -m locbench ARGS`` under ``/usr/bin/time``: exit code, wall seconds, peak RSS in MB and the start
     of its stderr. (``os.wait4`` of a child forked from this process would count the parent's pages, torch
     included, that the child holds between fork and exec; GNU time forks from a small process.)"""
@@ -56,6 +56,7 @@ def measure(args: list[str], *, env: dict[str, str]) -> dict:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
+        cwd=cwd,  # not the checkout: `python -m` puts the current folder first on sys.path, over PYTHONPATH
     )
     wall = time.perf_counter() - t0
     err = proc.stderr.decode(errors="replace")
@@ -74,6 +75,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--present", action="store_true", help="also time a table whose files exist")
     p.add_argument("--train", action="store_true", help="also run `locbench train` up to its refusal")
+    p.add_argument("--no-missing", action="store_true", help="skip the missing-files refusal (with --present)")
     p.add_argument("--label", default="", help="what is measured (e.g. 'main before the change'), for the record")
     p.add_argument("--out", default=str(OUT_DIR / "missing_files.json"))
     args = p.parse_args()
@@ -85,11 +87,12 @@ def main() -> None:
         t0 = time.perf_counter()
         write_csv(data / "train.csv", args.rows)
         print(f"wrote {args.rows:,} rows in {time.perf_counter() - t0:.1f} s", flush=True)
-        results.append({"case": "missing files", **measure(["data", "info", str(data)], env=env)})
+        if not args.no_missing:
+            results.append({"case": "missing files", **measure(["data", "info", str(data)], env=env, cwd=Path(tmp))})
         if args.train:
             out = Path(tmp) / "run"
             train = ["train", "--data", str(data), "--out", str(out), "--backbone", "test_resnet", "--device", "cpu"]
-            results.append({"case": "missing files (train)", **measure(train, env=env)})
+            results.append({"case": "missing files (train)", **measure(train, env=env, cwd=Path(tmp))})
             results[-1]["run_folder_made"] = out.exists()
         if args.present:
             t0 = time.perf_counter()
@@ -98,7 +101,8 @@ def main() -> None:
                 os.close(os.open(data / "train" / f"{fid}_green.png", os.O_CREAT | os.O_WRONLY, 0o644))
             print(f"made {len(ids):,} empty files in {time.perf_counter() - t0:.1f} s", flush=True)
             del ids
-            results.append({"case": "files present (1 stain)", **measure(["data", "info", str(data)], env=env)})
+            present = measure(["data", "info", str(data)], env=env, cwd=Path(tmp))
+            results.append({"case": "files present (1 stain)", **present})
     for r in results:
         print(f"--- {r['case']}: exit {r['exit']}; stderr begins:\n{r['stderr_head'][:1200]}")
     print(
@@ -108,8 +112,10 @@ def main() -> None:
         )
     )
     refusal = results[0]
-    ok = refusal["exit"] == 2 and refusal["wall_s"] < LIMIT_S and refusal["peak_rss_mb"] < LIMIT_MB
-    print(f"1e6-row refusal within {LIMIT_S:.0f} s and {LIMIT_MB:.0f} MB: {'yes' if ok else 'no'}")
+    ok = None if args.no_missing else refusal["exit"] == 2 and refusal["wall_s"] < LIMIT_S
+    ok = ok and refusal["peak_rss_mb"] < LIMIT_MB
+    if not args.no_missing:
+        print(f"{args.rows:,}-row refusal within {LIMIT_S:.0f} s and {LIMIT_MB:.0f} MB: {'yes' if ok else 'no'}")
     path = write_json(
         args.out, {"label": args.label, "rows": args.rows, "host": host(), "results": results, "within_limits": ok}
     )
