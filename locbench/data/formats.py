@@ -199,7 +199,7 @@ def load_table(
 
     Raises:
         LocbenchError: no CSV, an unreadable CSV, or a header that matches no format.
-        BadInputError: rows with bad ids or labels, or missing images (all of them listed).
+        BadInputError: rows with bad ids or labels, or missing images (the first described, all counted).
     """
     root, csv_path = _locate(data, csv)
     frame = _read_csv(csv_path)
