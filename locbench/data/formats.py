@@ -512,14 +512,15 @@ class _Listings:
         known = self._names.get(rel)
         if known is not None:
             return known
-        if rel:
+        plain = not rel.startswith("/") and not {".", "..", ""} & set(rel.split("/"))
+        if rel and plain:
             parent, _, name = rel.rpartition("/")
             if name not in self.names(parent):
                 return set()  # not cached: a miss costs a set lookup, and caching a million of them would not
         try:
             with os.scandir(self.root / rel if rel else self.root) as entries:
                 names = {e.name for e in entries}
-        except NotADirectoryError:
+        except (NotADirectoryError, FileNotFoundError):  # (only reached for "./", "../" or absolute folders)
             names = set()
         self._names[rel] = names
         return names

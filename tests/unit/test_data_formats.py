@@ -220,3 +220,15 @@ def test_check_images_off_skips_the_filesystem(tmp_path):
     (tmp_path / "train.csv").write_text("Id,Target\nzz,1\n")
     table = load_table(tmp_path, check_images=False)
     assert table.ids == ["zz"]
+
+
+def test_patterns_that_step_out_of_the_image_folder_still_find_their_files(tmp_path):
+    write_dataset(tmp_path, ["1", "2"], ids=["a", "b"])
+    (tmp_path / "elsewhere").mkdir()
+    for f in (tmp_path / "train").glob("*.png"):
+        f.rename(tmp_path / "elsewhere" / f.name)
+    for pattern in ("../elsewhere/{id}_{channel}.png", "./../elsewhere/{id}_{channel}{ext}"):
+        table = load_table(tmp_path, pattern=pattern)
+        assert table.ids == ["a", "b"] and all(p.is_file() for p in table.paths(1).values())
+    with pytest.raises(BadInputError, match="lack image files"):
+        load_table(tmp_path, pattern="../nowhere/{id}_{channel}.png")
