@@ -22,20 +22,23 @@ class LocbenchError(Exception):
 class BadInputError(LocbenchError):
     """Input data is malformed; ``items`` lists every offending id/row (the message shows the first few)."""
 
-    def __init__(self, problem: str, items: Iterable[str] = (), fix: str = "") -> None:
+    def __init__(self, problem: str, items: Iterable[str] = (), fix: str = "", *, total: int | None = None) -> None:
+        """``total``: how many offending items there are when ``items`` holds only the first ones (a million
+        missing files are counted, not each described)."""
         self.problem = problem
         self.items = list(items)
         self.fix = fix
-        super().__init__(format_problem(problem, self.items, fix))
+        super().__init__(format_problem(problem, self.items, fix, total=total))
 
 
-def format_problem(problem: str, items: list[str], fix: str = "") -> str:
-    """Render ``problem`` with up to :data:`MAX_LISTED` offending items and a fix line."""
+def format_problem(problem: str, items: list[str], fix: str = "", *, total: int | None = None) -> str:
+    """Render ``problem`` with up to :data:`MAX_LISTED` offending items (of ``total``, default all) and a fix line."""
     lines = [problem]
     for item in items[:MAX_LISTED]:
         lines.append(f"  - {item}")
-    if len(items) > MAX_LISTED:
-        lines.append(f"  ... and {len(items) - MAX_LISTED} more")
+    total = len(items) if total is None else total
+    if total > min(len(items), MAX_LISTED):
+        lines.append(f"  ... and {total - min(len(items), MAX_LISTED):,} more")
     if fix:
         lines.append(f"Fix: {fix}")
     return "\n".join(lines)

@@ -175,10 +175,27 @@ def data_config(args: argparse.Namespace):
 
 
 def table_from_args(args: argparse.Namespace, *, check_images: bool = True):
-    """The dataset table the data options describe (checked as a run's data configuration is)."""
-    from locbench.data.formats import table_from_config
+    """The dataset table the data options describe.
 
-    return table_from_config(data_config(args), check_images=check_images)
+    Straight through :func:`~locbench.data.formats.load_table` (which checks every value), not a ``DataConfig``:
+    ``locbench.config`` imports torch (its name checks read the registries), and a data command that needs no
+    model should not pay its import time and ~650 MB of resident memory before refusing a CSV.
+    """
+    from locbench.data.formats import load_table
+
+    return load_table(
+        args.data,
+        layout=args.layout,
+        id_col=args.id_col,
+        label_col=args.label_col,
+        label_sep=args.label_sep,
+        pattern=args.pattern,
+        classes=args.classes,
+        group_col=args.group_col,
+        stains=args.stains,
+        skip_bad=bool(args.skip_bad),
+        check_images=check_images,
+    )
 
 
 def out_path(value: str) -> str:

@@ -23,13 +23,15 @@ import pandas as pd
 from locbench.data.channels import STAINS, check_stain_names
 from locbench.data.images import ImageReadError, StainFile, read_field_stains
 from locbench.data.schemes import SCHEMES, ClassScheme, get_scheme
-from locbench.errors import BadInputError, LocbenchError
+from locbench.errors import MAX_LISTED, BadInputError, LocbenchError
 
 log = logging.getLogger(__name__)
 
 #: Extensions tried, in order, for ``{ext}`` in a pattern (Kaggle 2018 ships PNGs and full-size TIFFs).
 IMAGE_EXTS = (".png", ".tif", ".tiff")
 DEFAULT_PATTERN = "{id}_{channel}{ext}"
+#: Rows listed (each with the exact paths tried) when rows only miss image files; the rest are counted.
+MAX_LISTED_FILES = 5
 
 
 @dataclass(frozen=True)
@@ -228,27 +230,37 @@ def load_table(
     label_col = label_col or spec.label_col
     _require_columns(csv_path, frame, [id_col, label_col] + ([group_col] if group_col else []))
     scheme = _resolve_classes(classes, spec, csv_path)
-    raw_ids = frame[id_col].str.strip().tolist()
-    raw_labels = frame[label_col].str.strip().tolist()
+    id_series = frame[id_col].str.strip()
+    raw_ids = id_series.tolist()
+    # a million labels hold a few hundred distinct values: each is parsed once, and the rows take their codes
+    labels = frame[label_col].astype("category")
+    distinct = [str(v).strip() for v in labels.cat.categories]
+    codes = labels.cat.codes.to_numpy()
+    group_values = frame[group_col].str.strip().tolist() if group_col else None
+    del labels, frame  # the million label strings need not wait for the image check
     if label_sep is None and spec.name == "generic":
-        label_sep = _guess_label_sep(raw_labels)
+        label_sep = _guess_label_sep(distinct)
     elif label_sep is None:
         label_sep = spec.label_sep
 
     problems: dict[int, list[str]] = defaultdict(list)
-    targets = np.zeros((len(raw_ids), scheme.num_classes), dtype=np.uint8)
-    seen: dict[str, int] = {}
-    for row, (fid, label) in enumerate(zip(raw_ids, raw_labels, strict=True)):
-        id_problem = _check_id(fid)
+    distinct_targets = np.zeros((len(distinct), scheme.num_classes), dtype=np.uint8)
+    label_problems = [_parse_label(v, label_sep, scheme, distinct_targets[k]) for k, v in enumerate(distinct)]
+    targets = distinct_targets[codes]
+    bad_label = np.array([bool(p) for p in label_problems], dtype=bool)
+    duplicate = id_series.duplicated(keep="first").to_numpy()
+    first_row = {} if not duplicate.any() else _first_rows(id_series, duplicate)
+    # ids are checked in bulk too; only the rows that fail are looked at one by one, for their messages
+    odd_id = (id_series.eq("") | id_series.str.contains(r"[/\\\x00]|\.\.", regex=True)).to_numpy()
+    for row in np.flatnonzero(odd_id | duplicate | bad_label[codes]).tolist():
+        id_problem = _check_id(raw_ids[row])
         if id_problem:
             problems[row].append(id_problem)
-        elif fid in seen:
-            problems[row].append(f"duplicate id (first on line {seen[fid] + 2})")
-        else:
-            seen[fid] = row
-        label_problem = _parse_label(label, label_sep, scheme, targets[row])
-        if label_problem:
-            problems[row].append(label_problem)
+        elif duplicate[row]:
+            problems[row].append(f"duplicate id (first on line {first_row[raw_ids[row]] + 2})")
+        if label_problems[codes[row]]:
+            problems[row].append(label_problems[codes[row]])
+    del codes
 
     if image_dir is None:
         image_dir = root / "train" if (root / "train").is_dir() else root
@@ -258,31 +270,44 @@ def load_table(
     pattern = pattern or DEFAULT_PATTERN
     _check_pattern(pattern)
     names = check_stain_names(stains)
-    ok_rows = [r for r in range(len(raw_ids)) if r not in problems]
-    exts, found_stains = _locate_images(
-        image_dir, pattern, names, raw_ids, ok_rows, problems, check_images=check_images, rel_to=root
+    bad = np.zeros(len(raw_ids), dtype=bool)
+    bad[list(problems)] = True
+    found = _locate_images(
+        image_dir, pattern, names, id_series.to_numpy(), ~bad, check_images=check_images, rel_to=root
     )
+    missing = found.missing.any(axis=1) if found.missing is not None else np.zeros(len(raw_ids), dtype=bool)
+    bad |= missing
 
-    if problems:
-        items = [f"line {r + 2}, id {raw_ids[r]!r}: {'; '.join(p)}" for r, p in sorted(problems.items())]
+    n_bad = int(bad.sum())
+    if n_bad:
         if not skip_bad:
-            raise BadInputError(
-                f"{csv_path}: {len(problems)} of {len(raw_ids)} rows cannot be used",
-                items,
-                fix=(
-                    f"correct these rows or files (labels are class numbers 0..{scheme.num_classes - 1} or class "
-                    f"names of scheme {scheme.name!r}, separated by {label_sep or 'spaces'!r}; ids are unique and "
-                    "contain no path separators or '..'), or pass --skip-bad (skip_bad=True) to drop them"
-                ),
+            raise _bad_rows_error(
+                csv_path,
+                raw_ids,
+                problems,
+                found,
+                image_dir,
+                pattern,
+                names,
+                scheme,
+                label_sep,
+                bad,
+                int(missing.sum()),
             )
-        log.warning("%s: dropped %d of %d rows with bad ids, labels or images", csv_path, len(problems), len(raw_ids))
-    keep = np.array([r for r in range(len(raw_ids)) if r not in problems], dtype=np.int64)
+        log.warning(
+            "%s: dropped %d of %d rows with bad ids, labels or images (%d of them for missing image files)",
+            csv_path,
+            n_bad,
+            len(raw_ids),
+            int(missing.sum()),
+        )
+    keep = np.flatnonzero(~bad)
     if len(keep) == 0:
         raise LocbenchError(f"{csv_path}: no usable rows (the CSV has a header but no data rows left)")
 
     groups = None
     if group_col:
-        groups = np.array([g if g else raw_ids[r] for r, g in enumerate(frame[group_col].str.strip())], dtype=object)
+        groups = np.array([g if g else raw_ids[r] for r, g in enumerate(group_values)], dtype=object)
         groups = groups[keep]
     table = Table(
         root=root,
@@ -293,8 +318,8 @@ def load_table(
         groups=groups,
         image_dir=image_dir,
         pattern=pattern,
-        exts=None if exts is None else [exts[r] for r in keep],
-        stains=found_stains,
+        exts=None if found.exts is None else [found.exts[r] for r in keep],
+        stains=found.stains,
         stain_names=names,
         csv_path=csv_path,
         id_col=id_col,
@@ -353,8 +378,11 @@ def _read_csv(path: Path):
     if path.stat().st_size == 0:
         raise LocbenchError(f"{path}: the file is empty; a label CSV needs a header row (e.g. ID,Label) and rows")
     try:
-        # utf-8-sig drops a byte-order mark (Excel writes one); the C parser accepts \r\n line ends.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        # utf-8-sig drops a byte-order mark (Excel writes one); the C parser accepts \r\n line ends. Read in chunks:
+        # the parser's buffers stay small (a 1e6-row CSV peaks 50 MB lower), the strings are the same.
+        reader = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=100_000)
+        with reader:
+            frame = pd.concat(list(reader))
         if not isinstance(frame.index, pd.RangeIndex):
             # the rows have more fields than the header: pandas took the first column(s) for the index
             if isinstance(frame.index, pd.MultiIndex) or not (frame.iloc[:, -1] == "").all():
@@ -506,18 +534,96 @@ def _check_pattern(pattern: str) -> None:
         ) from None
 
 
+def _first_rows(ids: pd.Series, duplicate: np.ndarray) -> dict[str, int]:
+    """Id → its first row, for the ids that occur more than once."""
+    again = set(ids[duplicate])
+    first = ids.isin(again).to_numpy() & ~duplicate
+    return {ids.iat[r]: int(r) for r in np.flatnonzero(first)}
+
+
+@dataclass
+class ImagesFound:
+    """What :func:`_locate_images` found on disk, per CSV row.
+
+    Attributes:
+        exts: per-row extension filling ``{ext}`` (None when the pattern has none).
+        stains: the stains the dataset has (a stain no field has is absent, not missing per field).
+        missing: (rows, len(stains)) True where a checked row's stain file does not exist; None when not checked.
+        folder_files: how many entries the image folder holds (None when not checked).
+        example: one of them (a hint when the pattern names other files).
+    """
+
+    exts: list[str] | None
+    stains: tuple[str, ...]
+    missing: np.ndarray | None = None
+    folder_files: int | None = None
+    example: str | None = None
+
+
+class _Listings:
+    """The names in each folder below ``root``, each folder listed once (``os.scandir``); a folder's existence is
+    read from its parent's listing, so a million absent per-field folders cost no system call each."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._names: dict[str, set[str]] = {}
+
+    def names(self, rel: str) -> set[str]:
+        """Entry names in ``root/rel`` (``rel`` "" is ``root``, "/"-separated); empty if it is not a folder."""
+        known = self._names.get(rel)
+        if known is not None:
+            return known
+        plain = not rel.startswith("/") and not {".", "..", ""} & set(rel.split("/"))
+        if rel and plain:
+            parent, _, name = rel.rpartition("/")
+            if name not in self.names(parent):
+                return set()  # not cached: a miss costs a set lookup, and caching a million of them would not
+        try:
+            with os.scandir(self.root / rel if rel else self.root) as entries:
+                names = {e.name for e in entries}
+        except (NotADirectoryError, FileNotFoundError):  # (only reached for "./", "../" or absolute folders)
+            names = set()
+        self._names[rel] = names
+        return names
+
+
+def _present(listings: _Listings, pattern: str, stain: str, ext: str, ids: np.ndarray) -> np.ndarray:
+    """Whether the file ``pattern`` names for each id (one stain, one extension) exists, without a stat per file.
+
+    Usual layout (a fixed folder, ``{id}`` once in the file name): the folder's names that fit the pattern are cut
+    down to ids, and the ids are looked up in that set at once. Other layouts build each row's name as a string.
+    """
+    template = pattern.format(id="\0", channel=stain, ext=ext)  # ids never hold "\0" (refused in _check_id)
+    head, _, tail = template.rpartition("/")
+    if "\0" not in head and tail.count("\0") == 1:
+        names = listings.names(head)
+        if not names:
+            return np.zeros(len(ids), dtype=bool)
+        pre, suf = tail.split("\0")
+        cut = slice(len(pre), -len(suf) if suf else None)
+        have = {n[cut] for n in names if n.startswith(pre) and n.endswith(suf) and len(n) > len(pre) + len(suf)}
+        return pd.Series(ids, dtype=object).isin(have).to_numpy()
+    pieces = template.split("\0")
+    out = np.zeros(len(ids), dtype=bool)
+    for k, fid in enumerate(ids):
+        folder, _, name = fid.join(pieces).rpartition("/")
+        out[k] = name in listings.names(folder)
+    return out
+
+
 def _locate_images(
     image_dir: Path,
     pattern: str,
     names: Mapping[str, str | int | None],
-    ids: list[str],
-    rows: list[int],
-    problems: dict[int, list[str]],
+    ids: np.ndarray,
+    rows: np.ndarray,
     *,
     check_images: bool,
     rel_to: Path,
-) -> tuple[list[str] | None, tuple[str, ...]]:
-    """Per-row extension for ``{ext}`` and the stains the dataset has; records missing files in ``problems``.
+) -> ImagesFound:
+    """Per-row extension for ``{ext}``, the stains the dataset has, and which stain files of the rows ``rows``
+    (a boolean mask) are missing. One listing per folder and set lookups in bulk: a million rows take seconds and
+    no memory per row beyond a few bits.
 
     ``names`` is ``data.stains``: the ``{channel}`` part of each stain's file; a stain named None is not looked for.
     """
@@ -525,57 +631,52 @@ def _locate_images(
     exts = [IMAGE_EXTS[0]] * len(ids) if has_ext else None
     named = tuple(c for c in STAINS if names[c] is not None)
     if not check_images:
-        return exts, named
+        return ImagesFound(exts, named)
     if not image_dir.is_dir():
         raise LocbenchError(f"{image_dir}: image folder not found; images go in <dataset>/train/ (or pass image_dir)")
-    listings: dict[Path, set[str]] = {}
-
-    def exists(rel: str) -> bool:
-        # One listing per folder instead of one stat per file: 100k fields × 4 stains stays fast.
-        path = image_dir / rel
-        names = listings.get(path.parent)
-        if names is None:
-            names = set(os.listdir(path.parent)) if path.parent.is_dir() else set()
-            listings[path.parent] = names
-        return path.name in names
-
-    found: dict[int, set[str]] = {}
-    for r in rows:
-        fid = ids[r]
-        ext = ""
-        if has_ext:
-            ext = next(
-                (e for e in IMAGE_EXTS if any(exists(stain_file(pattern, fid, names[c], e)) for c in named)),
-                IMAGE_EXTS[0],
-            )
-            exts[r] = ext
-        found[r] = {c for c in named if exists(stain_file(pattern, fid, names[c], ext))}
+    listings = _Listings(image_dir)
+    checked = np.flatnonzero(rows).astype(np.int32)
+    found = np.zeros((len(checked), len(named)), dtype=bool)
+    ext_of = np.zeros(len(checked), dtype=np.int8)
+    left = np.arange(len(checked), dtype=np.int32)  # rows none of whose files was found with the extensions so far
+    for k, ext in enumerate(IMAGE_EXTS if has_ext else ("",)):
+        if len(left) == 0:
+            break
+        sub = ids if len(left) == len(ids) else ids[checked[left]]  # (every row, the usual case: no copy)
+        hits = np.stack([_present(listings, pattern, names[c], ext, sub) for c in named], axis=1)
+        del sub
+        hit = hits.any(axis=1)
+        found[left[hit]] = hits[hit]
+        ext_of[left[hit]] = k
+        left = left[~hit]
+    if exts is not None:
+        for r, k in zip(checked[ext_of > 0].tolist(), ext_of[ext_of > 0].tolist(), strict=True):
+            exts[r] = IMAGE_EXTS[k]
     # A stain no field has is absent from the dataset (e.g. a 3-stain dataset), not missing per field.
-    stains = tuple(c for c in named if any(c in f for f in found.values()))
-    if not stains and rows:
-        stains = named
+    has = found.any(axis=0)
+    stains = tuple(c for c, h in zip(named, has, strict=True) if h) or named
     # ...but a stain the user named (data.stains) that no file matches is a wrong name, not an absent stain
-    unmatched = [c for c in named if names[c] != c and c not in stains and rows]
+    unmatched = [c for c in named if names[c] != c and c not in stains] if len(checked) else []
     if unmatched:
-        c, r = unmatched[0], rows[0]
+        c, r = unmatched[0], int(checked[0])
         example = _rel(image_dir / stain_file(pattern, ids[r], names[c], exts[r] if exts else ""), rel_to)
         raise LocbenchError(
             f"data.stains.{c} is {names[c]!r} but no field has such a file (e.g. {example}, from pattern "
             f"{pattern!r}); correct the name (--stains {c}=NAME) or set it to null (--stains {c}=) if the dataset "
             "has no such stain"
         )
+    missing = np.zeros((len(ids), len(stains)), dtype=bool)
+    missing[checked] = ~found[:, [named.index(c) for c in stains]]
+    top = listings.names("")
+    return ImagesFound(exts, stains, missing, len(top), min(top) if top else None)
 
-    def where(r: int, c: str, ext: str) -> str:
-        file = _rel(image_dir / stain_file(pattern, ids[r], names[c], ext), rel_to)
-        return file if names[c] == c or "{channel}" not in pattern else f"{file} (data.stains.{c})"
 
-    for r in rows:
-        missing = [c for c in stains if c not in found[r]]
-        if missing:
-            ext = exts[r] if exts is not None else ""
-            files = list(dict.fromkeys(where(r, c, ext) for c in missing))  # a multi-channel file: listed once
-            problems[r].append(f"missing image files {', '.join(files)}")
-    return exts, stains
+def _missing_file(
+    image_dir: Path, pattern: str, names: Mapping[str, str | int | None], stain: str, fid: str, ext: str
+) -> str:
+    """The exact path tried for one stain of one field, with the data.stains key that named it when not its own."""
+    file = str(image_dir / stain_file(pattern, fid, names[stain], ext))
+    return file if names[stain] == stain or "{channel}" not in pattern else f"{file} (data.stains.{stain})"
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -583,3 +684,62 @@ def _rel(path: Path, base: Path) -> str:
         return str(path.relative_to(base))
     except ValueError:
         return str(path)
+
+
+def _bad_rows_error(
+    csv_path: Path,
+    ids: list[str],
+    problems: dict[int, list[str]],
+    found: ImagesFound,
+    image_dir: Path,
+    pattern: str,
+    names: Mapping[str, str | int | None],
+    scheme: ClassScheme,
+    label_sep: str | None,
+    bad: np.ndarray,
+    n_missing: int,
+) -> BadInputError:
+    """One error for every unusable row: the first :data:`MAX_LISTED` described (missing files by the exact path
+    tried), the others counted; the fix speaks of labels, of files, or of both, as the rows need."""
+    bad_rows = np.flatnonzero(bad)
+    items = []
+    # rows with bad labels are all listed (up to MAX_LISTED); rows that only miss files differ just in their id
+    for r in bad_rows[: MAX_LISTED if problems else MAX_LISTED_FILES].tolist():
+        what = list(problems.get(r, []))
+        if found.missing is not None and found.missing[r].any():
+            ext = found.exts[r] if found.exts is not None else ""
+            paths = list(
+                dict.fromkeys(  # a multi-channel file: listed once
+                    _missing_file(image_dir, pattern, names, c, ids[r], ext)
+                    for c, gone in zip(found.stains, found.missing[r], strict=True)
+                    if gone
+                )
+            )
+            what.append(f"missing {', '.join(paths)}")
+        items.append(f"line {r + 2}, id {ids[r]!r}: {'; '.join(what)}")
+    head = f"{csv_path}: {len(bad_rows):,} of {len(ids):,} rows cannot be used"
+    fixes = []
+    if problems:
+        head += f"; {len(problems):,} have bad ids or labels"
+        fixes.append(
+            f"correct the labels and ids of these rows (labels are class numbers 0..{scheme.num_classes - 1} or "
+            f"class names of scheme {scheme.name!r}, separated by {label_sep or 'spaces'!r}; ids are unique and "
+            "contain no path separators or '..')"
+        )
+    if n_missing:
+        n_files = int(found.missing.sum())
+        exts = f"; {{ext}} is the first of {', '.join(IMAGE_EXTS)} found per field" if "{ext}" in pattern else ""
+        listed = f"{found.folder_files:,} entries" + (f", e.g. {found.example!r}" if found.example else "")
+        head += (
+            f"; {n_missing:,} lack image files ({n_files:,} files missing; stains {', '.join(found.stains)}).\n"
+            f"Image files are looked for as {image_dir}/{pattern} (file name pattern {pattern!r}{exts}); "
+            f"{image_dir} holds {listed}"
+        )
+        fixes.append(
+            f"put the image files in {image_dir}, or name where they are: the file name pattern is data.pattern "
+            "(--pattern on every command that reads data, e.g. --pattern '{id}_{channel}.tif'; {id} is filled in, "
+            "{channel} with the stain's name from data.stains / --stains, {ext} tries .png, .tif, .tiff), relative "
+            "to the image folder (DATA/train if it exists, else DATA; a subfolder can be part of the pattern)"
+        )
+    fixes.append("or pass --skip-bad (skip_bad=True) to drop these rows")
+    return BadInputError(head, items, "; ".join(fixes), total=len(bad_rows))

@@ -12,6 +12,9 @@ Rules (nothing is guessed silently; a file that breaks them is refused with its 
   0-based index or by its OME channel name (``Channel/@Name`` in OME-TIFF, ``omero.channels[].label`` in OME-Zarr;
   exact, else case-insensitive). Declared alpha samples are dropped first; z-stacks and time series are refused.
   The file is read once for all the stains of a field. OME-Zarr needs the optional ``zarr`` package.
+- An image larger than :func:`max_pixels` (100 megapixels unless ``$LOCBENCH_MAX_PIXELS`` says otherwise) is
+  refused from its header, before any pixel is decoded: a small file can hold a huge image (a 30000 x 30000 PNG of
+  one colour is under 1 MB and would take 0.9 GB or more to decode).
 - Non-square fields are brought to ``size`` × ``size`` by a resize policy (``DataConfig.resize``): ``pad`` (the
   default: scale the longer side to ``size``, keeping the aspect ratio, and pad the shorter one with zeros,
   centred), ``crop`` (scale the shorter side to ``size``, cut the centre) or ``stretch`` (scale each side on its
@@ -21,6 +24,8 @@ Rules (nothing is guessed silently; a file that breaks them is refused with its 
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO as _BytesIO
@@ -30,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 import tifffile
+from PIL import Image
 
 from locbench.errors import LocbenchError
 from locbench.store.atomic import atomic_write_bytes
@@ -40,6 +46,10 @@ RESIZE_METHOD = "cv2.INTER_AREA"
 RESIZE_POLICIES = ("pad", "crop", "stretch")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+#: Largest image read, in pixels (width x height x planes), unless ``$LOCBENCH_MAX_PIXELS`` sets another.
+MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "LOCBENCH_MAX_PIXELS"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 #: Axes that may hold the stains of a multi-channel file: channels, generic pages (tifffile's I and Q), samples.
@@ -87,6 +97,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, "file is missing") from None
     if nbytes == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
+    check_size(path)
     if path.suffix.lower() in _TIFF_SUFFIXES:
         img = _read_tiff(path)
     else:
@@ -101,6 +112,72 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if img.dtype not in _MAX:
         raise ImageReadError(path, f"has pixel type {img.dtype}; only 8-bit and 16-bit unsigned images are read")
     return img
+
+
+def max_pixels() -> int:
+    """The largest image read, in pixels: ``$LOCBENCH_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not value:
+        return MAX_PIXELS
+    try:
+        limit = int(float(value)) if "e" in value.lower() else int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise LocbenchError(f"${MAX_PIXELS_ENV}={value!r}: expected a positive number of pixels, e.g. 400000000")
+    return limit
+
+
+def header_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The shape an image file decodes to, read from its header alone (no pixel is decoded); None if unknown.
+
+    PNG: width and height from the IHDR chunk; TIFF: the first series' shape from the page headers (tifffile);
+    other formats: the size Pillow reads on opening (it decodes lazily).
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(24)
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return (height, width)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return tuple(int(n) for n in tif.series[0].shape)
+        except Exception:  # broken headers: the read itself reports them, with the reason
+            return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return (im.height, im.width)
+    except Image.DecompressionBombError as e:  # over Pillow's own limit, which says no more than that
+        raise ImageReadError(path, f"is too large to read ({e}); it was not decoded. Shrink the image first") from None
+    except Exception:  # not an image Pillow knows: the decoder says what is wrong
+        return None
+
+
+def check_size(path: str | os.PathLike) -> None:
+    """Refuse an image whose header promises more than :func:`max_pixels` pixels, before decoding it.
+
+    Raises:
+        ImageReadError: naming the file, its size in pixels, the limit and how to raise it.
+    """
+    shape = header_shape(path)
+    if shape is None:
+        return
+    pixels = int(np.prod(shape, dtype=np.int64))
+    limit = max_pixels()
+    if pixels <= limit:
+        return
+    size = f"{shape[1]} x {shape[0]}" if len(shape) == 2 else f"of shape {shape}"
+    raise ImageReadError(
+        path,
+        f"is {size} pixels ({pixels:,} in all), over the limit of {limit:,} pixels per image file; it was not "
+        f"decoded (that would take {pixels / 1e9:.1f} GB or more). If the image is legitimate, raise the limit "
+        f"with the environment variable {MAX_PIXELS_ENV} (e.g. {MAX_PIXELS_ENV}={max(pixels, 1) * 2:_}), or "
+        "shrink the image first",
+    )
 
 
 def _colour_to_stain(path: Path, img: np.ndarray, *, alpha: bool) -> np.ndarray:

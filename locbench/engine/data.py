@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +56,18 @@ class PreparedData:
         return self.table.targets[self.parts[part]]
 
 
-def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> PreparedData | CellData:
-    """Load the table, make or reuse the split (saved to ``split_file``) and open or build the cache.
+def prepare_data(
+    cfg, split_file: Path, *, build_cache: bool = True, table: Table | None = None
+) -> PreparedData | CellData:
+    """Load the table (unless ``table`` is it already), make or reuse the split (saved to ``split_file``) and open
+    or build the cache.
 
     A cell-level run (``train.level: cell``) gets :class:`~locbench.cells.data.CellData`: one item per cell crop.
     """
     if cfg.train.level == "cell":
         return prepare_cell_data(cfg, split_file, build_cache=build_cache)
     dcfg = cfg.data
-    table = table_from_config(dcfg)
+    table = table if table is not None else table_from_config(dcfg)
     cache = prepare_cache(cfg, table) if build_cache else None
     if cache is not None:
         table = cache.drop_bad(table)  # with skip_bad, fields that could not be decoded are left out
@@ -74,6 +78,41 @@ def prepare_data(cfg, split_file: Path, *, build_cache: bool = True) -> Prepared
     for name, idx in parts.items():
         log.info("split %s: %d images", name, len(idx))
     return prepared
+
+
+#: The smallest parts a new split may leave: training needs two images (BatchNorm), validation and test one.
+MIN_PART = {"train": 2, "val": 1, "test": 1}
+
+
+def part_sizes(n: int, val_frac: float, test_frac: float) -> dict[str, int]:
+    """How many of ``n`` units (fields, or groups) a new split gives each part: the stratifier's nominal sizes
+    (test ``ceil(test_frac * n)`` first, then val ``ceil`` of its share of the rest), from which it strays by a few."""
+    test = math.ceil(test_frac * n) if test_frac > 0 else 0
+    val = math.ceil(val_frac / (1.0 - test_frac) * (n - test))
+    return {"train": n - test - val, "val": val, **({"test": test} if test_frac > 0 else {})}
+
+
+def check_part_sizes(dcfg, table: Table) -> None:
+    """Refuse fractions (``data.val_frac``, ``data.test_frac``) that leave a part of a new split of ``table`` too
+    small, naming the keys and how many images each part would get; called before any run folder is made."""
+    groups = dcfg.group_col and table.groups is not None
+    n = len(set(table.groups.tolist())) if groups else len(table)
+    sizes = part_sizes(n, dcfg.val_frac, dcfg.test_frac)
+    short = [part for part, k in sizes.items() if k < MIN_PART[part]]
+    if not short:
+        return
+    unit = "groups" if groups else "images"
+    keys = [f"data.val_frac={dcfg.val_frac:g}"] + ([f"data.test_frac={dcfg.test_frac:g}"] if dcfg.test_frac else [])
+    if short == ["test"]:
+        keys = keys[1:]
+    shares = ", ".join(f"{k} {part}" for part, k in sizes.items())
+    needs = ", ".join(f"{part} at least {MIN_PART[part]}" for part in short)
+    raise LocbenchError(
+        f"{' and '.join(keys)} leave{'s' if len(keys) == 1 else ''} too few {unit} in the "
+        f"{' and '.join(short)} part{'s' if len(short) > 1 else ''}: of the {n} {unit} of {table.csv_path}, a "
+        f"split would give {shares} (needed: {needs}); change the fraction (the defaults are val_frac 0.2, "
+        "test_frac 0) or use more data"
+    )
 
 
 def train_val_datasets(data: PreparedData | CellData) -> tuple[Dataset, Dataset]:

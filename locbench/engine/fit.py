@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader
 
 from locbench.augment import build_augmentation
 from locbench.config import RunConfig
+from locbench.data.formats import Table, table_from_config
+from locbench.data.splits import load_split
 from locbench.engine import checkpoint as ckpt
 from locbench.engine import optim
 from locbench.engine.callbacks import Callback, CpuEstimate, ProgressBar
@@ -34,6 +36,7 @@ from locbench.engine.data import (
     EpochSampler,
     PreparedData,
     channel_stats,
+    check_part_sizes,
     loader_workers,
     make_loader,
     prepare_data,
@@ -79,6 +82,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     if dist.main and cfg.model.pretrained and not cfg.model.pretrained_file:
         # before the run folder exists: offline without the weights, say so within seconds and leave nothing behind
         require_weights([cfg.model.backbone], what=f"model.pretrained for {cfg.model.backbone}")
+    # the data, the split file or the split fractions are checked before the run folder exists: a typo makes none
+    table = table_from_config(cfg.data)
+    if cfg.data.split:
+        load_split(cfg.data.split, table)
+    elif not (resume and run.split.exists()):
+        check_part_sizes(cfg.data, table)
     lock = run.lock()
     log_file = LogFile(run.log_file)
     if dist.main:
@@ -87,6 +96,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
+        trainer.table = table if cfg.train.level == "image" else None  # cell-level data reads its own
         trainer.setup(resume=resume)
         return trainer.fit()
     except RunDiverged as e:
@@ -173,11 +183,13 @@ class Trainer:
         """Running sum of the training loss over this epoch's images (on the device)."""
         self.seen = 0
         """Images trained on in this epoch so far (this process)."""
+        self.table: Table | None = None
+        """The run's table when :func:`train` has read it already (to check the data before making the folder)."""
 
     def setup(self, *, resume: bool = False) -> Parts:
         """Build data, model, optimisation, loaders and loggers; with ``resume`` load the newest good checkpoint."""
         cfg, device = self.cfg, self.device
-        data = prepare_data(cfg, self.run.split)
+        data = prepare_data(cfg, self.run.split, table=self.table)
         train_ds, val_ds = train_val_datasets(data)
         num_classes, in_chans = len(data.class_names), len(data.channels)
         torch.manual_seed(derive_seed(cfg.train.seed, "init"))

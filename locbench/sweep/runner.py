@@ -31,7 +31,7 @@ import yaml
 from locbench.config import from_dict
 from locbench.data.formats import table_from_config
 from locbench.data.splits import make_config_split, save_split
-from locbench.engine.data import prepare_cache
+from locbench.engine.data import check_part_sizes, prepare_cache
 from locbench.engine.fit import train
 from locbench.errors import Interrupted, LocbenchError, signal_name
 from locbench.models.weights import require_weights
@@ -167,15 +167,17 @@ def _prepare(sweep: Sweep, out: Path) -> list[Point]:
                 tkey = key[:5]
                 if tkey not in tables:
                     tables[tkey] = table_from_config(d)
+                check_part_sizes(d, tables[tkey])
                 save_split(make_config_split(d, tables[tkey]), split_path)
             point = replace(point, config=point.config.replace({"data.split": str(split_path.resolve())}))
+        points.append(point)
+    for point in points:  # only now that every split is made: a fraction that leaves a part empty makes no run folder
         run = RunDir(out / point.run_id)
         run.root.mkdir(parents=True, exist_ok=True)
         record = point.record(sweep.name)
         # A finished run is never touched (bytes and mtimes stay); others get the record only when it changed.
         if run.status() != "done" and _sweep_point_or_none(run) != json.loads(json.dumps(record)):
             run.write_sweep_point(record)
-        points.append(point)
     return points
 
 

@@ -176,13 +176,15 @@ def test_unavailable_device_exits_2(kit, tmp_path, capsys):
 def test_too_few_images_is_a_clear_error(kit, tmp_path):
     from locbench.errors import LocbenchError
 
-    subset = tmp_path / "subset.csv"
+    subset = tmp_path / "two"
+    subset.mkdir()
+    (subset / "train").symlink_to(kit.data / "train")
     lines = (kit.data / "train.csv").read_text().splitlines()
-    subset.write_text("\n".join(lines[:3]) + "\n")
-    over = kit.overrides(data__path=str(subset), data__cache=False)
-    with pytest.raises(LocbenchError):
+    (subset / "train.csv").write_text("\n".join(lines[:3]) + "\n")
+    over = kit.overrides(data__path=str(subset), data__cache=False, data__test_frac=0)
+    with pytest.raises(LocbenchError, match=r"data.val_frac=0.2 .*too few images.*of the 2 images .* 1 train, 1 val"):
         train(load_config(None, over), tmp_path / "few")
-    assert (tmp_path / "few" / "status").read_text().strip() == "failed"
+    assert not (tmp_path / "few").exists()  # refused before the run folder is made
 
 
 def test_train_log_gets_info_lines_without_flooding_a_quiet_caller(kit, tmp_path, caplog):

@@ -294,11 +294,13 @@ def test_sigterm_half_way_through_a_checkpoint_write_keeps_the_previous_one(
 
 
 def test_sigterm_of_a_sweep_leaves_its_run_interrupted_and_the_same_command_resumes(
-    sweep_file, sweep_reference, tmp_path, one_thread, capsys
+    sweep_file, sweep_reference, synth_dir, tmp_path, one_thread, capsys, untouched
 ):
+    untouched.watch(sweep_file, synth_dir)
     out = tmp_path / "sweep"
     args = ["sweep", str(sweep_file), "--out", str(out)]
-    killed(args, sig="TERM", die_in=f"locbench.engine.optim:clip_gradients@{2 * STEPS + 7}")  # the 2nd run
+    res = killed(args, sig="TERM", die_in=f"locbench.engine.optim:clip_gradients@{2 * STEPS + 7}")  # the 2nd run
+    assert "interrupted by SIGTERM" in res.stderr and "Traceback" not in res.stderr
     first, second = _runs(out)
     assert RunDir(first).state() == "done" and RunDir(second).state() == "interrupted"
     assert main(["status", str(out)]) == 0
@@ -307,11 +309,13 @@ def test_sigterm_of_a_sweep_leaves_its_run_interrupted_and_the_same_command_resu
     assert main(args) == 0  # the same command, no --retry-failed
     assert fi.snapshot(first) == before
     assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+    untouched.check()
 
 
 def test_ctrl_c_of_a_sweep_with_workers_is_forwarded_to_them_and_waited_for(
-    sweep_file, sweep_reference, tmp_path, one_thread
+    sweep_file, sweep_reference, synth_dir, tmp_path, one_thread, untouched
 ):
+    untouched.watch(sweep_file, synth_dir)
     out = tmp_path / "sweep"
     args = ["sweep", str(sweep_file), "--out", str(out), "--workers", "2"]
     sweep = subprocess.Popen(fi.child_command(args), env=fi.child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -325,6 +329,7 @@ def test_ctrl_c_of_a_sweep_with_workers_is_forwarded_to_them_and_waited_for(
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 130, err.decode()[-2000:]
+    assert "interrupted by SIGINT" in err.decode() and "Traceback" not in err.decode()
     # the sweep returned only once its workers had recorded their runs: no run is still locked, none failed (a
     # worker still starting up when the signal came leaves its run pending)
     states = [RunDir(p).state() for p in _runs(out)]
@@ -334,19 +339,22 @@ def test_ctrl_c_of_a_sweep_with_workers_is_forwarded_to_them_and_waited_for(
             assert RunDir(p).status_info()["reason"] == "interrupted by SIGINT"
     assert main(args) == 0
     assert {p.name: fi.result_numbers(p) for p in _runs(out)} == sweep_reference
+    untouched.check()
 
 
-def test_divergence_in_the_last_step_of_an_epoch_is_diverged_not_failed(kit, tmp_path, capsys):
+def test_divergence_in_the_last_step_of_an_epoch_is_diverged_not_failed(kit, tmp_path, capsys, untouched):
+    untouched.watch(kit.data)
     run = tmp_path / "run"
     overrides = kit.overrides(optim__lr=1e30, train__max_steps=1, train__epochs=2)  # one step: its loss is finite
     assert main(["train", "--out", str(run), *kit.set_args(overrides)]) == 3
     err = capsys.readouterr().err
     assert "validation loss became nan after epoch 1" in err and "corrupt" not in err
     assert RunDir(run).status() == "diverged" and "optim.clip_grad" in RunDir(run).status_info()["reason"]
+    untouched.check()
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
-def test_a_run_being_trained_is_not_evaluated(command, trained_run, synth_dir, tmp_path, capsys):
+def test_a_run_being_trained_is_not_evaluated(command, trained_run, synth_dir, tmp_path, capsys, untouched):
     import shutil
 
     from locbench.store.lock import FileLock
@@ -356,10 +364,12 @@ def test_a_run_being_trained_is_not_evaluated(command, trained_run, synth_dir, t
     extra = ["--data", str(synth_dir), "--out", str(tmp_path / "p.csv")] if command == "predict" else []
     RunDir(run).set_status("running")  # `train --resume` extending it: status running, its lock held
     with FileLock(run / ".lock"):
+        untouched.watch(run, synth_dir)  # the run is only read here: it stays as it is, lock file included
         assert main([command, str(run), *extra]) == 2
     err = capsys.readouterr().err
     assert "is being trained right now" in err and str(run) in err
     assert not (tmp_path / "p.csv").exists() and not (run / "eval").exists()
+    untouched.check()
 
 
 @pytest.mark.slow

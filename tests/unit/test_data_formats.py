@@ -177,15 +177,58 @@ def test_skip_bad_drops_and_logs(tmp_path, caplog):
 
 
 def test_error_lists_first_20_and_counts_the_rest(tmp_path):
+    write_dataset(tmp_path, ["1"] * 26, ids=["f000", *(f"m{k:02d}" for k in range(25))])
+    rows = [f"m{k:02d},99" for k in range(25)]
+    (tmp_path / "train.csv").write_text("Id,Target\nf000,1\n" + "\n".join(rows) + "\n")
+    with pytest.raises(BadInputError) as err:
+        load_table(tmp_path)
+    assert len(err.value.items) == 20 and "m19" in str(err.value) and "and 5 more" in str(err.value)
+    assert "labels" in err.value.fix and "image files" not in err.value.fix
+
+
+def test_missing_files_name_the_paths_tried_the_pattern_and_the_option(tmp_path):
     write_dataset(tmp_path, ["1"])
     rows = [f"m{k:02d},1" for k in range(25)]
     (tmp_path / "train.csv").write_text("Id,Target\nf000,1\n" + "\n".join(rows) + "\n")
     with pytest.raises(BadInputError) as err:
         load_table(tmp_path)
-    assert len(err.value.items) == 25 and "m19" in str(err.value) and "and 5 more" in str(err.value)
+    text = str(err.value)
+    first = [ln for ln in text.splitlines() if ln.startswith("  - ")]
+    assert len(first) == 5 and first[0].startswith("  - line 3, id 'm00': missing ")
+    assert str(tmp_path / "train" / "m00_green.png") in first[0] and "and 20 more" in text
+    assert "25 of 26 rows cannot be used" in text and "25 lack image files" in text
+    assert "'{id}_{channel}{ext}'" in text and "data.pattern" in text and "--pattern" in text
+    assert "image files" in err.value.fix and "label" not in err.value.fix and "--skip-bad" in err.value.fix
+
+
+def test_missing_files_in_per_field_folders_and_a_subfolder_pattern(tmp_path):
+    (tmp_path / "train.csv").write_text("Id,Target\na,1\nb,1\nc,1\n")
+    for fid in ("a", "b"):
+        (tmp_path / "img" / fid).mkdir(parents=True)
+    for fid, stains in (("a", "green blue"), ("b", "green")):
+        for stain in stains.split():
+            (tmp_path / "img" / fid / f"{stain}.png").write_bytes(b"x")
+    table = load_table(tmp_path, pattern="img/{id}/{channel}.png", check_images=True, skip_bad=True)
+    assert table.ids == ["a"] and table.stains == ("green", "blue")
+    with pytest.raises(BadInputError) as err:
+        load_table(tmp_path, pattern="img/{id}/{channel}.png")
+    assert str(tmp_path / "img" / "c" / "green.png") in str(err.value)
+    assert str(tmp_path / "img" / "b" / "blue.png") in str(err.value)
 
 
 def test_check_images_off_skips_the_filesystem(tmp_path):
     (tmp_path / "train.csv").write_text("Id,Target\nzz,1\n")
     table = load_table(tmp_path, check_images=False)
     assert table.ids == ["zz"]
+
+
+def test_patterns_that_step_out_of_the_image_folder_still_find_their_files(tmp_path):
+    write_dataset(tmp_path, ["1", "2"], ids=["a", "b"])
+    (tmp_path / "elsewhere").mkdir()
+    for f in (tmp_path / "train").glob("*.png"):
+        f.rename(tmp_path / "elsewhere" / f.name)
+    for pattern in ("../elsewhere/{id}_{channel}.png", "./../elsewhere/{id}_{channel}{ext}"):
+        table = load_table(tmp_path, pattern=pattern)
+        assert table.ids == ["a", "b"] and all(p.is_file() for p in table.paths(1).values())
+    with pytest.raises(BadInputError, match="lack image files"):
+        load_table(tmp_path, pattern="../nowhere/{id}_{channel}.png")

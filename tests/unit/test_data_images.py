@@ -125,3 +125,31 @@ def test_composite_adds_yellow_to_red_and_green():
     assert rgb.shape == (2, 2, 3)
     np.testing.assert_allclose(rgb[0, 0], [0.5, 0.75, 0.5])
     assert composite_rgb({"red": z + 0.9, "yellow": z + 0.9}).max() == 1.0  # clipped
+
+
+def test_header_shape_reads_sizes_without_decoding(tmp_path):
+    import tifffile
+
+    from locbench.data.images import header_shape, write_image
+
+    write_image(tmp_path / "a.png", np.zeros((30, 50), np.uint8))
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((3, 20, 40), np.uint16), photometric="minisblack")
+    assert header_shape(tmp_path / "a.png") == (30, 50)
+    assert header_shape(tmp_path / "b.tif") == (3, 20, 40)
+    (tmp_path / "c.png").write_bytes(b"not an image at all")
+    assert header_shape(tmp_path / "c.png") is None  # the decoder says what is wrong
+
+
+def test_images_over_the_pixel_limit_are_refused_and_the_limit_can_be_raised(tmp_path, monkeypatch):
+    from locbench.data.images import MAX_PIXELS_ENV, ImageReadError, read_image, write_image
+
+    path = write_image(tmp_path / "a.png", np.full((30, 50), 7, np.uint8))
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with pytest.raises(ImageReadError, match=r"50 x 30 pixels \(1,500 in all\), over the limit of 1,000") as err:
+        read_image(path)
+    assert MAX_PIXELS_ENV in str(err.value)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1_500")
+    assert read_image(path).shape == (30, 50)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
+    with pytest.raises(LocbenchError, match=MAX_PIXELS_ENV):
+        read_image(path)
