@@ -231,6 +231,7 @@ def read_channels(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None
         return _read_ome_zarr(path)
     if not path.exists():
         raise ImageReadError(path, "file is missing")
+    check_size(path)
     if path.suffix.lower() in _TIFF_SUFFIXES:
         try:
             with tifffile.TiffFile(path) as tif:

@@ -153,3 +153,17 @@ def test_images_over_the_pixel_limit_are_refused_and_the_limit_can_be_raised(tmp
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(LocbenchError, match=MAX_PIXELS_ENV):
         read_image(path)
+
+
+def test_multichannel_files_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    import tifffile
+
+    from locbench.data.images import MAX_PIXELS_ENV, ImageReadError, read_channels
+
+    path = tmp_path / "field.ome.tif"
+    tifffile.imwrite(path, np.zeros((4, 30, 50), np.uint16), metadata={"axes": "CYX"})
+    monkeypatch.setenv(MAX_PIXELS_ENV, "5000")  # 4 planes x 1,500 pixels
+    with pytest.raises(ImageReadError, match=r"over the limit of 5,000"):
+        read_channels(path)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "6000")
+    assert read_channels(path)[0].shape == (4, 30, 50)
