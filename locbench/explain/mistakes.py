@@ -13,14 +13,18 @@ from __future__ import annotations
 import io
 import logging
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from locbench.errors import LocbenchError
+from locbench.explain.labels import place_labels
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.metrics.multilabel import check_thresholds
 from locbench.store.atomic import atomic_write
@@ -222,22 +226,37 @@ def plot_perf_vs_frequency(tables: dict[str, Any], out_png: str | os.PathLike) -
         The path written.
     """
     rows = [e for e in tables["per_class"] if e["ap"] is not None]
-    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    # A fixed layout: the labels are placed against the final axes, which a constrained layout would move.
+    fig = Figure(figsize=(9.5, 5.6))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.08, right=0.74, bottom=0.1, top=0.93)
     ax = fig.add_subplot()
     if rows:
         support = np.array([e["support"] for e in rows], dtype=float)
         ax.scatter(support, [e["ap"] for e in rows], label="AP", marker="o")
         ax.scatter(support, [e["f1"] for e in rows], label="F1 at threshold", marker="x")
-        for e, s in zip(rows, support, strict=True):
-            ax.annotate(e["class"], (s, e["ap"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.legend(loc="lower right")
+        ax.set_xlim(support.min() / 1.6, support.max() * 1.6)
     else:
         ax.text(0.5, 0.5, "no class has a positive in this split", ha="center", va="center")
     ax.set_xlabel("support (positive images, log scale)")
     ax.set_ylabel("score")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.06)
     ax.set_title(f"Per-class performance against frequency ({tables['n_images']} images)")
+    if rows:
+        # Labels on the AP points; those that find no free spot are numbered and listed in the legend.
+        key = place_labels(
+            ax,
+            support,
+            [e["ap"] for e in rows],
+            [e["class"] for e in rows],
+            avoid=[(x, e["f1"]) for x, e in zip(support, rows, strict=True) if e["f1"] is not None],
+            fontsize=7,
+        )
+        handles, names = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], linestyle="none")] * len(key)
+        key = ["\n".join(textwrap.wrap(k, 30, subsequent_indent="   ")) for k in key]
+        ax.legend(handles, names + key, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return atomic_write(out_png, lambda f: f.write(buf.getvalue()))

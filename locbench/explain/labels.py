@@ -1,0 +1,81 @@
+"""Point labels that never print over each other (shared by the explain figures and the report's plots).
+
+matplotlib has no label placement; this is a small greedy one written here: each label tries a ring of offsets
+around its point, nearest first, and takes the first whose box overlaps no label placed before it and stays
+inside the axes. A label with no free spot gets a numbered marker and goes to a key beside the plot, so no text
+is ever hidden or cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.transforms import Bbox
+
+#: Offsets in points, tried in this order: right, left, above, below, the diagonals, then further out.
+_RING = [
+    (dx * r, dy * r)
+    for r in (1, 1.6, 2.4, 3.4, 4.6, 6)
+    for dx, dy in ((5, 3), (-5, 3), (5, -9), (-5, -9), (0, 9), (0, -15), (12, 10), (-12, 10), (12, -16), (-12, -16))
+]
+
+
+def place_labels(
+    ax: Any,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    labels: Sequence[str],
+    *,
+    avoid: Sequence[tuple[float, float]] = (),
+    **text: Any,
+) -> list[str]:
+    """Annotate each point ``(xs[i], ys[i])`` with ``labels[i]`` without overlaps; return the labels left out.
+
+    The longest labels are placed first (they are the hardest to fit); one placed away from its point gets a thin
+    line to it. A label that fits nowhere is drawn as a small number beside its point; the returned list holds
+    ``"n: label"`` for each, for the caller to show as a key (e.g. in the figure's legend or caption).
+
+    Args:
+        ax: A matplotlib Axes whose figure has a canvas (Agg).
+        xs, ys: Data coordinates of the points.
+        labels: One text per point.
+        avoid: More points (data coordinates) no label may cover; the labelled points are avoided anyway.
+        **text: Passed to ``ax.annotate`` (fontsize, color, ...).
+    """
+    fig = ax.figure
+    fig.canvas.draw()  # limits and layout are final: the boxes measured below are the ones saved
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    pad = 4.0 * fig.dpi / 72  # a marker's half width, in pixels
+    taken: list[Any] = [
+        Bbox.from_extents(px - pad, py - pad, px + pad, py + pad)
+        for px, py in ax.transData.transform(np.asarray([*zip(xs, ys, strict=True), *avoid], dtype=float))
+    ]
+    left_out: list[str] = []
+    order = np.argsort([-len(s) for s in labels], kind="stable")  # long labels first: they are the hardest to fit
+    for i in order:
+        x, y, label = xs[i], ys[i], labels[i]
+        placed = False
+        for dx, dy in _RING:
+            ha = "left" if dx >= 0 else "right"
+            ann = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, **text)
+            box = ann.get_window_extent(renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if fits and not any(box.overlaps(t) for t in taken):
+                taken.append(box)
+                placed = True
+                if abs(dx) > 5 or abs(dy) > 15:  # away from its point: a thin line shows whose label it is
+                    ann.remove()
+                    line = {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 1, "shrinkB": 3}
+                    ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, arrowprops=line,
+                                **text)  # fmt: skip
+                break
+            ann.remove()
+        if not placed:
+            k = len(left_out) + 1
+            ann = ax.annotate(str(k), (x, y), xytext=(3, 3), textcoords="offset points", **text)
+            taken.append(ann.get_window_extent(renderer))
+            left_out.append(f"{k}: {label}")
+    return left_out
