@@ -41,7 +41,8 @@ def place_labels(
         ax: A matplotlib Axes whose figure has a canvas (Agg).
         xs, ys: Data coordinates of the points.
         labels: One text per point.
-        avoid: More points (data coordinates) no label may cover; the labelled points are avoided anyway.
+        avoid: More points (data coordinates) no label may cover; the labelled points and the axes' legend are
+            avoided anyway.
         **text: Passed to ``ax.annotate`` (fontsize, color, ...).
     """
     fig = ax.figure
@@ -53,29 +54,35 @@ def place_labels(
         Bbox.from_extents(px - pad, py - pad, px + pad, py + pad)
         for px, py in ax.transData.transform(np.asarray([*zip(xs, ys, strict=True), *avoid], dtype=float))
     ]
+    legend = ax.get_legend()
+    if legend is not None:
+        taken.append(legend.get_window_extent(renderer))
     left_out: list[str] = []
     order = np.argsort([-len(s) for s in labels], kind="stable")  # long labels first: they are the hardest to fit
     for i in order:
-        x, y, label = xs[i], ys[i], labels[i]
-        placed = False
-        for dx, dy in _RING:
-            ha = "left" if dx >= 0 else "right"
-            ann = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, **text)
-            box = ann.get_window_extent(renderer)
-            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-            if fits and not any(box.overlaps(t) for t in taken):
-                taken.append(box)
-                placed = True
-                if abs(dx) > 5 or abs(dy) > 15:  # away from its point: a thin line shows whose label it is
-                    ann.remove()
-                    line = {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 1, "shrinkB": 3}
-                    ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, arrowprops=line,
-                                **text)  # fmt: skip
-                break
-            ann.remove()
-        if not placed:
-            k = len(left_out) + 1
-            ann = ax.annotate(str(k), (x, y), xytext=(3, 3), textcoords="offset points", **text)
-            taken.append(ann.get_window_extent(renderer))
-            left_out.append(f"{k}: {label}")
+        if not _place(ax, xs[i], ys[i], labels[i], taken, inside, renderer, text):
+            # no free spot: a number, itself placed without overlap where it can be, and the name in the key
+            k = str(len(left_out) + 1)
+            if not _place(ax, xs[i], ys[i], k, taken, inside, renderer, text):
+                ax.annotate(k, (xs[i], ys[i]), xytext=(3, 3), textcoords="offset points", in_layout=False, **text)
+            left_out.append(f"{k}: {labels[i]}")
     return left_out
+
+
+def _place(ax: Any, x: float, y: float, label: str, taken: list, inside: Any, renderer: Any, text: dict) -> bool:
+    """Annotate at the first offset of the ring whose box is inside the axes and overlaps nothing in ``taken``."""
+    for dx, dy in _RING:
+        ha = "left" if dx >= 0 else "right"
+        where = {"xytext": (dx, dy), "textcoords": "offset points", "ha": ha, "in_layout": False}
+        ann = ax.annotate(label, (x, y), **where, **text)
+        box = ann.get_window_extent(renderer)
+        fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        if fits and not any(box.overlaps(t) for t in taken):
+            taken.append(box)
+            if abs(dx) > 5 or abs(dy) > 15:  # away from its point: a thin line shows whose label it is
+                ann.remove()
+                line = {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 1, "shrinkB": 3}
+                ax.annotate(label, (x, y), **where, arrowprops=line, **text)
+            return True
+        ann.remove()
+    return False

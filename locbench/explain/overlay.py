@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from skimage.transform import resize
 
@@ -68,6 +70,8 @@ class CamPanel:
     """The model's probability for this class, if known."""
     outcome: str | None = None
     """``TP``, ``FP``, ``FN`` or ``TN`` at the run's threshold (see :func:`outcome`)."""
+    threshold: float | None = None
+    """The class's tuned threshold, if known: the caption compares the probability with it."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,8 @@ def render_cam_grid(
 ) -> Path:
     """Write a PNG grid: one row per image, the composite first, then each class's CAM over it.
 
-    Captions: the image id (and ``caption``) under the composite; class, probability and TP/FP/FN/TN
-    under each overlay.
+    Captions: the image id (and ``caption``) above the composite; class, probability against the threshold and
+    TP/FP/FN/TN above each overlay. One colour bar under the grid gives the scale of the maps.
 
     Args:
         rows: The images to show, top to bottom.
@@ -133,14 +137,36 @@ def render_cam_grid(
             cam = np.asarray(panel.cam, dtype=np.float32)
             if np.nanmax(cam, initial=0.0) > 0:  # an all-zero map (no evidence) would tint the image one colour
                 ax.imshow(_resize(cam, rgb.shape[:2]), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-            text = panel.class_name
-            details = [f"p={panel.prob:.2f}" if panel.prob is not None else "", panel.outcome or ""]
-            if any(details):
-                text += "\n" + " ".join(d for d in details if d)
-            ax.set_title(text, fontsize=7, color=_OUTCOME_COLOR.get(panel.outcome or "", "black"))
+            ax.set_title(
+                panel.class_name + _details(panel), fontsize=7, color=_OUTCOME_COLOR.get(panel.outcome or "", "black")
+            )
+    # One scale for every panel: each map is scaled to its own maximum, so colours compare places within a map.
+    bar = fig.colorbar(
+        ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap),
+        ax=axes,
+        location="bottom",
+        shrink=min(0.6, 3.0 / n_cols + 0.2),
+        aspect=30,
+        pad=0.01,
+    )
+    bar.set_label("class activation, each map scaled to its own maximum (1); no colour: a zero map", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write(out_path, lambda f: f.write(buf.getvalue()))
+
+
+def _details(panel: CamPanel) -> str:
+    """The caption's second line: probability against threshold, then the outcome ("p 0.480 < 0.483: FN")."""
+    if panel.prob is None:
+        return f"\n{panel.outcome}" if panel.outcome else ""
+    if panel.threshold is None:
+        text = f"p={panel.prob:.2f}"
+    elif panel.threshold > 1:  # an untrainable class: its threshold is above every probability
+        text = f"p {panel.prob:.3f}, never predicted"
+    else:
+        text = f"p {panel.prob:.3f} {'≥' if panel.prob >= panel.threshold else '<'} {panel.threshold:.3f}"
+    return "\n" + text + (f": {panel.outcome}" if panel.outcome else "")
 
 
 # Errors in red, hits in green: the eye finds the failures first.
@@ -191,7 +217,8 @@ def cam_rows(
             out = None
             if probs is not None and targets is not None and thresholds is not None:
                 out = outcome(prob, targets[i, c], float(thresholds[c]))
-            panels.append(CamPanel(cam=cams[i, j], class_name=class_names[c], prob=prob, outcome=out))
+            thr = float(thresholds[c]) if thresholds is not None else None
+            panels.append(CamPanel(cam=cams[i, j], class_name=class_names[c], prob=prob, outcome=out, threshold=thr))
         truth = "" if targets is None else "true: " + ", ".join(class_names[c] for c in np.flatnonzero(targets[i]))
         rows.append(
             CamRow(image_id=str(image_id), rgb=rgb_composite(display[i], channels), panels=panels, caption=truth)

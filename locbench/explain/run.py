@@ -394,6 +394,7 @@ def _cam_stage(
                             class_name=names[c] + ("" if by_key[(row, c)].any() else " (zero map)"),
                             prob=float(probs[row, c]),
                             outcome=outcome(probs[row, c], truth[row, c], thresholds[c]),
+                            threshold=float(thresholds[c]),
                         )
                         for c in cls
                     ],

@@ -117,7 +117,25 @@ def _ci(e, digits: int = 3) -> str:
         return "n/a"
     if not e.has_ci:
         return f"{e.mean:.{digits}f}"
-    return f"{e.mean:.{digits}f} [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
+    mark = "*" if _lopsided(e) else ""
+    return f"{e.mean:.{digits}f} [{_clip01(e.lo):.{digits}f}, {_clip01(e.hi):.{digits}f}]{mark}"
+
+
+def _lopsided(e) -> bool:
+    """An interval whose estimate sits near one end: one side under a third of the other."""
+    if not (e.has_ci and math.isfinite(e.mean)):
+        return False
+    below, above = e.mean - _clip01(e.lo), _clip01(e.hi) - e.mean
+    return max(below, above) > 0 and min(below, above) < max(below, above) / 3
+
+
+#: What the * after a lopsided interval means (said under every table that can carry one).
+LOPSIDED_NOTE = (
+    "*: a lopsided interval, the estimate near one end. Bootstrap intervals follow the resampled scores instead of "
+    "centring on the estimate, and on few validation images the resampled scores are skewed (a few hard "
+    "images decide them), so the estimate can sit near one end or even outside the interval. Every interval is "
+    "also clipped to [0, 1], the range of the metrics, which shortens a side near 0 or 1."
+)
 
 
 def _label(sweep: SweepResults, c: Point) -> str:
@@ -277,6 +295,8 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         f"{_top_verdict(an)}). Values: mean [{an.method}]. Δ: difference to the baseline (highlighted row); "
         "p: Holm-adjusted over the tests of the findings. Also written to leaderboard.csv."
     )
+    if any(_lopsided(an.estimates[r["point"]][m]) for r in rows for m in METRICS):
+        note += " " + LOPSIDED_NOTE
     return Section("Leaderboard", para(note)[0] + md, para(note)[1] + h)
 
 
@@ -347,16 +367,29 @@ def _effects_section(sweep: SweepResults, an: Analysis) -> Section:
     md += para(txt)[0]
     h += para(txt)[1]
     eff = {
-        sweep.axis_labels[k]: {lev: (e.mean, e.lo, e.hi) for lev, e in v.items()} for k, v in an.main_effects.items()
+        sweep.axis_labels[k]: {lev: (e.mean, _clip01(e.lo), _clip01(e.hi)) for lev, e in v.items()}
+        for k, v in an.main_effects.items()
     }
     h += image(plots.main_effects(eff, ylabel=label), "main effects")
     rows = [[sweep.axis_labels[k], lev, _ci(e), e.n] for k, v in an.main_effects.items() for lev, e in v.items()]
+    if any(_lopsided(e) for v in an.main_effects.values() for e in v.values()):
+        md += para(LOPSIDED_NOTE)[0]
+        h += para(LOPSIDED_NOTE)[1]
     tmd, th = table(
         ["axis", "level", f"{label} mean [95% CI]", "n" if an.mode == "bootstrap" else "seeds"], rows, left=2
     )
     md += tmd
     h += th
-    if an.anova:
+    if all(t.note == "no residual degrees of freedom" for t in an.anova):  # also when no model could be fitted
+        txt = (
+            "No test of main effects and interactions: a model of the axes would have as many terms as there are "
+            "runs to fit it on, so no residual degrees of freedom would be left to estimate the noise and every F "
+            "would be undefined. "
+            "More seeds make these tests possible; the comparisons with the baseline above do not need them."
+        )
+        md += "\n" + para(txt)[0]
+        h += "<h3>Tests of main effects and interactions</h3>" + para(txt)[1]
+    elif an.anova:
         rows = [
             [
                 " x ".join(sweep.axis_labels.get(k, k) for k in t.term.split(" x ")),
@@ -412,16 +445,26 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
 
 def _curves_section(sweep: SweepResults) -> Section:
     series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    keys = [("val/map", "val mAP"), ("train/loss", "train loss"), ("val/loss", "val loss")]
+    losses = {c.point_id: _loss_name(c) for c in sweep.points if c.done}
+    names = sorted(set(losses.values()))
+    # Losses of different families have different scales (focal is a fraction of BCE): one panel per loss.
+    keys = [("val/map", "val mAP")]
+    for split in ("train", "val"):
+        keys += [(f"{split}/loss", f"{split} loss")] if len(names) < 2 else [
+            (f"{split}/loss@{n}", f"{split} loss ({n})") for n in names
+        ]  # fmt: skip
     for c in sweep.points:
         if not c.done:
             continue
         s = {}
         for key, _ in keys:
+            stored, _, loss = key.partition("@")
+            if loss and loss != losses[c.point_id]:
+                continue
             by_epoch: dict[int, list[float]] = {}
             for r in c.done:
                 for i, rec in enumerate(r.metrics):
-                    v = rec.get(key)
+                    v = rec.get(stored)
                     if isinstance(v, int | float) and math.isfinite(v):
                         by_epoch.setdefault(int(rec.get("epoch", i)), []).append(float(v))
             if by_epoch:
@@ -433,23 +476,43 @@ def _curves_section(sweep: SweepResults) -> Section:
     present = [k for k in keys if any(k[0] in s for s in series.values())]
     png = plots.curves(series, present)
     txt = "Per-epoch validation mAP and losses, mean over the finished seeds of each configuration."
+    if len(names) > 1:
+        txt += (
+            f" Each loss ({', '.join(names)}) has its own panels: their values are on different scales and are not "
+            "comparable with each other."
+        )
     return Section(
         "Training curves", para(txt)[0] + "(figure in report.html)\n", para(txt)[1] + image(png, "training curves")
     )
+
+
+def _loss_name(point: Point) -> str:
+    """The loss a grid point trained with (from its runs' config.yaml; "loss" when none says)."""
+    for r in point.done:
+        name = (r.config.get("loss") or {}).get("name") if isinstance(r.config.get("loss"), dict) else None
+        if isinstance(name, str):
+            return name
+    return "loss"
 
 
 def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Section:
     label = metric_label(an.metric)
     varying = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1]
     panels, md = [], ""
-    for key, xlabel in (("gmacs", "GMACs per image (forward)"), ("epoch_s", "seconds per training epoch")):
+    # Stable costs (counted, the same on every machine and run) first; time only with its spread over seeds.
+    timing = _timing_spread(sweep, rows)
+    costs = [("gmacs", "GMACs per image (forward)", 1.0), ("params", "parameters (millions)", 1e-6)]
+    if timing:
+        costs.append(("epoch_s", "seconds per training epoch (mean; bar: min-max over seeds)", 1.0))
+    for key, xlabel, scale in costs:
         pts = [
             {
                 "label": ", ".join(str(r.get(a, "")) for a in varying) or r["point"],
-                "x": r[key],
+                "x": r[key] * scale,
                 "y": r[f"{an.metric}_mean"],
-                "lo": r[f"{an.metric}_ci_lo"],
-                "hi": r[f"{an.metric}_ci_hi"],
+                "lo": _clip01(r[f"{an.metric}_ci_lo"]),
+                "hi": _clip01(r[f"{an.metric}_ci_hi"]),
+                **(timing.get(r["point"], {}) if key == "epoch_s" else {}),
             }
             for r in rows
         ]
@@ -465,10 +528,38 @@ def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Sectio
         "Red, labelled: the Pareto front of the means, configurations whose mean no other one beats on both "
         f"accuracy and cost ({', '.join(varying) or 'point'}). The front is drawn from means and is not a test: a "
         "configuration off the front may not be significantly worse than one on it (compare the error bars, the "
-        "intervals of the leaderboard, and the findings)."
+        "intervals of the leaderboard, and the findings). Costs: multiply-accumulates per image and parameters, "
+        "which are counted and do not vary between runs."
     )
+    if timing:
+        txt += (
+            " Seconds per epoch are measured and vary from run to run (other jobs on the machine, caches): the "
+            "horizontal bars show their range over seeds, and a front point whose bar overlaps another's is not "
+            "cheaper."
+        )
+    elif any(math.isfinite(r["epoch_s"]) for r in rows):
+        txt += (
+            " Seconds per epoch are not plotted: with one run per configuration their run-to-run spread is unknown, "
+            "and timing noise alone would move configurations on and off the front (they are in the leaderboard)."
+        )
     png = plots.pareto(panels, ylabel=label)
     return Section("Accuracy against cost", para(txt)[0] + md, para(txt)[1] + image(png, "accuracy against cost"))
+
+
+def _timing_spread(sweep: SweepResults, rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per grid point the min and max seconds per epoch over its runs; empty unless every point has two or more."""
+    out = {}
+    for r in rows:
+        times = [x for x in (run.cost("epoch_s") for run in sweep.point(r["point"]).done) if math.isfinite(x)]
+        if len(times) < 2:
+            return {}
+        out[r["point"]] = {"xlo": min(times), "xhi": max(times)}
+    return out
+
+
+def _clip01(x: float) -> float:
+    """A metric's interval end clipped to [0, 1], the range every reported metric lives in."""
+    return min(max(x, 0.0), 1.0) if math.isfinite(x) else x
 
 
 def _focus(sweep: SweepResults, an: Analysis, spec: str | None) -> tuple[str, list[RunResult]]:

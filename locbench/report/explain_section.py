@@ -176,7 +176,12 @@ def _cam_part(res: dict[str, Any], method: str) -> tuple[str, str]:
         f"Class activation maps ({method}) over the RGB composite of the stains (red: microtubules, green: protein, "
         "blue: nucleus, yellow: ER). One grid per class: its most confident true positives (TP) and false "
         "positives (FP) and its worst misses (FN); each row shows the image, then the map of that class, then "
-        "those of the image's other true or predicted classes (red captions: errors at the tuned threshold)."
+        "those of the image's other true or predicted classes. Captions: the probability against the class's tuned "
+        "threshold (thresholds.json; predicted when p ≥ threshold) and the outcome (red: an error). Colours: the "
+        "map, scaled to its own maximum (the colour bar), so it shows where the evidence for the class lies within "
+        "the image, not how strong it is compared with another panel. '(zero map)': the method found no positive "
+        "evidence for that class at the model's last feature layer, so the image is shown without colour; common "
+        "for classes the model has barely learnt, and not a sign that the class is absent."
     )
     md = para(txt)[0] + "".join(f"- {g['class']}: {g['path']}\n" for g in grids) + "\n"
     html = "<h3>Class activation maps</h3>" + para(txt)[1]

@@ -11,6 +11,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from locbench.explain.labels import place_labels
 
 DPI = 110
 
@@ -43,7 +46,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, tit
     fig = _figure(max(6.0, 0.42 * n_c + 3.5), max(2.5, 0.32 * n_r + 2.4))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(n_c), [_short(c, 22) for c in cols], rotation=60, ha="right", fontsize=8)
+    # Full names: the constrained layout makes room for them (a cut name is a name nobody can read).
+    ax.set_xticks(range(n_c), list(cols), rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(n_r), rows, fontsize=8)
     if n_r * n_c <= 900:
         for i in range(n_r):
@@ -59,7 +63,7 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, tit
 
 
 def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], keys: Sequence[tuple[str, str]]) -> bytes:
-    """One panel per metric key: the per-epoch mean over seeds of every grid point.
+    """One panel per metric key (three to a row): the per-epoch mean over seeds of every grid point.
 
     Args:
         series: grid point label -> metric key -> (epochs, mean values).
@@ -67,18 +71,27 @@ def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], ke
     """
     # The legend goes under the panels in three columns, so dozens of grid points still fit without clipping.
     rows = math.ceil(len(series) / 3)
-    fig = _figure(4.2 * len(keys), 3.2 + 0.17 * rows)
-    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    ncol = min(len(keys), 3)
+    nrow = math.ceil(len(keys) / ncol)
+    fig = _figure(4.2 * ncol, 3.0 * nrow + 0.2 + 0.17 * rows)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax in axes[len(keys) :]:
+        ax.axis("off")
     colors = _colors(len(series))
-    for ax, (key, title) in zip(axes, keys, strict=True):
+    for ax, (key, title) in zip(axes, keys, strict=False):
         for (label, s), color in zip(series.items(), colors, strict=True):
             if key in s:
                 ep, val = s[key]
                 ax.plot(ep, val, color=color, lw=1.4, marker="o", ms=2.5, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
+    found: dict[str, Any] = {}  # every grid point once, though a loss panel shows only the points of its loss
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            found.setdefault(lab, h)
+    handles, labels = list(found.values()), list(found)
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return _png(fig)
@@ -89,9 +102,10 @@ def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> byte
     is drawn in red, joined by a line and labelled (other points would overlap; they are in the leaderboard).
 
     Args:
-        panels: (x-axis label, points) pairs; a point is a dict with ``label``, ``x``, ``y``, ``lo``, ``hi``.
+        panels: (x-axis label, points) pairs; a point is a dict with ``label``, ``x``, ``y``, ``lo``, ``hi`` and,
+            for a measured cost, ``xlo`` and ``xhi`` (its spread, drawn as a horizontal bar).
     """
-    fig = _figure(6.0 * len(panels), 4.4)
+    fig = _figure((6.0 if len(panels) < 3 else 4.4) * len(panels), 4.4)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (xlabel, points) in zip(axes, panels, strict=True):
         pts = [p for p in points if math.isfinite(p["x"]) and math.isfinite(p["y"])]
@@ -102,29 +116,36 @@ def pareto(panels: Sequence[tuple[str, Sequence[dict]]], *, ylabel: str) -> byte
         if front:
             fp = [pts[i] for i in front]
             _errorbar(ax, fp, fmt="o--", color="#d62728", ms=6, lw=1, label="Pareto front")
-            for k, p in enumerate(fp):
-                # Alternate the label side so neighbouring front points do not print over each other.
-                ax.annotate(
-                    _short(p["label"], 40),
-                    (p["x"], p["y"]),
-                    xytext=(6, 8 if k % 2 == 0 else -12),
-                    textcoords="offset points",
-                    fontsize=7,
-                    color="#8b1a1a",
-                )
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
         ax.margins(x=0.15)
+        ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel(ylabel)
+    for ax, (xlabel, points) in zip(axes, panels, strict=True):
+        pts = [p for p in points if math.isfinite(p["x"]) and math.isfinite(p["y"])]
+        front = [pts[i] for i in pareto_front([(p["x"], p["y"]) for p in pts])]
+        key = place_labels(
+            ax,
+            [p["x"] for p in front],
+            [p["y"] for p in front],
+            [p["label"] for p in front],
+            avoid=[(p["x"], p["y"]) for p in pts if p not in front],
+            fontsize=7,
+            color="#8b1a1a",
+        )
+        if key:  # labels with no free spot: numbered on the plot, named under it
+            ax.set_xlabel(xlabel + "\n" + "; ".join(key), fontsize=9)
     return _png(fig)
 
 
 def _errorbar(ax: Any, points: Sequence[dict], **style: Any) -> None:
     """Points (``x``, ``y``, ``lo``, ``hi``) with their interval as error bars (caps 2 pt), drawn in ``style``."""
-    ys = [p["y"] for p in points]
+    ys, xs = [p["y"] for p in points], [p["x"] for p in points]
     lo, hi = [p["lo"] for p in points], [p["hi"] for p in points]
-    ax.errorbar([p["x"] for p in points], ys, yerr=_err(lo, hi, ys), capsize=2, **style)
+    xerr = None
+    if any("xlo" in p for p in points):  # a measured cost (time) with its spread over seeds
+        xerr = _err([p.get("xlo", p["x"]) for p in points], [p.get("xhi", p["x"]) for p in points], xs)
+    ax.errorbar(xs, ys, yerr=_err(lo, hi, ys), xerr=xerr, capsize=2, **style)
 
 
 def pareto_front(xy: Sequence[tuple[float, float]]) -> list[int]:
