@@ -107,3 +107,29 @@ def composite_rgb(field: Mapping[str, np.ndarray]) -> np.ndarray:
         [field.get("red", zero) + yellow, field.get("green", zero) + yellow, field.get("blue", zero)], axis=-1
     )
     return np.clip(rgb, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+#: Percentiles of a stain's pixels that the display stretch maps to black and to full brightness.
+STRETCH_PERCENTILES = (0.5, 99.8)
+
+
+def display_planes(raw: np.ndarray, *, stretch: bool | None = None) -> np.ndarray:
+    """Integer stain planes ``(C, H, W)`` as float32 in [0, 1] for a person to look at (never for a model).
+
+    Args:
+        raw: Pixels in their own type (uint8 or uint16), one plane per stain.
+        stretch: Map each plane's :data:`STRETCH_PERCENTILES` to 0 and 1 (a per-image contrast stretch, so a
+            dim 16-bit field that uses a few percent of its range is visible). ``None``: only for 16-bit pixels;
+            8-bit fields (HPA's PNGs) are shown as they are, so brightness still compares between fields.
+    """
+    raw = np.asarray(raw)
+    if stretch is None:
+        stretch = raw.dtype.itemsize > 1
+    if not stretch:
+        top = np.iinfo(raw.dtype).max if raw.dtype.kind in "ui" else 1.0
+        return np.clip(raw.astype(np.float32) / np.float32(top), 0.0, 1.0)
+    out = np.empty(raw.shape, np.float32)
+    for k, plane in enumerate(raw.astype(np.float32)):
+        lo, hi = np.percentile(plane, STRETCH_PERCENTILES)
+        out[k] = np.clip((plane - lo) / (hi - lo), 0.0, 1.0) if hi > lo else 0.0
+    return out

@@ -13,7 +13,14 @@ from locbench.explain.localization import (
     read_mask,
     resize_mask,
 )
-from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
+from locbench.explain.mistakes import (
+    cross_confusion,
+    error_tables,
+    errors_html,
+    errors_markdown,
+    hardest_ids,
+    plot_perf_vs_frequency,
+)
 from locbench.explain.overlay import (
     CamPanel,
     CamRow,
@@ -24,6 +31,7 @@ from locbench.explain.overlay import (
     render_cam_grid,
     rgb_composite,
 )
+from locbench.explain.thumbs import thumb_name, write_thumbnails
 
 __all__ = [
     "METHODS",
@@ -34,6 +42,7 @@ __all__ = [
     "cam_rows",
     "classes_to_explain",
     "compute_cams",
+    "cross_confusion",
     "default_target_layer",
     "error_tables",
     "errors_html",
@@ -49,4 +58,6 @@ __all__ = [
     "render_cam_grid",
     "resize_mask",
     "rgb_composite",
+    "thumb_name",
+    "write_thumbnails",
 ]

@@ -58,9 +58,10 @@ def error_tables(
         - ``per_class``: one dict per class, in column order: ``class``, ``tp``, ``fp``, ``fn``, ``tn``,
           ``support`` (positives), ``frequency`` (support / N), ``ap`` and ``f1`` (``None`` for a class absent
           from ``targets``), ``threshold``.
-        - ``confused_pairs``: ``{"fp_class", "fn_class", "count"}`` for every ordered pair (A, B), A != B,
-          counting images where A is a false positive and B a false negative; most frequent first, then by
-          class order.
+        - ``confused_pairs``: ``{"fp_class", "fn_class", "count", "examples"}`` for every ordered pair (A, B),
+          A != B, counting images where A is a false positive and B a false negative; most frequent first, then
+          by class order. ``examples``: up to ``top_k`` of those images (``id``, ``fp_prob``, ``fn_prob``), the
+          most confident false alarms first.
         - ``hardest``: ``{class: {"false_negatives": [{"id", "prob"}], "false_positives": [...]}}``; missed
           positives with the lowest probability first, false alarms with the highest first.
 
@@ -107,7 +108,20 @@ def error_tables(
     np.fill_diagonal(pair, 0)  # a class cannot be both a false positive and a false negative in one image
     a_idx, b_idx = np.nonzero(pair)
     order = sorted(zip(a_idx, b_idx, strict=True), key=lambda ab: (-pair[ab], ab[0], ab[1]))
-    confused = [{"fp_class": names[a], "fn_class": names[b], "count": int(pair[a, b])} for a, b in order]
+    confused = []
+    for a, b in order:
+        rows = np.flatnonzero(fp[:, a] & fn[:, b])
+        rows = rows[np.argsort(-probs[rows, a], kind="stable")][:top_k]  # the most confident false alarms first
+        confused.append(
+            {
+                "fp_class": names[a],
+                "fn_class": names[b],
+                "count": int(pair[a, b]),
+                "examples": [
+                    {"id": ids[i], "fp_prob": float(probs[i, a]), "fn_prob": float(probs[i, b])} for i in rows
+                ],
+            }
+        )
 
     hardest: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for j, name in enumerate(names):
@@ -127,6 +141,20 @@ def error_tables(
         "confused_pairs": confused,
         "hardest": hardest,
     }
+
+
+def cross_confusion(
+    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | Sequence[float] | float
+) -> np.ndarray:
+    """``(C, C)`` counts: entry ``[a, b]`` is the number of images where class ``a`` is a false positive and class
+    ``b`` is among the true classes (what the model said instead of, or besides, the truth).
+
+    The diagonal is zero: a false positive of ``a`` means ``a`` is not true. Same inputs as :func:`error_tables`.
+    """
+    probs, truth = check_inputs(probs, targets)
+    thr = check_thresholds(thresholds, probs.shape[1])
+    fp = (probs >= thr[None, :]) & ~truth
+    return fp.T.astype(np.int64) @ truth.astype(np.int64)
 
 
 def _number(x: float | None, digits: int = 3) -> str:

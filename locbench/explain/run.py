@@ -6,6 +6,7 @@ false negatives of a few classes, or the images asked for), and on synthetic dat
 the localization check. Output files (in ``out``, default ``RUN_DIR/explain``)::
 
     errors.json  errors.md  errors.html  perf_vs_frequency.png
+    thumbs/<id>.jpg, thumbs/<id>_green.jpg       the images the error tables name (composite, green stain)
     cams/<method>/<class>.png                     one grid per explained class (or selected.png for --ids)
     localization.json  localization.md  localization.png   synthetic data only
     explain.json                                  what was written, notes, and why CAMs were skipped if so
@@ -38,6 +39,7 @@ from locbench.explain import cam
 from locbench.explain.localization import localization_markdown, localization_report, read_mask
 from locbench.explain.mistakes import error_tables, errors_html, errors_markdown, plot_perf_vs_frequency
 from locbench.explain.overlay import CamPanel, CamRow, outcome, render_cam_grid, rgb_composite
+from locbench.explain.thumbs import write_thumbnails
 from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write, atomic_write_json, atomic_write_text
 from locbench.store.outputs import check_output, data_inputs
@@ -47,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: Order of the images in a class's grid: hits first, then the two kinds of errors.
 KINDS = ("TP", "FP", "FN")
+#: Thumbnails per class and kind of error, and per confused pair; confused pairs with thumbnails.
+THUMBS_PER_ROW = 4
+THUMB_PAIRS = 8
 #: Images per ``compute_cams`` call: bounds memory for large models while keeping the passes batched.
 CAM_BATCH = 16
 
@@ -108,8 +113,9 @@ def explain_run(
         A JSON-able dict: ``run``, ``out``, ``files`` (name -> path), ``cam_grids`` (``path``, ``method``,
         ``class``, ``ids``), ``localization`` (the report of
         :func:`~locbench.explain.localization.localization_report` without its items, or ``None``),
-        ``notes`` and ``cam_error`` (``None`` unless CAMs failed and ``strict`` is off). Also written to
-        ``explain.json``.
+        ``notes``, ``cam_error`` (``None`` unless CAMs failed and ``strict`` is off) and ``thumbs`` (image id ->
+        ``{"rgb", "green"}`` JPEG paths relative to ``out``, for the images the error tables name; image-level
+        runs). Also written to ``explain.json``.
 
     Raises:
         LocbenchError: a missing run folder or predictions, an unknown class, image id or method; with
@@ -145,6 +151,7 @@ def explain_run(
         "localization": None,
         "notes": [],
         "cam_error": None,
+        "thumbs": {},
     }
     tables = error_tables(pred_ids, probs, targets, thresholds, names)
     files = result["files"]
@@ -161,6 +168,7 @@ def explain_run(
                 "FIELD/CELL); the error tables above are per cell"
             )
         else:
+            _thumbnails(result, run_path, tables, data, out_dir)
             _cam_section(
                 result,
                 run_path,
@@ -185,6 +193,25 @@ def explain_run(
         log.warning("%s: class activation maps failed: %s", run_path, result["cam_error"], exc_info=True)
     atomic_write_json(out_dir / "explain.json", result)
     return result
+
+
+def _thumbnails(
+    result: dict[str, Any], run_path: Path, tables: dict[str, Any], data: str | None, out_dir: Path
+) -> None:
+    """Thumbnails of the images the error tables name (hardest per class, examples of confused pairs), for the
+    report's picture strips; ``result["thumbs"]``: id -> file names relative to ``out_dir``."""
+    ids = [
+        r["id"]
+        for h in tables["hardest"].values()
+        for kind in ("false_negatives", "false_positives")
+        for r in h[kind][:THUMBS_PER_ROW]
+    ]
+    ids += [e["id"] for p in tables["confused_pairs"][:THUMB_PAIRS] for e in p.get("examples", [])[:THUMBS_PER_ROW]]
+    if not ids:
+        return
+    table = _table(load_run(run_path), data)
+    made = write_thumbnails(table, ids, out_dir / "thumbs")
+    result["thumbs"] = {i: {k: f"thumbs/{v}" for k, v in names.items()} for i, names in made.items()}
 
 
 def _class_indices(classes: Sequence[str | int] | None, names: list[str]) -> list[int] | None:

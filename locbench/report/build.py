@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.errors import LocbenchError
+from locbench.explain.mistakes import cross_confusion
 from locbench.metrics import (
     FALLBACK_THRESHOLD,
     MIN_TUNE_POSITIVES,
@@ -629,6 +630,20 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
             [[c, int(m[1, 1]), int(m[0, 1]), int(m[1, 0]), int(m[0, 0])] for c, m in zip(classes, counts, strict=True)],
         )
         md += "\nMulti-label confusion at the tuned thresholds (summed over seeds):\n\n" + cmd
+        cross = _cross_confusion(sweep, runs)
+        if cross is not None:
+            h += (
+                "<h3>Which class is predicted instead of which</h3>"
+                + para(
+                    "Row A, column B: images on which A was predicted at its tuned threshold though not true, while B "
+                    "is among the true classes (summed over seeds). A dark row is a class predicted too often; a "
+                    "dark cell, a class mistaken for another (e.g. a nuclear pattern predicted on cytosolic images)."
+                )[1]
+                + image(
+                    plots.cross_confusion(classes, cross, title="False positives of each class by true class"),
+                    "false positives of each class by true class",
+                )
+            )
         h += (
             "<h3>Multi-label confusion matrices</h3>"
             + para(
@@ -699,6 +714,21 @@ def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
             log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / "val.npz", e)
             continue
         total = cm if total is None else total + cm
+    return total
+
+
+def _cross_confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
+    """Class x class false-positive counts (see :func:`plots.cross_confusion`) summed over ``runs``."""
+    total = None
+    for r in runs:
+        p = r.predictions()
+        if p is None or p.probs.shape[1] != len(sweep.classes):
+            continue
+        try:
+            m = cross_confusion(p.probs, p.targets, r.thresholds(sweep.classes))
+        except LocbenchError:
+            continue  # named once already, by _confusion
+        total = m if total is None else total + m
     return total
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from locbench.errors import LocbenchError
 from locbench.explain.mistakes import errors_html, errors_markdown
@@ -75,6 +77,7 @@ def error_analysis(
                     method=method,
                     localize=localize,
                     device=device,
+                    page_dir=sweep.root,
                 )
             )
         return sections
@@ -125,8 +128,13 @@ def run_section(
     method: str = "gradcam",
     localize: int = 24,
     device: str = "auto",
+    page_dir: Path | None = None,
 ) -> Section:
-    """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why)."""
+    """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why).
+
+    ``page_dir``: the folder of the page the section goes into (its thumbnails are linked relative to it;
+    default: two levels above ``out_dir``, the sweep folder of ``SWEEP/explain/RUN``).
+    """
     seed = f", seed {run.seed}" if run.seed is not None else ""
     title = f"Error analysis: {run.run_id}"
     intro = (
@@ -147,7 +155,19 @@ def run_section(
     parts = [para(intro)]
     tables = json.loads(Path(files["errors.json"]).read_text(encoding="utf-8"))
     md_err = errors_markdown(tables, max_pairs=10, max_images=3)
-    parts.append((_demote(md_err), _fit_page(_demote(errors_html(tables, max_pairs=10, max_images=3)))))
+    html_err = _fit_page(_demote(errors_html(tables, max_pairs=10, max_images=3)))
+    thumbs = res.get("thumbs") or {}
+    if thumbs:
+        # Pictures first; the tables of ids stay one click away (ids are what a script or a CSV search needs).
+        rel = _relative(out_dir, page_dir or out_dir.parent.parent)
+        head, sep, rest = html_err.partition("<h3>Most confused class pairs</h3>")
+        html_err = (
+            head
+            + pair_strips(tables, thumbs, rel)
+            + hardest_strips(tables, thumbs, rel)
+            + (f"<details><summary>The same as tables of image ids</summary>{sep}{rest}</details>" if sep else "")
+        )
+    parts.append((_demote(md_err), html_err))
     parts.append(
         (
             "Per-class AP and F1 against class frequency: perf_vs_frequency.png (in report.html).\n\n",
@@ -218,6 +238,82 @@ def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
     if png:
         html += image(Path(png).read_bytes(), "CAM localization against chance")
     return "### CAM localization (synthetic data)\n\n" + para(txt)[0] + md, html
+
+
+#: Thumbnails per class and kind of error, and per confused pair, in the report's strips; pairs shown.
+STRIP_IMAGES = 3
+STRIP_PAIRS = 8
+
+
+def hardest_strips(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    """HTML: per class, its worst missed positives and its most confident false alarms as thumbnails."""
+    rows = []
+    for name, h in tables["hardest"].items():
+        groups = [
+            _group(label, kind, [(r["id"], f"p {r['prob']:.2f}") for r in h[key][:STRIP_IMAGES]], thumbs, rel)
+            for key, label, kind in (("false_negatives", "missed", "fn"), ("false_positives", "false alarms", "fp"))
+            if h[key]
+        ]
+        if groups:
+            rows.append(
+                f'<div class="strip"><div class="strip-head">{html_escape(name)}</div>'
+                f'<div class="strip-body">{"".join(groups)}</div></div>'
+            )
+    if not rows:
+        return "<h3>Hardest images</h3><p>No errors.</p>"
+    note = (
+        "Missed: true images of the class with the lowest probability; false alarms: images without it with the "
+        "highest. Each image twice: the composite of the stains, then the green protein stain alone (what the "
+        "label is about). Click an image for a larger view; hover the caption for the full id."
+    )
+    return "<h3>Hardest images</h3>" + para(note)[1] + "".join(rows)
+
+
+def pair_strips(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    """HTML: the most confused class pairs (A predicted where B was missed), each with example images."""
+    pairs = tables["confused_pairs"][:STRIP_PAIRS]
+    if not pairs:
+        return "<h3>Most confused class pairs</h3><p>No image has both a false positive and a missed class.</p>"
+    rows = []
+    for p in pairs:
+        head = (
+            f'<div class="strip-head"><span class="fp">{html_escape(p["fp_class"])}</span> predicted, '
+            f'<span class="fn">{html_escape(p["fn_class"])}</span> missed<br><span class="muted">'
+            f"{p['count']} image{'s' if p['count'] != 1 else ''}</span></div>"
+        )
+        items = [(e["id"], f"{e['fp_prob']:.2f} / {e['fn_prob']:.2f}") for e in p.get("examples", [])[:STRIP_IMAGES]]
+        rows.append(
+            f'<div class="strip">{head}<div class="strip-body">{_group("", "pair", items, thumbs, rel)}</div></div>'
+        )
+    note = (
+        "Images where the first class was a false positive and the second a false negative: the model said one "
+        "instead of the other. Captions: probability of the first / of the second class."
+    )
+    return "<h3>Most confused class pairs</h3>" + para(note)[1] + "".join(rows)
+
+
+def _group(label: str, kind: str, items: list[tuple[str, str]], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    figs = []
+    for image_id, caption in items:
+        t = thumbs.get(image_id)
+        short = image_id if len(image_id) <= 14 else image_id[:12] + "…"
+        cap = f'<figcaption title="{html_escape(image_id)}">{html_escape(short)} · {html_escape(caption)}</figcaption>'
+        if t is None:  # unreadable field: the id alone
+            figs.append(f'<figure class="thumb {kind}"><div class="noimg">no image</div>{cap}</figure>')
+            continue
+        rgb, green = (f"{rel}/{quote(t[k])}" for k in ("rgb", "green"))
+        alt = html_escape(image_id)
+        figs.append(
+            f'<figure class="thumb {kind}"><a href="{rgb}"><img src="{rgb}" alt="composite of {alt}"></a>'
+            f'<a href="{green}"><img src="{green}" alt="green stain of {alt}"></a>{cap}</figure>'
+        )
+    head = f'<div class="kind {kind}">{html_escape(label)}</div>' if label else ""
+    return f'<div class="strip-group">{head}{"".join(figs)}</div>'
+
+
+def _relative(folder: Path, page_dir: Path) -> str:
+    """``folder`` as a URL path relative to ``page_dir`` (each part quoted), for links that work from file://."""
+    return "/".join(quote(part) for part in Path(os.path.relpath(folder, page_dir)).parts)
 
 
 def _fit_page(fragment: str) -> str:

@@ -46,6 +46,16 @@ img { max-width: 100%; height: auto; display: block; margin: 8px 0; }
 details { margin: 8px 0; }
 code { background: #f0f2f5; padding: 0 3px; border-radius: 3px; }
 nav a { margin-right: 12px; font-size: 0.9em; }
+.strip { display: flex; align-items: flex-start; gap: 16px; border-top: 1px solid #e3e6eb; padding: 8px 0; }
+.strip-head { flex: 0 0 14em; font-size: 0.88em; font-weight: 600; }
+.strip-body { flex: 1; display: flex; flex-wrap: wrap; gap: 8px 18px; }
+.strip-group { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }
+.kind { writing-mode: vertical-rl; transform: rotate(180deg); font-size: 0.75em; color: #6b7385; }
+.fn, .kind.fn { color: #b22222; } .fp, .kind.fp { color: #b35900; }
+figure.thumb { margin: 0; width: 164px; font-size: 0.72em; text-align: center; color: #3b4252; }
+figure.thumb img { display: inline-block; width: 80px; height: 80px; margin: 0 1px; border-radius: 2px; }
+figure.thumb .noimg { width: 162px; height: 80px; background: #eef0f3; line-height: 80px; color: #6b7385; }
+figure.thumb figcaption { overflow-wrap: anywhere; }
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -179,7 +180,7 @@ def main_effects(effects: Mapping[str, Mapping[str, tuple[float, float, float]]]
             lw=1.4,
         )
         ax.set_xticks(
-            range(len(names)), [_short(k, 18) for k in names], rotation=20 if len(names) > 3 else 0, fontsize=8
+            range(len(names)), [textwrap.fill(k, 18) for k in names], rotation=20 if len(names) > 3 else 0, fontsize=8
         )
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_title(axis, fontsize=10)
@@ -199,9 +200,9 @@ def confusion_grid(classes: Sequence[str], counts: np.ndarray, *, title: str) ->
     ncol = min(6, max(n, 1))
     nrow = math.ceil(n / ncol)
     # A fixed grid: constrained layout over dozens of small axes costs seconds and gains nothing here.
-    fig = _figure(1.9 * ncol + 0.4, 1.9 * nrow + 0.8, layout=None)
+    fig = _figure(1.9 * ncol + 0.4, 2.05 * nrow + 0.8, layout=None)
     axes = fig.subplots(nrow, ncol, squeeze=False)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=1 - 0.75 / (1.9 * nrow + 0.8), wspace=0.55, hspace=0.6)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.04, top=1 - 0.75 / (1.9 * nrow + 0.8), wspace=0.55, hspace=0.75)
     for k, ax in enumerate(axes.flat):
         if k >= n:
             ax.axis("off")
@@ -222,15 +223,41 @@ def confusion_grid(classes: Sequence[str], counts: np.ndarray, *, title: str) ->
                 )
         ax.set_xticks([0, 1], ["pred -", "pred +"], fontsize=6)
         ax.set_yticks([0, 1], ["true -", "true +"], fontsize=6)
-        ax.set_title(_short(classes[k], 24), fontsize=7)
+        ax.set_title("\n".join(textwrap.wrap(classes[k], 24)), fontsize=7)  # wrapped, never cut
     fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def cross_confusion(classes: Sequence[str], counts: np.ndarray, *, title: str) -> bytes:
+    """A class x class heatmap of false positives: row A, column B counts images where A was predicted but is
+    not true while B is true (blank diagonal: a false positive of A never has A in the truth).
+
+    Args:
+        classes: class names (rows and columns).
+        counts: ``(C, C)`` counts (see :func:`locbench.explain.mistakes.cross_confusion`).
+    """
+    n = len(classes)
+    m = np.asarray(counts, dtype=np.float64).copy()
+    np.fill_diagonal(m, np.nan)
+    fig = _figure(max(6.0, 0.36 * n + 4.0), max(4.5, 0.33 * n + 3.0))
+    ax = fig.add_subplot()
+    top = max(float(np.nanmax(m, initial=0.0)), 1.0)
+    cmap = colormaps["Reds"].with_extremes(bad="#d9dce1")  # the diagonal (impossible) in grey
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=0, vmax=top, aspect="auto")
+    ax.set_xticks(range(n), list(classes), rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(n), list(classes), fontsize=8)
+    ax.set_xlabel("true class on the image", fontsize=9)
+    ax.set_ylabel("falsely predicted class", fontsize=9)
+    for i in range(n):
+        for j in range(n):
+            if i != j and m[i, j] > 0:
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if m[i, j] > 0.6 * top else "black")  # fmt: skip
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="images", shrink=0.8)
     return _png(fig)
 
 
 def _colors(n: int) -> list:
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
-
-
-def _short(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"

@@ -4,6 +4,7 @@ a ViT on four stains), the files they write, and the refusals."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -280,3 +281,35 @@ def one_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def test_report_shows_hardest_images_and_confused_pairs_as_thumbnails(vit_run, tmp_path):
+    from urllib.parse import unquote
+
+    from locbench.report import build_report
+    from locbench.report.explain_section import error_analysis
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(vit_run, sweep / "vit")
+    html = build_report(
+        sweep, n_resamples=50, extra_sections=[error_analysis(n=2, localize=0, device="cpu")]
+    ).read_text()
+    section = html[html.index("<h2>Error analysis: vit") :]
+    files = [s for s in re.findall(r'<img[^>]*src="([^"]+)"', section) if not s.startswith("data:")]
+    assert files and all(s.startswith("explain/vit/thumbs/") for s in files)
+    for src in files:  # every thumbnail resolves from the report's folder, as a browser on file:// resolves it
+        assert (sweep / unquote(src)).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    greens = [s for s in files if s.endswith("_green.jpg")]
+    assert len(greens) * 2 == len(files)
+    with Image.open(sweep / unquote(greens[0])) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert rgb[..., [0, 2]].mean() < 0.1 * rgb[..., 1].mean()  # the green stain alone (JPEG noise aside)
+    errors = json.loads((sweep / "explain" / "vit" / "errors.json").read_text())
+    hardest = section[section.index("<h3>Hardest images</h3>") :]
+    for name, h in errors["hardest"].items():
+        if h["false_negatives"] or h["false_positives"]:
+            assert f'<div class="strip-head">{name}</div>' in hardest
+    if errors["confused_pairs"]:
+        first = errors["confused_pairs"][0]
+        assert first["examples"] and "predicted, " in section[section.index("Most confused class pairs") :]
+    assert "<details><summary>The same as tables of image ids</summary>" in section

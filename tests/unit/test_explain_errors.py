@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from locbench.errors import LocbenchError
-from locbench.explain import error_tables, errors_html, errors_markdown, hardest_ids, plot_perf_vs_frequency
+from locbench.explain import (
+    cross_confusion,
+    error_tables,
+    errors_html,
+    errors_markdown,
+    hardest_ids,
+    plot_perf_vs_frequency,
+)
 
 NAMES = ["A", "B", "C", "D<x>"]
 IDS = ["i0", "i1", "i2", "i3", "i4", "i5"]
@@ -110,3 +117,23 @@ def test_no_errors_and_bad_input() -> None:
         error_tables(IDS, PROBS, TARGETS, THR, NAMES[:2])
     with pytest.raises(LocbenchError, match="thresholds"):
         error_tables(IDS, PROBS, TARGETS, THR[:2], NAMES)
+
+
+def test_confused_pairs_name_their_images_most_confident_false_alarm_first(tables: dict) -> None:
+    ab = tables["confused_pairs"][0]
+    # A false and B missed on i1 (A 0.7, B 0.2) and i5 (A 0.8, B 0.45): i5 first
+    assert ab["examples"] == [
+        {"id": "i5", "fp_prob": pytest.approx(0.8), "fn_prob": pytest.approx(0.45)},
+        {"id": "i1", "fp_prob": pytest.approx(0.7), "fn_prob": pytest.approx(0.2)},
+    ]
+    assert error_tables(IDS, PROBS, TARGETS, THR, NAMES, top_k=1)["confused_pairs"][0]["examples"][0]["id"] == "i5"
+
+
+def test_cross_confusion_counts_false_positives_by_true_class() -> None:
+    # false positives: i0 B (truth A), i1 A and C (truth B), i3 B (truth C), i4 B (truth A, C), i5 A (truth B)
+    expected = np.zeros((4, 4), dtype=np.int64)
+    expected[1, 0] = 2  # B on i0, i4
+    expected[0, 1] = 2  # A on i1, i5
+    expected[2, 1] = 1  # C on i1
+    expected[1, 2] = 2  # B on i3, i4
+    np.testing.assert_array_equal(cross_confusion(PROBS, TARGETS, THR), expected)

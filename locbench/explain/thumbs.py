@@ -1,0 +1,86 @@
+"""Small JPEG thumbnails of fields (the composite and the green protein stain alone) for pages a person browses.
+
+A report or image browser links them by relative path, so the page stays small and opens from ``file://``. Each
+field gets two files in one folder, named from its id (made safe for a file name, with a short hash so that ids
+differing only in unsafe characters do not collide).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from locbench.data.channels import composite_rgb, display_planes
+from locbench.data.images import read_field_raw
+from locbench.errors import LocbenchError
+from locbench.store.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+#: Pixels per side of a thumbnail.
+THUMB_SIZE = 160
+
+
+def thumb_name(image_id: str) -> str:
+    """The file stem of a field's thumbnails: a safe version of the id and 8 hex digits of its hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")[:60] or "field"
+    return f"{safe}-{hashlib.sha1(image_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def write_thumbnails(
+    table,
+    ids: Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    size: int = THUMB_SIZE,
+    stretch: bool | None = None,
+) -> dict[str, dict[str, str]]:
+    """Write ``NAME.jpg`` (composite of the stains) and ``NAME_green.jpg`` (the protein stain alone) per field.
+
+    Args:
+        table: The dataset (a :class:`~locbench.data.formats.Table`) the ids belong to.
+        ids: Field ids; unknown ids and unreadable fields are skipped with a warning (a page then shows the id).
+        out_dir: Folder for the files (created).
+        size: Pixels per side (the field is padded to a square, as the models see it).
+        stretch: Per-image contrast stretch (see :func:`~locbench.data.channels.display_planes`; default: for
+            16-bit fields only).
+
+    Returns:
+        id -> ``{"rgb": file name, "green": file name}`` for every field written (names relative to ``out_dir``).
+    """
+    out = Path(out_dir)
+    where = {fid: i for i, fid in enumerate(table.ids)}
+    stains = list(table.stains)
+    done: dict[str, dict[str, str]] = {}
+    for fid in dict.fromkeys(ids):
+        if fid not in where:
+            log.warning("no field %s in %s: no thumbnail", fid, table.root)
+            continue
+        try:
+            raw = read_field_raw(table.sources(where[fid]), stains, size)
+        except (LocbenchError, OSError, ValueError) as e:
+            log.warning("field %s: %s; no thumbnail", fid, e)
+            continue
+        planes = dict(zip(stains, display_planes(raw, stretch=stretch), strict=True))
+        name = thumb_name(fid)
+        green = planes.get("green", np.zeros_like(next(iter(planes.values()))))
+        _jpeg(out / f"{name}.jpg", composite_rgb(planes))
+        _jpeg(out / f"{name}_green.jpg", composite_rgb({"green": green}))
+        done[fid] = {"rgb": f"{name}.jpg", "green": f"{name}_green.jpg"}
+    return done
+
+
+def _jpeg(path: Path, rgb: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+        buf, format="JPEG", quality=88, subsampling=0
+    )
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
