@@ -1,4 +1,6 @@
-"""``locbench preview DATA``: a grid of fields as RGB composites with their ids and class names."""
+"""``locbench preview DATA``: a grid of fields as RGB composites with their ids and class names; optionally each
+stain in its own panel, a per-image contrast stretch (the default for 16-bit fields) or the green protein stain
+alone."""
 
 from __future__ import annotations
 
@@ -21,6 +23,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     p.add_argument("--size", type=int, default=384, help="pixels per field in the grid (default 384)")
     p.add_argument("--out", default="preview.png", help="image to write (default preview.png)")
+    p.add_argument(
+        "--panels", action="store_true", help="one row per field: the composite, then each stain alone in grey"
+    )
+    p.add_argument("--green", action="store_true", help="show the green (protein) stain alone instead of the composite")
+    p.add_argument(
+        "--stretch",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="per-image contrast stretch of each stain (its 0.5th-99.8th percentiles to black-white); auto "
+        "(default): on for 16-bit fields, off for 8-bit ones",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,15 +52,48 @@ def run(args: argparse.Namespace) -> int:
     else:
         rng = np.random.default_rng(args.seed)
         indices = sorted(rng.choice(len(table), size=min(args.n, len(table)), replace=False).tolist())
-    out = render_preview(table, indices, args.out, size=args.size, resize_policy=args.resize or "pad")
+    out = render_preview(
+        table,
+        indices,
+        args.out,
+        size=args.size,
+        resize_policy=args.resize or "pad",
+        stretch={"auto": None, "on": True, "off": False}[args.stretch],
+        panels=args.panels,
+        green_only=args.green,
+    )
     print(f"preview of {len(indices)} fields written to {out}")
     return 0
 
 
+#: What each stain shows in HPA images (titles of the per-stain panels).
+STAIN_ROLES = {"red": "microtubules", "green": "protein", "blue": "nucleus", "yellow": "ER"}
+
+
 def render_preview(
-    table, indices: list[int], out: str | os.PathLike, *, size: int = 384, resize_policy: str = "pad"
+    table,
+    indices: list[int],
+    out: str | os.PathLike,
+    *,
+    size: int = 384,
+    resize_policy: str = "pad",
+    stretch: bool | None = None,
+    panels: bool = False,
+    green_only: bool = False,
 ) -> Path:
-    """Draw fields ``indices`` of ``table`` as HPA-style composites in a grid and save it (atomically)."""
+    """Draw fields ``indices`` of ``table`` in a captioned grid and save it (atomically).
+
+    Args:
+        table: The dataset.
+        indices: Rows of ``table`` to draw.
+        out: The image to write (format from its suffix).
+        size: Pixels per field.
+        resize_policy: How a non-square field becomes square (``pad`` or ``crop``).
+        stretch: Per-image contrast stretch of each stain (see ``data.channels.display_planes``); ``None``: for
+            16-bit fields only.
+        panels: One row per field: the composite (or the green stain), then every stain alone in grey.
+        green_only: The green (protein) stain alone in place of the composite.
+    """
     import io
 
     import matplotlib
@@ -55,22 +101,38 @@ def render_preview(
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    from locbench.data.channels import composite_rgb
-    from locbench.data.images import read_field
+    from locbench.data.channels import composite_rgb, display_planes
+    from locbench.data.images import read_field_raw
     from locbench.store.atomic import atomic_write_bytes
 
-    cols = min(3, len(indices))
-    rows = (len(indices) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.2 * rows), squeeze=False)
+    stains = list(table.stains)
+    if panels:
+        rows, cols = len(indices), 1 + len(stains)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.3 * rows), squeeze=False)
+    else:
+        cols = min(3, len(indices))
+        rows = (len(indices) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 4.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, indices, strict=False):
-        stains = table.stains
-        pixels = read_field(table.sources(i), stains, size, resize_policy=resize_policy)
-        ax.imshow(composite_rgb(dict(zip(stains, pixels, strict=True))))
+    for k, i in enumerate(indices):
+        raw = read_field_raw(table.sources(i), stains, size, resize_policy=resize_policy)
+        stretched = stretch if stretch is not None else raw.dtype.itemsize > 1
+        planes = dict(zip(stains, display_planes(raw, stretch=stretched), strict=True))
+        shown = {"green": planes["green"]} if green_only and "green" in planes else planes
+        ax = axes[k, 0] if panels else axes.flat[k]
+        ax.imshow(composite_rgb(shown))
+        what = "green stain alone" if shown is not planes else "composite"
+        if stretched:
+            what += ", contrast stretched"
         names = _names(table, i)
-        caption = table.ids[i] + "\n" + "\n".join(textwrap.wrap(", ".join(names), 44))
+        labels = textwrap.wrap(", ".join(names) or "no label", 44)
+        caption = "\n".join([*textwrap.wrap(table.ids[i], 44), what, *labels])  # wrapped: never wider than a panel
         ax.set_title(caption, fontsize=7)
+        if panels:
+            for ax, stain in zip(axes[k, 1:], stains, strict=True):
+                ax.imshow(planes[stain], cmap="gray", vmin=0.0, vmax=1.0)
+                ax.set_title(f"{stain} ({STAIN_ROLES.get(stain, stain)})", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=100)

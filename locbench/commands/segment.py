@@ -27,6 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="reference masks ({ID}.png or {ID}_predictedmask.png) to compare with",
     )
     p.add_argument("--iou", type=float, default=0.5, help="IoU a matched cell needs in --compare-to (default 0.5)")
+    p.add_argument(
+        "--overlay",
+        default=None,
+        type=out_path,
+        metavar="DIR",
+        help="also write DIR/{ID}.png: the composite with every cell outlined in white (and the --compare-to "
+        "masks in cyan)",
+    )
+    p.add_argument(
+        "--overlay-size", type=int, default=1024, help="longer side of each overlay in pixels at most (default 1024)"
+    )
     add_force_arg(p)
     add_data_args(p, required=True)
     p.set_defaults(func=run)
@@ -42,18 +53,30 @@ def run(args: argparse.Namespace) -> int:
     own = (Path(args.out) / MANIFEST).is_file()
     reads = [*data_inputs(args.data), args.weights]  # --compare-to is only read (it may be --out itself)
     check_output(args.out, reads=reads, reusable=own, force=args.force, folder=True)
+    if args.overlay:
+        check_output(
+            args.overlay, reads=[*reads, args.out, args.compare_to], force=args.force, folder=True, what="--overlay"
+        )
     options = {}
     if args.weights:
         options["weights"] = args.weights
     if args.device:
         options["device"] = args.device
-    result = segment_dataset(
-        table_from_args(args), backend=args.backend, out_dir=args.out, workers=args.workers, options=options
-    )
+    table = table_from_args(args)
+    result = segment_dataset(table, backend=args.backend, out_dir=args.out, workers=args.workers, options=options)
     print(f"{len(result.ids)} fields: {result.computed} segmented, {result.reused} reused -> {result.masks_dir}")
     if args.compare_to:
         rows, total = compare_mask_dirs(result.masks_dir, args.compare_to, list(result.ids), iou_threshold=args.iou)
         print(format_agreement(rows, total))
+    if args.overlay:
+        from locbench.cells.overlay import write_overlays
+
+        written = write_overlays(
+            table, result.masks_dir, args.overlay, ids=list(result.ids), reference_dir=args.compare_to,
+            size=args.overlay_size,
+        )  # fmt: skip
+        colours = "cells outlined in white" + (", reference masks in cyan" if args.compare_to else "")
+        print(f"{len(written)} overlays ({colours}) -> {args.overlay}")
     return 0
 
 
