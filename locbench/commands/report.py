@@ -11,8 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write report.html, report.md and leaderboard.csv for a sweep folder",
         description="Summarise a sweep folder (run folders inside): leaderboard with confidence intervals, paired "
         "comparisons with a baseline (Holm-adjusted), effects of each axis, per-class AP, training curves, "
-        "accuracy against cost, and the failed or unfinished runs. Writes DIR/report.html (self-contained), "
-        "DIR/report.md and DIR/leaderboard.csv.",
+        "accuracy against cost, and the failed or unfinished runs. Writes DIR/report.html (figures embedded; "
+        "the error analysis's thumbnails linked from DIR/explain/), DIR/report.md and DIR/leaderboard.csv.",
     )
     p.add_argument("dir", metavar="DIR", help="sweep folder (or a single run folder)")
     p.add_argument(

@@ -2,8 +2,9 @@
 localization check of one representative run (the best seed) of the best grid point and of any point asked for.
 
 Pass :func:`error_analysis` to :func:`locbench.report.build_report` as an extra section. Its figures are written
-to ``SWEEP_DIR/explain/<run_id>/`` (by :func:`locbench.explain.run.explain_run`) and embedded in report.html as
-base64, so the page stays one self-contained file.
+to ``SWEEP_DIR/explain/<run_id>/`` (by :func:`locbench.explain.run.explain_run`); the figures are embedded in
+report.html as base64, the many small thumbnails of the hardest images and confused pairs are linked by relative
+path (``explain/<run_id>/thumbs/``), so the page opens from ``file://`` and stays small.
 """
 
 from __future__ import annotations
