@@ -52,6 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(repeatable; the highest-mean point is always explained)",
     )
     p.add_argument("--no-explain", action="store_true", help="leave out the error-analysis sections")
+    p.add_argument(
+        "--no-browse",
+        action="store_true",
+        help="no image browser for the explained runs (it reads every validation image once for its thumbnails)",
+    )
     p.set_defaults(func=run)
 
 
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_explain:
         from locbench.report.explain_section import error_analysis
 
-        extra.append(error_analysis(runs=args.explain))
+        extra.append(error_analysis(runs=args.explain, browse=not args.no_browse))
     out = build_report(
         args.dir,
         metric=args.metric,

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from locbench.errors import LocbenchError
+from locbench.explain.browser import write_browser
 from locbench.explain.mistakes import errors_html, errors_markdown
 from locbench.explain.run import explain_run
 from locbench.report.collect import Point, RunResult, SweepResults
@@ -37,6 +38,7 @@ def error_analysis(
     method: str = "gradcam",
     localize: int = 24,
     device: str = "auto",
+    browse: bool = True,
 ) -> Callable[[SweepResults, Any], list[Section]]:
     """An extra section for ``build_report``: one error-analysis section per explained run.
 
@@ -47,6 +49,8 @@ def error_analysis(
         method: The CAM method.
         localize: Validation images scored by the localization check on synthetic data (0 = off).
         device: Where the maps are computed (``auto``, ``cpu``, ``cuda``, ...).
+        browse: Also write the image browser of each explained run (``SWEEP/explain/RUN/browse/index.html``,
+            a thumbnail of every validation image) and link it from its section.
 
     Returns:
         A callable ``(sweep, analysis) -> [Section, ...]`` for ``build_report(extra_sections=[...])``. It raises
@@ -79,6 +83,7 @@ def error_analysis(
                     localize=localize,
                     device=device,
                     page_dir=sweep.root,
+                    browse=browse,
                 )
             )
         return sections
@@ -130,11 +135,13 @@ def run_section(
     localize: int = 24,
     device: str = "auto",
     page_dir: Path | None = None,
+    browse: bool = False,
 ) -> Section:
     """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why).
 
     ``page_dir``: the folder of the page the section goes into (its thumbnails are linked relative to it;
-    default: two levels above ``out_dir``, the sweep folder of ``SWEEP/explain/RUN``).
+    default: two levels above ``out_dir``, the sweep folder of ``SWEEP/explain/RUN``). ``browse``: write the
+    run's image browser into ``out_dir/browse`` and link it.
     """
     seed = f", seed {run.seed}" if run.seed is not None else ""
     title = f"Error analysis: {run.run_id}"
@@ -154,13 +161,27 @@ def run_section(
 
     files = res["files"]
     parts = [para(intro)]
+    rel = _relative(out_dir, page_dir or out_dir.parent.parent)
+    if browse and not res["cam_error"] and res.get("thumbs"):
+        try:
+            page = write_browser(run.path, out=out_dir / "browse", force=True)
+        except LocbenchError as e:
+            parts.append(para(f"No image browser for this run: {e}."))
+        else:
+            link = f"{rel}/browse/{page.name}"
+            parts.append(
+                (
+                    f"Image browser of every validation image: {page}\n\n",
+                    f'<p class="browse"><a href="{link}">Browse every validation image of this run</a> (thumbnails, '
+                    "true and predicted classes, filters by class and outcome; a page beside this report).</p>",
+                )
+            )
     tables = json.loads(Path(files["errors.json"]).read_text(encoding="utf-8"))
     md_err = errors_markdown(tables, max_pairs=10, max_images=3)
     html_err = _fit_page(_demote(errors_html(tables, max_pairs=10, max_images=3)))
     thumbs = res.get("thumbs") or {}
     if thumbs:
         # Pictures first; the tables of ids stay one click away (ids are what a script or a CSV search needs).
-        rel = _relative(out_dir, page_dir or out_dir.parent.parent)
         head, sep, rest = html_err.partition("<h3>Most confused class pairs</h3>")
         html_err = (
             head

@@ -116,6 +116,7 @@ class RunDir:
     log_file = property(lambda self: self.root / "train.log")
     worker_log = property(lambda self: self.root / "worker.log")
     explain_dir = property(lambda self: self.root / "explain")
+    browse_dir = property(lambda self: self.root / "browse")
 
     # Files read and written only through the methods below.
     _env = property(lambda self: self.root / "env.json")

@@ -1,0 +1,260 @@
+"""``write_browser``: a static image browser of one run's stored predictions (``RUN/browse/index.html``).
+
+One HTML file with its data inline and a folder of JPEG thumbnails beside it: no server, no network, opens from
+``file://``. Every image of the chosen part (the composite and the green stain alone), its true classes and the
+predicted ones with probabilities, filters by class and by outcome at the run's tuned thresholds (TP / FP / FN),
+sort by the probability of the chosen class, pages of 60 thumbnails (a few thousand images stay fast), and a
+detail view on click with every class's probability against its threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from locbench.data.formats import table_from_config
+from locbench.errors import LocbenchError
+from locbench.explain.thumbs import THUMB_SIZE, write_thumbnails
+from locbench.infer import load_run, run_level
+from locbench.store.atomic import atomic_write_text
+from locbench.store.outputs import check_output, data_inputs
+from locbench.store.rundir import RunDir, RunFileError
+from locbench.tables import html_escape
+
+log = logging.getLogger(__name__)
+
+#: Thumbnails per page of the browser.
+PAGE_SIZE = 60
+
+
+def write_browser(
+    run_dir: str | os.PathLike,
+    *,
+    data: str | None = None,
+    out: str | os.PathLike | None = None,
+    part: str = "val",
+    size: int = THUMB_SIZE,
+    force: bool = True,
+) -> Path:
+    """Write the image browser of a finished image-level run; returns the path of its ``index.html``.
+
+    Args:
+        run_dir: A run folder with ``predictions/<part>.npz`` and ``thresholds.json``.
+        data: Where the run's dataset is now, when it moved (default: the ``data.path`` of its config).
+        out: The browser's folder (default ``RUN/browse``); one in the dataset or elsewhere in the run is refused.
+        part: Which stored predictions to browse (``val``, or ``test`` where the run has one).
+        size: Thumbnail side in pixels.
+        force: Replace a non-empty ``out`` given explicitly (the default folder is the browser's own).
+
+    Raises:
+        LocbenchError: no such run, no predictions of that part, a cell-level run, or images that cannot be read.
+    """
+    folder = RunDir(Path(run_dir))
+    if not folder.root.is_dir():
+        raise LocbenchError(f"run folder {folder.root} does not exist; pass a folder written by `locbench train`")
+    try:
+        stored = folder.read_predictions(part)
+        names, thresholds = folder.read_thresholds(stored.probs.shape[1])
+    except RunFileError as e:
+        raise LocbenchError(str(e)) from None
+    if run_level(folder.root) == "cell":
+        raise LocbenchError(
+            f"{folder.root} is a cell-level run (its predictions are per cell crop); the image browser shows "
+            "image-level runs: pass an image-level run folder"
+        )
+    run = load_run(folder.root)
+    where = data or run.config.data.path
+    target = folder.browse_dir
+    if out is not None:
+        target = check_output(
+            out, reads=[folder.root, *data_inputs(where)], allowed=[folder.browse_dir], force=force, folder=True
+        )
+    try:
+        table = table_from_config(run.config.data, path=data)
+    except LocbenchError as e:
+        raise LocbenchError(
+            f"cannot read the run's images from {where} ({e}); pass --data DIR where the dataset is now"
+        ) from None
+    ids = [str(i) for i in stored.ids]
+    thumbs = write_thumbnails(table, ids, target / "thumbs", size=size)
+    if not thumbs:
+        raise LocbenchError(f"none of the {len(ids)} images of {part} could be read from {table.root}")
+    page = browser_html(
+        title=f"Images of {folder.root.name} ({part})",
+        names=list(names),
+        thresholds=np.asarray(thresholds, dtype=np.float64),
+        ids=ids,
+        probs=np.asarray(stored.probs, dtype=np.float64),
+        targets=np.asarray(stored.targets),
+        thumbs={i: {k: f"thumbs/{v}" for k, v in t.items()} for i, t in thumbs.items()},
+    )
+    path = atomic_write_text(target / "index.html", page)
+    log.info("image browser of %d images written to %s", len(thumbs), path)
+    return path
+
+
+def browser_html(
+    *,
+    title: str,
+    names: list[str],
+    thresholds: np.ndarray,
+    ids: list[str],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thumbs: dict[str, dict[str, str]],
+) -> str:
+    """The browser page: the data as inline JSON, the viewer as inline CSS and JavaScript (no external file)."""
+    items: list[dict[str, Any]] = []
+    for row, image_id in enumerate(ids):
+        t = thumbs.get(image_id)
+        items.append(
+            {
+                "id": image_id,
+                "rgb": t["rgb"] if t else None,
+                "green": t["green"] if t else None,
+                "truth": [int(c) for c in np.flatnonzero(targets[row])],
+                "p": [round(float(x), 4) for x in probs[row]],
+            }
+        )
+    data = {
+        "classes": names,
+        "thresholds": [float(x) for x in thresholds],
+        "items": items,
+        "page": PAGE_SIZE,
+    }
+    # "</" cannot end the script element early: JSON allows "<\/" for "</".
+    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return _PAGE.replace("{{TITLE}}", html_escape(title)).replace("{{DATA}}", blob)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{TITLE}}</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0; color: #1d2330;
+       background: #f6f7f9; }
+header { position: sticky; top: 0; background: #fff; border-bottom: 1px solid #dde1e7; padding: 10px 20px;
+         z-index: 2; }
+h1 { font-size: 1.2em; margin: 0 0 6px; }
+.controls { display: flex; flex-wrap: wrap; gap: 14px; align-items: center; font-size: 0.9em; }
+.controls label { display: flex; gap: 5px; align-items: center; }
+#count { color: #5b6475; }
+main { padding: 14px 20px 40px; }
+#grid { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { width: 170px; background: #fff; border: 1px solid #dde1e7; border-radius: 4px; padding: 4px;
+        cursor: pointer; font-size: 0.72em; }
+.card img { width: 160px; height: 160px; display: block; margin: 0 auto; background: #000; }
+.card .id { overflow-wrap: anywhere; color: #5b6475; }
+.card.TP { border-color: #2ca02c; } .card.FP { border-color: #e07b00; } .card.FN { border-color: #d62728; }
+.tag { display: inline-block; padding: 0 4px; margin: 1px; border-radius: 3px; background: #eef0f3; }
+.tag.TP { background: #dff3df; } .tag.FP { background: #fde8cc; } .tag.FN { background: #f9d6d6; }
+#pager { margin: 14px 0; display: flex; gap: 10px; align-items: center; }
+#detail { position: fixed; inset: 0; background: rgba(20, 24, 33, 0.75); display: none; z-index: 3; }
+#detail .box { background: #fff; margin: 4vh auto; max-width: 900px; padding: 14px 18px; border-radius: 6px;
+               max-height: 88vh; overflow: auto; }
+#detail img { width: 400px; max-width: 48%; image-rendering: auto; }
+#detail table { border-collapse: collapse; font-size: 0.85em; margin-top: 8px; }
+#detail td, #detail th { border: 1px solid #dde1e7; padding: 2px 6px; text-align: right; }
+#detail td:first-child, #detail th:first-child { text-align: left; }
+.muted { color: #6b7385; font-size: 0.85em; }
+</style></head><body>
+<header><h1>{{TITLE}}</h1>
+<div class="controls">
+<label>class <select id="cls"><option value="-1">any</option></select></label>
+<label>outcome <select id="outcome">
+<option value="all">all</option><option value="TP">true positive</option><option value="FP">false positive</option>
+<option value="FN">false negative</option><option value="err">any error</option><option value="ok">no error</option>
+</select></label>
+<label>sort <select id="sort"><option value="id">file order</option><option value="desc">most confident first</option>
+<option value="asc">least confident first</option></select></label>
+<label>show <select id="view"><option value="rgb">composite</option><option value="green">green stain</option>
+</select></label>
+<span id="count"></span></div>
+<p class="muted">Outcome at the run's tuned thresholds (predicted when p &ge; threshold). With a class chosen:
+that class's outcome and probability; with "any": an image with any false positive or false negative is an error,
+and confidence is its highest probability. Border: green TP, orange FP, red FN. Click an image for every class.</p>
+</header>
+<main><div id="grid"></div>
+<div id="pager"><button id="prev">previous</button><span id="pageinfo"></span><button id="next">next</button></div>
+</main>
+<div id="detail"><div class="box" id="detailbox"></div></div>
+<script type="application/json" id="data">{{DATA}}</script>
+<script>
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const C = D.classes, T = D.thresholds;
+const $ = (id) => document.getElementById(id);
+let page = 0;
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+  "'": "&#39;"})[c]);
+function outcome(it, c) {
+  const pred = it.p[c] >= T[c], truth = it.truth.includes(c);
+  return pred && truth ? "TP" : pred ? "FP" : truth ? "FN" : "TN";
+}
+function errors(it) {
+  let n = 0;
+  for (let c = 0; c < C.length; c++) { const o = outcome(it, c); if (o === "FP" || o === "FN") n++; }
+  return n;
+}
+C.forEach((name, i) => { const o = document.createElement("option"); o.value = i; o.textContent = name;
+  $("cls").appendChild(o); });
+function selected() {
+  const c = +$("cls").value, want = $("outcome").value, sort = $("sort").value;
+  let rows = D.items.filter((it) => {
+    if (want === "all") return true;
+    if (c < 0) { const e = errors(it); return want === "err" ? e > 0 : want === "ok" ? e === 0 : false; }
+    const o = outcome(it, c);
+    return want === "err" ? o === "FP" || o === "FN" : want === "ok" ? o === "TP" || o === "TN" : o === want;
+  });
+  const conf = (it) => c < 0 ? Math.max(...it.p) : it.p[c];
+  if (sort === "desc") rows = rows.slice().sort((a, b) => conf(b) - conf(a));
+  if (sort === "asc") rows = rows.slice().sort((a, b) => conf(a) - conf(b));
+  return rows;
+}
+function render() {
+  const c = +$("cls").value, rows = selected(), n = D.page, pages = Math.max(1, Math.ceil(rows.length / n));
+  page = Math.min(page, pages - 1);
+  const view = $("view").value;
+  $("grid").innerHTML = rows.slice(page * n, page * n + n).map((it) => {
+    const o = c >= 0 ? outcome(it, c) : "";
+    const pred = it.p.map((p, k) => [p, k]).filter(([p, k]) => p >= T[k]).map(([p, k]) => k);
+    const tags = [...new Set([...it.truth, ...pred])].map((k) => `<span class="tag ${outcome(it, k)}">` +
+      `${esc(C[k])} ${it.p[k].toFixed(2)}</span>`).join("");
+    const src = it[view];
+    const img = src ? `<img src="${esc(src)}" alt="${esc(it.id)}">` : '<div class="muted">no image</div>';
+    return `<div class="card ${o}" data-id="${esc(it.id)}">${img}<div class="id">${esc(it.id)}` +
+      (c >= 0 ? ` &middot; p ${it.p[c].toFixed(3)} ${o}` : "") + `</div>${tags}</div>`;
+  }).join("");
+  $("count").textContent = `${rows.length} of ${D.items.length} images`;
+  $("pageinfo").textContent = `page ${page + 1} of ${pages}`;
+  $("prev").disabled = page === 0;
+  $("next").disabled = page >= pages - 1;
+}
+function detail(id) {
+  const it = D.items.find((x) => x.id === id);
+  const rows = C.map((name, k) => [k, it.p[k]]).sort((a, b) => b[1] - a[1]).map(([k, p]) =>
+    `<tr><td>${esc(C[k])}</td><td>${p.toFixed(3)}</td><td>${T[k] > 1 ? "never" : T[k].toFixed(3)}</td>` +
+    `<td>${it.truth.includes(k) ? "yes" : ""}</td><td><span class="tag ${outcome(it, k)}">${outcome(it, k)}` +
+    `</span></td></tr>`).join("");
+  const imgs = ["rgb", "green"].filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}">`);
+  $("detailbox").innerHTML = `<p><b>${esc(id)}</b> <button id="close">close</button></p>${imgs.join(" ")}` +
+    `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${rows}</table>`;
+  $("detail").style.display = "block";
+  $("close").onclick = () => { $("detail").style.display = "none"; };
+}
+$("grid").addEventListener("click", (e) => {
+  const card = e.target.closest(".card");
+  if (card) detail(card.dataset.id);
+});
+$("detail").addEventListener("click", (e) => { if (e.target.id === "detail") $("detail").style.display = "none"; });
+for (const id of ["cls", "outcome", "sort", "view"]) $(id).addEventListener("change", () => { page = 0; render(); });
+$("prev").onclick = () => { page--; render(); };
+$("next").onclick = () => { page++; render(); };
+render();
+</script></body></html>
+"""
