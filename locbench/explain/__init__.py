@@ -14,7 +14,6 @@ from locbench.explain.localization import (
     resize_mask,
 )
 from locbench.explain.mistakes import (
-    cross_confusion,
     error_tables,
     errors_html,
     errors_markdown,
@@ -42,7 +41,6 @@ __all__ = [
     "cam_rows",
     "classes_to_explain",
     "compute_cams",
-    "cross_confusion",
     "default_target_layer",
     "error_tables",
     "errors_html",

@@ -177,7 +177,8 @@ main { padding: 14px 20px 40px; }
 <span id="count"></span></div>
 <p class="muted">Outcome at the run's tuned thresholds (predicted when p &ge; threshold). With a class chosen:
 that class's outcome and probability; with "any": an image with any false positive or false negative is an error,
-and confidence is its highest probability. Border: green TP, orange FP, red FN. Click an image for every class.</p>
+and confidence is its highest probability. Border: green TP, orange FP, red FN. Click an image for every class.
+The green stain alone is contrast-stretched per image (to see where the protein is, not how much there is).</p>
 </header>
 <main><div id="grid"></div>
 <div id="pager"><button id="prev">previous</button><span id="pageinfo"></span><button id="next">next</button></div>

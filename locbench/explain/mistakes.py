@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from locbench.errors import LocbenchError
-from locbench.explain.labels import place_labels
+from locbench.figures import place_labels
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.metrics.multilabel import check_thresholds
 from locbench.store.atomic import atomic_write
@@ -141,20 +141,6 @@ def error_tables(
         "confused_pairs": confused,
         "hardest": hardest,
     }
-
-
-def cross_confusion(
-    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | Sequence[float] | float
-) -> np.ndarray:
-    """``(C, C)`` counts: entry ``[a, b]`` is the number of images where class ``a`` is a false positive and class
-    ``b`` is among the true classes (what the model said instead of, or besides, the truth).
-
-    The diagonal is zero: a false positive of ``a`` means ``a`` is not true. Same inputs as :func:`error_tables`.
-    """
-    probs, truth = check_inputs(probs, targets)
-    thr = check_thresholds(thresholds, probs.shape[1])
-    fp = (probs >= thr[None, :]) & ~truth
-    return fp.T.astype(np.int64) @ truth.astype(np.int64)
 
 
 def _number(x: float | None, digits: int = 3) -> str:

@@ -43,15 +43,16 @@ def write_thumbnails(
     size: int = THUMB_SIZE,
     stretch: bool | None = None,
 ) -> dict[str, dict[str, str]]:
-    """Write ``NAME.jpg`` (composite of the stains) and ``NAME_green.jpg`` (the protein stain alone) per field.
+    """Write ``NAME.jpg`` (composite of the stains) and ``NAME_green.jpg`` (the protein stain alone, contrast-stretched
+    unless ``stretch`` is False) per field.
 
     Args:
         table: The dataset (a :class:`~locbench.data.formats.Table`) the ids belong to.
         ids: Field ids; unknown ids and unreadable fields are skipped with a warning (a page then shows the id).
         out_dir: Folder for the files (created).
         size: Pixels per side (the field is padded to a square, as the models see it).
-        stretch: Per-image contrast stretch (see :func:`~locbench.data.channels.display_planes`; default: for
-            16-bit fields only).
+        stretch: Per-image contrast stretch of the composite (see :func:`~locbench.data.channels.display_planes`;
+            default: for 16-bit fields only).
 
     Returns:
         id -> ``{"rgb": file name, "green": file name}`` for every field written (names relative to ``out_dir``).
@@ -71,7 +72,12 @@ def write_thumbnails(
             continue
         planes = dict(zip(stains, display_planes(raw, stretch=stretch), strict=True))
         name = thumb_name(fid)
-        green = planes.get("green", np.zeros_like(next(iter(planes.values()))))
+        # The green stain alone is for seeing where the protein is: stretched unless asked not to, so a weakly
+        # stained field is not black (its brightness is still in the composite).
+        if "green" in stains:
+            green = display_planes(raw[[stains.index("green")]], stretch=stretch is not False)[0]
+        else:
+            green = np.zeros(raw.shape[1:], np.float32)
         _jpeg(out / f"{name}.jpg", composite_rgb(planes))
         _jpeg(out / f"{name}_green.jpg", composite_rgb({"green": green}))
         done[fid] = {"rgb": f"{name}.jpg", "green": f"{name}_green.jpg"}

@@ -3,6 +3,7 @@
 from locbench.metrics.multilabel import (
     check_inputs,
     compute_metrics,
+    cross_confusion,
     format_metrics_table,
     multilabel_confusion,
     with_tuned,
@@ -28,6 +29,7 @@ __all__ = [
     "check_inputs",
     "compute_metrics",
     "format_metrics_table",
+    "cross_confusion",
     "multilabel_confusion",
     "never_predicted",
     "small_sample_note",

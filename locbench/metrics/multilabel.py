@@ -121,6 +121,20 @@ def multilabel_confusion(probs: np.ndarray, targets: np.ndarray, *, thresholds: 
     return np.stack([np.stack([tn, fp], axis=1), np.stack([fn, tp], axis=1)], axis=1)
 
 
+def cross_confusion(
+    probs: np.ndarray, targets: np.ndarray, thresholds: np.ndarray | Sequence[float] | float
+) -> np.ndarray:
+    """``(C, C)`` counts: entry ``[a, b]`` is the number of images where class ``a`` is a false positive and class
+    ``b`` is among the true classes (what the model said instead of, or besides, the truth).
+
+    The diagonal is zero: a false positive of ``a`` means ``a`` is not true. Inputs as :func:`multilabel_confusion`.
+    """
+    probs, truth = check_inputs(probs, targets)
+    thr = check_thresholds(thresholds, probs.shape[1])
+    fp = (probs >= thr[None, :]) & ~truth
+    return fp.T.astype(np.int64) @ truth.astype(np.int64)
+
+
 def _f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     # 2tp / (2tp + fp + fn) is F1 without the 0/0 of precision and recall; callers keep denom > 0.
     denom = 2 * tp + fp + fn

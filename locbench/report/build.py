@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from locbench.errors import LocbenchError
-from locbench.explain.mistakes import cross_confusion
 from locbench.metrics import (
     FALLBACK_THRESHOLD,
     MIN_TUNE_POSITIVES,
+    cross_confusion,
     multilabel_confusion,
     small_sample_note,
     untrainable_note,
@@ -725,7 +725,7 @@ def _cross_confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray |
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
         try:
-            m = cross_confusion(p.probs, p.targets, r.thresholds(sweep.classes))
+            m = cross_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
         except LocbenchError:
             continue  # named once already, by _confusion
         total = m if total is None else total + m

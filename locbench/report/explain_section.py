@@ -286,7 +286,8 @@ def hardest_strips(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], re
     note = (
         "Missed: true images of the class with the lowest probability; false alarms: images without it with the "
         "highest. Each image twice: the composite of the stains, then the green protein stain alone (what the "
-        "label is about). Click an image for a larger view; hover the caption for the full id."
+        "label is about; contrast-stretched per image, to show where the protein is rather than how much). "
+        "Click an image for a larger view; hover the caption for the full id."
     )
     return "<h3>Hardest images</h3>" + para(note)[1] + "".join(rows)
 

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from locbench.explain.labels import place_labels
+from locbench.figures import place_labels
 
 DPI = 110
 
@@ -234,7 +234,7 @@ def cross_confusion(classes: Sequence[str], counts: np.ndarray, *, title: str) -
 
     Args:
         classes: class names (rows and columns).
-        counts: ``(C, C)`` counts (see :func:`locbench.explain.mistakes.cross_confusion`).
+        counts: ``(C, C)`` counts (see :func:`locbench.metrics.cross_confusion`).
     """
     n = len(classes)
     m = np.asarray(counts, dtype=np.float64).copy()

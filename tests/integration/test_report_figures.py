@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from locbench.explain.labels import place_labels
+from locbench.figures import place_labels
 from locbench.report import build, build_report, plots, stats
 from locbench.report.build import _ci
 from locbench.report.stats import Estimate

@@ -7,13 +7,13 @@ import pytest
 
 from locbench.errors import LocbenchError
 from locbench.explain import (
-    cross_confusion,
     error_tables,
     errors_html,
     errors_markdown,
     hardest_ids,
     plot_perf_vs_frequency,
 )
+from locbench.metrics import cross_confusion
 
 NAMES = ["A", "B", "C", "D<x>"]
 IDS = ["i0", "i1", "i2", "i3", "i4", "i5"]
@@ -136,4 +136,4 @@ def test_cross_confusion_counts_false_positives_by_true_class() -> None:
     expected[0, 1] = 2  # A on i1, i5
     expected[2, 1] = 1  # C on i1
     expected[1, 2] = 2  # B on i3, i4
-    np.testing.assert_array_equal(cross_confusion(PROBS, TARGETS, THR), expected)
+    np.testing.assert_array_equal(cross_confusion(PROBS, TARGETS, thresholds=THR), expected)

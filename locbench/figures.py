@@ -1,4 +1,4 @@
-"""Point labels that never print over each other (shared by the explain figures and the report's plots).
+"""Figure helpers shared by the explain figures and the report's plots: point labels that never print over each other.
 
 matplotlib has no label placement; this is a small greedy one written here: each label tries a ring of offsets
 around its point, nearest first, and takes the first whose box overlaps no label placed before it and stays
