@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,9 @@ def render_cam_grid(
         for ax in axes[r]:
             ax.set_axis_off()
         axes[r, 0].imshow(rgb, interpolation="nearest")
-        axes[r, 0].set_title(row.image_id + (f"\n{row.caption}" if row.caption else ""), fontsize=7)
+        axes[r, 0].set_title(
+            _wrap(row.image_id + (f"\n{row.caption}" if row.caption else ""), panel_inches), fontsize=7
+        )
         for j, panel in enumerate(row.panels, start=1):
             ax = axes[r, j]
             ax.imshow(rgb, interpolation="nearest")
@@ -138,7 +141,9 @@ def render_cam_grid(
             if np.nanmax(cam, initial=0.0) > 0:  # an all-zero map (no evidence) would tint the image one colour
                 ax.imshow(_resize(cam, rgb.shape[:2]), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
             ax.set_title(
-                panel.class_name + _details(panel), fontsize=7, color=_OUTCOME_COLOR.get(panel.outcome or "", "black")
+                _wrap(panel.class_name + _details(panel), panel_inches),
+                fontsize=7,
+                color=_OUTCOME_COLOR.get(panel.outcome or "", "black"),
             )
     # One scale for every panel: each map is scaled to its own maximum, so colours compare places within a map.
     bar = fig.colorbar(
@@ -154,6 +159,12 @@ def render_cam_grid(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write(out_path, lambda f: f.write(buf.getvalue()))
+
+
+def _wrap(text: str, inches: float) -> str:
+    """Each line of a caption wrapped to the width of its panel (7-point text: about 14 characters an inch)."""
+    width = max(12, int(14 * inches))
+    return "\n".join(part for line in text.split("\n") for part in (textwrap.wrap(line, width) or [""]))
 
 
 def _details(panel: CamPanel) -> str:
