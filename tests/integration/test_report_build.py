@@ -43,8 +43,9 @@ def test_report_writes_three_self_contained_files(sweep_report: Path):
     md = (sweep_report / "report.md").read_text()
     # Offline: no external scripts, stylesheets or images; figures are inline base64 PNGs.
     assert not re.search(r'(src|href)="(https?:)?//', html) and "<link" not in html
-    # main effects, per-class AP, training curves, accuracy against cost, confusion matrices
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 5
+    # main effects, per-class AP, training curves, accuracy against cost, class x class false positives, confusion
+    # matrices
+    assert len(re.findall(r'src="data:image/png;base64,', html)) == 6
     for title in (
         "What was compared and how",
         "Findings",
