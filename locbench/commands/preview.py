@@ -28,6 +28,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--green", action="store_true", help="show the green (protein) stain alone instead of the composite")
     p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="outline every cell of these instance masks ({ID}.png or {ID}_predictedmask.png, e.g. from "
+        "`locbench segment`) in white over the composite",
+    )
+    p.add_argument(
         "--stretch",
         choices=("auto", "on", "off"),
         default="auto",
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         stretch={"auto": None, "on": True, "off": False}[args.stretch],
         panels=args.panels,
         green_only=args.green,
+        masks=args.masks,
     )
     print(f"preview of {len(indices)} fields written to {out}")
     return 0
@@ -80,6 +87,7 @@ def render_preview(
     stretch: bool | None = None,
     panels: bool = False,
     green_only: bool = False,
+    masks: str | os.PathLike | None = None,
 ) -> Path:
     """Draw fields ``indices`` of ``table`` in a captioned grid and save it (atomically).
 
@@ -93,6 +101,7 @@ def render_preview(
             16-bit fields only.
         panels: One row per field: the composite (or the green stain), then every stain alone in grey.
         green_only: The green (protein) stain alone in place of the composite.
+        masks: A folder of instance masks: every cell outlined in white (see ``cells.overlay``).
     """
     import io
 
@@ -101,9 +110,17 @@ def render_preview(
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
+    from locbench.cells.overlay import overlay_rgb
+    from locbench.cells.segment import mask_path, read_mask
     from locbench.data.channels import composite_rgb, display_planes
-    from locbench.data.images import read_field_raw
+    from locbench.data.images import read_field_raw, read_field_stains
+    from locbench.errors import BadInputError
     from locbench.store.atomic import atomic_write_bytes
+
+    if masks is not None:
+        missing = [table.ids[i] for i in indices if mask_path(masks, table.ids[i]) is None]
+        if missing:
+            raise BadInputError(f"{len(missing)} field(s) have no mask in {masks}", missing, "segment them first")
 
     stains = list(table.stains)
     if panels:
@@ -121,8 +138,14 @@ def render_preview(
         planes = dict(zip(stains, display_planes(raw, stretch=stretched), strict=True))
         shown = {"green": planes["green"]} if green_only and "green" in planes else planes
         ax = axes[k, 0] if panels else axes.flat[k]
-        ax.imshow(composite_rgb(shown))
+        if masks is None:
+            ax.imshow(composite_rgb(shown))
+        else:  # outlines are drawn on the field as it is (not padded), scaled to the panel
+            full = read_field_stains(table.sources(i), list(shown))
+            ax.imshow(overlay_rgb(full, read_mask(mask_path(masks, table.ids[i])), size=size, stretch=stretched))
         what = "green stain alone" if shown is not planes else "composite"
+        if masks is not None:
+            what += ", cells outlined"
         if stretched:
             what += ", contrast stretched"
         names = _names(table, i)
@@ -135,7 +158,7 @@ def render_preview(
                 ax.set_title(f"{stain} ({STAIN_ROLES.get(stain, stain)})", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=100)
+    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=100, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return atomic_write_bytes(out, buf.getvalue())
 

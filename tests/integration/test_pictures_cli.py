@@ -116,3 +116,19 @@ def test_preview_panels_and_green_only(tmp_path: Path):
     px = _field_pixels(tmp_path / "g.png")
     dark = px[(px < 245).all(axis=-1) & (px.max(axis=-1) > 40)]  # field pixels with some signal
     assert dark[:, 1].mean() > 4 * max(dark[:, 0].mean(), dark[:, 2].mean())  # green alone
+
+
+def test_preview_outlines_cells_of_a_mask_folder(tmp_path: Path, capsys):
+    ids = write_dataset(tmp_path / "data", n=2)
+    data, masks = str(tmp_path / "data"), str(tmp_path / "m")
+    assert main(["segment", "--data", data, "--out", masks]) == 0
+    base = ["preview", data, "--n", "2", "--size", "256", "--stretch", "off"]
+    assert main([*base, "--out", str(tmp_path / "plain.png")]) == 0
+    assert main([*base, "--masks", masks, "--out", str(tmp_path / "cells.png")]) == 0
+    plain, cells = _pixels(tmp_path / "plain.png"), _pixels(tmp_path / "cells.png")
+    assert plain.shape == cells.shape  # the same layout: only the outlines differ
+    white = (cells == MASK_COLOR).all(axis=-1) & ~(plain == MASK_COLOR).all(axis=-1)
+    assert white.sum() > 300  # three cells per field, outlined
+    (tmp_path / "m" / f"{ids[1]}.png").unlink()
+    assert main(["preview", data, "--n", "2", "--masks", masks, "--out", str(tmp_path / "q.png")]) == 2
+    assert ids[1] in capsys.readouterr().err
