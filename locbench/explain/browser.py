@@ -176,8 +176,9 @@ main { padding: 14px 20px 40px; }
 </select></label>
 <span id="count"></span></div>
 <p class="muted">Outcome at the run's tuned thresholds (predicted when p &ge; threshold). With a class chosen:
-that class's outcome and probability; with "any": an image with any false positive or false negative is an error,
-and confidence is its highest probability. Border: green TP, orange FP, red FN. Click an image for every class.
+that class's outcome and probability; with "any": images with that outcome for some class (an error: a false
+positive or a false negative of some class), and confidence is the highest probability. Border: green TP,
+orange FP, red FN. Click an image for every class.
 The green stain alone is contrast-stretched per image (to see where the protein is, not how much there is).</p>
 </header>
 <main><div id="grid"></div>
@@ -208,7 +209,10 @@ function selected() {
   const c = +$("cls").value, want = $("outcome").value, sort = $("sort").value;
   let rows = D.items.filter((it) => {
     if (want === "all") return true;
-    if (c < 0) { const e = errors(it); return want === "err" ? e > 0 : want === "ok" ? e === 0 : false; }
+    if (c < 0) {
+      if (want === "err" || want === "ok") return (errors(it) > 0) === (want === "err");
+      return C.some((_, k) => outcome(it, k) === want);  // any class with that outcome
+    }
     const o = outcome(it, c);
     return want === "err" ? o === "FP" || o === "FN" : want === "ok" ? o === "TP" || o === "TN" : o === want;
   });
