@@ -162,7 +162,7 @@ def run_section(
     files = res["files"]
     parts = [para(intro)]
     rel = _relative(out_dir, page_dir or out_dir.parent.parent)
-    if browse and not res["cam_error"] and res.get("thumbs"):
+    if browse and not res["cam_error"]:  # the images are readable (a cell-level run is refused, with a note)
         try:
             page = write_browser(run.path, out=out_dir / "browse", force=True)
         except LocbenchError as e:
