@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--part", default="val", help="which stored predictions: val (default) or test")
     p.add_argument("--out", type=out_path, help="output folder (default RUN_DIR/browse)")
     p.add_argument("--size", type=int, default=160, help="thumbnail side in pixels (default 160)")
+    p.add_argument(
+        "--cams",
+        metavar="METHOD",
+        help="also draw class activation maps (gradcam, gradcam++, ...) of each image's three most telling classes, "
+        "shown when an image is clicked (runs the model once per image)",
+    )
+    p.add_argument("--device", default="auto", help="where the maps are computed: auto, cpu, cuda, ... (default auto)")
     add_force_arg(p)
     p.set_defaults(func=run)
 
@@ -28,6 +35,15 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from locbench.explain.browser import write_browser
 
-    page = write_browser(args.run_dir, data=args.data, out=args.out, part=args.part, size=args.size, force=args.force)
+    page = write_browser(
+        args.run_dir,
+        data=args.data,
+        out=args.out,
+        part=args.part,
+        size=args.size,
+        force=args.force,
+        cams=args.cams,
+        device=args.device,
+    )
     print(f"image browser: {page}\n(open it in a browser; the thumbnails are in {page.parent / 'thumbs'})")
     return 0

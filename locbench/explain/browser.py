@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 
+from locbench.data.channels import resolve_channels
 from locbench.data.formats import table_from_config
+from locbench.engine.device import pick_device
 from locbench.errors import LocbenchError
-from locbench.explain.thumbs import THUMB_SIZE, write_thumbnails
+from locbench.explain import cam
+from locbench.explain.overlay import classes_to_explain, rgb_composite
+from locbench.explain.run import CAM_BATCH, batched_cams, load_images
+from locbench.explain.thumbs import THUMB_SIZE, thumb_name, write_jpeg, write_thumbnails
 from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write_text
 from locbench.store.outputs import check_output, data_inputs
@@ -40,6 +46,8 @@ def write_browser(
     part: str = "val",
     size: int = THUMB_SIZE,
     force: bool = True,
+    cams: str | None = None,
+    device: str = "auto",
 ) -> Path:
     """Write the image browser of a finished image-level run; returns the path of its ``index.html``.
 
@@ -50,10 +58,16 @@ def write_browser(
         part: Which stored predictions to browse (``val``, or ``test`` where the run has one).
         size: Thumbnail side in pixels.
         force: Replace a non-empty ``out`` given explicitly (the default folder is the browser's own).
+        cams: A CAM method (``gradcam``, ...): also draw, for every image, the maps of its three most telling
+            classes (errors first, then hits, then the most probable), shown when the image is clicked. Loads
+            the model and runs it once per image.
+        device: Where the maps are computed.
 
     Raises:
         LocbenchError: no such run, no predictions of that part, a cell-level run, or images that cannot be read.
     """
+    if cams is not None and cams not in cam.METHODS:  # before any file is written
+        raise LocbenchError(f"unknown CAM method {cams!r}; valid methods: {', '.join(cam.METHODS)}")
     folder = RunDir(Path(run_dir))
     if not folder.root.is_dir():
         raise LocbenchError(f"run folder {folder.root} does not exist; pass a folder written by `locbench train`")
@@ -84,6 +98,9 @@ def write_browser(
     thumbs = write_thumbnails(table, ids, target / "thumbs", size=size)
     if not thumbs:
         raise LocbenchError(f"none of the {len(ids)} images of {part} could be read from {table.root}")
+    maps = (
+        _cam_overlays(run, table, ids, stored, thresholds, target / "cams", method=cams, device=device) if cams else {}
+    )
     page = browser_html(
         title=f"Images of {folder.root.name} ({part})",
         names=list(names),
@@ -92,10 +109,37 @@ def write_browser(
         probs=np.asarray(stored.probs, dtype=np.float64),
         targets=np.asarray(stored.targets),
         thumbs={i: {k: f"thumbs/{v}" for k, v in t.items()} for i, t in thumbs.items()},
+        cams=maps,
+        method=cams,
     )
     path = atomic_write_text(target / "index.html", page)
     log.info("image browser of %d images written to %s", len(thumbs), path)
     return path
+
+
+def _cam_overlays(run, table, ids, stored, thresholds, out_dir: Path, *, method: str, device: str, k: int = 3):
+    """Class activation maps of each image's ``k`` most telling classes over its composite, as JPEGs in
+    ``out_dir``; image id -> class index -> path relative to the browser's folder."""
+    dev = pick_device(device)
+    model = run.model(dev)
+    channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
+    chosen = classes_to_explain(stored.probs, stored.targets, np.asarray(thresholds), k=k)
+    heat = colormaps["jet"]
+    done: dict[str, dict[int, str]] = {}
+    for start in range(0, len(ids), CAM_BATCH):
+        rows = list(range(start, min(start + CAM_BATCH, len(ids))))
+        images = load_images(table, [ids[r] for r in rows], channels, run.config.data)
+        maps = batched_cams(model, images, list(range(len(rows))), [chosen[r] for r in rows], method, dev)
+        for j, r in enumerate(rows):
+            rgb = rgb_composite(images[j], channels)
+            done[ids[r]] = {}
+            for m, c in zip(maps[j], chosen[r], strict=True):
+                # An all-zero map (no evidence) leaves the image uncoloured, as in the report's grids.
+                color = heat(np.clip(m, 0, 1))[..., :3] if m.any() else rgb
+                name = f"{thumb_name(ids[r])}_{method}_{c}.jpg"
+                write_jpeg(out_dir / name, 0.55 * rgb + 0.45 * color)
+                done[ids[r]][c] = f"{out_dir.name}/{name}"
+    return done
 
 
 def browser_html(
@@ -107,6 +151,8 @@ def browser_html(
     probs: np.ndarray,
     targets: np.ndarray,
     thumbs: dict[str, dict[str, str]],
+    cams: dict[str, dict[int, str]] | None = None,
+    method: str | None = None,
 ) -> str:
     """The browser page: the data as inline JSON, the viewer as inline CSS and JavaScript (no external file)."""
     items: list[dict[str, Any]] = []
@@ -119,6 +165,7 @@ def browser_html(
                 "green": t["green"] if t else None,
                 "truth": [int(c) for c in np.flatnonzero(targets[row])],
                 "p": [round(float(x), 4) for x in probs[row]],
+                "cams": {str(c): path for c, path in (cams or {}).get(image_id, {}).items()},
             }
         )
     data = {
@@ -126,6 +173,7 @@ def browser_html(
         "thresholds": [float(x) for x in thresholds],
         "items": items,
         "page": PAGE_SIZE,
+        "method": method or "",
     }
     # "</" cannot end the script element early: JSON allows "<\/" for "</".
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
@@ -162,6 +210,10 @@ main { padding: 14px 20px 40px; }
 #detail td, #detail th { border: 1px solid #dde1e7; padding: 2px 6px; text-align: right; }
 #detail td:first-child, #detail th:first-child { text-align: left; }
 .muted { color: #6b7385; font-size: 0.85em; }
+#detail .cams { display: flex; flex-wrap: wrap; gap: 8px; }
+#detail figure { margin: 0; font-size: 0.8em; text-align: center; }
+#detail .cams img { width: 260px; max-width: 100%; }
+#detail h3 { font-size: 0.95em; margin: 10px 0 4px; }
 </style></head><body>
 <header><h1>{{TITLE}}</h1>
 <div class="controls">
@@ -247,8 +299,12 @@ function detail(id) {
     `<td>${it.truth.includes(k) ? "yes" : ""}</td><td><span class="tag ${outcome(it, k)}">${outcome(it, k)}` +
     `</span></td></tr>`).join("");
   const imgs = ["rgb", "green"].filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}">`);
+  const cams = Object.entries(it.cams).map(([k, src]) => `<figure><img src="${esc(src)}" alt="${D.method} ` +
+    `${esc(C[k])}"><figcaption>${esc(C[k])}: p ${it.p[k].toFixed(3)}, ${outcome(it, +k)}</figcaption></figure>`);
+  const camPart = cams.length ? `<h3>${esc(D.method)} maps (each scaled to its own maximum; no colour: a zero ` +
+    `map, no evidence)</h3><div class="cams">${cams.join("")}</div>` : "";
   $("detailbox").innerHTML = `<p><b>${esc(id)}</b> <button id="close">close</button></p>${imgs.join(" ")}` +
-    `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${rows}</table>`;
+    camPart + `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${rows}</table>`;
   $("detail").style.display = "block";
   $("close").onclick = () => { $("detail").style.display = "none"; };
 }

@@ -399,14 +399,14 @@ def _cam_stage(
     model = run.model(dev)
     channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
     all_rows = list(dict.fromkeys([*wanted, *loc_rows]))
-    images = _load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data)
+    images = load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data)
     pos = {r: i for i, r in enumerate(all_rows)}
     for m_i, method in enumerate(methods):
         need = {r: list(wanted.get(r, [])) for r in all_rows}
         if m_i == 0:  # localization scores the first method's maps of every true class
             for r in loc_rows:
                 need[r] = list(dict.fromkeys([*need[r], *np.flatnonzero(truth[r]).tolist()]))
-        cams = _cams(model, images, [pos[r] for r in need], list(need.values()), method, dev)
+        cams = batched_cams(model, images, [pos[r] for r in need], list(need.values()), method, dev)
         by_key = {(r, c): cams[r_i][j] for r_i, r in enumerate(need) for j, c in enumerate(need[r])}
         for key, rows in layout:
             label = names[key] if isinstance(key, int) else "selected"
@@ -471,7 +471,7 @@ def _table(run, data: str | None):
     return table
 
 
-def _load_images(table, ids: list[str], channels: list[str], dcfg) -> np.ndarray:
+def load_images(table, ids: list[str], channels: list[str], dcfg) -> np.ndarray:
     """``(B, C, S, S)`` float32 in [0, 1], the model's input (its normalisation is folded into the model)."""
     where = {i: r for r, i in enumerate(table.ids)}
     missing = [i for i in ids if i not in where]
@@ -485,7 +485,7 @@ def _load_images(table, ids: list[str], channels: list[str], dcfg) -> np.ndarray
     return np.stack([to_unit(ds[k][0]).numpy() for k in range(len(ds))])
 
 
-def _cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], method: str, dev) -> list:
+def batched_cams(model, images: np.ndarray, idx: list[int], lists: list[list[int]], method: str, dev) -> list:
     """Maps of ``lists[i]`` for image ``images[idx[i]]``, batched: ``compute_cams`` needs the same number of
     classes per image, so shorter lists are padded with their first class and the padding dropped."""
     out: list[np.ndarray] = [np.zeros((0, *images.shape[-2:]), np.float32)] * len(idx)

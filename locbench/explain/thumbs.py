@@ -78,13 +78,14 @@ def write_thumbnails(
             green = display_planes(raw[[stains.index("green")]], stretch=stretch is not False)[0]
         else:
             green = np.zeros(raw.shape[1:], np.float32)
-        _jpeg(out / f"{name}.jpg", composite_rgb(planes))
-        _jpeg(out / f"{name}_green.jpg", composite_rgb({"green": green}))
+        write_jpeg(out / f"{name}.jpg", composite_rgb(planes))
+        write_jpeg(out / f"{name}_green.jpg", composite_rgb({"green": green}))
         done[fid] = {"rgb": f"{name}.jpg", "green": f"{name}_green.jpg"}
     return done
 
 
-def _jpeg(path: Path, rgb: np.ndarray) -> Path:
+def write_jpeg(path: Path, rgb: np.ndarray) -> Path:
+    """``(H, W, 3)`` floats in [0, 1] as a JPEG (quality 88, no chroma subsampling), written atomically."""
     buf = io.BytesIO()
     Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
         buf, format="JPEG", quality=88, subsampling=0

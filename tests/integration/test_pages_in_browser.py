@@ -92,7 +92,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def test_image_browser_loads_and_its_filters_show_the_right_images(trained_run: Path):
-    page = write_browser(trained_run)
+    page = write_browser(trained_run, cams="gradcam", device="cpu")
     found = open_in_chromium(page)
     assert found["errors"] == []
     assert found["images"] and all(i["ok"] for i in found["images"]), found["images"]
@@ -113,9 +113,12 @@ def test_image_browser_loads_and_its_filters_show_the_right_images(trained_run: 
             want = int(kinds[o][:, c].sum())
         assert f["count"] == f"{want} of {n} images", f
         assert f["cards"] == min(want, PAGE_SIZE), f
-    # a click opens every class of the image, with both pictures
+    # a click opens every class of the image, with both pictures and the maps of its three most telling classes
     assert found["detail_rows"] == 1 + stored.probs.shape[1]
-    assert len(found["detail_images"]) == 2 and all(s.startswith("thumbs/") for s in found["detail_images"])
+    pictures, maps = found["detail_images"][:2], found["detail_images"][2:]
+    assert all(s.startswith("thumbs/") for s in pictures) and len(maps) == 3
+    assert all(s.startswith("cams/") and "_gradcam_" in s for s in maps)
+    assert all((page.parent / s).read_bytes()[:3] == b"\xff\xd8\xff" for s in maps)
 
 
 def test_report_with_thumbnails_and_browser_link_loads_with_every_image(trained_run: Path):
@@ -128,3 +131,16 @@ def test_report_with_thumbnails_and_browser_link_loads_with_every_image(trained_
     link = re.search(r'href="(explain/[^"]+/browse/index\.html)"', report.read_text())
     assert link and (sweep / link.group(1)).is_file()
     assert np.all([i["src"].startswith(("data:image/png", "explain/run/thumbs/")) for i in found["images"]])
+
+
+def test_browse_cli_writes_the_page_thumbnails_and_maps(trained_run: Path, tmp_path: Path, capsys):
+    from locbench.cli import main
+
+    out = tmp_path / "b"
+    assert main(["browse", str(trained_run), "--out", str(out), "--cams", "gradcam", "--device", "cpu"]) == 0
+    assert f"image browser: {out / 'index.html'}" in capsys.readouterr().out
+    n = len(RunDir(trained_run).read_predictions("val").ids)
+    assert len(list((out / "thumbs").glob("*.jpg"))) == 2 * n and len(list((out / "cams").glob("*.jpg"))) == 3 * n
+    assert main(["browse", str(trained_run), "--out", str(out)]) == 2  # an existing output needs --force
+    assert main(["browse", str(trained_run), "--cams", "nope", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown CAM method 'nope'" in capsys.readouterr().err and not (tmp_path / "c").exists()
