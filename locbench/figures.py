@@ -49,40 +49,47 @@ def place_labels(
     fig.canvas.draw()  # limits and layout are final: the boxes measured below are the ones saved
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    pad = 4.0 * fig.dpi / 72  # a marker's half width, in pixels
-    taken: list[Any] = [
-        Bbox.from_extents(px - pad, py - pad, px + pad, py + pad)
-        for px, py in ax.transData.transform(np.asarray([*zip(xs, ys, strict=True), *avoid], dtype=float))
-    ]
+    # Every point keeps a margin free of other points' labels (8 pt: a label right beside a point reads as
+    # that point's); a label may come closer to its own point (4 pt, the marker itself).
+    near, own = 8.0 * fig.dpi / 72, 4.0 * fig.dpi / 72
+    centres = ax.transData.transform(np.asarray([*zip(xs, ys, strict=True), *avoid], dtype=float))
+    points = [Bbox.from_extents(px - near, py - near, px + near, py + near) for px, py in centres]
+    taken: list[Any] = []
     legend = ax.get_legend()
     if legend is not None:
         taken.append(legend.get_window_extent(renderer))
     left_out: list[str] = []
     order = np.argsort([-len(s) for s in labels], kind="stable")  # long labels first: they are the hardest to fit
     for i in order:
-        if not _place(ax, xs[i], ys[i], labels[i], taken, inside, renderer, text):
+        px, py = centres[i]
+        blocked = [*taken, *points[:i], *points[i + 1 :], Bbox.from_extents(px - own, py - own, px + own, py + own)]
+        box = _place(ax, xs[i], ys[i], labels[i], blocked, inside, renderer, text)
+        if box is None:
             # no free spot: a number, itself placed without overlap where it can be, and the name in the key
             k = str(len(left_out) + 1)
-            if not _place(ax, xs[i], ys[i], k, taken, inside, renderer, text):
-                ax.annotate(k, (xs[i], ys[i]), xytext=(3, 3), textcoords="offset points", in_layout=False, **text)
+            box = _place(ax, xs[i], ys[i], k, blocked, inside, renderer, text)
+            if box is None:
+                ann = ax.annotate(k, (xs[i], ys[i]), xytext=(3, 3), textcoords="offset points", in_layout=False, **text)
+                box = ann.get_window_extent(renderer)
             left_out.append(f"{k}: {labels[i]}")
+        taken.append(box)
     return left_out
 
 
-def _place(ax: Any, x: float, y: float, label: str, taken: list, inside: Any, renderer: Any, text: dict) -> bool:
-    """Annotate at the first offset of the ring whose box is inside the axes and overlaps nothing in ``taken``."""
+def _place(ax: Any, x: float, y: float, label: str, blocked: list, inside: Any, renderer: Any, text: dict) -> Any:
+    """Annotate at the first offset of the ring whose box is inside the axes and overlaps nothing in ``blocked``;
+    the box of the label placed (None when no offset is free)."""
     for dx, dy in _RING:
         ha = "left" if dx >= 0 else "right"
         where = {"xytext": (dx, dy), "textcoords": "offset points", "ha": ha, "in_layout": False}
         ann = ax.annotate(label, (x, y), **where, **text)
         box = ann.get_window_extent(renderer)
         fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-        if fits and not any(box.overlaps(t) for t in taken):
-            taken.append(box)
+        if fits and not any(box.overlaps(t) for t in blocked):
             if abs(dx) > 5 or abs(dy) > 15:  # away from its point: a thin line shows whose label it is
                 ann.remove()
                 line = {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 1, "shrinkB": 3}
                 ax.annotate(label, (x, y), **where, arrowprops=line, **text)
-            return True
+            return box
         ann.remove()
-    return False
+    return None
