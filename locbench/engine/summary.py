@@ -1,5 +1,9 @@
 """The end of a run: thresholds tuned on the best epoch's validation predictions, and ``summary.json``.
 
+``summary.json`` holds a ``val`` block (the best epoch's validation predictions; tuned F1 cross-fitted) and, for a
+run with a test part, a ``test`` block (the best checkpoint's predictions of the test part, scored once at the
+end; tuned F1 at the validation thresholds). docs/VALIDATION.md says what each number is measured on.
+
 :func:`summarize` is a pure function of the predictions, the metrics history and the run's cost;
 :func:`finish_run` reads those from the run folder, writes the results through :class:`RunDir` and marks it done.
 """
@@ -15,8 +19,8 @@ import numpy as np
 import torch
 
 from locbench.engine.device import peak_memory_mb
-from locbench.metrics import compute_metrics, tune_thresholds
-from locbench.store.rundir import RunDir
+from locbench.metrics import compute_metrics, crossfit_metrics, tune_thresholds
+from locbench.store.rundir import Predictions, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,13 @@ def summarize(
     best_epoch: int | None,
     cost: dict[str, Any],
     device: str,
+    test: Predictions | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-class thresholds tuned on ``probs`` and the content of ``summary.json``.
+
+    The ``val`` block's tuned F1 is cross-fitted (:func:`~locbench.metrics.crossfit_metrics`): F1 of thresholds
+    scored on the images they were tuned on is never written. The ``test`` block (with ``test``) scores the best
+    checkpoint's test predictions at 0.5 and at the thresholds tuned on all of validation.
 
     Args:
         probs, targets: the best epoch's validation predictions, (N, C).
@@ -42,34 +51,50 @@ def summarize(
         best_epoch: the epoch of the best validation mAP (1-based).
         cost: the ``cost`` section (:func:`run_cost`).
         device: where the run trained.
+        test: the best checkpoint's predictions of the test part, if the run has one.
     """
     thresholds = tune_thresholds(probs, targets)
+    val = _block(probs, targets, class_names, thresholds, crossfit_metrics(probs, targets, class_names=class_names))
+    summary: dict[str, Any] = {"format_version": FORMAT_VERSION, "val": val}
+    if test is not None:
+        tuned = compute_metrics(test.probs, test.targets, class_names=class_names, thresholds=thresholds)
+        summary["test"] = _block(test.probs, test.targets, class_names, thresholds, tuned)
+    summary.update(best_epoch=best_epoch, epochs_run=len(history), cost=cost, device=device)
+    return thresholds, summary
+
+
+def _block(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    class_names: list[str],
+    thresholds: np.ndarray,
+    tuned: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One part's metrics: at 0.5, threshold-free (AP), and ``tuned`` (None: too few images to cross-fit).
+
+    ``tuned_f1`` says what the tuned F1 is: ``cross-fitted`` (validation, ``crossfit_folds`` folds) or
+    ``val thresholds`` (another part scored with the thresholds tuned on validation)."""
     at_half = compute_metrics(probs, targets, class_names=class_names, thresholds=0.5)
-    tuned = compute_metrics(probs, targets, class_names=class_names, thresholds=thresholds)
     per_class = {}
     for name in class_names:
         row = dict(at_half["per_class"][name])
-        row["f1_tuned"] = tuned["per_class"][name]["f1"]
+        row["f1_tuned"] = tuned["per_class"][name]["f1"] if tuned else None
         row["threshold"] = float(thresholds[class_names.index(name)])
         per_class[name] = row
-    summary = {
-        "format_version": FORMAT_VERSION,
-        "val": {
-            "macro_f1": at_half["macro_f1"],
-            "micro_f1": at_half["micro_f1"],
-            "map": at_half["map"],
-            "macro_f1_tuned": tuned["macro_f1"],
-            "micro_f1_tuned": tuned["micro_f1"],
-            "n_images": int(len(targets)),
-            "per_class": per_class,
-            "absent_classes": at_half["absent_classes"],
-        },
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "cost": cost,
-        "device": device,
+    block = {
+        "macro_f1": at_half["macro_f1"],
+        "micro_f1": at_half["micro_f1"],
+        "map": at_half["map"],
+        "macro_f1_tuned": tuned["macro_f1"] if tuned else None,
+        "micro_f1_tuned": tuned["micro_f1"] if tuned else None,
+        "tuned_f1": "cross-fitted" if tuned is None or "folds" in tuned else "val thresholds",
+        "n_images": int(len(targets)),
+        "per_class": per_class,
+        "absent_classes": at_half["absent_classes"],
     }
-    return thresholds, summary
+    if tuned is None or "folds" in tuned:
+        block["crossfit_folds"] = tuned["folds"] if tuned else None
+    return block
 
 
 def run_cost(
@@ -110,25 +135,36 @@ def finish_run(
     device: torch.device,
 ) -> None:
     """Tune thresholds on the best epoch's validation predictions, write ``thresholds.json`` and
-    ``summary.json``; status done."""
+    ``summary.json`` (with the ``test`` block when ``predictions/test.npz`` is there); status done."""
     preds = run.read_predictions("val")
+    test = run.read_predictions("test") if run.has_predictions("test") else None
     history = run.read_metrics()
     cost = run_cost(
         history, params=params, gmacs=gmacs, epoch_times=epoch_times, throughputs=throughputs, device=device
     )
     thresholds, summary = summarize(
-        preds.probs, preds.targets, class_names, history, best_epoch=best_epoch, cost=cost, device=str(device)
+        preds.probs,
+        preds.targets,
+        class_names,
+        history,
+        best_epoch=best_epoch,
+        cost=cost,
+        device=str(device),
+        test=test,
     )
     run.write_thresholds(class_names, thresholds)
     run.write_summary(summary)
     run.set_status("done")
-    val = summary["val"]
+    part = "test" if "test" in summary else "val"
+    block = summary[part]
     log.info(
-        "done: best epoch %s, val mAP %.4f, macro F1 %.4f at 0.5, %.4f with tuned thresholds -> %s",
+        "done: best epoch %s (by val mAP); %s mAP %.4f, macro F1 %.4f at 0.5, %.4f with %s -> %s",
         best_epoch,
-        nan_if_none(val["map"]),
-        nan_if_none(val["macro_f1"]),
-        nan_if_none(val["macro_f1_tuned"]),
+        part,
+        nan_if_none(block["map"]),
+        nan_if_none(block["macro_f1"]),
+        nan_if_none(block["macro_f1_tuned"]),
+        "the val-tuned thresholds" if part == "test" else "cross-fitted tuned thresholds (no test part)",
         run.root,
     )
 

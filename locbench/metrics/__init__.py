@@ -1,5 +1,6 @@
 """Multi-label metrics and per-class threshold tuning on stored probabilities."""
 
+from locbench.metrics.crossfit import CROSSFIT_FOLDS, crossfit_metrics, crossfit_predictions
 from locbench.metrics.multilabel import (
     check_inputs,
     compute_metrics,
@@ -10,6 +11,9 @@ from locbench.metrics.multilabel import (
 from locbench.metrics.thresholds import tune_thresholds
 
 __all__ = [
+    "CROSSFIT_FOLDS",
+    "crossfit_metrics",
+    "crossfit_predictions",
     "check_inputs",
     "compute_metrics",
     "format_metrics_table",

@@ -21,7 +21,7 @@ import numpy as np
 from locbench.errors import LocbenchError
 from locbench.metrics import check_inputs, compute_metrics
 from locbench.report import stats
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults
+from locbench.report.collect import METRICS, Point, RunResult, SweepResults
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ class Analysis:
     findings: list[Finding]
     best: str  # point id with the highest mean metric
     notes: list[str] = field(default_factory=list)
-
-
-def metric_label(metric: str) -> str:
-    return "val " + METRIC_LABELS.get(metric, metric)
 
 
 def format_p(p: float) -> str:
@@ -367,7 +363,7 @@ def describe_vs(sweep: SweepResults, point: Point, base: Point) -> str:
 
 def findings(sweep: SweepResults, an: Analysis) -> list[Finding]:
     """Plain sentences: significant results first, then what was tested and found not significant."""
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
     sig, nonsig = [], []
     base = sweep.point(an.baseline)

@@ -18,8 +18,8 @@ import numpy as np
 from locbench.errors import LocbenchError
 from locbench.metrics import multilabel_confusion
 from locbench.report import plots
-from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults, collect
+from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard
+from locbench.report.collect import METRICS, Point, RunResult, SweepResults, collect
 from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
 from locbench.tables import html_escape
@@ -41,12 +41,13 @@ def build_report(
 
     Args:
         sweep_dir: a folder of run folders (optionally with ``sweep.yaml``), or one run folder.
-        metric: the primary validation metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``.
+        metric: the primary metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``, on the test part when every run has
+            one, else on validation (tuned F1 then cross-fitted); see :attr:`SweepResults.part`.
         baseline: the grid point every other one is compared with (point id, run id or ``axis=value,...``);
             default: the study's baseline (loss=bce, aug=standard, first backbone), else the first grid point.
         point: the grid point id or run id whose per-class table and confusion matrices are shown (default: the best
             point by ``metric``, pooled over its seeds).
-        n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
+        n_resamples: bootstrap resamples over the scored images (single-seed sweeps only).
         conf: confidence level of every interval.
         extra_sections: more sections (e.g. error analysis), placed before the list of problem runs; an item may
             also be a callable ``(sweep, analysis) -> Section | list[Section]``, called once the runs are read
@@ -83,10 +84,10 @@ def build_report(
     n_done = sum(r.usable for r in sweep.runs)
     subtitle = (
         f"{len(an.estimates)} configurations, {n_done} of {len(sweep.runs)} runs finished; "
-        f"primary metric {metric_label(metric)}. Folder: {sweep.root}"
+        f"primary metric {sweep.metric_label(metric)}. Folder: {sweep.root}"
     )
     atomic_write_text(root / "report.md", markdown(title, subtitle, sections))
-    atomic_write_text(root / "leaderboard.csv", _csv(rows))
+    atomic_write_text(root / "leaderboard.csv", _csv([_csv_row(sweep, r) for r in rows]))
     out = atomic_write_text(root / "report.html", page(title, subtitle, sections))
     log.info("wrote %s, report.md and leaderboard.csv", out)
     return out
@@ -129,7 +130,7 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
         f"Each configuration was trained with seed(s) {', '.join(map(str, seeds)) or 'n/a'}; the same seed means the "
         f"same train/validation split, so runs are compared seed by seed. {n_done} of {len(sweep.runs)} runs "
         "finished; the others are listed at the end and are left out of every number.",
-        f"Score: {metric_label(an.metric)} on the validation images (also shown: the other metrics). "
+        f"Score: {sweep.metric_label(an.metric)} (also shown: the other metrics). {_part_text(sweep)} "
         f"Every value is a mean with its {an.method}.",
     ]
     if an.mode == "seeds":
@@ -140,11 +141,11 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
         )
     else:
         lines.append(
-            "Only one seed per configuration: uncertainty comes from a bootstrap over validation images (single "
+            f"Only one seed per configuration: uncertainty comes from a bootstrap over {_images(sweep)} (single "
             "seed): the images are resampled with replacement, every run is re-scored on the same resamples, and "
             f"differences to the baseline {_label(sweep, base)} ({an.baseline_why}) get percentile intervals and "
-            "p-values from the bootstrap standard error, Holm-adjusted. This captures the sampling of validation "
-            "images, not training randomness: repeat runs with more seeds to measure that."
+            "p-values from the bootstrap standard error, Holm-adjusted. This captures the sampling of "
+            f"{_images(sweep)}, not training randomness: repeat runs with more seeds to measure that."
         )
     lines.append(f"Effects of each axis and of pairs of axes: {an.anova_method}.")
     md = "".join(para(x)[0] for x in lines)
@@ -197,8 +198,8 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         "#",
         *axis_cols,
         "seeds",
-        *(METRIC_LABELS[m] for m in METRICS),
-        f"Δ {METRIC_LABELS[an.metric]}",
+        *(sweep.metric_label(m) for m in METRICS),
+        f"Δ {sweep.metric_label(an.metric)}",
         "p (Holm)",
         "params (M)",
         "GMACs",
@@ -226,7 +227,7 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         classes.append("base" if r["baseline"] else ("best" if r["point"] == an.best else ""))
     md, h = table(headers, body, left=1 + len(axis_cols), row_classes=classes)
     note = (
-        f"Sorted by {metric_label(an.metric)}. Values: mean [{an.method}]. Δ: difference to the baseline "
+        f"Sorted by {sweep.metric_label(an.metric)}. Values: mean [{an.method}]. Δ: difference to the baseline "
         "(highlighted row); p: Holm-adjusted. Also written to leaderboard.csv."
     )
     return Section("Leaderboard", para(note)[0] + md, para(note)[1] + h)
@@ -267,7 +268,7 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
     md, h = table(headers, rows)
     note = (
         f"Baseline: {_label(sweep, base)} ({an.baseline_why}). Difference = configuration - baseline in "
-        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}."
+        f"{sweep.metric_label(an.metric)}; method: {an.comparisons[0].method}."
     )
     return Section("Comparisons with the baseline", para(note)[0] + md, para(note)[1] + h)
 
@@ -275,7 +276,7 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
 def _effects_section(sweep: SweepResults, an: Analysis) -> Section:
     if not an.main_effects:
         return Section("Effects of each axis", *para("No axis has more than one level."))
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     md, h = "", ""
     txt = (
         f"Mean {label} per level of each axis, averaged over the other axes (and seeds), with its "
@@ -327,7 +328,7 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     mat = np.full((len(points), len(classes)), np.nan)
     for i, c in enumerate(points):
         for j, name in enumerate(classes):
-            vals = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
+            vals = [(r.summary or {}).get(sweep.part, {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
             vals = [v for v in vals if isinstance(v, int | float)]
             if vals:
                 mat[i, j] = float(np.mean(vals))
@@ -335,7 +336,7 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     png = plots.heatmap(mat, labels, classes, title="Validation AP per class (mean over seeds)", cbar="AP")
     rows = [[lab, *(format_number(v) for v in mat[i])] for i, lab in enumerate(labels)]
     md, _ = table(["configuration", *classes], rows)
-    txt = "Average precision per class, mean over seeds; blank/n/a: class absent from the validation images."
+    txt = f"Average precision per class, mean over seeds; blank/n/a: class absent from the {_images(sweep)}."
     return Section("Per-class AP", para(txt)[0] + md, para(txt)[1] + image(png, "per-class AP heatmap"))
 
 
@@ -368,7 +369,7 @@ def _curves_section(sweep: SweepResults) -> Section:
 
 
 def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Section:
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     varying = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1]
     panels, md = [], ""
     for key, xlabel in (("gmacs", "GMACs per image (forward)"), ("epoch_s", "seconds per training epoch")):
@@ -427,7 +428,7 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
     for name in classes:
         vals = []
         for k in keys:
-            xs = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get(k) for r in runs]
+            xs = [(r.summary or {}).get(sweep.part, {}).get("per_class", {}).get(name, {}).get(k) for r in runs]
             xs = [x for x in xs if isinstance(x, int | float)]
             vals.append(np.mean(xs) if xs else math.nan)
         rows.append(
@@ -441,7 +442,7 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
     headers = ["class", "AP", "F1 @0.5", "F1 tuned", "precision", "recall", "support", "threshold"]
     md, h = table(headers, rows)
     pooled = f"mean over {len(runs)} seed(s)" if len(runs) > 1 else "one run"
-    txt = f"{title}: per-class validation results ({pooled})."
+    txt = f"{title}: per-class results on the {_images(sweep)} ({pooled})."
     md, h = para(txt)[0] + md, para(txt)[1] + h
     counts = _confusion(sweep, runs)
     if counts is not None:
@@ -502,6 +503,32 @@ def _list_section(title: str, items: list[str]) -> Section:
         "".join(f"- {x}\n" for x in items),
         "<ul>" + "".join(f"<li>{html_escape(x)}</li>" for x in items) + "</ul>",
     )
+
+
+def _images(sweep: SweepResults) -> str:
+    return "test images" if sweep.part == "test" else "validation images"
+
+
+def _part_text(sweep: SweepResults) -> str:
+    """What the report's numbers are measured on, in a sentence (docs/VALIDATION.md has the long version)."""
+    if sweep.part == "test":
+        return (
+            "Every number is measured on each run's test part, images held out from training, from the choice of "
+            "checkpoint (best validation mAP) and from threshold tuning (tuned F1 uses the thresholds tuned on "
+            "validation); the training curves alone show validation."
+        )
+    return (
+        "No test part in every run: numbers are measured on the validation images, which also picked each run's "
+        "checkpoint (best validation mAP), so they lean optimistic; tuned F1 is cross-fitted (thresholds tuned on "
+        "the other folds of validation). Hold out a test part (data.test_frac, 0.2 by default) for numbers "
+        "nothing was chosen on."
+    )
+
+
+def _csv_row(sweep: SweepResults, row: dict) -> dict:
+    """A leaderboard row for leaderboard.csv: which part its metrics are on and what its tuned F1 is come first."""
+    tuned = "val thresholds" if sweep.part == "test" else "cross-fitted"
+    return {"part": sweep.part, "tuned_f1": tuned, **row}
 
 
 def _csv(rows: list[dict]) -> str:

@@ -3,17 +3,33 @@ recorded in tests/fixtures/golden (predictions/val.npz, summary.json, thresholds
 
 A refactor must keep them bit for bit. Regenerate the fixtures (see make_golden.py) only for a change that is meant
 to change the numbers, and say so in its commit.
+
+One deliberate change since they were recorded: summary.json's tuned F1 (``val.macro_f1_tuned``,
+``val.micro_f1_tuned``, per-class ``f1_tuned``) is cross-fitted instead of measured on the images the thresholds
+were tuned on, and the ``val`` block says so (``tuned_f1``, ``crossfit_folds``). The recorded in-sample values are
+still checked exactly, recomputed from the (exactly checked) predictions and thresholds; the new values are checked
+against :func:`~locbench.metrics.crossfit_metrics` of the same predictions. The scenario pins ``data.test_frac=0``
+(runs hold out a test part by default now), which keeps its splits but, being no longer the default, enters the sweep's
+run-id hashes: the ids are checked to be the recorded ones but for that.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures.golden.make_golden import ARRAYS, environment, load_golden, run_scenario
 
+from locbench.config import DataConfig, load_config
+from locbench.metrics import CROSSFIT_FOLDS, compute_metrics, crossfit_metrics
+from locbench.sweep.grid import config_hash
+
 pytestmark = pytest.mark.slow
+
+#: Entries of the ``val`` block whose meaning changed on purpose (in-sample -> cross-fitted tuned F1).
+CHANGED = ("macro_f1_tuned", "micro_f1_tuned")
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +47,29 @@ def scenario(golden, tmp_path_factory) -> dict:
 
 
 def test_same_runs(golden, scenario):
-    assert sorted(scenario) == sorted(golden)
-    # the sweep's run ids (folder names: a changed id makes a resumed sweep start over)
-    assert scenario["sweep-plan"] == golden["sweep-plan"]
+    assert sorted(k for k in scenario if not k.startswith("_")) == sorted(golden)
+    # the sweep's run ids (folder names: a changed id makes a resumed sweep start over). The deliberate change:
+    # data.test_frac=0 is no longer the default, so it is part of the hash now; with it at the default, the hash
+    # is the recorded one (nothing else about the runs changed)
+    got, want = scenario["sweep-plan"]["run_ids"], golden["sweep-plan"]["run_ids"]
+    assert [r.rsplit("-", 1)[0] for r in got] == [r.rsplit("-", 1)[0] for r in want]
+    default = DataConfig().test_frac
+    for run_id, old_id in zip(got, want, strict=True):
+        cfg = load_config(scenario["_sweep_dir"] / run_id / "config.yaml")
+        assert cfg.data.test_frac == 0 != default
+        assert run_id.rsplit("-", 1)[1] == config_hash(cfg) != old_id.rsplit("-", 1)[1]
+        assert config_hash(cfg.replace({"data.test_frac": default})) == old_id.rsplit("-", 1)[1]
+
+
+def _without_tuned(summary: dict) -> dict:
+    """``summary`` less the tuned-F1 entries of its ``val`` block and the fields added with cross-fitting."""
+    out = copy.deepcopy(summary)
+    val = out["val"]
+    for key in (*CHANGED, "tuned_f1", "crossfit_folds"):
+        val.pop(key, None)
+    for row in val["per_class"].values():
+        row.pop("f1_tuned")
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(load_golden()[0]))
@@ -45,8 +81,39 @@ def test_run_results_are_identical(golden, scenario, name):
             a, b = got["arrays"][key], want["arrays"][key]
             assert a.dtype == b.dtype and a.shape == b.shape, key
             assert np.array_equal(a, b), f"{name}: predictions/val.npz[{key}] differs"
-    for part in ("summary", "thresholds", "metrics"):
+    for part in ("thresholds", "metrics"):
         assert got.get(part) == want.get(part), f"{name}: {part} differs"
+    if "summary" not in want:
+        assert "summary" not in got
+        return
+    # everything but the tuned F1 exactly as recorded; no test block (the scenario pins data.test_frac=0)
+    assert _without_tuned(got["summary"]) == _without_tuned(want["summary"]), f"{name}: summary differs"
+    assert "test" not in got["summary"]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(load_golden()[0]) if n != "sweep-plan"])
+def test_tuned_f1_is_cross_fitted(golden, scenario, name):
+    """The deliberate change: the recorded in-sample tuned F1 is what the stored thresholds give on the stored
+    validation predictions (bit for bit), and summary.json now holds the cross-fitted F1 in its place."""
+    want, got = golden[name], scenario[name]
+    probs, targets = got["arrays"]["probs"], got["arrays"]["targets"]
+    classes, thr = got["thresholds"]["classes"], np.asarray(got["thresholds"]["thresholds"])
+    in_sample = compute_metrics(probs, targets, class_names=classes, thresholds=thr)
+    old, new = want["summary"]["val"], got["summary"]["val"]
+    for key in CHANGED:
+        assert in_sample[key.removesuffix("_tuned")] == old[key], key
+    for c in classes:
+        assert in_sample["per_class"][c]["f1"] == old["per_class"][c]["f1_tuned"], c
+
+    crossfit = crossfit_metrics(probs, targets, class_names=classes)
+    assert new["tuned_f1"] == "cross-fitted"
+    assert new["crossfit_folds"] == min(CROSSFIT_FOLDS, len(targets))
+    for key in CHANGED:
+        assert new[key] == crossfit[key.removesuffix("_tuned")], key
+    for c in classes:
+        assert new["per_class"][c]["f1_tuned"] == crossfit["per_class"][c]["f1"], c
+    # the thresholds kept for predict are still tuned on all of validation
+    assert [new["per_class"][c]["threshold"] for c in classes] == thr.tolist()
 
 
 def test_fixtures_are_small():
