@@ -7,11 +7,11 @@ of what the same thresholds score on fresh images: the mean difference over the 
 errors of zero. The in-sample number must lie beyond 3 standard errors and beyond 0.05, which shows the comparison
 can fail.
 
-Without a test part locbench reports cross-fitted F1. It removes most of the inflation but not all of it (+0.02
-to +0.03, standard error 0.0025, against the kept thresholds on fresh images; about +0.016 against the fold
-thresholds themselves): the validation sample's own class frequencies shape both the thresholds tuned on some folds and the
-score of the others. The test holds it to what it does (under a third of the in-sample inflation, under 0.04) and
-docs/VALIDATION.md says so; only a test part is unbiased.
+Without a test part locbench reports cross-fitted F1. It removes most of the inflation but not all of it
+(+0.02 to +0.03, standard error 0.0025, against the kept thresholds on fresh images; about +0.016 against the fold
+thresholds themselves): the validation sample's own class frequencies shape both the thresholds tuned on some
+folds and the score of the others. The test holds it to what it does (under a third of the in-sample inflation,
+under 0.04) and docs/VALIDATION.md says so; only a test part is unbiased.
 """
 
 from __future__ import annotations
