@@ -148,3 +148,40 @@ def test_cell_runs_hold_out_whole_fields(kit, tmp_path, synth_dir):
     fields = {i.split("/")[0] for i in ids}  # cell ids are FIELD/CELL
     assert fields and fields <= set(split.parts["test"])
     assert _summary(run)["test"]["n_images"] == len(ids)
+
+
+def test_a_synth_sweep_reports_test_part_numbers(kit, tmp_path):
+    """2 configurations x 3 seeds with the default test part: the report's headline numbers are the runs' test
+    numbers, labelled as such."""
+    import csv
+
+    import yaml
+
+    from locbench.report import build_report
+
+    spec = {
+        "name": "parts",
+        "config": {
+            "model": {"backbone": "test_resnet", "hidden": 32},
+            "data": {"img_size": 32, "workers": 0, "cache_dir": str(kit.cache_dir)},
+            "optim": {"lr": 1e-3},
+            "train": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+            "log": {"progress": "lines"},
+        },
+        "grid": {"loss.name": ["bce", "focal"]},
+        "seeds": [0, 1, 2],
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--data", str(kit.data)]) == 0
+    build_report(out, metric="macro_f1_tuned")
+    md = (out / "report.md").read_text()
+    assert "primary metric test macro F1 (tuned)" in md and "test mAP" in md
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert len(rows) == 2 and {r["part"] for r in rows} == {"test"}
+    for row in rows:
+        runs = [p for p in out.iterdir() if p.name.startswith(row["point"] + "-s")]
+        assert len(runs) == 3
+        for m in ("map", "macro_f1", "macro_f1_tuned"):
+            want = np.mean([_summary(r)["test"][m] for r in runs])
+            assert float(row[f"{m}_mean"]) == pytest.approx(want, rel=1e-9), m
