@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from locbench.errors import LocbenchError
-from locbench.metrics import multilabel_confusion
+from locbench.metrics import crossfit_predictions, multilabel_confusion
 from locbench.report import plots
 from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard
 from locbench.report.collect import METRICS, Point, RunResult, SweepResults, collect
@@ -453,7 +453,8 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
             ["class", "TP", "FP", "FN", "TN"],
             [[c, int(m[1, 1]), int(m[0, 1]), int(m[1, 0]), int(m[0, 0])] for c, m in zip(classes, counts, strict=True)],
         )
-        md += "\nMulti-label confusion at the tuned thresholds (summed over seeds):\n\n" + cmd
+        how = " (cross-fitted on validation)" if sweep.part == "val" else ""
+        md += f"\nMulti-label confusion at the tuned thresholds{how} (summed over seeds):\n\n" + cmd
         h += (
             "<h3>Multi-label confusion matrices</h3>"
             + para(
@@ -466,16 +467,21 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
 
 
 def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
-    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions)."""
+    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions);
+    on validation at cross-fitted thresholds, like its tuned F1."""
     total = None
     for r in runs:
         p = r.predictions()
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
         try:
-            cm = multilabel_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
-        except LocbenchError as e:
-            log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / "val.npz", e)
+            if sweep.part == "val":  # never the thresholds' own tuning images: each fold decided by the others'
+                decided = crossfit_predictions(p.probs, p.targets).astype(np.float32)
+                cm = multilabel_confusion(decided, p.targets, thresholds=0.5)
+            else:
+                cm = multilabel_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
+        except (LocbenchError, ValueError) as e:  # ValueError: fewer than 2 images to cross-fit
+            log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / f"{sweep.part}.npz", e)
             continue
         total = cm if total is None else total + cm
     return total

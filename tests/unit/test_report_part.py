@@ -73,4 +73,5 @@ def test_the_report_and_leaderboard_say_which_part(tmp_path):
     build_report(val_root, metric="macro_f1_tuned")
     md = (val_root / "report.md").read_text()
     assert "val macro F1 (tuned, cross-fitted)" in md and "No test part" in md
+    assert "confusion at the tuned thresholds (cross-fitted on validation)" in md
     assert {r["part"] for r in csv.DictReader((val_root / "leaderboard.csv").open())} == {"val"}
