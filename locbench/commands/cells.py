@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
 
     e = actions.add_parser("evaluate", help="score a run per cell with the HPA 2021 metric (IoU 0.6)")
     e.add_argument("run_dir")
-    e.add_argument("--split", default="val", help="val, test or all (default val)")
+    e.add_argument(
+        "--split",
+        default=None,
+        help="val, test or all (default: the run's test part, val for a run without one)",
+    )
     e.add_argument("--truth-masks", default=None, help="true cell masks (default DATA/masks; labels DATA/cells.csv)")
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=None)

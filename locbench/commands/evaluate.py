@@ -11,7 +11,11 @@ from locbench.commands._level import add_cell_args, add_protocol_arg, run_at_lev
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a finished run on its validation/test part or another dataset")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="val", help="val, test or all (default val)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="val, test or all (default: the run's test part, val for a run without one)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/<split>.json)")
@@ -41,9 +45,26 @@ def run(args: argparse.Namespace) -> int:
 def _show_image(result: dict) -> None:
     from locbench.metrics import format_metrics_table, with_tuned
 
-    print(format_metrics_table(with_tuned(result["_metrics_at_half"], result["_metrics_tuned"])))
+    tuned = result["_metrics_tuned"]
+    shown = with_tuned(result["_metrics_at_half"], tuned) if tuned else result["_metrics_at_half"]
+    print(format_metrics_table({**shown, "tuned_f1": result["tuned_f1"]}))
     _show_note(f"{result['split']} mAP", result["map"], result.get("sample_note"))
-    print(f"\n{result['n_images']} images ({result['split']}); metrics written to {result['path']}")
+    print(f"\n{result['n_images']} images, {_part_words(result['split'])}; metrics written to {result['path']}")
+    print(f"tuned F1: {_tuned_words(result['tuned_f1'])}")
+
+
+def _part_words(split: str) -> str:
+    return {
+        "test": "the run's test part (held out from training, checkpoint choice and threshold tuning)",
+        "val": "the run's validation part (it picked the checkpoint: numbers lean optimistic)",
+    }.get(split, split)
+
+
+def _tuned_words(how: str) -> str:
+    return {
+        "val thresholds": "at the thresholds tuned on the run's validation part",
+        "cross-fitted": "cross-fitted (each fold of validation scored with thresholds tuned on the other folds)",
+    }.get(how, how)
 
 
 def _show_note(label: str, value: float | None, note: str | None) -> None:

@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--metric",
         choices=("map", "macro_f1", "macro_f1_tuned"),
         default="map",
-        help="primary validation metric (default: map)",
+        help="primary metric, on the test part when every run has one, else on validation (default: map)",
     )
     p.add_argument(
         "--baseline",
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resamples",
         type=int,
         default=1000,
-        help="bootstrap resamples over validation images, single-seed sweeps only (default: 1000)",
+        help="bootstrap resamples over the scored images (test or validation), single-seed sweeps only (default: 1000)",
     )
     p.add_argument(
         "--explain",

@@ -13,7 +13,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="split JSON to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-frac", type=float, default=0.2)
-    p.add_argument("--test-frac", type=float, default=0.0)
+    p.add_argument(
+        "--test-frac",
+        type=float,
+        default=0.2,
+        help="share held out as the test part, at least 5 fields (default 0.2, as runs; 0: no test part)",
+    )
     p.add_argument("--kfold", type=int, default=None, help="number of folds (val = fold --fold)")
     p.add_argument("--fold", type=int, default=None, help="0-based fold used as val with --kfold")
     p.set_defaults(func=run)

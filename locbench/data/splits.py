@@ -7,12 +7,18 @@ its fields' labels, and every field follows its group, so no group straddles two
 
 Part sizes come out within about 10% of the requested fraction: the stratifier trades a few fields of size for
 per-class balance (every class's share of a part stays within a few points of the fraction).
+
+A test part (``test_frac`` > 0, 0.2 by default in run configurations) is split off first and holds at least
+:data:`MIN_TEST` units (fields, or groups): below that a test F1 moves in steps too coarse to compare anything.
+A dataset too small to keep the training part at least as large as the test part is refused with the counts and
+the way out (``data.test_frac=0``: no test part; see docs/VALIDATION.md for what that costs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SPLIT_VERSION = 1
 PARTS = ("train", "val", "test")
+#: The fewest units (fields, or groups with a group column) a test part holds, whatever ``test_frac`` asks.
+MIN_TEST = 5
 
 
 @dataclass
@@ -86,7 +94,7 @@ def make_split(
         table: the fields.
         seed: the same seed on the same table gives the same split.
         val_frac: fraction for validation (ignored with ``kfold``).
-        test_frac: fraction held out as test first (0: no test part).
+        test_frac: fraction held out as test first, at least :data:`MIN_TEST` units (0: no test part).
         group_col: keep fields of one group together (``table.groups`` if the table was loaded with this
             column, else the column is read from the CSV).
         kfold: split what remains after test into this many folds...
@@ -107,16 +115,22 @@ def make_split(
     n_units = len(y)
     units = np.arange(n_units)
     unit_part: dict[str, np.ndarray] = {}
+    unit_word = "groups" if group_col else "fields"
+    n_test = _test_size(n_units, val_frac, test_frac, kfold, unit_word) if test_frac > 0 else 0
 
     try:
         rest = units
-        if test_frac > 0:
-            rest, test = _shuffle_split(MultilabelStratifiedShuffleSplit, y, units, test_frac, seed)
+        if n_test:
+            rest, test = _shuffle_split(MultilabelStratifiedShuffleSplit, y, units, n_test, seed)
             unit_part["test"] = test
         if kfold:
             folds = MultilabelStratifiedKFold(n_splits=kfold, shuffle=True, random_state=seed)
             train_pos, val_pos = list(folds.split(np.zeros(len(rest)), y[rest]))[fold]
             unit_part["train"], unit_part["val"] = rest[train_pos], rest[val_pos]
+        elif n_test:  # the share of the whole table, counted as scikit-learn counts a fraction (rounded up)
+            unit_part["train"], unit_part["val"] = _shuffle_split(
+                MultilabelStratifiedShuffleSplit, y[rest], rest, math.ceil(val_frac * n_units), seed
+            )
         else:
             rel_val = val_frac / (1.0 - test_frac)
             unit_part["train"], unit_part["val"] = _shuffle_split(
@@ -177,8 +191,29 @@ def resolve_split(dcfg, table: Table, split_file: Path) -> dict[str, np.ndarray]
     return {part: split.indices(table, part) for part in split.parts}
 
 
-def _shuffle_split(cls, y: np.ndarray, units: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    splitter = cls(n_splits=1, test_size=frac, random_state=seed)
+def _test_size(n_units: int, val_frac: float, test_frac: float, kfold: int | None, unit_word: str) -> int:
+    """Units in the test part: ``test_frac`` of them (rounded up), at least :data:`MIN_TEST`; raises when what is
+    left cannot hold a validation part and a training part at least as large as the test part."""
+    n_test = max(math.ceil(test_frac * n_units - 1e-9), MIN_TEST)
+    n_val = math.ceil((n_units - n_test) / kfold) if kfold else math.ceil(val_frac * n_units - 1e-9)
+    n_train = n_units - n_test - n_val
+    if n_val < 1 or n_train < max(n_test, 2):
+        raise LocbenchError(
+            f"{n_units} {unit_word} are too few for three parts: a test part needs at least {MIN_TEST} "
+            f"({n_test} here at data.test_frac={test_frac:g}), validation {max(n_val, 0)}, which leaves "
+            f"{max(n_train, 0)} for training, fewer than the test part; add data, or run without a test part: "
+            "--set data.test_frac=0 (nothing is then measured on images held out from every choice: tuned "
+            "thresholds are cross-fitted on validation, and the checkpoint is still picked on validation; "
+            "see docs/VALIDATION.md)"
+        )
+    return n_test
+
+
+def _shuffle_split(
+    cls, y: np.ndarray, units: np.ndarray, size: float | int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified shuffle split of ``units``: (kept, held out); ``size`` is the held-out fraction or count."""
+    splitter = cls(n_splits=1, test_size=size, random_state=seed)
     keep, held = next(splitter.split(np.zeros(len(units)), y))
     return units[np.sort(keep)], units[np.sort(held)]
 

@@ -10,6 +10,7 @@ model, optimisation and loggers once (:class:`Parts`), :meth:`Trainer.fit` runs 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -259,7 +260,8 @@ class Trainer:
         return self.parts
 
     def fit(self) -> Path:
-        """Run the epochs left (until an early stop), then tune thresholds and write the summary; the run's path."""
+        """Run the epochs left (until an early stop), predict the test part with the best checkpoint, then tune
+        thresholds and write the summary; the run's path."""
         cfg, p = self.cfg, self.parts
         epoch_times: list[float] = []
         throughputs: list[float] = []
@@ -283,6 +285,7 @@ class Trainer:
             if self._stop_early():
                 break
         if self.dist.main:
+            self.predict_test()
             finish_run(
                 self.run,
                 p.data.class_names,
@@ -294,10 +297,37 @@ class Trainer:
                 device=self.device,
                 train_positives=p.data.targets("train").sum(axis=0),
                 n_fields=len(p.data.parts["val"]),
+                n_test_fields=len(p.data.parts["test"]) if "test" in p.data.parts else None,
             )
             self._call("on_train_end")
         self.dist.close()
         return self.run.root
+
+    def predict_test(self) -> None:
+        """The best checkpoint's predictions of the test part (``predictions/test.npz``), made once training is
+        over: the first and only time the test images are read. Nothing chosen during training (checkpoint,
+        early stop, thresholds) can depend on them. Runs without a test part have nothing to do here."""
+        p = self.parts
+        if "test" not in p.data.parts:
+            return
+        state, _ = ckpt.load_checkpoint(self.run.best, device="cpu")
+        model = copy.deepcopy(p.ema.module if p.ema is not None else p.model)
+        model.load_state_dict(state["model"])
+        test_ds = p.data.dataset("test")
+        if len(test_ds) == 0:  # a cell run whose test fields hold no cell
+            log.warning("the test part holds no item to predict; the summary has no test block")
+            return
+        loader = make_loader(
+            test_ds,
+            batch_size=self.cfg.train.batch_size * 2,
+            workers=loader_workers(self.cfg, self.device, p.data),
+            pin=self.device.type == "cuda",
+        )
+        out = evaluate_model(model, loader, p.normalize, None, self.device, p.dtype, p.channels_last)
+        self.run.write_predictions("test", p.data.ids("test"), out["probs"], out["targets"])
+        log.info(
+            "test part: %d items predicted with the best checkpoint (epoch %s)", len(test_ds), self.state.best_epoch
+        )
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One epoch of training steps: their mean loss and the images this process trained on."""

@@ -18,6 +18,7 @@ from locbench.infer.images import (
     FinishedRun,
     as_run,
     check_compatible,
+    default_split,
     field_probs,
     infer_probs,
     load_run,
@@ -33,6 +34,7 @@ __all__ = [
     "FinishedRun",
     "as_run",
     "check_compatible",
+    "default_split",
     "evaluate",
     "evaluate_cells",
     "field_probs",
@@ -61,7 +63,7 @@ def evaluate(
     *,
     level: str | None = None,
     data: str | None = None,
-    split: str = "val",
+    split: str | None = None,
     device: str = "auto",
     workers: int | None = None,
     out: str | os.PathLike | None = None,
@@ -72,7 +74,8 @@ def evaluate(
     negative: str | None = None,
     protocol: str = "challenge",
 ) -> dict[str, Any]:
-    """Score a finished run on a split part of its data (``val``, ``test``, ``all``) or on another dataset.
+    """Score a finished run on a split part of its data (``val``, ``test``, ``all``; default the test part where the
+    run has one, else ``val``) or on another dataset.
 
     Image level: :func:`~locbench.infer.images.evaluate` (``RUN_DIR/eval/<split>.json``). Cell level:
     :func:`~locbench.infer.cells.evaluate_cells`, the HPA 2021 metric (``RUN_DIR/eval/cell_<split>.json``), which

@@ -132,7 +132,7 @@ def evaluate_cells(
     path: FinishedRun | str | os.PathLike,
     *,
     data: str | None = None,
-    split: str = "val",
+    split: str | None = None,
     masks: str | None = None,
     truth_masks: str | None = None,
     image_run: str | os.PathLike | None = None,
@@ -144,7 +144,8 @@ def evaluate_cells(
     workers: int | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """The HPA 2021 cell metric of a run (cell-level, or image-level copied to cells) on a split part.
+    """The HPA 2021 cell metric of a run (cell-level, or image-level copied to cells) on a split part (default the
+    test part where the run has one, else ``val``).
 
     Predicted cells come from ``masks`` (see :func:`predict_cells`); the truth is ``truth_masks`` (default
     ``DATA/masks``) with ``DATA/cells.csv``. Writes ``RUN_DIR/eval/cell_<split>.json`` (or ``out``) and the

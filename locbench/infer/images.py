@@ -25,7 +25,7 @@ from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import pick_device
 from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
-from locbench.metrics import compute_metrics, never_predicted, small_sample_note
+from locbench.metrics import compute_metrics, crossfit_metrics, never_predicted, small_sample_note
 from locbench.models import build_model
 from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
@@ -179,8 +179,13 @@ def check_compatible(run: FinishedRun, table: Table) -> None:
         )
 
 
-def split_rows(run: FinishedRun, table: Table, split: str, *, other_data: bool) -> tuple[np.ndarray, str]:
-    """Table rows of a run's split part and the part's name (``all``: every row).
+def default_split(run: FinishedRun) -> str:
+    """The part a run is scored on unless told otherwise: ``test`` when its split has one, else ``val``."""
+    return "test" if "test" in load_split(run.folder.split).parts else "val"
+
+
+def split_rows(run: FinishedRun, table: Table, split: str | None, *, other_data: bool) -> tuple[np.ndarray, str]:
+    """Table rows of a run's split part and the part's name (``all``: every row; None: :func:`default_split`).
 
     With ``other_data`` (``--data`` given) and a table that lacks the part's ids, ``table`` is another dataset:
     every row, named ``all``.
@@ -188,6 +193,7 @@ def split_rows(run: FinishedRun, table: Table, split: str, *, other_data: bool) 
     if split == "all":
         return np.arange(len(table)), "all"
     saved = load_split(run.folder.split)
+    split = split or ("test" if "test" in saved.parts else "val")
     if split not in saved.parts:
         raise LocbenchError(
             f"the run's split has no part {split!r} (it has {', '.join(saved.parts)}); "
@@ -203,13 +209,18 @@ def evaluate(
     path: FinishedRun | str | os.PathLike,
     *,
     data: str | None = None,
-    split: str = "val",
+    split: str | None = None,
     device: str = "auto",
     workers: int | None = None,
     out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a run's best model on a split part of its data (``val``, ``test``), or on all images of
-    another dataset (``data`` given and its ids not in the run's split). Written to ``RUN_DIR/eval/<name>.json``.
+    """Metrics of a run's best model on a split part of its data (``val``, ``test``; default the test part where
+    there is one), or on all images of another dataset (``data`` given and its ids not in the run's split).
+    Written to ``RUN_DIR/eval/<name>.json``.
+
+    Tuned F1 is never measured on the images its thresholds were tuned on: on ``val`` it is cross-fitted
+    (:func:`~locbench.metrics.crossfit_metrics`), on images that include validation ones (``all`` of the run's
+    own data) it is left out (None); ``tuned_f1`` says which.
     """
     run = as_run(path)
     cfg = run.config
@@ -219,7 +230,7 @@ def evaluate(
     probs = field_probs(run, table, indices, device=device, workers=workers)
     targets = table.targets[indices]
     at_half = compute_metrics(probs, targets, class_names=run.class_names, thresholds=0.5)
-    tuned = compute_metrics(probs, targets, class_names=run.class_names, thresholds=run.thresholds)
+    tuned, how = _tuned_metrics(run, table, indices, name, probs, targets)
     result = {
         "run": str(run.path),
         "data": str(data or cfg.data.path),
@@ -228,13 +239,18 @@ def evaluate(
         "macro_f1": at_half["macro_f1"],
         "micro_f1": at_half["micro_f1"],
         "map": at_half["map"],
-        "macro_f1_tuned": tuned["macro_f1"],
-        "micro_f1_tuned": tuned["micro_f1"],
+        "macro_f1_tuned": tuned["macro_f1"] if tuned else None,
+        "micro_f1_tuned": tuned["micro_f1"] if tuned else None,
+        "tuned_f1": how,
         "absent_classes": at_half["absent_classes"],
         "untrainable_classes": run.untrainable,
         "sample_note": small_sample_note(len(indices), targets.sum(axis=0)),
         "per_class": {
-            c: dict(at_half["per_class"][c], f1_tuned=tuned["per_class"][c]["f1"], threshold=float(run.thresholds[i]))
+            c: dict(
+                at_half["per_class"][c],
+                f1_tuned=tuned["per_class"][c]["f1"] if tuned else None,
+                threshold=float(run.thresholds[i]),
+            )
             for i, c in enumerate(run.class_names)
         },
     }
@@ -243,6 +259,30 @@ def evaluate(
     result["_metrics_at_half"] = at_half
     result["_metrics_tuned"] = tuned
     return result
+
+
+#: What ``tuned_f1`` says when the scored images include some the thresholds were tuned on.
+TUNED_LEFT_OUT = "left out: the images include validation images the thresholds were tuned on (use --split test)"
+
+
+def _tuned_metrics(
+    run: FinishedRun, table: Table, indices: np.ndarray, name: str, probs: np.ndarray, targets: np.ndarray
+) -> tuple[dict[str, Any] | None, str]:
+    """Tuned-threshold metrics of the scored images, and what they are: ``val thresholds`` (images the thresholds
+    never saw), ``cross-fitted`` (the validation part) or :data:`TUNED_LEFT_OUT` (None: mixed images)."""
+    saved = load_split(run.folder.split) if run.folder.split.exists() else None
+    val_ids = set(saved.parts.get("val", [])) if saved else set()
+    if name == "val":
+        # untrainable classes stay never predicted in every fold, as in the run's own thresholds
+        trainable = (~never_predicted(run.thresholds)).astype(np.int64)
+        tuned = crossfit_metrics(probs, targets, class_names=run.class_names, train_positives=trainable)
+        if tuned is not None:
+            for i, c in enumerate(run.class_names):  # the thresholds kept are tuned on all of validation
+                tuned["per_class"][c]["threshold"] = float(run.thresholds[i])
+        return tuned, "cross-fitted"
+    if val_ids.intersection(table.ids[i] for i in indices):
+        return None, TUNED_LEFT_OUT
+    return compute_metrics(probs, targets, class_names=run.class_names, thresholds=run.thresholds), "val thresholds"
 
 
 def predict(

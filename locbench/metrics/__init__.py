@@ -1,5 +1,6 @@
 """Multi-label metrics and per-class threshold tuning on stored probabilities."""
 
+from locbench.metrics.crossfit import CROSSFIT_FOLDS, crossfit_metrics, crossfit_predictions
 from locbench.metrics.multilabel import (
     check_inputs,
     compute_metrics,
@@ -21,6 +22,9 @@ from locbench.metrics.thresholds import (
 )
 
 __all__ = [
+    "CROSSFIT_FOLDS",
+    "crossfit_metrics",
+    "crossfit_predictions",
     "FALLBACK_THRESHOLD",
     "MIN_RELIABLE_N",
     "MIN_TUNE_POSITIVES",

@@ -248,7 +248,8 @@ def _number(x: float | None, width: int, digits: int = 4) -> str:
 def format_metrics_table(metrics: dict[str, Any]) -> str:
     """Render metrics as a fixed-width table for the terminal (``locbench evaluate``).
 
-    Accepts the output of :func:`compute_metrics` or :func:`with_tuned` (the ``summary.json`` "val" block).
+    Accepts the output of :func:`compute_metrics` or :func:`with_tuned` (the ``summary.json`` "val" block); with
+    ``tuned_f1: cross-fitted`` the tuned F1 is labelled so.
     Undefined values (absent classes) show as ``-``.
 
     Args:
@@ -284,9 +285,10 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         f"mAP: {_number(metrics['map'], 0)}   micro AP: {_number(metrics['micro_ap'], 0)}",
     ]
     if "macro_f1_tuned" in metrics:
+        how = "tuned, cross-fitted" if metrics.get("tuned_f1") == "cross-fitted" else "tuned"
         head.append(
-            f"macro F1 (tuned): {_number(metrics['macro_f1_tuned'], 0)}   "
-            f"micro F1 (tuned): {_number(metrics.get('micro_f1_tuned'), 0)}"
+            f"macro F1 ({how}): {_number(metrics['macro_f1_tuned'], 0)}   "
+            f"micro F1 ({how}): {_number(metrics.get('micro_f1_tuned'), 0)}"
         )
     if metrics["absent_classes"]:
         head.append("absent (no positives, left out of averages): " + ", ".join(metrics["absent_classes"]))

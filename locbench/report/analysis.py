@@ -23,7 +23,7 @@ import numpy as np
 from locbench.errors import LocbenchError
 from locbench.metrics import FALLBACK_THRESHOLD, NEVER_PREDICTED, check_inputs, compute_metrics, never_predicted
 from locbench.report import stats
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults
+from locbench.report.collect import METRICS, Point, RunResult, SweepResults
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     top: TopTwo | None = None
     family_size: int = 0  # tests in the one Holm family of the findings
-
-
-def metric_label(metric: str) -> str:
-    return "val " + METRIC_LABELS.get(metric, metric)
 
 
 def format_p(p: float) -> str:
@@ -584,7 +580,7 @@ def findings(sweep: SweepResults, an: Analysis) -> list[Finding]:
 
     Every p-value in them is from the one Holm family of :func:`adjust_family`.
     """
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     unit = "seeds" if an.mode == "seeds" else "resamples of validation images, single seed"
     holm_txt = holm_phrase(an.family_size)
     sig, nonsig = [], []

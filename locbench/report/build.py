@@ -20,13 +20,15 @@ from locbench.metrics import (
     FALLBACK_THRESHOLD,
     MIN_TUNE_POSITIVES,
     cross_confusion,
+    crossfit_predictions,
     multilabel_confusion,
+    never_predicted,
     small_sample_note,
     untrainable_note,
 )
 from locbench.report import plots
-from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard, metric_label
-from locbench.report.collect import METRIC_LABELS, METRICS, Point, RunResult, SweepResults, collect
+from locbench.report.analysis import Analysis, analyze, format_number, format_p, leaderboard
+from locbench.report.collect import METRICS, Point, RunResult, SweepResults, collect
 from locbench.report.html import Section, image, markdown, page, para, table
 from locbench.store.atomic import atomic_write_text
 from locbench.tables import html_escape
@@ -48,12 +50,13 @@ def build_report(
 
     Args:
         sweep_dir: a folder of run folders (optionally with ``sweep.yaml``), or one run folder.
-        metric: the primary validation metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``.
+        metric: the primary metric: ``map``, ``macro_f1`` or ``macro_f1_tuned``, on the test part when every run has
+            one, else on validation (tuned F1 then cross-fitted); see :attr:`SweepResults.part`.
         baseline: the grid point every other one is compared with (point id, run id or ``axis=value,...``);
             default: the study's baseline (loss=bce, aug=standard, first backbone), else the first grid point.
         point: the grid point id or run id whose per-class table and confusion matrices are shown (default: the point
             with the highest mean ``metric``, pooled over its seeds).
-        n_resamples: bootstrap resamples over validation images (single-seed sweeps only).
+        n_resamples: bootstrap resamples over the scored images (single-seed sweeps only).
         conf: confidence level of every interval.
         extra_sections: more sections (e.g. error analysis), placed before the list of problem runs; an item may
             also be a callable ``(sweep, analysis) -> Section | list[Section]``, called once the runs are read
@@ -90,13 +93,13 @@ def build_report(
     n_done = sum(r.usable for r in sweep.runs)
     subtitle = (
         f"{len(an.estimates)} configurations, {n_done} of {len(sweep.runs)} runs finished; "
-        f"primary metric {metric_label(metric)}. Folder: {sweep.root}"
+        f"primary metric {sweep.metric_label(metric)}. Folder: {sweep.root}"
     )
     warning = _sample_warning(sweep)
     if warning:
         subtitle += f". Warning: {warning}"
     atomic_write_text(root / "report.md", markdown(title, subtitle, sections))
-    atomic_write_text(root / "leaderboard.csv", _csv(rows))
+    atomic_write_text(root / "leaderboard.csv", _csv([_csv_row(sweep, r) for r in rows]))
     out = atomic_write_text(root / "report.html", page(title, subtitle, sections))
     log.info("wrote %s, report.md and leaderboard.csv", out)
     return out
@@ -157,7 +160,7 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
         f"Each configuration was trained with seed(s) {', '.join(map(str, seeds)) or 'n/a'}; the same seed means the "
         f"same train/validation split, so runs are compared seed by seed. {n_done} of {len(sweep.runs)} runs "
         "finished; the others are listed at the end and are left out of every number.",
-        f"Score: {metric_label(an.metric)} on the validation images (also shown: the other metrics). "
+        f"Score: {sweep.metric_label(an.metric)} (also shown: the other metrics). {_part_text(sweep)} "
         f"Every value is a mean with its {an.method}.",
     ]
     if an.mode == "seeds":
@@ -167,11 +170,11 @@ def _how(sweep: SweepResults, an: Analysis) -> Section:
         )
     else:
         lines.append(
-            "Only one seed per configuration: uncertainty comes from a bootstrap over validation images (single "
+            f"Only one seed per configuration: uncertainty comes from a bootstrap over {_images(sweep)} (single "
             "seed): the images are resampled with replacement, every run is re-scored on the same resamples, and "
             f"differences to the baseline {_label(sweep, base)} ({an.baseline_why}) get percentile intervals and "
-            "p-values from the bootstrap standard error. This captures the sampling of validation images, not "
-            "training randomness: repeat runs with more seeds to measure that."
+            "p-values from the bootstrap standard error. This captures the sampling of "
+            f"{_images(sweep)}, not training randomness: repeat runs with more seeds to measure that."
             + (
                 " Tuned-threshold F1 is measured on the images its thresholds were tuned on, so its thresholds are "
                 "re-tuned inside every resample and its intervals include the noise of tuning. Each re-tuning fits "
@@ -263,8 +266,8 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         "#",
         *axis_cols,
         "seeds",
-        *(METRIC_LABELS[m] for m in METRICS),
-        f"Δ {METRIC_LABELS[an.metric]}",
+        *(sweep.metric_label(m) for m in METRICS),
+        f"Δ {sweep.metric_label(an.metric)}",
         "p (Holm)",
         "params (M)",
         "GMACs",
@@ -292,7 +295,7 @@ def _leaderboard_section(sweep: SweepResults, an: Analysis, rows: list[dict]) ->
         classes.append("base" if r["baseline"] else ("best" if r["point"] == an.best else ""))
     md, h = table(headers, body, left=1 + len(axis_cols), row_classes=classes)
     note = (
-        f"Sorted by mean {metric_label(an.metric)}, highest first; the order is by means, not a test ("
+        f"Sorted by mean {sweep.metric_label(an.metric)}, highest first; the order is by means, not a test ("
         f"{_top_verdict(an)}). Values: mean [{an.method}]. Δ: difference to the baseline (highlighted row); "
         "p: Holm-adjusted over the tests of the findings. Also written to leaderboard.csv."
     )
@@ -349,7 +352,7 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
     md, h = table(headers, rows)
     note = (
         f"Baseline: {_label(sweep, base)} ({an.baseline_why}). Difference = configuration - baseline in "
-        f"{metric_label(an.metric)}; method: {an.comparisons[0].method}. p (Holm): adjusted over the "
+        f"{sweep.metric_label(an.metric)}; method: {an.comparisons[0].method}. p (Holm): adjusted over the "
         f"{_count(an.family_size, 'test')} of the findings (one family: these comparisons, the ANOVA terms and the "
         "highest mean against the second); the 95% CI is per comparison, unadjusted."
     )
@@ -359,7 +362,7 @@ def _comparisons_section(sweep: SweepResults, an: Analysis) -> Section:
 def _effects_section(sweep: SweepResults, an: Analysis) -> Section:
     if not an.main_effects:
         return Section("Effects of each axis", *para("No axis has more than one level."))
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     md, h = "", ""
     txt = (
         f"Mean {label} per level of each axis, averaged over the other axes (and seeds), with its "
@@ -429,7 +432,7 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     mat = np.full((len(points), len(classes)), np.nan)
     for i, c in enumerate(points):
         for j, name in enumerate(classes):
-            vals = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
+            vals = [(r.summary or {}).get(sweep.part, {}).get("per_class", {}).get(name, {}).get("ap") for r in c.done]
             vals = [v for v in vals if isinstance(v, int | float)]
             if vals:
                 mat[i, j] = float(np.mean(vals))
@@ -437,7 +440,7 @@ def _per_class_section(sweep: SweepResults, an: Analysis) -> Section:
     png = plots.heatmap(mat, labels, classes, title="Validation AP per class (mean over seeds)", cbar="AP")
     rows = [[lab, *(format_number(v) for v in mat[i])] for i, lab in enumerate(labels)]
     md, _ = table(["configuration", *classes], rows)
-    txt = "Average precision per class, mean over seeds; blank/n/a: class absent from the validation images."
+    txt = f"Average precision per class, mean over seeds; blank/n/a: class absent from the {_images(sweep)}."
     note = _untrainable_text([r for c in points for r in c.done])
     if note:
         txt += " " + note
@@ -497,7 +500,7 @@ def _loss_name(point: Point) -> str:
 
 
 def _cost_section(sweep: SweepResults, an: Analysis, rows: list[dict]) -> Section:
-    label = metric_label(an.metric)
+    label = sweep.metric_label(an.metric)
     varying = [sweep.axis_labels[k] for k in sweep.axes if len(sweep.axes[k]) > 1]
     panels, md = [], ""
     # Stable costs (counted, the same on every machine and run) first; time only with its spread over seeds.
@@ -566,7 +569,7 @@ def _clip01(x: float) -> float:
 def _focus(sweep: SweepResults, an: Analysis, spec: str | None) -> tuple[str, list[RunResult]]:
     if spec is None:
         c = sweep.point(an.best)
-        return f"Highest mean {metric_label(an.metric)}: {_label(sweep, c)} ({_top_verdict(an)})", c.done
+        return f"Highest mean {sweep.metric_label(an.metric)}: {_label(sweep, c)} ({_top_verdict(an)})", c.done
     for c in sweep.points:
         if c.point_id == spec:
             if not c.done:
@@ -590,7 +593,7 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
     rows = []
     keys = ("ap", "f1", "f1_tuned", "precision", "recall", "support")
     for name in classes:
-        entries = [(r.summary or {}).get("val", {}).get("per_class", {}).get(name, {}) for r in runs]
+        entries = [(r.summary or {}).get(sweep.part, {}).get("per_class", {}).get(name, {}) for r in runs]
         vals = []
         for k in keys:
             xs = [e.get(k) for e in entries]
@@ -612,8 +615,8 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
     md, h = table(headers, rows)
     pooled = f"mean over {len(runs)} seed(s)" if len(runs) > 1 else "one run"
     txt = (
-        f"{title}: per-class validation results ({pooled}). Threshold from: tuned on validation; fallback "
-        f"{FALLBACK_THRESHOLD} (fewer than {MIN_TUNE_POSITIVES} validation positives: too few to tune on); "
+        f"{title}: per-class results on the {_images(sweep)} ({pooled}). Threshold from: tuned on validation; "
+        f"fallback {FALLBACK_THRESHOLD} (fewer than {MIN_TUNE_POSITIVES} validation positives: too few to tune on); "
         "untrainable (no positive training example: never predicted)."
     )
     note = _untrainable_text(runs)
@@ -629,15 +632,17 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
             ["class", "TP", "FP", "FN", "TN"],
             [[c, int(m[1, 1]), int(m[0, 1]), int(m[1, 0]), int(m[0, 0])] for c, m in zip(classes, counts, strict=True)],
         )
-        md += "\nMulti-label confusion at the tuned thresholds (summed over seeds):\n\n" + cmd
+        how = " (cross-fitted on validation)" if sweep.part == "val" else ""
+        md += f"\nMulti-label confusion at the tuned thresholds{how} (summed over seeds):\n\n" + cmd
         cross = _cross_confusion(sweep, runs)
         if cross is not None:
             h += (
                 "<h3>Which class is predicted instead of which</h3>"
                 + para(
-                    "Row A, column B: images on which A was predicted at its tuned threshold though not true, while B "
-                    "is among the true classes (summed over seeds). A dark row is a class predicted too often; a "
-                    "dark cell, a class mistaken for another (e.g. a nuclear pattern predicted on cytosolic images)."
+                    f"Row A, column B: images on which A was predicted at its tuned threshold{how} though not true, "
+                    "while B is among the true classes (summed over seeds). A dark row is a class predicted too "
+                    "often; a dark cell, a class mistaken for another (e.g. a nuclear pattern predicted on cytosolic "
+                    "images)."
                 )[1]
                 + image(
                     plots.cross_confusion(classes, cross, title="False positives of each class by true class"),
@@ -682,10 +687,10 @@ def _untrainable_text(runs: list[RunResult]) -> str:
 
 
 def _sample_warning(sweep: SweepResults) -> str:
-    """The headline's warning when finished runs were validated on too few fields or rare classes ("" if none)."""
+    """The headline's warning when finished runs were scored on too few fields or rare classes ("" if none)."""
     notes = []
     for r in sweep.runs:
-        val = (r.summary or {}).get("val", {}) if r.usable else {}
+        val = (r.summary or {}).get(sweep.part, {}) if r.usable else {}
         if "sample_note" in val:
             note = val["sample_note"]
         elif isinstance(val.get("n_images"), int):  # written before the notes existed
@@ -698,35 +703,51 @@ def _sample_warning(sweep: SweepResults) -> str:
         return ""
     common = max(set(notes), key=notes.count)
     n_usable = sum(r.usable for r in sweep.runs)
-    return f"{len(notes)} of {n_usable} runs were validated on too little data ({common}); read their numbers with care"
+    scored = "tested" if sweep.part == "test" else "validated"
+    return f"{len(notes)} of {n_usable} runs were {scored} on too little data ({common}); read their numbers with care"
 
 
 def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
-    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions)."""
+    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions);
+    on validation at cross-fitted thresholds, like its tuned F1."""
     total = None
     for r in runs:
         p = r.predictions()
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
         try:
-            cm = multilabel_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
-        except LocbenchError as e:
-            log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / "val.npz", e)
+            cm = multilabel_confusion(*_decisions(sweep, r, p.probs, p.targets), thresholds=0.5)
+        except (LocbenchError, ValueError) as e:  # ValueError: fewer than 2 images to cross-fit
+            log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / f"{sweep.part}.npz", e)
             continue
         total = cm if total is None else total + cm
     return total
 
 
+def _decisions(
+    sweep: SweepResults, run: RunResult, probs: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 decisions of ``run`` on its scored part (as float scores, to threshold at 0.5) and the targets: at the
+    run's tuned thresholds on a test part; on validation cross-fitted, never by the thresholds' own tuning images
+    (each fold decided by thresholds tuned on the others; untrainable classes stay never predicted)."""
+    thresholds = run.thresholds(sweep.classes)
+    if sweep.part == "val":
+        trainable = (~never_predicted(thresholds)).astype(np.int64)
+        return crossfit_predictions(probs, targets, train_positives=trainable).astype(np.float32), targets
+    return (probs >= thresholds[None, :]).astype(np.float32), targets
+
+
 def _cross_confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
-    """Class x class false-positive counts (see :func:`plots.cross_confusion`) summed over ``runs``."""
+    """Class x class false-positive counts (see :func:`plots.cross_confusion`) summed over ``runs``, decided as
+    :func:`_confusion` decides."""
     total = None
     for r in runs:
         p = r.predictions()
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
         try:
-            m = cross_confusion(p.probs, p.targets, thresholds=r.thresholds(sweep.classes))
-        except LocbenchError:
+            m = cross_confusion(*_decisions(sweep, r, p.probs, p.targets), thresholds=0.5)
+        except (LocbenchError, ValueError):
             continue  # named once already, by _confusion
         total = m if total is None else total + m
     return total
@@ -754,6 +775,32 @@ def _list_section(title: str, items: list[str]) -> Section:
         "".join(f"- {x}\n" for x in items),
         "<ul>" + "".join(f"<li>{html_escape(x)}</li>" for x in items) + "</ul>",
     )
+
+
+def _images(sweep: SweepResults) -> str:
+    return "test images" if sweep.part == "test" else "validation images"
+
+
+def _part_text(sweep: SweepResults) -> str:
+    """What the report's numbers are measured on, in a sentence (docs/VALIDATION.md has the long version)."""
+    if sweep.part == "test":
+        return (
+            "Every number is measured on each run's test part, images held out from training, from the choice of "
+            "checkpoint (best validation mAP) and from threshold tuning (tuned F1 uses the thresholds tuned on "
+            "validation); the training curves alone show validation."
+        )
+    return (
+        "No test part in every run: numbers are measured on the validation images, which also picked each run's "
+        "checkpoint (best validation mAP), so they lean optimistic; tuned F1 is cross-fitted (thresholds tuned on "
+        "the other folds of validation). Hold out a test part (data.test_frac, 0.2 by default) for numbers "
+        "nothing was chosen on."
+    )
+
+
+def _csv_row(sweep: SweepResults, row: dict) -> dict:
+    """A leaderboard row for leaderboard.csv: which part its metrics are on and what its tuned F1 is come first."""
+    tuned = "val thresholds" if sweep.part == "test" else "cross-fitted"
+    return {"part": sweep.part, "tuned_f1": tuned, **row}
 
 
 def _csv(rows: list[dict]) -> str:

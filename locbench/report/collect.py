@@ -24,6 +24,21 @@ log = logging.getLogger(__name__)
 
 METRICS = ("map", "macro_f1", "macro_f1_tuned")
 METRIC_LABELS = {"map": "mAP", "macro_f1": "macro F1 @0.5", "macro_f1_tuned": "macro F1 (tuned)"}
+#: The parts of a run's split a report can score, in order of preference: ``test`` (held out from every choice made
+#: in training) when every usable run has one, else ``val``.
+PARTS = ("test", "val")
+#: Entries of a ``val`` block that are threshold-tuned F1; read only when cross-fitted (see :meth:`RunResult.value`).
+_TUNED = ("macro_f1_tuned", "micro_f1_tuned")
+
+
+def metric_label(metric: str, part: str = "val") -> str:
+    """``test mAP``, ``val macro F1 (tuned, cross-fitted)``: a metric with the part it was measured on."""
+    label = METRIC_LABELS.get(metric, metric)
+    if metric in _TUNED and part == "val":
+        label = label.replace("(tuned)", "(tuned, cross-fitted)")
+    return f"{part} {label}"
+
+
 #: Last components of dotted axis keys too generic to name an axis on their own ("loss.name" -> "loss").
 _GENERIC = {"name", "preset", "type", "kind", "id"}
 
@@ -48,6 +63,8 @@ class RunResult:
     _thr: np.ndarray | None = field(default=None, repr=False)
     _thr_loaded: bool = field(default=False, repr=False)
     _thr_classes: list[str] = field(default_factory=list, repr=False)
+    part: str = "val"
+    """The part :meth:`value` and :meth:`predictions` read (:func:`collect` sets it to :attr:`SweepResults.part`)."""
 
     @property
     def folder(self) -> RunDir:
@@ -58,9 +75,21 @@ class RunResult:
         """Finished (``done``) with a readable summary: the only runs statistics are computed on."""
         return self.status == "done" and self.summary is not None
 
+    def has_part(self, part: str) -> bool:
+        """Whether ``summary.json`` holds a block for ``part`` (``val``, ``test``)."""
+        return isinstance((self.summary or {}).get(part), dict)
+
     def value(self, metric: str) -> float:
-        """A validation metric from ``summary.json`` (NaN when absent)."""
-        v = (self.summary or {}).get("val", {}).get(metric)
+        """A metric of :attr:`part` from ``summary.json`` (NaN when absent).
+
+        A validation tuned F1 is read only when cross-fitted (``tuned_f1: cross-fitted``, written since runs tune
+        on one part and report another): an older run's was measured on the images its thresholds were tuned on,
+        and is never shown as a result.
+        """
+        block = (self.summary or {}).get(self.part) or {}
+        if self.part == "val" and metric in _TUNED and block.get("tuned_f1") != "cross-fitted":
+            return math.nan
+        v = block.get(metric)
         return float(v) if isinstance(v, int | float) else math.nan
 
     def cost(self, key: str) -> float:
@@ -68,12 +97,13 @@ class RunResult:
         return float(v) if isinstance(v, int | float) else math.nan
 
     def predictions(self) -> Predictions | None:
-        """The validation predictions, read on first use and kept (None when missing or unreadable)."""
+        """The predictions of :attr:`part` (``predictions/<part>.npz``), read on first use and kept (None when
+        missing or unreadable)."""
         if not self._pred_loaded:
             self._pred_loaded = True
-            if self.folder.has_predictions("val"):
+            if self.folder.has_predictions(self.part):
                 try:
-                    self._pred = self.folder.read_predictions("val")
+                    self._pred = self.folder.read_predictions(self.part)
                 except RunFileError as e:
                     log.warning("%s: cannot read predictions (%s); left out of image-level analyses", e.path, e.cause)
         return self._pred
@@ -126,8 +156,13 @@ class SweepResults:
     axis_labels: dict[str, str]
     classes: list[str]
     sweep_yaml: dict | None = None
-    #: the part the metrics and predictions are read from: "test" when the runs have test predictions, else "val"
     part: str = "val"
+    """The part every number of the report is measured on: ``test`` when every usable run has a test block in its
+    ``summary.json``, else ``val`` (:func:`choose_part`). Every run's :attr:`RunResult.part` is the same."""
+
+    def metric_label(self, metric: str) -> str:
+        """:func:`metric_label` of ``metric`` on this sweep's :attr:`part`."""
+        return metric_label(metric, self.part)
 
     def point(self, point_id: str) -> Point:
         for c in self.points:
@@ -317,7 +352,25 @@ def collect(sweep_dir: str | Path) -> SweepResults:
             if name:
                 break
     classes = _classes(runs)
-    return SweepResults(root, name or root.name, runs, points, axes, axis_labels(keys), classes, sweep_yaml)
+    part = choose_part(runs)
+    for r in runs:
+        r.part = part
+    return SweepResults(root, name or root.name, runs, points, axes, axis_labels(keys), classes, sweep_yaml, part)
+
+
+def choose_part(runs: list[RunResult]) -> str:
+    """``test`` when every usable run has a test block (and there is one), else ``val``: one part for all runs, so
+    that no comparison sets a test number against a validation one."""
+    usable = [r for r in runs if r.usable]
+    if usable and all(r.has_part("test") for r in usable):
+        return "test"
+    if any(r.has_part("test") for r in usable):
+        log.warning(
+            "only %d of %d finished runs have a test part: every number of the report is on validation",
+            sum(r.has_part("test") for r in usable),
+            len(usable),
+        )
+    return "val"
 
 
 def _classes(runs: list[RunResult]) -> list[str]:

@@ -24,6 +24,7 @@ TINY = {
     "data.channels": "rgby",
     "data.workers": 0,
     "data.val_frac": 0.3,
+    "data.test_frac": 0,  # 10 fields: too few for a test part (test_test_part.py covers cell runs with one)
     "train.epochs": 1,
     "train.batch_size": 8,
     "train.device": "cpu",

@@ -86,7 +86,8 @@ def test_split_command_prints_sizes_and_class_counts(real_data, tmp_path, capsys
 
 
 def test_kfold_split_command(tiny, tmp_path):
-    assert main(["split", "--data", str(tiny), "--out", str(tmp_path / "s.json"), "--kfold", "3", "--fold", "1"]) == 0
+    args = ["split", "--data", str(tiny), "--out", str(tmp_path / "s.json"), "--kfold", "3", "--fold", "1"]
+    assert main([*args, "--test-frac", "0"]) == 0  # 3 fields: no room for a test part
     assert json.loads((tmp_path / "s.json").read_text())["fold"] == 1
 
 

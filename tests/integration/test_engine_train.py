@@ -45,18 +45,28 @@ def test_evaluate_writes_json_prints_table_and_matches_training(trained_run, cap
     assert main(["evaluate", str(trained_run), "--device", "cpu", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "macro" in out.lower() and "metrics written to" in out
-    result = json.loads((trained_run / "eval" / "val.json").read_text())
-    summary = json.loads((trained_run / "summary.json").read_text())["val"]
-    assert result["split"] == "val" and result["n_images"] == summary["n_images"]
-    # the best model on the same images gives the same numbers as the training's last look at them
-    assert result["map"] == pytest.approx(summary["map"], abs=1e-6)
-    assert result["macro_f1_tuned"] == pytest.approx(summary["macro_f1_tuned"], abs=1e-6)
+    assert "the run's test part" in out and "tuned on the run's validation part" in out
+    # by default the run's test part, with the numbers its summary holds
+    result = json.loads((trained_run / "eval" / "test.json").read_text())
+    summary = json.loads((trained_run / "summary.json").read_text())
+    test = summary["test"]
+    assert result["split"] == "test" and result["n_images"] == test["n_images"]
+    assert result["tuned_f1"] == test["tuned_f1"] == "val thresholds"
+    # the best model on the same images gives the same numbers as the end of training
+    assert result["map"] == pytest.approx(test["map"], abs=1e-6)
+    assert result["macro_f1_tuned"] == pytest.approx(test["macro_f1_tuned"], abs=1e-6)
     assert set(result["per_class"]["Nucleoplasm"]) == PER_CLASS_KEYS
+    # validation: its tuned F1 cross-fitted, as in the summary
+    assert main(["evaluate", str(trained_run), "--split", "val", "--device", "cpu", "--workers", "0"]) == 0
+    assert "macro F1 (tuned, cross-fitted)" in capsys.readouterr().out
+    val = json.loads((trained_run / "eval" / "val.json").read_text())
+    assert val["map"] == pytest.approx(summary["val"]["map"], abs=1e-6)
+    assert val["macro_f1_tuned"] == pytest.approx(summary["val"]["macro_f1_tuned"], abs=1e-6)
 
 
 def test_evaluate_refusals_exit_2(trained_run, synth_2018_dir, capsys):
-    assert main(["evaluate", str(trained_run), "--split", "test", "--device", "cpu", "--workers", "0"]) == 2
-    assert "has no part 'test'" in capsys.readouterr().err
+    assert main(["evaluate", str(trained_run), "--split", "holdout", "--device", "cpu", "--workers", "0"]) == 2
+    assert "has no part 'holdout'" in capsys.readouterr().err
     assert main(["evaluate", str(trained_run), "--data", str(synth_2018_dir), "--device", "cpu"]) == 2
     assert "differ from the run's" in capsys.readouterr().err
     assert main(["evaluate", str(trained_run.parent / "nope")]) == 2

@@ -4,9 +4,19 @@ recorded in tests/fixtures/golden (predictions/val.npz, summary.json, thresholds
 A refactor must keep them bit for bit. Regenerate the fixtures (see make_golden.py) only for a change that is meant
 to change the numbers, and say so in its commit.
 
-Deliberate changes since the recording, checked explicitly rather than re-recorded (:func:`undo_threshold_rules`):
-per-class threshold rules (a class with fewer than 3 validation positives keeps the 0.5 fallback, one with no
-positive training example gets 2.0, never predicted) and the keys that say so in summary.json.
+Deliberate changes since the recording, checked explicitly rather than re-recorded:
+
+- per-class threshold rules (:func:`undo_threshold_rules`): a class with fewer than 3 validation positives keeps
+  the 0.5 fallback, one with no positive training example gets 2.0 (never predicted), and summary.json has the keys
+  that say so;
+- summary.json's tuned F1 (``val.macro_f1_tuned``, ``val.micro_f1_tuned``, per-class ``f1_tuned``) is cross-fitted
+  instead of measured on the images the thresholds were tuned on, and the ``val`` block says so (``tuned_f1``,
+  ``crossfit_folds``). The recorded in-sample values are still checked exactly, recomputed from the (exactly
+  checked) predictions and recorded thresholds; the new values are checked against
+  :func:`~locbench.metrics.crossfit_metrics` of the same predictions under the threshold rules;
+- the scenario pins ``data.test_frac=0`` (runs hold out a test part by default now), which keeps its splits but,
+  being no longer the default, enters the sweep's run-id hashes: the ids are checked to be the recorded ones but
+  for that.
 """
 
 from __future__ import annotations
@@ -18,7 +28,14 @@ import numpy as np
 import pytest
 from fixtures.golden.make_golden import ARRAYS, environment, load_golden, run_scenario
 
+from locbench.config import DataConfig, load_config
+from locbench.metrics import CROSSFIT_FOLDS, compute_metrics, crossfit_metrics
+from locbench.sweep.grid import config_hash
+
 pytestmark = pytest.mark.slow
+
+#: Entries of the ``val`` block whose meaning changed on purpose (in-sample -> cross-fitted tuned F1).
+CHANGED = ("macro_f1_tuned", "micro_f1_tuned")
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +53,29 @@ def scenario(golden, tmp_path_factory) -> dict:
 
 
 def test_same_runs(golden, scenario):
-    assert sorted(scenario) == sorted(golden)
-    # the sweep's run ids (folder names: a changed id makes a resumed sweep start over)
-    assert scenario["sweep-plan"] == golden["sweep-plan"]
+    assert sorted(k for k in scenario if not k.startswith("_")) == sorted(golden)
+    # the sweep's run ids (folder names: a changed id makes a resumed sweep start over). The deliberate change:
+    # data.test_frac=0 is no longer the default, so it is part of the hash now; with it at the default, the hash
+    # is the recorded one (nothing else about the runs changed)
+    got, want = scenario["sweep-plan"]["run_ids"], golden["sweep-plan"]["run_ids"]
+    assert [r.rsplit("-", 1)[0] for r in got] == [r.rsplit("-", 1)[0] for r in want]
+    default = DataConfig().test_frac
+    for run_id, old_id in zip(got, want, strict=True):
+        cfg = load_config(scenario["_sweep_dir"] / run_id / "config.yaml")
+        assert cfg.data.test_frac == 0 != default
+        assert run_id.rsplit("-", 1)[1] == config_hash(cfg) != old_id.rsplit("-", 1)[1]
+        assert config_hash(cfg.replace({"data.test_frac": default})) == old_id.rsplit("-", 1)[1]
+
+
+def _without_tuned(summary: dict) -> dict:
+    """``summary`` less the tuned-F1 entries of its ``val`` block and the fields added with cross-fitting."""
+    out = copy.deepcopy(summary)
+    val = out["val"]
+    for key in (*CHANGED, "tuned_f1", "crossfit_folds"):
+        val.pop(key, None)
+    for row in val["per_class"].values():
+        row.pop("f1_tuned")
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(load_golden()[0]))
@@ -52,21 +89,53 @@ def test_run_results_are_identical(golden, scenario, name):
             assert np.array_equal(a, b), f"{name}: predictions/val.npz[{key}] differs"
     if "summary" in want:
         got = undo_threshold_rules(name, want, got)
-    for part in ("summary", "thresholds", "metrics"):
+    for part in ("thresholds", "metrics"):
         assert got.get(part) == want.get(part), f"{name}: {part} differs"
+    if "summary" not in want:
+        assert "summary" not in got
+        return
+    # everything but the tuned F1 exactly as recorded; no test block (the scenario pins data.test_frac=0)
+    assert _without_tuned(got["summary"]) == _without_tuned(want["summary"]), f"{name}: summary differs"
+    assert "test" not in got["summary"]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(load_golden()[0]) if n != "sweep-plan"])
+def test_tuned_f1_is_cross_fitted(golden, scenario, name):
+    """The deliberate change: the recorded in-sample tuned F1 is what the stored thresholds give on the stored
+    validation predictions (bit for bit), and summary.json now holds the cross-fitted F1 in its place."""
+    want, got = golden[name], scenario[name]
+    probs, targets = got["arrays"]["probs"], got["arrays"]["targets"]
+    classes, recorded = want["thresholds"]["classes"], np.asarray(want["thresholds"]["thresholds"])
+    in_sample = compute_metrics(probs, targets, class_names=classes, thresholds=recorded)
+    old, new = want["summary"]["val"], got["summary"]["val"]
+    for key in CHANGED:
+        assert in_sample[key.removesuffix("_tuned")] == old[key], key
+    for c in classes:
+        assert in_sample["per_class"][c]["f1"] == old["per_class"][c]["f1_tuned"], c
+
+    train = np.array([got["summary"]["train_positives"][c] for c in classes])
+    crossfit = crossfit_metrics(probs, targets, class_names=classes, train_positives=train)
+    assert new["tuned_f1"] == "cross-fitted"
+    assert new["crossfit_folds"] == min(CROSSFIT_FOLDS, len(targets))
+    for key in CHANGED:
+        assert new[key] == crossfit[key.removesuffix("_tuned")], key
+    for c in classes:
+        assert new["per_class"][c]["f1_tuned"] == crossfit["per_class"][c]["f1"], c
+    # the thresholds kept for predict are still tuned on all of validation (under the threshold rules)
+    assert [new["per_class"][c]["threshold"] for c in classes] == got["thresholds"]["thresholds"]
 
 
 def undo_threshold_rules(name: str, want: dict, got: dict) -> dict:
     """Check the deliberate change of the per-class threshold rules against the recorded run, then return ``got``
-    with it undone (the recorded thresholds and tuned F1 back, the new summary keys removed), so that everything
-    else is still compared exactly.
+    with it undone (the recorded thresholds back, the new summary keys removed), so that everything else is still
+    compared exactly. (The tuned F1 these thresholds give is cross-fitted now: :func:`test_tuned_f1_is_cross_fitted`.)
 
     Rules (docs/VALIDATION.md, "Per-class thresholds"): no positive training example -> 2.0 (never predicted);
     fewer than 3 validation positives -> 0.5; else the recorded tuned threshold, unchanged.
     """
     got = copy.deepcopy(got)
     summary, val = got["summary"], got["summary"]["val"]
-    probs, targets = want["arrays"]["probs"], want["arrays"]["targets"]
+    targets = want["arrays"]["targets"]
     classes = want["thresholds"]["classes"]
     assert got["thresholds"]["classes"] == classes
     train = summary.pop("train_positives")
@@ -79,27 +148,15 @@ def undo_threshold_rules(name: str, want: dict, got: dict) -> dict:
         source = row.pop("threshold_source")
         if train[c] == 0:
             assert source == "untrainable" and row["threshold"] == 2.0, (name, c)
-            assert row["f1_tuned"] == (0.0 if val_pos[j] else None), (name, c)
             thr[j] = 2.0
         elif val_pos[j] < 3:
             assert source == "fallback" and row["threshold"] == 0.5, (name, c)
-            assert row["f1_tuned"] == old["f1"], (name, c)  # F1 at the fallback is F1 at 0.5
             thr[j] = 0.5
         else:
             assert source == "tuned", (name, c)
-        row["threshold"], row["f1_tuned"] = old["threshold"], old["f1_tuned"]
+        row["threshold"] = old["threshold"]
     assert got["thresholds"]["thresholds"] == thr.tolist(), name
     got["thresholds"] = want["thresholds"]
-    # micro and macro F1 at the new thresholds over the classes present, by hand from the recorded predictions
-    present = val_pos > 0
-    pred, truth = probs[:, present] >= thr[None, present], targets[:, present] == 1
-    tp = int(np.sum(pred & truth))
-    fp, fn = int(np.sum(pred & ~truth)), int(np.sum(~pred & truth))
-    assert val["micro_f1_tuned"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12), name
-    macro = np.mean(2 * np.sum(pred & truth, axis=0) / (pred.sum(axis=0) + val_pos[present]))
-    assert val["macro_f1_tuned"] == pytest.approx(macro, abs=1e-12), name
-    val["macro_f1_tuned"] = want["summary"]["val"]["macro_f1_tuned"]
-    val["micro_f1_tuned"] = want["summary"]["val"]["micro_f1_tuned"]
     # the sample-size note: every golden run validates on fewer than 30 fields
     fields = {str(i).split("/")[0] for i in want["arrays"]["ids"]}
     n_fields = val.pop("n_fields")

@@ -90,8 +90,9 @@ def test_never_predicted_on_validation(run, untrainable, capsys):
     assert main(["evaluate", str(run), "--device", "cpu", "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "never predicted (untrainable" in out and all(c in out for c in untrainable)
-    assert "warning: val mAP" in out and "too few to rely on" in out
-    result = json.loads((run / "eval" / "val.json").read_text())
+    # evaluate scores the run's test part by default, with the same warning
+    assert "warning: test mAP" in out and "too few to rely on" in out
+    result = json.loads((run / "eval" / "test.json").read_text())
     assert result["untrainable_classes"] == untrainable
     for c in untrainable:
         row = result["per_class"][c]
