@@ -39,6 +39,7 @@ from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_w
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
 from locbench.sweep.grid import Point, Sweep, load_sweep
+from locbench.sweep.slurm import QueueWatcher, submitit_logs_once
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +365,11 @@ def _fmt_s(s: float) -> str:
 
 
 def _run_submitit(points: list[Point], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
+    with submitit_logs_once():
+        _submit_and_wait(points, out, executor, params, wait)
+
+
+def _submit_and_wait(points: list[Point], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
     ex = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster="local" if executor == "local" else None)
     if executor == "slurm" and ex.cluster != "slurm":
         raise LocbenchError("--executor slurm: no SLURM found here (sbatch is not on PATH); use --executor local")
@@ -386,13 +392,28 @@ def _run_submitit(points: list[Point], out: Path, executor: str, params: dict[st
     atomic_write_text(
         out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
     )
-    log.info("submitted %d runs as %s job array %s", len(points), executor, jobs[0].job_id.split("_")[0])
+    log.info(
+        "submitted %d runs as %s job array %s; job logs in %s",
+        len(points),
+        executor,
+        jobs[0].job_id.split("_")[0],
+        out / ".submitit",
+    )
     if not wait:
         log.info("not waiting: watch with `locbench status %s`, then `locbench report %s`", out, out)
         return
+    if executor == "slurm":
+        watcher = QueueWatcher()  # sacct, or squeue where accounting is off
+        for job in jobs:
+            job.watcher = watcher
+            watcher.register_job(job.job_id)
     for k, (point, job) in enumerate(zip(points, jobs, strict=True)):
+        run = RunDir(out / point.run_id)
         try:
             status = job.result()
-        except Exception as e:  # the job itself died (pre-empted, out of time): its folder says how far it got
-            status = f"job failed ({type(e).__name__})"
+        except Exception as e:  # the job itself died (cancelled, pre-empted, out of time): its folder says how far
+            status = f"job {job.job_id} ended without finishing the run ({type(e).__name__}), now {run.state()}"
+            _record_early_failure(run, LocbenchError(f"{executor} job {job.job_id} ended without a result"))
+        if status != "done":
+            status += f"; {executor} log: {job.paths.stderr}"
         log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)
