@@ -8,6 +8,7 @@ is recorded in its folder (status, traceback) and the sweep goes on with the res
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -259,7 +261,11 @@ def run_point(run_dir: str) -> str:
         raise LocbenchError(f"{run.root} has no sweep_point.json: not a folder prepared by `locbench sweep`")
     cfg = from_dict(record["config"])
     try:
-        train(cfg, run.root, resume=True)
+        with _stop_on_sigterm_in_job():
+            train(cfg, run.root, resume=True)
+    except Interrupted as e:  # scancel or pre-emption of its job: the run is left interrupted, to resume
+        log.warning("%s: %s; the same sweep command (or the requeued job) resumes it", run.root.name, e)
+        return run.state()
     except LocbenchError as e:
         log.error("%s: %s", run.root.name, e)
         _record_early_failure(run, e)
@@ -267,6 +273,25 @@ def run_point(run_dir: str) -> str:
         log.exception("%s failed", run.root.name)
         _record_early_failure(run, e)
     return run.status() or "failed"
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm_in_job() -> Iterator[None]:
+    """In a submitit job (SLURM or local), SIGTERM stops the run at once, left interrupted with its last epoch
+    kept. submitit itself ignores SIGTERM, so a cancelled or pre-empted job trained on, unseen, until SLURM's
+    KillWait ended it with SIGKILL mid-epoch. Elsewhere (the CLI installs its own) nothing changes."""
+    if os.environ.get("SUBMITIT_EXECUTOR") is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: The name submitit jobs pickled by an older locbench call (by qualified name); they may still be queued on SLURM.
@@ -389,9 +414,7 @@ def _submit_and_wait(points: list[Point], out: Path, executor: str, params: dict
         upd.update({k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in p.items()})
     ex.update_parameters(**upd)
     jobs = ex.map_array(run_point, [str(out / c.run_id) for c in points])
-    atomic_write_text(
-        out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
-    )
+    record_jobs(out, {c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
     log.info(
         "submitted %d runs as %s job array %s; job logs in %s",
         len(points),
@@ -414,6 +437,21 @@ def _submit_and_wait(points: list[Point], out: Path, executor: str, params: dict
         except Exception as e:  # the job itself died (cancelled, pre-empted, out of time): its folder says how far
             status = f"job {job.job_id} ended without finishing the run ({type(e).__name__}), now {run.state()}"
             _record_early_failure(run, LocbenchError(f"{executor} job {job.job_id} ended without a result"))
-        if status != "done":
-            status += f"; {executor} log: {job.paths.stderr}"
-        log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)
+        if status == "done":
+            log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)
+        else:
+            log.warning(
+                "[%d/%d] %s: %s; %s log: %s", k + 1, len(points), point.run_id, status, executor, job.paths.stderr
+            )
+
+
+def record_jobs(out: Path, jobs: dict[str, str]) -> None:
+    """Add this submission's job ids to ``DIR/jobs.yaml`` (run id -> its latest job), keeping earlier runs' ids."""
+    path = out / "jobs.yaml"
+    try:
+        known = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    atomic_write_text(path, yaml.safe_dump({**known, **jobs}))

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 GRID = {"loss.name": ["bce", "focal"], "optim.lr": [0.001, 0.003]}
 
 
-def write_sweep(path: Path, cache_dir: Path, grid: dict, epochs: int = 2) -> Path:
+def write_sweep(path: Path, cache_dir: Path, grid: dict, epochs: int = 4) -> Path:
     spec = {
         "name": "slurm-tiny",
         "config": {
@@ -51,7 +51,8 @@ def numbers(out: Path) -> dict[str, dict]:
     result = {}
     for entry in plan["runs"]:
         summary = json.loads((out / entry["run_id"] / "summary.json").read_text())
-        result[entry["run_id"]] = {k: v for k, v in summary.items() if k in ("val", "test", "best_epoch", "epochs")}
+        result[entry["run_id"]] = {k: v for k, v in summary.items() if k in ("val", "test", "best_epoch", "epochs_run")}
+        assert result[entry["run_id"]]["val"] and result[entry["run_id"]]["epochs_run"] == 4
     return result
 
 
@@ -101,3 +102,66 @@ def test_sweep_runs_as_a_job_array_and_writes_its_report(slurm_sweep):
     assert (out / "report" / "report.html").is_file() or list(out.glob("report*"))
     # squeue saw the array's tasks running on the cluster's node
     assert any("lbnode" in v and "RUNNING" in v for v in slurm_sweep["views"]), slurm_sweep["views"]
+
+
+def wait_for(ok, timeout: float, what: str, step: float = 0.1):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = ok()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what} within {timeout:.0f} s")
+
+
+def first_epoch_done(out: Path) -> str | None:
+    for metrics in sorted(out.glob("*/metrics.jsonl")):
+        if metrics.read_text().count("\n") >= 1:
+            return metrics.parent.name
+    return None
+
+
+def test_cancelled_task_and_array_resume_to_the_uninterrupted_numbers(slurm_sweep, slurm_cluster, synth_dir, capsys):
+    """--no-wait, `locbench status` while the jobs run, scancel of a running task after its first epoch, then of
+    the whole array; the same sweep command finishes every run with the numbers of the uninterrupted sweep, the
+    cancelled one resumed after its last epoch, not from zero."""
+    out = slurm_sweep["out"].parent / "cancelled"
+    args = sweep_args(slurm_sweep["file"], out, synth_dir)
+    assert main([*args, "--no-wait"]) == 0
+    jobs = yaml.safe_load((out / "jobs.yaml").read_text())
+    run_id = wait_for(lambda: first_epoch_done(out), 120, "no run finished an epoch")
+    slurm_cluster.run("scancel", jobs[run_id])  # that array task, while it trains
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "running" in shown and "epoch " in shown, shown
+    wait_for(lambda: RunDir(out / run_id).state() == "interrupted", 60, f"{run_id} not left interrupted", 0.3)
+    slurm_cluster.run("scancel", jobs[run_id].split("_")[0])  # the whole array
+    wait_for(lambda: not slurm_cluster.run("squeue", "-h").strip(), 60, "the queue did not empty", 0.5)
+    states = {r: RunDir(out / r).state() for r in jobs}
+    assert states[run_id] == "interrupted" and "done" not in set(states.values()) - {"done"}
+    kept = len(RunDir(out / run_id).read_metrics())
+    assert 1 <= kept < 4, kept
+    assert "interrupted by SIGTERM" in RunDir(out / run_id).status_info()["reason"]
+
+    assert main(args) == 0  # the same command again
+    assert {RunDir(out / r).state() for r in jobs} == {"done"}
+    assert f"after epoch {kept}" in (out / run_id / "train.log").read_text()
+    assert numbers(out) == numbers(slurm_sweep["out"])
+
+
+def test_failing_run_is_reported_with_its_slurm_log(slurm_cluster, synth_dir, cache_dir, tmp_path, caplog, capsys):
+    """A run that fails in its job: the sweep exits 1 and names the job's log; `locbench status` shows why and
+    where that log is."""
+    sweep_file = write_sweep(tmp_path / "s.yaml", cache_dir, {"train.device": ["cpu", "cuda:99"]}, epochs=1)
+    caplog.set_level("INFO", logger="locbench")
+    out = tmp_path / "out"
+    assert main(sweep_args(sweep_file, out, synth_dir)) == 1
+    failed = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "slurm log:" in r.getMessage()]
+    assert len(failed) == 1 and "cuda_99" in failed[0] and ": failed;" in failed[0], failed
+    log_path = Path(failed[0].rsplit("slurm log: ", 1)[1])
+    assert log_path.is_file() and log_path.parent.parent == out / ".submitit"
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "failed" in shown and "cuda:99" in shown and f"job log: {log_path}" in shown, shown
