@@ -42,6 +42,7 @@ from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
 from locbench.sweep.grid import Point, Sweep, load_sweep
 from locbench.sweep.slurm import QueueWatcher, submitit_logs_once
+from locbench.sweep.tracking import check_sweep_mlflow, finish_sweep_run, start_sweep_run, sweep_parent_run
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def run_sweep(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep, data=data, extra=overrides)
     check_pretrained_weights(sweep)
+    check_sweep_mlflow(sweep)
     out = ensure_writable_dir(Path(out), what="sweep folder --out")
     lock = FileLock(out / ".sweep.lock")
     if not lock.acquire(blocking=False):
@@ -101,6 +103,7 @@ def run_sweep(
             sum(RunDir(out / c.run_id).state() == "done" for c in points),
         )
         if todo:
+            start_sweep_run(sweep, out)
             _build_shared_caches(todo)
             if executor == "inline":
                 _run_inline(todo, out, workers)
@@ -111,6 +114,7 @@ def run_sweep(
         lock.release()
     counts = Counter(RunDir(out / c.run_id).state() for c in points)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    finish_sweep_run(sweep, out, dict(counts))
     return dict(counts)
 
 
@@ -262,7 +266,7 @@ def run_point(run_dir: str) -> str:
     cfg = from_dict(record["config"])
     try:
         with _stop_on_sigterm_in_job():
-            train(cfg, run.root, resume=True)
+            train(cfg, run.root, resume=True, mlflow_parent=sweep_parent_run(run.root.parent))
     except Interrupted as e:  # scancel or pre-emption of its job: the run is left interrupted, to resume
         log.warning("%s: %s; the same sweep command (or the requeued job) resumes it", run.root.name, e)
         return run.state()

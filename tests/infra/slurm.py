@@ -1,8 +1,8 @@
 """A one-node SLURM cluster for the tests: munged, slurmctld and slurmd started from a config in a temporary
 folder, as processes of the test run, and stopped (exactly those) at the end.
 
-``python -m tests.infra.slurm install`` installs the Debian packages (slurm-wlm, munge) when they are missing and
-this is root with apt-get; ``.ci/run`` calls it before ``make test``. ``python -m tests.infra.slurm up`` starts a
+``python3 tests/infra/slurm.py install`` installs the Debian packages (slurm-wlm, munge) when they are missing and
+this is root with apt-get; ``.ci/run`` calls it before ``make test``. ``python3 tests/infra/slurm.py up`` starts a
 cluster by hand and prints the ``SLURM_CONF`` to export, until Ctrl-C.
 """
 
@@ -261,7 +261,7 @@ def main(argv: list[str]) -> int:
         finally:
             cluster.stop()
         return 0
-    print("usage: python -m tests.infra.slurm [install|up]", file=sys.stderr)
+    print("usage: python3 tests/infra/slurm.py [install|up]", file=sys.stderr)
     return 2
 
 
