@@ -44,6 +44,9 @@ def mlflow_tracking_uri(cfg) -> str | None:
     uri = cfg.log.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return None
+    if uri.startswith("file:") or (":" not in uri and uri != "databricks"):
+        # MLflow 3 keeps its file store only on request (MLFLOW_ALLOW_FILE_STORE); a folder here is that request
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if ":" in uri or uri == "databricks":
         return uri
     return Path(uri).expanduser().resolve().as_uri()
