@@ -252,6 +252,8 @@ def main(argv: list[str]) -> int:
         import tempfile
 
         cluster = LocalSlurm(Path(tempfile.mkdtemp(prefix="locbench-slurm-")))
+        # Ctrl-C, or SIGTERM (a background job ignores SIGINT): stop the cluster on the way out
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         cluster.start()
         print(f"export SLURM_CONF={cluster.conf}\n{cluster.sinfo()}", flush=True)
         try:
@@ -260,6 +262,7 @@ def main(argv: list[str]) -> int:
             pass
         finally:
             cluster.stop()
+            shutil.rmtree(cluster.root, ignore_errors=True)
         return 0
     print("usage: python3 tests/infra/slurm.py [install|up]", file=sys.stderr)
     return 2
