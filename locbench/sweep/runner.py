@@ -267,8 +267,10 @@ def run_point(run_dir: str) -> str:
     try:
         with _stop_on_sigterm_in_job():
             train(cfg, run.root, resume=True, mlflow_parent=sweep_parent_run(run.root.parent))
-    except Interrupted as e:  # scancel or pre-emption of its job: the run is left interrupted, to resume
-        log.warning("%s: %s; the same sweep command (or the requeued job) resumes it", run.root.name, e)
+    except Interrupted as e:  # scancel, pre-emption or the time limit near: the run is left interrupted
+        if e.signum == REQUEUE_SIGNAL and _requeue_this_job(run):
+            raise SystemExit(-1) from None  # no result: the requeued job finishes the run
+        log.warning("%s: %s; the same sweep command resumes it", run.root.name, e)
         return run.state()
     except LocbenchError as e:
         log.error("%s: %s", run.root.name, e)
@@ -279,11 +281,20 @@ def run_point(run_dir: str) -> str:
     return run.status() or "failed"
 
 
+#: The signal SLURM sends a job before its time limit or a pre-emption (submitit asks for it: ``--signal=USR2@90``).
+REQUEUE_SIGNAL = signal.SIGUSR2
+#: How often one run's job is requeued (pre-emptions and time limits together) before it is left interrupted.
+MAX_REQUEUES = 10
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm_in_job() -> Iterator[None]:
-    """In a submitit job (SLURM or local), SIGTERM stops the run at once, left interrupted with its last epoch
-    kept. submitit itself ignores SIGTERM, so a cancelled or pre-empted job trained on, unseen, until SLURM's
-    KillWait ended it with SIGKILL mid-epoch. Elsewhere (the CLI installs its own) nothing changes."""
+    """In a submitit job (SLURM or local), SIGTERM (scancel, pre-emption) and SIGUSR2 (the time limit or a
+    pre-emption near) stop the run at once, left interrupted with its finished epochs kept.
+
+    submitit itself ignores SIGTERM, so a cancelled job trained on, unseen, until SLURM's KillWait ended it with
+    SIGKILL mid-epoch; and on SIGUSR2 it ended the process from inside training, which recorded the run failed.
+    Elsewhere (the CLI installs its own handlers) nothing changes."""
     if os.environ.get("SUBMITIT_EXECUTOR") is None or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -291,11 +302,30 @@ def _stop_on_sigterm_in_job() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, REQUEUE_SIGNAL)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _requeue_this_job(run: RunDir) -> bool:
+    """Put this SLURM job back in the queue (``scontrol requeue``), where it resumes the run after its last
+    finished epoch; False (nothing done) outside SLURM or after :data:`MAX_REQUEUES` requeues."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts >= MAX_REQUEUES:
+        log.warning("%s: requeued %d times already; leaving it interrupted", run.root.name, restarts)
+        return False
+    job_id = submitit.JobEnvironment().job_id
+    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        log.warning("%s: scontrol requeue %s failed (%s)", run.root.name, job_id, done.stderr.strip())
+        return False
+    log.warning("%s: stopped by %s; job %s requeued to resume it", run.root.name, signal_name(REQUEUE_SIGNAL), job_id)
+    return True
 
 
 #: The name submitit jobs pickled by an older locbench call (by qualified name); they may still be queued on SLURM.

@@ -170,6 +170,30 @@ def test_cancelled_task_and_array_resume_to_the_uninterrupted_numbers(slurm_swee
     assert numbers(out) == numbers(slurm_sweep["out"])
 
 
+def test_preempted_job_is_requeued_and_resumes_after_its_last_epoch(slurm_sweep, slurm_cluster, synth_dir, cache_dir):
+    """SIGUSR2, which SLURM sends before a pre-emption or the time limit (submitit's --signal=USR2@90): the run
+    stops, keeping its finished epochs, the job is requeued and resumes it after the last one, to the numbers of
+    the uninterrupted sweep, with nobody running the sweep command again."""
+    root = slurm_sweep["out"].parent
+    sweep_file = write_sweep(root / "one.yaml", cache_dir, {"loss.name": ["bce"], "optim.lr": [0.001]})
+    out = root / "preempted"
+    assert main(sweep_args(sweep_file, out, synth_dir, "--no-wait")) == 0
+    jobs = yaml.safe_load((out / "jobs.yaml").read_text())
+    run_id = wait_for(lambda: first_epoch_saved(out), 120, "the run saved no epoch")
+    slurm_cluster.run("scancel", "--signal=USR2", jobs[run_id])
+    # SLURM holds a requeued job back for two minutes (BeginTime); a test has no time for that
+    job_ids = wait_for(lambda: slurm_cluster.run("squeue", "-h", "-t", "PD", "-o", "%A %r").split(), 120, "no requeue")
+    assert job_ids[1] == "BeginTime", job_ids
+    slurm_cluster.run("scontrol", "update", f"JobId={job_ids[0]}", "StartTime=now")
+    wait_for(lambda: RunDir(out / run_id).state() == "done", 240, f"{run_id} not finished after its requeue", 0.5)
+    job = jobs[run_id]
+    assert f"job {job} requeued" in (out / ".submitit" / job / f"{job}_0_log.err").read_text()
+    text = (out / run_id / "train.log").read_text()
+    kept = int(text.split("after epoch ", 1)[1].split(" ", 1)[0])  # "resuming RUN after epoch K (best ...)"
+    assert 1 <= kept < 4
+    assert numbers(out)[run_id] == numbers(slurm_sweep["out"])[run_id]
+
+
 def test_failing_run_is_reported_with_its_slurm_log(slurm_cluster, synth_dir, cache_dir, tmp_path, caplog, capsys):
     """A run that fails in its job: the sweep exits 1 and names the job's log; `locbench status` shows why and
     where that log is."""
