@@ -17,7 +17,7 @@ from locbench.cli import main
 from locbench.store.rundir import RunDir
 
 pytest_plugins = ["fixtures.synth_data", "fixtures.mlflow_server"]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow")]
+pytestmark = pytest.mark.slow
 
 
 def write_sweep(path: Path, cache_dir: Path, epochs: int) -> Path:

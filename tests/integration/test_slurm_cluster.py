@@ -18,7 +18,7 @@ from locbench.cli import main
 from locbench.store.rundir import RunDir
 
 pytest_plugins = ["fixtures.synth_data", "fixtures.slurm_cluster"]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 
 GRID = {"loss.name": ["bce", "focal"], "optim.lr": [0.001, 0.003]}
 
@@ -58,7 +58,7 @@ def numbers(out: Path) -> dict[str, dict]:
     return result
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # run once even where pytest interleaves this module with others
 def slurm_sweep(slurm_cluster, synth_dir, cache_dir, tmp_path_factory) -> dict:
     """The 4-point sweep run to the end through SLURM (with --report); what squeue showed while it ran."""
     import threading
@@ -141,12 +141,17 @@ def test_submitit_lines_said_once_and_no_accounting_said_once_per_sweep(slurm_sw
     assert len(warnings) == len(set(warnings)), said
 
 
-def test_cancelled_task_and_array_resume_to_the_uninterrupted_numbers(slurm_sweep, slurm_cluster, synth_dir, capsys):
+def test_cancelled_task_and_array_resume_to_the_uninterrupted_numbers(
+    slurm_sweep, slurm_cluster, synth_dir, cache_dir, capsys
+):
     """--no-wait, `locbench status` while the jobs run, scancel of a running task after its first epoch, then of
     the whole array; the same sweep command finishes every run with the numbers of the uninterrupted sweep, the
     cancelled one resumed after its last epoch, not from zero."""
-    out = slurm_sweep["out"].parent / "cancelled"
-    args = sweep_args(slurm_sweep["file"], out, synth_dir)
+    root = slurm_sweep["out"].parent
+    # two of the uninterrupted sweep's runs (a run's id and folder follow from its configuration)
+    sweep_file = write_sweep(root / "two.yaml", cache_dir, {"loss.name": ["bce", "focal"], "optim.lr": [0.001]})
+    out = root / "cancelled"
+    args = sweep_args(sweep_file, out, synth_dir)
     assert main([*args, "--no-wait"]) == 0
     jobs = yaml.safe_load((out / "jobs.yaml").read_text())
     run_id = wait_for(lambda: first_epoch_saved(out), 120, "no run saved an epoch")
@@ -167,7 +172,8 @@ def test_cancelled_task_and_array_resume_to_the_uninterrupted_numbers(slurm_swee
     assert main(args) == 0  # the same command again
     assert {RunDir(out / r).state() for r in jobs} == {"done"}
     assert f"after epoch {kept}" in (out / run_id / "train.log").read_text()
-    assert numbers(out) == numbers(slurm_sweep["out"])
+    uninterrupted = numbers(slurm_sweep["out"])
+    assert numbers(out) == {r: uninterrupted[r] for r in jobs}
 
 
 def test_preempted_job_is_requeued_and_resumes_after_its_last_epoch(slurm_sweep, slurm_cluster, synth_dir, cache_dir):
