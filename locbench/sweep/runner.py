@@ -268,6 +268,8 @@ def run_point(run_dir: str) -> str:
         with _stop_on_sigterm_in_job():
             train(cfg, run.root, resume=True, mlflow_parent=sweep_parent_run(run.root.parent))
     except Interrupted as e:  # scancel, pre-emption or the time limit near: the run is left interrupted
+        if not _in_submitit_job():
+            raise  # a sweep on this machine (or its worker) stops as a whole: the caller handles it
         if e.signum == REQUEUE_SIGNAL and _requeue_this_job(run):
             raise SystemExit(-1) from None  # no result: the requeued job finishes the run
         log.warning("%s: %s; the same sweep command resumes it", run.root.name, e)
@@ -295,7 +297,7 @@ def _stop_on_sigterm_in_job() -> Iterator[None]:
     submitit itself ignores SIGTERM, so a cancelled job trained on, unseen, until SLURM's KillWait ended it with
     SIGKILL mid-epoch; and on SIGUSR2 it ended the process from inside training, which recorded the run failed.
     Elsewhere (the CLI installs its own handlers) nothing changes."""
-    if os.environ.get("SUBMITIT_EXECUTOR") is None or threading.current_thread() is not threading.main_thread():
+    if not _in_submitit_job() or threading.current_thread() is not threading.main_thread():
         yield
         return
 
@@ -308,6 +310,10 @@ def _stop_on_sigterm_in_job() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _in_submitit_job() -> bool:
+    return os.environ.get("SUBMITIT_EXECUTOR") is not None
 
 
 def _requeue_this_job(run: RunDir) -> bool:
