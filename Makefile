@@ -30,7 +30,7 @@ format: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check locbench tests benchmarks
 	$(VENV)/bin/lint-imports
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup --durations=15 -q
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -254,7 +254,12 @@ class LogConfig:
     tensorboard: bool = False
     """Write TensorBoard event files into RUN_DIR/tb (needs the tensorboard package)."""
     mlflow: bool = False
-    """Log the run to MLflow (needs the mlflow package; uses MLFLOW_TRACKING_URI)."""
+    """Log the run to MLflow (needs the mlflow package): parameters, per-epoch metrics, summary and predictions."""
+    mlflow_uri: str | None = None
+    """Where MLflow runs go: http://HOST:PORT (a tracking server), a folder such as mlruns (a file store), or any
+    MLflow tracking URI; default MLFLOW_TRACKING_URI, else MLflow's own default."""
+    mlflow_experiment: str = "locbench"
+    """The MLflow experiment the runs are logged under (created when missing)."""
     progress: str = "auto"
     """auto (a bar on a terminal, log lines otherwise), bar or lines."""
 

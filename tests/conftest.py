@@ -29,3 +29,24 @@ def real_data() -> Path:
     if not (REAL / "kaggle2018" / "train.csv").exists():
         pytest.skip(f"real HPA images not found at {REAL} (see its README); these tests need them")
     return REAL
+
+
+#: Test files that share one expensive service per test session: under ``pytest -n 2 --dist loadgroup`` (the
+#: Makefile's) each file's tests go to one worker, so that the service is started once, not once per worker.
+#: (xdist's own ``xdist_group`` mark does not group under pytest 9 here: its node-id suffix is lost.)
+SHARED_SERVICE_FILES = {
+    "tests/integration/test_slurm_cluster.py": "slurm",
+    "tests/integration/test_mlflow_tracking.py": "mlflow",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedServiceScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_SERVICE_FILES.get(nodeid.split("::", 1)[0]) or super()._split_scope(nodeid)
+
+    return SharedServiceScheduling(config, log)

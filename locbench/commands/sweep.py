@@ -65,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if args.report:
         from locbench.report import build_report
+        from locbench.sweep.tracking import log_sweep_report
 
-        print(f"report: {build_report(args.out)}")
+        report = build_report(args.out)
+        print(f"report: {report}")
+        log_sweep_report(args.out, [report.with_name(n) for n in ("report.html", "report.md", "leaderboard.csv")])
     bad = counts.get("failed", 0) + counts.get("diverged", 0)
     return 1 if bad else 0
 

@@ -47,7 +47,7 @@ from locbench.engine.device import amp_dtype, describe_device, use_channels_last
 from locbench.engine.distributed import DistEnv
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
-from locbench.engine.loggers import LogFile, make_loggers
+from locbench.engine.loggers import LogFile, check_mlflow, make_loggers
 from locbench.engine.resume import ready_run_folder, restore_checkpoint
 from locbench.engine.seed import derive_seed, seed_everything, set_deterministic
 from locbench.engine.summary import finish_run, nan_if_none
@@ -67,11 +67,19 @@ class RunDiverged(LocbenchError):
     exit_code = 3
 
 
-def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: Sequence[Callback] = ()) -> Path:
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    mlflow_parent: str | None = None,
+) -> Path:
     """Train one configuration into the run folder ``out`` and return its path.
 
     With ``resume`` an interrupted run continues from its newest good checkpoint and ends with the same numbers
     as an uninterrupted run (on CPU). ``callbacks`` follow the loop (:class:`~locbench.engine.callbacks.Callback`).
+    With ``log.mlflow`` on, the MLflow run is nested under the run ``mlflow_parent`` where given (a sweep's).
     Raises :class:`RunDiverged` when the loss stops being finite.
     """
     run = RunDir(Path(out))
@@ -83,6 +91,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     if dist.main and cfg.model.pretrained and not cfg.model.pretrained_file:
         # before the run folder exists: offline without the weights, say so within seconds and leave nothing behind
         require_weights([cfg.model.backbone], what=f"model.pretrained for {cfg.model.backbone}")
+    if dist.main:
+        check_mlflow(cfg, what=f"run {run.root.name}")  # a tracking server that is down: now, not after training
     # the data, the split file or the split fractions are checked before the run folder exists: a typo makes none
     table = table_from_config(cfg.data)
     if cfg.data.split:
@@ -97,6 +107,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, callbacks: S
     dist.barrier()
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
+        trainer.mlflow_parent = mlflow_parent
         trainer.table = table if cfg.train.level == "image" else None  # cell-level data reads its own
         trainer.setup(resume=resume)
         return trainer.fit()
@@ -178,6 +189,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.run, self.dist, self.device = cfg, run, dist, device
         self.callbacks: list[Callback] = [ProgressBar(cfg.log.progress), CpuEstimate(), *callbacks]
+        self.mlflow_parent: str | None = None  # the MLflow run to nest this run under (a sweep's)
         self.state = TrainState()
         self.parts: Parts
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -246,7 +258,7 @@ class Trainer:
         )
         self.parts.meta.update(channels=list(data.channels), norm_mean=mean, norm_std=std)
         if self.dist.main:
-            self.callbacks += make_loggers(cfg, self.run)
+            self.callbacks += make_loggers(cfg, self.run, mlflow_parent=self.mlflow_parent)
         log.info(
             "training %s (%s params, %.2f GMACs at %d px) on %s for %d epochs, %d steps each",
             cfg.model.backbone,

@@ -129,6 +129,7 @@ class RunDir:
     # The record's name in sweeps made by a locbench that called a grid point a "cell": read, never made anew.
     _old_point = property(lambda self: self.root / "sweep_cell.json")
     _lock_file = property(lambda self: self.root / ".lock")
+    _mlflow = property(lambda self: self.root / "mlflow.json")
 
     def epoch_stem(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}"
@@ -366,6 +367,18 @@ class RunDir:
         if "point_id" not in obj:
             obj = {("point_id" if k == "cell_id" else k): v for k, v in obj.items()}
         return obj
+
+    def write_mlflow_run(self, info: dict[str, Any]) -> None:
+        """Which MLflow run this run logs to (tracking URI, experiment and run id), for a resume to continue it."""
+        atomic_write_json(self._mlflow, info)
+
+    def read_mlflow_run(self) -> dict[str, Any] | None:
+        """The MLflow run :meth:`write_mlflow_run` recorded; None when there is none (or it is unreadable)."""
+        try:
+            obj = json.loads(self._mlflow.read_text())
+        except (OSError, ValueError):
+            return None
+        return obj if isinstance(obj, dict) else None
 
     def set_aside(self, dest: Path) -> None:
         """Move the folder to ``dest`` and start it again empty, keeping only its sweep record (under its name)."""

@@ -8,6 +8,7 @@ is recorded in its folder (status, traceback) and the sweep goes on with the res
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +41,8 @@ from locbench.store.atomic import atomic_write_json, atomic_write_text, ensure_w
 from locbench.store.lock import FileLock
 from locbench.store.rundir import RunDir
 from locbench.sweep.grid import Point, Sweep, load_sweep
+from locbench.sweep.slurm import QueueWatcher, submitit_logs_once
+from locbench.sweep.tracking import check_sweep_mlflow, finish_sweep_run, start_sweep_run, sweep_parent_run
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ def run_sweep(
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep, data=data, extra=overrides)
     check_pretrained_weights(sweep)
+    check_sweep_mlflow(sweep)
     out = ensure_writable_dir(Path(out), what="sweep folder --out")
     lock = FileLock(out / ".sweep.lock")
     if not lock.acquire(blocking=False):
@@ -98,6 +103,7 @@ def run_sweep(
             sum(RunDir(out / c.run_id).state() == "done" for c in points),
         )
         if todo:
+            start_sweep_run(sweep, out)
             _build_shared_caches(todo)
             if executor == "inline":
                 _run_inline(todo, out, workers)
@@ -108,6 +114,7 @@ def run_sweep(
         lock.release()
     counts = Counter(RunDir(out / c.run_id).state() for c in points)
     log.info("sweep %s: %s", sweep.name, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    finish_sweep_run(sweep, out, dict(counts))
     return dict(counts)
 
 
@@ -258,7 +265,15 @@ def run_point(run_dir: str) -> str:
         raise LocbenchError(f"{run.root} has no sweep_point.json: not a folder prepared by `locbench sweep`")
     cfg = from_dict(record["config"])
     try:
-        train(cfg, run.root, resume=True)
+        with _stop_on_sigterm_in_job():
+            train(cfg, run.root, resume=True, mlflow_parent=sweep_parent_run(run.root.parent))
+    except Interrupted as e:  # scancel, pre-emption or the time limit near: the run is left interrupted
+        if not _in_submitit_job():
+            raise  # a sweep on this machine (or its worker) stops as a whole: the caller handles it
+        if e.signum == REQUEUE_SIGNAL and _requeue_this_job(run):
+            raise SystemExit(-1) from None  # no result: the requeued job finishes the run
+        log.warning("%s: %s; the same sweep command resumes it", run.root.name, e)
+        return run.state()
     except LocbenchError as e:
         log.error("%s: %s", run.root.name, e)
         _record_early_failure(run, e)
@@ -266,6 +281,57 @@ def run_point(run_dir: str) -> str:
         log.exception("%s failed", run.root.name)
         _record_early_failure(run, e)
     return run.status() or "failed"
+
+
+#: The signal SLURM sends a job before its time limit or a pre-emption (submitit asks for it: ``--signal=USR2@90``).
+REQUEUE_SIGNAL = signal.SIGUSR2
+#: How often one run's job is requeued (pre-emptions and time limits together) before it is left interrupted.
+MAX_REQUEUES = 10
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm_in_job() -> Iterator[None]:
+    """In a submitit job (SLURM or local), SIGTERM (scancel, pre-emption) and SIGUSR2 (the time limit or a
+    pre-emption near) stop the run at once, left interrupted with its finished epochs kept.
+
+    submitit itself ignores SIGTERM, so a cancelled job trained on, unseen, until SLURM's KillWait ended it with
+    SIGKILL mid-epoch; and on SIGUSR2 it ended the process from inside training, which recorded the run failed.
+    Elsewhere (the CLI installs its own handlers) nothing changes."""
+    if not _in_submitit_job() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, REQUEUE_SIGNAL)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _in_submitit_job() -> bool:
+    return os.environ.get("SUBMITIT_EXECUTOR") is not None
+
+
+def _requeue_this_job(run: RunDir) -> bool:
+    """Put this SLURM job back in the queue (``scontrol requeue``), where it resumes the run after its last
+    finished epoch; False (nothing done) outside SLURM or after :data:`MAX_REQUEUES` requeues."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts >= MAX_REQUEUES:
+        log.warning("%s: requeued %d times already; leaving it interrupted", run.root.name, restarts)
+        return False
+    job_id = submitit.JobEnvironment().job_id
+    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        log.warning("%s: scontrol requeue %s failed (%s)", run.root.name, job_id, done.stderr.strip())
+        return False
+    log.warning("%s: stopped by %s; job %s requeued to resume it", run.root.name, signal_name(REQUEUE_SIGNAL), job_id)
+    return True
 
 
 #: The name submitit jobs pickled by an older locbench call (by qualified name); they may still be queued on SLURM.
@@ -364,6 +430,11 @@ def _fmt_s(s: float) -> str:
 
 
 def _run_submitit(points: list[Point], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
+    with submitit_logs_once():
+        _submit_and_wait(points, out, executor, params, wait)
+
+
+def _submit_and_wait(points: list[Point], out: Path, executor: str, params: dict[str, Any], wait: bool) -> None:
     ex = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster="local" if executor == "local" else None)
     if executor == "slurm" and ex.cluster != "slurm":
         raise LocbenchError("--executor slurm: no SLURM found here (sbatch is not on PATH); use --executor local")
@@ -383,16 +454,44 @@ def _run_submitit(points: list[Point], out: Path, executor: str, params: dict[st
         upd.update({k if k.startswith("slurm_") else f"slurm_{k}": v for k, v in p.items()})
     ex.update_parameters(**upd)
     jobs = ex.map_array(run_point, [str(out / c.run_id) for c in points])
-    atomic_write_text(
-        out / "jobs.yaml", yaml.safe_dump({c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
+    record_jobs(out, {c.run_id: j.job_id for c, j in zip(points, jobs, strict=True)})
+    log.info(
+        "submitted %d runs as %s job array %s; job logs in %s",
+        len(points),
+        executor,
+        jobs[0].job_id.split("_")[0],
+        out / ".submitit",
     )
-    log.info("submitted %d runs as %s job array %s", len(points), executor, jobs[0].job_id.split("_")[0])
     if not wait:
         log.info("not waiting: watch with `locbench status %s`, then `locbench report %s`", out, out)
         return
+    if executor == "slurm":
+        watcher = QueueWatcher()  # sacct, or squeue where accounting is off
+        for job in jobs:
+            job.watcher = watcher
+            watcher.register_job(job.job_id)
     for k, (point, job) in enumerate(zip(points, jobs, strict=True)):
+        run = RunDir(out / point.run_id)
         try:
             status = job.result()
-        except Exception as e:  # the job itself died (pre-empted, out of time): its folder says how far it got
-            status = f"job failed ({type(e).__name__})"
-        log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)
+        except Exception as e:  # the job itself died (cancelled, pre-empted, out of time): its folder says how far
+            status = f"job {job.job_id} ended without finishing the run ({type(e).__name__}), now {run.state()}"
+            _record_early_failure(run, LocbenchError(f"{executor} job {job.job_id} ended without a result"))
+        if status == "done":
+            log.info("[%d/%d] %s: %s", k + 1, len(points), point.run_id, status)
+        else:
+            log.warning(
+                "[%d/%d] %s: %s; %s log: %s", k + 1, len(points), point.run_id, status, executor, job.paths.stderr
+            )
+
+
+def record_jobs(out: Path, jobs: dict[str, str]) -> None:
+    """Add this submission's job ids to ``DIR/jobs.yaml`` (run id -> its latest job), keeping earlier runs' ids."""
+    path = out / "jobs.yaml"
+    try:
+        known = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    atomic_write_text(path, yaml.safe_dump({**known, **jobs}))

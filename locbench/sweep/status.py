@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from locbench.errors import LocbenchError
 from locbench.store.rundir import RunDir
 
@@ -22,6 +24,7 @@ def sweep_status(out: str | Path) -> dict[str, Any]:
     plan = json.loads(plan_path.read_text())
     rows = []
     durations = []
+    jobs = _jobs(out)
     for entry in plan["runs"]:
         run = RunDir(out / entry["run_id"])
         state = run.state()
@@ -41,12 +44,30 @@ def sweep_status(out: str | Path) -> dict[str, Any]:
                 "epochs": epochs,
                 "seconds": spent,
                 "reason": _reason(run, state),
+                "job_log": _job_log(out, jobs.get(entry["run_id"])) if state in ("failed", "interrupted") else None,
             }
         )
     counts = Counter(r["state"] for r in rows)
     left = sum(1 for r in rows if r["state"] in ("pending", "running", "interrupted"))
     eta = statistics.median(durations) * left if durations and left else None
     return {"name": plan.get("name"), "runs": rows, "counts": dict(counts), "eta_s": eta, "time": time.time()}
+
+
+def _jobs(out: Path) -> dict[str, str]:
+    """Run id -> its latest submitit job id (``DIR/jobs.yaml``, written by ``--executor slurm|local``)."""
+    try:
+        jobs = yaml.safe_load((out / "jobs.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {str(k): str(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {}
+
+
+def _job_log(out: Path, job_id: str | None) -> str | None:
+    """The error log submitit's job wrote (``DIR/.submitit/JOB/JOB_0_log.err``), where it exists."""
+    if job_id is None:
+        return None
+    path = out / ".submitit" / job_id / f"{job_id}_0_log.err"
+    return str(path) if path.is_file() else None
 
 
 def _reason(run: RunDir, state: str) -> str:
@@ -67,4 +88,6 @@ def format_status(st: dict[str, Any]) -> str:
     for r in st["runs"]:
         progress = f"epoch {r['epoch']}/{r['epochs']}" if r["epochs"] else ""
         lines.append(f"  {r['run_id']:<{width}}  {r['state']:<11}  {progress:<12}  {r['reason'][:80]}")
+        if r.get("job_log"):
+            lines.append(f"  {'':<{width}}  job log: {r['job_log']}")
     return "\n".join(lines)
