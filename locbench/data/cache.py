@@ -365,7 +365,9 @@ def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int, resize_policy
     out = []
     for r, paths in chunk:
         try:
-            arr[r] = imio.read_field_raw(paths, stains, size, dtype=np.dtype(dtype), resize_policy=resize_policy)
+            arr[r] = imio.read_field_raw(
+                paths, stains, size, dtype=np.dtype(dtype), resize_policy=resize_policy, refuse_upscale=True
+            )
             out.append((r, None))
         except imio.ImageReadError as e:
             out.append((r, f"{e.path.name}: {e.reason}"))

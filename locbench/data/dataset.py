@@ -92,7 +92,12 @@ class FieldDataset(Dataset):
             raw = self.cache.get(int(self.rows[k]), self.channels)
         else:
             raw = imio.read_field_raw(
-                self.table.sources(i), self.channels, self.size, dtype=self.dtype, resize_policy=self.resize_policy
+                self.table.sources(i),
+                self.channels,
+                self.size,
+                dtype=self.dtype,
+                resize_policy=self.resize_policy,
+                refuse_upscale=True,
             )
         if raw.dtype == np.uint8:
             image = torch.from_numpy(raw)

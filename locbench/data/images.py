@@ -399,6 +399,7 @@ def read_field_raw(
     *,
     dtype: np.dtype | None = None,
     resize_policy: str = "pad",
+    refuse_upscale: bool = False,
 ) -> np.ndarray:
     """Read the stains ``channels`` of one field, resized, in their integer pixel type.
 
@@ -411,18 +412,28 @@ def read_field_raw(
         size: output side length in pixels.
         dtype: output pixel type; ``None`` keeps the files' type (16-bit if any stain is 16-bit).
         resize_policy: ``pad``, ``crop`` or ``stretch`` for non-square fields (``DataConfig.resize``).
+        refuse_upscale: refuse a field whose longer side is shorter than ``size`` (a model input: scaling the
+            whole field up would invent detail the microscope never recorded); previews and thumbnails scale freely.
 
     Returns:
         (len(channels), size, size) ``uint8`` or ``uint16``.
 
     Raises:
-        ImageReadError: a stain is missing or unreadable, or stains differ in size.
+        ImageReadError: a stain is missing or unreadable, stains differ in size, or (``refuse_upscale``) the field
+            is smaller than ``size``.
     """
     images = read_field_stains(paths, channels)
     shapes = {c: img.shape for c, img in images.items()}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{c} {h}x{w}" for c, (h, w) in shapes.items())
         raise ImageReadError(paths[channels[0]], f"stains of this field differ in size ({detail})")
+    h, w = next(iter(shapes.values()))
+    if refuse_upscale and max(h, w) < size:
+        raise ImageReadError(
+            paths[channels[0]],
+            f"is {w} x {h} pixels, smaller than the model input of {size} x {size} (data.img_size); scaling it up "
+            f"would invent detail. Use --img-size {max(h, w)} or less (--set data.img_size=...), or larger images",
+        )
     if dtype is None:
         dtype = np.uint16 if any(img.dtype == np.uint16 for img in images.values()) else np.uint8
     out = np.empty((len(channels), size, size), dtype=dtype)

@@ -348,6 +348,18 @@ def test_stains_of_different_sizes_stop_training_naming_the_field(dataset, kit, 
     assert code == 2 and red.name.rsplit("_", 1)[0] in err and "differ in size" in err and "--skip-bad" in err
 
 
+def test_a_field_smaller_than_the_model_input_stops_training_naming_it(dataset, kit, tmp_path, capsys):
+    import cv2
+
+    small = sorted((dataset / "train").glob("*_green.png"))[5]
+    for stain in ("red", "green", "blue", "yellow"):
+        cv2.imwrite(str(small.with_name(small.name.replace("_green", f"_{stain}"))), np.zeros((16, 24), np.uint8))
+    over = kit.overrides(dataset, data__cache_dir=str(tmp_path / "c"), data__img_size=32)
+    code, err = run_cli(capsys, ["train", "--out", str(tmp_path / "t"), *kit.set_args(over)])
+    assert code == 2 and small.name in err and "smaller than the model input of 32 x 32" in err, err
+    assert "--img-size 24 or less" in err and not (tmp_path / "t" / "checkpoints").exists()
+
+
 @pytest.mark.parametrize("what", ["missing", "a file", "empty folder", "not a sweep"])
 def test_report_and_status_on_something_that_is_not_a_sweep(what, tmp_path, capsys):
     target = tmp_path / "target"

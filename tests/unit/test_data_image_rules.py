@@ -100,3 +100,14 @@ def test_resize_policy_is_checked_in_the_config():
     assert DataConfig().resize == "pad"
     with pytest.raises(LocbenchError, match="data.resize"):
         DataConfig(resize="squash")
+
+
+def test_a_field_smaller_than_the_model_input_is_refused_naming_it(tmp_path):
+    for stain in ("red", "green"):
+        cv2.imwrite(str(tmp_path / f"f_{stain}.png"), np.full((20, 30), 9, np.uint8))
+    paths = {s: tmp_path / f"f_{s}.png" for s in ("red", "green")}
+    with pytest.raises(ImageReadError, match=r"is 30 x 20 pixels, smaller than the model input of 32 x 32") as e:
+        read_field_raw(paths, ("green", "red"), 32, refuse_upscale=True)
+    assert e.value.path.name == "f_green.png" and "--img-size 30 or less" in str(e.value)
+    assert read_field_raw(paths, ("green",), 30, refuse_upscale=True).shape == (1, 30, 30)  # the longer side fits
+    assert read_field_raw(paths, ("green",), 32).shape == (1, 32, 32)  # previews and thumbnails scale freely
