@@ -151,7 +151,7 @@ def test_multichannel_data_info_and_cache_through_the_cli(tmp_path, capsys):
     stains = ["--stains", "blue=DAPI,green=GFP,red=Tubulin,yellow=Calreticulin"]
     assert main(["data", "info", *data, *stains]) == 0
     assert "w1.ome.tif channel 'GFP': 6x6 uint16" in capsys.readouterr().out
-    cache = ["--img-size", "16", "--channels", "rgby", "--workers", "0", "--cache-dir", str(tmp_path / "c")]
+    cache = ["--img-size", "6", "--channels", "rgby", "--workers", "0", "--cache-dir", str(tmp_path / "c")]
     assert main(["cache", "--data", *data, *stains, *cache]) == 0
     assert (
         main(["cache", "--data", *data, "--stains", "blue=GFP,green=DAPI,red=Tubulin,yellow=Calreticulin", *cache]) == 0
