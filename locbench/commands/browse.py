@@ -18,7 +18,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="an image-level run folder written by `locbench train`")
     p.add_argument("--data", help="the run's dataset, if it moved (default: data.path of the run's config)")
-    p.add_argument("--part", default="val", help="which stored predictions: val (default) or test")
+    p.add_argument(
+        "--part",
+        choices=["val", "test"],
+        default=None,
+        help="which stored predictions: test or val (default: the run's test part, val for a run without one)",
+    )
     p.add_argument("--out", type=out_path, help="output folder (default RUN_DIR/browse)")
     p.add_argument("--size", type=int, default=160, help="thumbnail side in pixels (default 160)")
     p.add_argument(

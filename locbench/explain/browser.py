@@ -43,7 +43,7 @@ def write_browser(
     *,
     data: str | None = None,
     out: str | os.PathLike | None = None,
-    part: str = "val",
+    part: str | None = None,
     size: int = THUMB_SIZE,
     force: bool = True,
     cams: str | None = None,
@@ -55,7 +55,8 @@ def write_browser(
         run_dir: A run folder with ``predictions/<part>.npz`` and ``thresholds.json``.
         data: Where the run's dataset is now, when it moved (default: the ``data.path`` of its config).
         out: The browser's folder (default ``RUN/browse``); one in the dataset or elsewhere in the run is refused.
-        part: Which stored predictions to browse (``val``, or ``test`` where the run has one).
+        part: Which stored predictions to browse: ``val`` or ``test``; default the test part where the run has
+            one (held out from every choice the run made), else validation.
         size: Thumbnail side in pixels.
         force: Replace a non-empty ``out`` given explicitly (the default folder is the browser's own).
         cams: A CAM method (``gradcam``, ...): also draw, for every image, the maps of its three most telling
@@ -71,6 +72,8 @@ def write_browser(
     folder = RunDir(Path(run_dir))
     if not folder.root.is_dir():
         raise LocbenchError(f"run folder {folder.root} does not exist; pass a folder written by `locbench train`")
+    if part is None:
+        part = "test" if folder.has_predictions("test") else "val"
     try:
         stored = folder.read_predictions(part)
         names, thresholds = folder.read_thresholds(stored.probs.shape[1])

@@ -164,7 +164,7 @@ def run_section(
     rel = _relative(out_dir, page_dir or out_dir.parent.parent)
     if browse and not res["cam_error"]:  # the images are readable (a cell-level run is refused, with a note)
         try:
-            page = write_browser(run.path, out=out_dir / "browse", force=True)
+            page = write_browser(run.path, out=out_dir / "browse", part="val", force=True)
         except LocbenchError as e:
             parts.append(para(f"No image browser for this run: {e}."))
         else:

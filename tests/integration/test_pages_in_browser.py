@@ -92,7 +92,7 @@ def trained_run(tmp_path_factory) -> Path:
 
 
 def test_image_browser_loads_and_its_filters_show_the_right_images(trained_run: Path):
-    page = write_browser(trained_run, cams="gradcam", device="cpu")
+    page = write_browser(trained_run, part="val", cams="gradcam", device="cpu")
     found = open_in_chromium(page)
     assert found["errors"] == []
     assert found["images"] and all(i["ok"] for i in found["images"]), found["images"]
@@ -139,7 +139,9 @@ def test_browse_cli_writes_the_page_thumbnails_and_maps(trained_run: Path, tmp_p
     out = tmp_path / "b"
     assert main(["browse", str(trained_run), "--out", str(out), "--cams", "gradcam", "--device", "cpu"]) == 0
     assert f"image browser: {out / 'index.html'}" in capsys.readouterr().out
-    n = len(RunDir(trained_run).read_predictions("val").ids)
+    run = RunDir(trained_run)
+    part = "test" if run.has_predictions("test") else "val"  # the default: the test part where there is one
+    n = len(run.read_predictions(part).ids)
     assert len(list((out / "thumbs").glob("*.jpg"))) == 2 * n and len(list((out / "cams").glob("*.jpg"))) == 3 * n
     assert main(["browse", str(trained_run), "--out", str(out)]) == 2  # an existing output needs --force
     assert main(["browse", str(trained_run), "--cams", "nope", "--out", str(tmp_path / "c")]) == 2
