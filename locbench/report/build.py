@@ -623,7 +623,7 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
     if note:
         txt += " " + note
     md, h = para(txt)[0] + md, para(txt)[1] + h
-    counts = _confusion(sweep, runs)
+    counts, cross = _confusions(sweep, runs)
     if counts is not None:
         png = plots.confusion_grid(
             classes, counts, title="Per-class confusion at the tuned thresholds (counts summed over seeds)"
@@ -634,7 +634,6 @@ def _focus_section(sweep: SweepResults, title: str, runs: list[RunResult]) -> Se
         )
         how = " (cross-fitted on validation)" if sweep.part == "val" else ""
         md += f"\nMulti-label confusion at the tuned thresholds{how} (summed over seeds):\n\n" + cmd
-        cross = _cross_confusion(sweep, runs)
         if cross is not None:
             h += (
                 "<h3>Which class is predicted instead of which</h3>"
@@ -707,21 +706,24 @@ def _sample_warning(sweep: SweepResults) -> str:
     return f"{len(notes)} of {n_usable} runs were {scored} on too little data ({common}); read their numbers with care"
 
 
-def _confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
-    """Per-class confusion counts at each run's tuned thresholds, summed over ``runs`` (None without predictions);
-    on validation at cross-fitted thresholds, like its tuned F1."""
-    total = None
+def _confusions(sweep: SweepResults, runs: list[RunResult]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-class confusion counts and class x class false-positive counts (:func:`plots.cross_confusion`), each
+    summed over ``runs`` (None without predictions), from one set of decisions per run (:func:`_decisions`)."""
+    counts = cross = None
     for r in runs:
         p = r.predictions()
         if p is None or p.probs.shape[1] != len(sweep.classes):
             continue
         try:
-            cm = multilabel_confusion(*_decisions(sweep, r, p.probs, p.targets), thresholds=0.5)
+            decided, targets = _decisions(sweep, r, p.probs, p.targets)
+            cm = multilabel_confusion(decided, targets, thresholds=0.5)
+            m = cross_confusion(decided, targets, thresholds=0.5)
         except (LocbenchError, ValueError) as e:  # ValueError: fewer than 2 images to cross-fit
             log.warning("%s: %s; left out of the confusion matrices", r.path / "predictions" / f"{sweep.part}.npz", e)
             continue
-        total = cm if total is None else total + cm
-    return total
+        counts = cm if counts is None else counts + cm
+        cross = m if cross is None else cross + m
+    return counts, cross
 
 
 def _decisions(
@@ -735,22 +737,6 @@ def _decisions(
         trainable = (~never_predicted(thresholds)).astype(np.int64)
         return crossfit_predictions(probs, targets, train_positives=trainable).astype(np.float32), targets
     return (probs >= thresholds[None, :]).astype(np.float32), targets
-
-
-def _cross_confusion(sweep: SweepResults, runs: list[RunResult]) -> np.ndarray | None:
-    """Class x class false-positive counts (see :func:`plots.cross_confusion`) summed over ``runs``, decided as
-    :func:`_confusion` decides."""
-    total = None
-    for r in runs:
-        p = r.predictions()
-        if p is None or p.probs.shape[1] != len(sweep.classes):
-            continue
-        try:
-            m = cross_confusion(*_decisions(sweep, r, p.probs, p.targets), thresholds=0.5)
-        except (LocbenchError, ValueError):
-            continue  # named once already, by _confusion
-        total = m if total is None else total + m
-    return total
 
 
 def _problems_section(sweep: SweepResults) -> Section:
