@@ -19,12 +19,11 @@ import numpy as np
 from matplotlib import colormaps
 
 from locbench.data.channels import resolve_channels
-from locbench.data.formats import table_from_config
 from locbench.engine.device import pick_device
 from locbench.errors import LocbenchError
 from locbench.explain import cam
 from locbench.explain.overlay import classes_to_explain, rgb_composite
-from locbench.explain.run import CAM_BATCH, batched_cams, load_images
+from locbench.explain.run import CAM_BATCH, batched_cams, load_images, run_table
 from locbench.explain.thumbs import THUMB_SIZE, thumb_name, write_jpeg, write_thumbnails
 from locbench.infer import load_run, run_level
 from locbench.store.atomic import atomic_write_text
@@ -91,12 +90,7 @@ def write_browser(
         target = check_output(
             out, reads=[folder.root, *data_inputs(where)], allowed=[folder.browse_dir], force=force, folder=True
         )
-    try:
-        table = table_from_config(run.config.data, path=data)
-    except LocbenchError as e:
-        raise LocbenchError(
-            f"cannot read the run's images from {where} ({e}); pass --data DIR where the dataset is now"
-        ) from None
+    table = run_table(run, data)
     ids = [str(i) for i in stored.ids]
     thumbs = write_thumbnails(table, ids, target / "thumbs", size=size)
     if not thumbs:

@@ -209,7 +209,7 @@ def _thumbnails(
     ids += [e["id"] for p in tables["confused_pairs"][:THUMB_PAIRS] for e in p.get("examples", [])[:THUMBS_PER_ROW]]
     if not ids:
         return
-    table = _table(load_run(run_path), data)
+    table = run_table(load_run(run_path), data)
     made = write_thumbnails(table, ids, out_dir / "thumbs")
     result["thumbs"] = {i: {k: f"thumbs/{v}" for k, v in names.items()} for i, names in made.items()}
 
@@ -380,7 +380,7 @@ def _cam_stage(
 
     loc_rows: list[int] = []
     run = load_run(run_path)
-    table = _table(run, data)
+    table = run_table(run, data)
     root = Path(table.root)
     synthetic = (root / "masks").is_dir() and (root / "cells.csv").exists()
     if synthetic and localize > 0:
@@ -455,13 +455,14 @@ def _data_path(folder: RunDir) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _table(run, data: str | None):
+def run_table(run, data: str | None):
+    """The run's dataset (or ``data``, where it is now) as a table, checked to have the run's classes."""
     where = data or run.config.data.path
     try:
         table = table_from_config(run.config.data, path=data)
     except LocbenchError as e:
         raise LocbenchError(
-            f"cannot read the run's images from {where} ({e}); CAMs need them: pass --data DIR where the dataset is now"
+            f"cannot read the run's images from {where} ({e}); pass --data DIR where the dataset is now"
         ) from None
     if list(table.scheme.classes) != list(run.class_names):
         raise LocbenchError(
