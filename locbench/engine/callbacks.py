@@ -56,6 +56,10 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None:
         """After summary.json is written (main process)."""
 
+    def on_train_error(self, trainer: Trainer, status: str) -> None:
+        """Training ended early as ``status`` (``diverged``, ``interrupted`` or ``failed``); the error is re-raised
+        after every callback has been told (main process)."""
+
 
 def duration(seconds: float) -> str:
     """``45s``, ``3m20s``, ``2h05m``."""

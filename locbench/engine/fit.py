@@ -105,6 +105,7 @@ def train(
         ready_run_folder(run, cfg, resume=resume, lock=lock, log_file=log_file, device=device)
         log.info("device: %s", describe_device(cfg.train.device, device))
     dist.barrier()
+    trainer = None
     try:
         trainer = Trainer(cfg, run, dist, device, callbacks)
         trainer.mlflow_parent = mlflow_parent
@@ -114,21 +115,35 @@ def train(
     except RunDiverged as e:
         if dist.main:
             run.set_status("diverged", str(e))
+        _end_callbacks(trainer, "diverged")
         raise
     except KeyboardInterrupt as e:
         # never `failed`: the status stays `running` and the lock is released below, so the run reads as
         # interrupted and the same command resumes it from its last finished epoch (a half epoch is not saved)
         if dist.main and run.status() == "running":
             run.set_status("running", interrupt_reason(e), must=False)
+        _end_callbacks(trainer, "interrupted")
         raise
     except BaseException as e:
         if dist.main:
             # must=False: on a full disk this write fails too, and the error to report is the first one
             run.set_status("failed", f"{type(e).__name__}: {e}", must=False, traceback=traceback.format_exc())
+        _end_callbacks(trainer, "failed")
         raise
     finally:
         log_file.detach()
         lock.release()
+
+
+def _end_callbacks(trainer: Trainer | None, status: str) -> None:
+    """Let the callbacks close what they opened (an MLflow run) when training ends early as ``status``
+    (diverged, interrupted or failed); a callback failing here never hides the error that ended the run."""
+    if trainer is None or not trainer.dist.main:
+        return
+    try:
+        trainer._call("on_train_error", status)
+    except Exception:
+        log.warning("a callback failed while the run ended as %s", status, exc_info=True)
 
 
 @dataclass

@@ -157,6 +157,11 @@ class MLflowLogger(Callback):
             self.client.log_artifacts(self.run_id, str(root / "predictions"), artifact_path="predictions")
         self.client.set_terminated(self.run_id, status="FINISHED")
 
+    def on_train_error(self, trainer, status: str) -> None:
+        # an interrupted run is resumed into the same MLflow run (RUNNING again); failed and diverged ones end FAILED
+        self.client.set_tag(self.run_id, "locbench.status", status)
+        self.client.set_terminated(self.run_id, status="KILLED" if status == "interrupted" else "FAILED")
+
 
 def make_loggers(cfg, run, *, mlflow_parent: str | None = None) -> list[Callback]:
     """The experiment loggers ``log.tensorboard`` and ``log.mlflow`` ask for (MLflow runs nested under

@@ -131,3 +131,14 @@ def test_a_server_that_is_down_stops_the_sweep_before_anything_runs(kit, tmp_pat
     code, err = run_cli(capsys, [*cfg_args, "--set", f"log.mlflow_uri={uri}"])
     assert code == 2 and f"the MLflow server at {uri} does not answer" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_diverges_ends_its_mlflow_run_failed(kit, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    overrides = kit.overrides(optim__lr=1e30, train__max_steps=1, train__epochs=2)
+    args = ["train", "--out", str(run), *kit.set_args(overrides), "--set", "log.mlflow=true"]
+    assert run_cli(capsys, [*args, "--set", "log.mlflow_uri=mlruns"])[0] == 3
+    (only,) = run_tree((tmp_path / "mlruns").as_uri(), "locbench").values()
+    assert only["name"] == "run" and only["status"] == "FAILED"  # not left RUNNING
