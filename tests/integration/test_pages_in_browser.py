@@ -72,7 +72,7 @@ def open_in_chromium(page: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    import torch
+    from fixtures.synth_data import one_torch_thread
 
     from locbench.config import load_config
     from locbench.data.synth import synthesize
@@ -83,12 +83,8 @@ def trained_run(tmp_path_factory) -> Path:
     overrides = {"data.path": str(data), "data.cache_dir": str(root / "cache"), "data.img_size": 64,
                  "data.workers": 0, "data.channels": "rgby", "model.backbone": "test_resnet", "train.epochs": 1,
                  "train.batch_size": 8, "train.device": "cpu", "log.progress": "lines"}  # fmt: skip
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         return train(load_config(None, overrides), root / "sweep" / "run")
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_image_browser_loads_and_its_filters_show_the_right_images(trained_run: Path):

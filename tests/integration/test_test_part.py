@@ -29,16 +29,11 @@ SAME = ("epoch", "train/loss", "val/loss", "val/macro_f1", "val/map", "lr")
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory, synth_dir, cache_dir) -> Path:
     """A 3-epoch run with the default test part (early epochs differ, so the checkpoint choice is a real one)."""
-    import torch
-    from fixtures.synth_data import Kit
+    from fixtures.synth_data import Kit, one_torch_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         over = Kit(synth_dir, cache_dir).overrides(train__epochs=3)
         return train(load_config(None, over), tmp_path_factory.mktemp("testpart") / "clean")
-    finally:
-        torch.set_num_threads(before)
 
 
 def _summary(run: Path) -> dict:

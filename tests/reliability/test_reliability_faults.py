@@ -49,19 +49,14 @@ def scratch(folder) -> list:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, synth_dir, cache_dir):
-    import torch
-    from fixtures.synth_data import Kit
+    from fixtures.synth_data import Kit, one_torch_thread
 
     from locbench.config import load_config
     from locbench.engine.fit import train
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         over = Kit(synth_dir, cache_dir).overrides(train__epochs=3)
         return train(load_config(None, over), tmp_path_factory.mktemp("faults") / "reference")
-    finally:
-        torch.set_num_threads(before)
 
 
 def _same_numbers(a, b) -> None:
