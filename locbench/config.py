@@ -99,11 +99,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "resnet50"
-    """Any timm model name, or a study preset (nfnet_l0 → eca_nfnet_l0)."""
+    """Any timm model name, or a preset: the study's (nfnet_l0 → eca_nfnet_l0), ViT/DINO/ConvNeXt (`locbench list
+    backbones`)."""
     pretrained: bool = False
-    """Start from ImageNet weights (from pretrained_file, the local timm/HF cache, or a download)."""
+    """Start from pretrained weights (from pretrained_file, the local timm/HF cache, or a download)."""
     pretrained_file: str | None = None
-    """A local weights file (.safetensors, .pth, .bin) for the backbone."""
+    """A local weights file for the backbone (.safetensors, .pth, .bin: timm layout, a plain state dict, or a
+    checkpoint holding one under state_dict/model/teacher, keys possibly prefixed module./backbone.)."""
     head: str = "mlp"
     """mlp (features → hidden → ReLU → classes, the study's) or linear."""
     hidden: int = 512

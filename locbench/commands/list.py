@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "backbones":
         import timm
 
-        from locbench.models import BACKBONE_ALIASES, STUDY_BACKBONES
+        from locbench.models import BACKBONE_ALIASES, PRESETS, STUDY_BACKBONES
 
         if args.pattern is None:
             print("Study presets:")
@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"  {name}" + (f"  (timm {alias}; the study's code used nfnet_f1, also available)" if alias else "")
                 )
+            print("\nTransformer and ConvNeXt presets:")
+            width = max(map(len, PRESETS))
+            for name, preset in PRESETS.items():
+                timm_name = f"timm {preset.timm_name}; " if preset.timm_name != name else ""
+                print(f"  {name:<{width}}  {timm_name}{preset.about}")
             print(
                 f"\nAny of timm's {len(timm.list_models())} models works; filter with a pattern, "
                 "e.g. `locbench list backbones 'convnext*'`."

@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from locbench.tables import text_table
 
     if args.action == "import":
-        dest = import_weights(args.file, args.backbone, force=args.force)
+        dest, report = import_weights(args.file, args.backbone, force=args.force)
         print(f"imported {args.file} for {args.backbone}: {dest}")
+        print(report.describe())
         print(f"`--pretrained` runs of {args.backbone} load it offline (see `locbench weights list {args.backbone}`)")
         return 0
     names = args.backbones or list(STUDY_BACKBONES)

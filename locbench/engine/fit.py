@@ -325,6 +325,7 @@ class Trainer:
                 train_positives=p.data.targets("train").sum(axis=0),
                 n_fields=len(p.data.parts["val"]),
                 n_test_fields=len(p.data.parts["test"]) if "test" in p.data.parts else None,
+                weights=p.model.weights.to_dict() if p.model.weights is not None else None,
             )
             self._call("on_train_end")
         self.dist.close()

@@ -197,10 +197,12 @@ def finish_run(
     train_positives: np.ndarray | None = None,
     n_fields: int | None = None,
     n_test_fields: int | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> None:
     """Tune thresholds on the best epoch's validation predictions, write ``thresholds.json`` and
     ``summary.json`` (with the ``test`` block when ``predictions/test.npz`` is there); status done.
-    ``train_positives``, ``n_fields`` and ``n_test_fields``: see :func:`summarize`."""
+    ``train_positives``, ``n_fields`` and ``n_test_fields``: see :func:`summarize`. ``weights``: what loading
+    the pretrained weights file did (``pretrained_weights``, :class:`~locbench.models.weights.WeightsReport`)."""
     preds = run.read_predictions("val")
     test = run.read_predictions("test") if run.has_predictions("test") else None
     history = run.read_metrics()
@@ -220,6 +222,8 @@ def finish_run(
         n_fields=n_fields,
         n_test_fields=n_test_fields,
     )
+    if weights is not None:
+        summary["pretrained_weights"] = weights
     run.write_thresholds(class_names, thresholds)
     run.write_summary(summary)
     run.set_status("done")

@@ -1,15 +1,17 @@
 """Models: a thin factory over ``timm.create_model`` plus a classification head."""
 
-from locbench.models.backbones import BACKBONE_ALIASES, STUDY_BACKBONES, check_backbone, timm_name
+from locbench.models.backbones import BACKBONE_ALIASES, PRESETS, STUDY_BACKBONES, Preset, check_backbone, timm_name
 from locbench.models.factory import HEADS, LocModel, ModelSpec, build_model, count_params, measure_gmacs
 from locbench.models.quirks import Quirks, quirks
 
 __all__ = [
     "BACKBONE_ALIASES",
     "HEADS",
+    "PRESETS",
     "STUDY_BACKBONES",
     "LocModel",
     "ModelSpec",
+    "Preset",
     "Quirks",
     "build_model",
     "check_backbone",

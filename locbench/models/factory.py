@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from locbench.errors import LocbenchError
 from locbench.models.backbones import check_backbone
 from locbench.models.quirks import Quirks, quirks
-from locbench.models.weights import check_weights_file, find_weights, hub_reachable, missing_error
+from locbench.models.weights import WeightsReport, find_weights, hub_reachable, load_weights, missing_error
 from locbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,17 @@ class ModelSpec(Protocol):
 
 class LocModel(nn.Module):
     """A timm backbone without its classifier (pooled features) and a locbench head; ``quirks`` says what the
-    backbone asks of the training loop (gradient clipping, memory layout)."""
+    backbone asks of the training loop (gradient clipping, memory layout), ``weights`` what loading pretrained
+    weights from a file did (None when none was loaded from a file)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, quirks: Quirks | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, quirks: Quirks | None = None, weights: WeightsReport | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.quirks = quirks or Quirks()
+        self.weights = weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -62,18 +66,19 @@ class LocModel(nn.Module):
 def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: int | None = None) -> LocModel:
     """Build the backbone named by ``cfg.backbone`` (a :class:`locbench.config.ModelConfig`) with ``in_chans``
     input channels and the configured head. With ``img_size``, models made for one input size (ViTs, Swin: timm's
-    ``fixed_input_size``) are resized to it (position embeddings resampled).
+    ``fixed_input_size``) are built for it: their position embeddings, pretrained ones included, are resampled
+    to its patch grid.
 
-    With ``cfg.pretrained`` the ImageNet weights come from ``cfg.pretrained_file`` when given, else from a local
+    With ``cfg.pretrained`` the weights come from ``cfg.pretrained_file`` when given (timm layout, a plain state
+    dict, or a training checkpoint holding one: :func:`~locbench.models.weights.load_weights`), else from a local
     file (:func:`~locbench.models.weights.find_weights`: imported, or in the hub caches) or, where the hub answers,
     a download; offline without them it fails within seconds naming where to put the file. timm adapts the first
-    convolution to ``in_chans`` (1 and 4 channels included).
+    layer to ``in_chans`` (1 and 4 channels included; a ViT's patch embedding too).
     """
     name = check_backbone(cfg.backbone)
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
     weights_file: Path | None = None
     if cfg.pretrained:
-        kwargs["pretrained"] = True
         if cfg.pretrained_file:
             weights_file = Path(cfg.pretrained_file).expanduser()
             if not weights_file.is_file():
@@ -82,37 +87,67 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
                 )
         else:
             weights_file = _local_weights(cfg.backbone)
-        if weights_file is not None:
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+    sized = img_size is not None and _fixed_input_size(name)
+    if sized:
+        kwargs["img_size"] = img_size
+    download = cfg.pretrained and weights_file is None
     try:
-        backbone = timm.create_model(name, **kwargs)
+        backbone = _create(name, pretrained=download, **kwargs)
     except LocbenchError:
         raise
-    except Exception as e:  # timm raises many kinds of errors for weights it cannot load
-        if not cfg.pretrained:
+    except Exception as e:  # timm raises many kinds of errors for weights it cannot download
+        if not download:
             raise
-        if weights_file is not None:  # a local file that does not fit: "offline?" would mislead
-            detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
-            what = "model.pretrained_file " if cfg.pretrained_file else ""
-            raise LocbenchError(
-                f"{what}{weights_file} does not fit {name!r} ({type(e).__name__}: {detail}); "
-                f"give a .safetensors/.pth state dict of timm's {name!r} model"
-            ) from None
         raise LocbenchError(
             f"could not download pretrained weights for {name!r} ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}); {find_weights(cfg.backbone).missing_message()}"
         ) from None
+    report = None
     if weights_file is not None:
-        what = "model.pretrained_file " if cfg.pretrained_file else ""
         try:
-            check_weights_file(backbone, weights_file, name)
+            report = load_weights(backbone, weights_file, name=name, in_chans=in_chans)
         except LocbenchError as e:
-            raise LocbenchError(f"{what}{e}") from None
-    if img_size is not None and backbone.pretrained_cfg.get("fixed_input_size") and hasattr(backbone, "set_input_size"):
-        # a ViT made for 224 px asserts on any other input size; after loading weights, so theirs are resampled
-        backbone.set_input_size(img_size=img_size)
+            raise LocbenchError(f"model.pretrained_file {e}" if cfg.pretrained_file else str(e)) from None
+    if sized:
+        _check_patch_grid(backbone, img_size)
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
-    return LocModel(backbone, head, quirks(name))
+    return LocModel(backbone, head, quirks(name), report)
+
+
+def _fixed_input_size(name: str) -> bool:
+    """Whether timm's ``name`` is made for one input size (a ViT asserts on any other)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def _create(name: str, *, pretrained: bool, **kwargs) -> nn.Module:
+    """``timm.create_model``; a fixed-size model whose constructor takes no ``img_size`` is resized after."""
+    img_size = kwargs.get("img_size")
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        if img_size is None or "img_size" not in str(e):
+            raise
+    backbone = timm.create_model(name, pretrained=pretrained, **{k: v for k, v in kwargs.items() if k != "img_size"})
+    if hasattr(backbone, "set_input_size"):
+        backbone.set_input_size(img_size=img_size)
+    return backbone
+
+
+def _check_patch_grid(backbone: nn.Module, img_size: int) -> None:
+    """Warn when the image size is not a multiple of a ViT's patch size: the right and bottom edges are unseen."""
+    patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
+    side = patch[0] if isinstance(patch, tuple) else patch
+    if isinstance(side, int) and img_size % side:
+        log.warning(
+            "data.img_size %d is not a multiple of the backbone's patch size %d: the last %d px of each image are "
+            "not seen; use %d or %d",
+            img_size,
+            side,
+            img_size % side,
+            img_size - img_size % side,
+            img_size - img_size % side + side,
+        )
 
 
 def _local_weights(backbone: str) -> Path | None:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -187,25 +188,203 @@ def require_weights(backbones: list[str], *, what: str) -> list[WeightsLookup]:
     return lookups
 
 
-def check_weights_file(backbone: nn.Module, path: Path, name: str) -> None:
-    """Refuse a weights file that does not hold ``backbone``'s tensors: timm loads pretrained weights non-strictly
-    once the classifier is dropped (num_classes=0), so a file made for another model would leave the backbone at
-    random init without an error. Shapes are checked by timm's own load (it raises on a mismatch)."""
-    keys = set(load_state_dict(str(path)))
-    own = [k for k in backbone.state_dict() if not k.endswith("num_batches_tracked")]
-    missing = [k for k in own if k not in keys]
-    if len(missing) > len(own) // 2:
+#: Entries of a training checkpoint that hold the model's weights, tried in this order after timm's own
+#: (``state_dict_ema``, ``model_ema``, ``state_dict``, ``model``): DINO keeps the model it evaluates as ``teacher``.
+NESTED_KEYS = ("teacher", "state_dict", "model", "student", "module", "net", "network")
+#: How deep a wrapper prefix (``module.backbone.``) may be when keys are matched to a backbone's.
+MAX_PREFIX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """What loading a weights file into a backbone did: written to the run's log and to ``summary.json``."""
+
+    file: str
+    entry: str | None
+    """The checkpoint entry the weights came from (``teacher``), None for a plain state dict."""
+    prefix: str
+    """Removed from the file's keys (``backbone.``, ``module.``), empty when none."""
+    total: int
+    """The backbone's tensors."""
+    missing: tuple[str, ...]
+    """Backbone tensors not in the file: they keep their random init."""
+    unexpected: tuple[str, ...]
+    """Tensors of the file the backbone has no place for: ignored (a DINO head, a mask token)."""
+    adapted: tuple[str, ...]
+    """Tensors loaded after timm reshaped them: the first layer to the stains, position embeddings to the size."""
+
+    @property
+    def loaded(self) -> int:
+        return self.total - len(self.missing)
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "entry": self.entry,
+            "prefix": self.prefix,
+            "loaded": self.loaded,
+            "total": self.total,
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "adapted": list(self.adapted),
+        }
+
+    def describe(self) -> str:
+        """One paragraph for the log and the command line."""
+        where = [f"entry {self.entry!r}"] if self.entry else []
+        where += [f"key prefix {self.prefix!r} removed"] if self.prefix else []
+        text = f"{self.file}" + (f" ({', '.join(where)})" if where else "")
+        text += f": {self.loaded} of {self.total} backbone tensors loaded"
+        if self.adapted:
+            text += f"; adapted: {', '.join(self.adapted)}"
+        if self.missing:
+            text += f"; {len(self.missing)} missing, left at random init: {_few(self.missing)}"
+        if self.unexpected:
+            text += f"; {len(self.unexpected)} unexpected, ignored: {_few(self.unexpected)}"
+        return text
+
+
+def _few(keys: tuple[str, ...] | list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The tensors of a weights file (safetensors, or a torch file read with ``weights_only=True``: never
+    unpickled) and the checkpoint entry they came from: a training checkpoint's ``state_dict``/``model``/``teacher``
+    ... entry, nested at any depth, else the file's top level."""
+    try:
+        state: object = load_state_dict(str(path))  # timm: safetensors or weights_only, EMA first, "module." removed
+    except Exception as e:  # a pickle refused by weights_only, a damaged file, not a state dict
+        detail = " ".join(str(e).split())[:400]
         raise LocbenchError(
-            f"{path} does not hold {name} weights: {len(missing)} of {len(own)} backbone tensors are not in it "
-            f"(e.g. {missing[0]}); give a state dict of timm's {name!r} model"
+            f"weights file {path} could not be read as a state dict ({type(e).__name__}: {detail})"
+        ) from None
+    entries: list[str] = []
+    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        entry = next((k for k in NESTED_KEYS if isinstance(state.get(k), dict)), None)
+        if entry is None:
+            break
+        entries.append(entry)
+        state = state[entry]
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        keys = list(state)[:8] if isinstance(state, dict) else []
+        raise LocbenchError(
+            f"weights file {path} holds no tensors where a state dict is looked for (top-level keys: "
+            f"{', '.join(map(str, keys)) or 'none'}; entries tried: {', '.join(NESTED_KEYS)}); "
+            "save the model's state_dict() on its own"
         )
-    if missing:
-        log.warning("%s lacks %d of %d %s tensors; they keep their random init", path, len(missing), len(own), name)
+    return tensors, ".".join(entries) or None
 
 
-def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> Path:
-    """Check that ``file`` (a .safetensors/.pth/.bin state dict) loads into ``backbone`` (every tensor present with
-    its shape) and store it as safetensors where :func:`find_weights` finds it; returns that path."""
+def strip_prefix(state: dict[str, torch.Tensor], own: set[str]) -> tuple[str, dict[str, torch.Tensor], list[str]]:
+    """Remove the wrapper prefix (``module.``, ``backbone.``, ``module.backbone.``) under which most of the
+    file's keys are the backbone's own (``own``): the prefix, the tensors under it without it, and the keys left
+    out (another part of the checkpoint, such as a DINO projection head). No prefix when none matches better."""
+    counts: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for depth in range(min(MAX_PREFIX_DEPTH, len(parts) - 1) + 1):
+            prefix = "".join(p + "." for p in parts[:depth])
+            if key[len(prefix) :] in own:
+                counts[prefix] = counts.get(prefix, 0) + 1
+    best = max(counts, key=lambda p: (counts[p], -len(p)), default="")
+    if counts.get(best, 0) <= counts.get("", 0):
+        return "", state, []
+    kept = {k[len(best) :]: v for k, v in state.items() if k.startswith(best)}
+    return best, kept, [k for k in state if not k.startswith(best)]
+
+
+def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -> WeightsReport:
+    """Load the weights file ``path`` into ``backbone`` (timm's ``name``, built with ``in_chans`` inputs and
+    without a classifier) the way timm loads its own pretrained weights (``timm.models.load_pretrained``: the
+    model family's checkpoint filter resamples position and patch embeddings to the backbone's size, the first
+    layer is adapted to ``in_chans``), after finding the weights in a checkpoint (:func:`read_weights`) and
+    removing a wrapper prefix (:func:`strip_prefix`). Raises when fewer than half the backbone's tensors are in
+    the file or a tensor has a shape timm cannot adapt; returns what was loaded, missing, ignored and adapted."""
+    state, entry = read_weights(path)
+    own_state = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    prefix, state, left_out = strip_prefix(state, set(own_state))
+    matched = [k for k in own_state if k in state]
+    if len(matched) * 2 < len(own_state):
+        # before timm's filter: a file of another model would otherwise leave most of the backbone at random init
+        raise LocbenchError(
+            f"{path} does not hold {name} weights: {len(own_state) - len(matched)} of {len(own_state)} backbone "
+            f"tensors are not in it (file keys: {_few(list(state), 4)}; the model's: {_few(list(own_state), 4)}); "
+            f"give a state dict of timm's {name!r} model"
+        )
+    cfg = dict(backbone.pretrained_cfg)
+    cfg.pop("file", None)
+    cfg.update(state_dict=dict(state), input_size=(_source_chans(backbone, state, in_chans), *cfg["input_size"][1:]))
+    outcome: list = []
+    hook = backbone.register_load_state_dict_post_hook(lambda _module, keys: outcome.append(keys))
+    try:
+        timm.models.load_pretrained(
+            backbone, pretrained_cfg=cfg, num_classes=0, in_chans=in_chans, filter_fn=_filter_fn(name), strict=False
+        )
+    except LocbenchError:
+        raise
+    except Exception as e:  # a tensor of a shape timm cannot adapt (a wider stem, another embedding width)
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
+        raise LocbenchError(
+            f"{path} does not fit {name!r} ({type(e).__name__}: {detail}); "
+            f"give a .safetensors/.pth state dict of timm's {name!r} model"
+        ) from None
+    finally:
+        hook.remove()
+    keys = outcome[-1]
+    report = WeightsReport(
+        file=str(path),
+        entry=entry,
+        prefix=prefix,
+        total=len(own_state),
+        missing=tuple(k for k in keys.missing_keys if not k.endswith("num_batches_tracked")),
+        unexpected=(*left_out, *keys.unexpected_keys),
+        adapted=tuple(
+            f"{k} {tuple(state[k].shape)} -> {tuple(v.shape)}"
+            for k, v in own_state.items()
+            if k in state and state[k].shape != v.shape
+        ),
+    )
+    log.info("pretrained weights from %s", report.describe())
+    if report.missing:
+        log.warning(
+            "%s lacks %d of %d %s tensors; they keep their random init", path, len(report.missing), report.total, name
+        )
+    return report
+
+
+def _source_chans(backbone: nn.Module, state: dict[str, torch.Tensor], in_chans: int) -> int:
+    """The number of input channels the file's first layer was trained on (3 for ImageNet, 4 for a model trained
+    on the four HPA stains), which timm needs to adapt it to ``in_chans``."""
+    cfg = backbone.pretrained_cfg
+    default = (cfg.get("input_size") or (3,))[0]
+    first = cfg.get("first_conv")
+    first = first if isinstance(first, str) else (first or [None])[0]
+    weight = state.get(f"{first}.weight") if first else None
+    if weight is None or weight.ndim != 4:
+        return default
+    conv = backbone.get_submodule(first)
+    if not isinstance(conv, nn.Conv2d):
+        return default
+    # timm's rule: file channels * model channels * groups = source channels * the conv's input channels
+    chans, rest = divmod(weight.shape[1] * in_chans * conv.groups, conv.in_channels)
+    return chans if chans > 0 and rest == 0 else default
+
+
+def _filter_fn(name: str):
+    """The checkpoint filter of ``name``'s model family, the one timm applies to its own pretrained weights of it
+    (position-embedding resampling, older layouts). timm passes it to its builder without keeping it on the
+    model; by timm's convention a family module names it ``checkpoint_filter_fn`` (families without one need
+    none)."""
+    module = sys.modules[timm.models.model_entrypoint(name.split(".")[0]).__module__]
+    return getattr(module, "checkpoint_filter_fn", None)
+
+
+def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> tuple[Path, WeightsReport]:
+    """Check that ``file`` (a .safetensors/.pth/.bin state dict or a training checkpoint holding one) loads into
+    ``backbone`` with every tensor present, and store its tensors (prefix removed) as safetensors where
+    :func:`find_weights` finds them; returns that path and the load's report."""
     src = Path(file).expanduser()
     if not src.is_file():
         raise LocbenchError(f"weights file {src} does not exist")
@@ -215,17 +394,19 @@ def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> P
     dest = weights_dir() / f"{name}.safetensors"
     if dest.exists() and not force:
         raise LocbenchError(f"{dest} exists (weights for {name} were imported before); add --force to replace it")
-    try:
-        state = load_state_dict(str(src))
-    except Exception as e:  # a pickle refused by weights_only, a damaged file, not a state dict
-        raise LocbenchError(f"weights file {src} could not be read as a state dict ({type(e).__name__}: {e})") from None
+    state, _ = read_weights(src)
     scratch = timm.create_model(name, num_classes=0)
     own = {k: v for k, v in scratch.state_dict().items() if not k.endswith("num_batches_tracked")}
+    prefix, state, _ = strip_prefix(state, set(own))
+    chans = _source_chans(scratch, state, 3)
+    if chans != 3:
+        scratch = timm.create_model(name, num_classes=0, in_chans=chans)
+        own = {k: v for k, v in scratch.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = [k for k in own if k not in state]
     wrong = [
         f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
         for k, v in own.items()
-        if k in state and state[k].shape != v.shape
+        if k in state and state[k].shape != v.shape and "pos_embed" not in k  # resampled to the size at build
     ]
     if missing or wrong:
         detail = "; ".join([*(f"missing {k}" for k in missing[:3]), *wrong[:3]])
@@ -233,20 +414,23 @@ def import_weights(file: str | Path, backbone: str, *, force: bool = False) -> P
             f"weights file {src} does not fit timm's {name!r}: {len(missing)} of {len(own)} tensors missing, "
             f"{len(wrong)} of another shape ({detail}); give a state dict of that model"
         )
-    # load it the way training will (timm's file path, its checkpoint filter) to be sure it goes in
-    loaded = timm.create_model(name, num_classes=0, pretrained=True, pretrained_cfg_overlay={"file": str(src)})
-    first = next(k for k in own if own[k].ndim > 1)
-    if not torch.equal(loaded.state_dict()[first], state[first].to(own[first].dtype)):
-        raise LocbenchError(f"weights file {src}: timm did not load it into {name!r} ({first} differs)")
+    report = load_weights(scratch, src, name=name, in_chans=chans)  # the way training will load it
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     atomic_write(dest, lambda f: f.write(safetensors_bytes(tensors)))
     atomic_write_json(
         dest.with_suffix(".json"),
-        {"backbone": backbone, "timm_name": name, "source": str(src.resolve()), "sha256": _sha256(src)},
+        {
+            "backbone": backbone,
+            "timm_name": name,
+            "source": str(src.resolve()),
+            "sha256": _sha256(src),
+            "prefix_removed": prefix,
+            "in_chans": chans,
+        },
     )
     log.info("imported %s for %s into %s", src, name, dest)
-    return dest
+    return dest, report
 
 
 def imported_from(lookup: WeightsLookup) -> dict | None:

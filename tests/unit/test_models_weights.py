@@ -43,7 +43,7 @@ def test_imported_weights_load_offline_exactly(offline, suffix, one_thread):
     state = random_state("test_resnet", 123)
     src = offline / f"mine{suffix}"
     torch.save(state, src) if suffix == ".pth" else save_file(state, str(src))
-    dest = import_weights(src, "test_resnet")
+    dest, _ = import_weights(src, "test_resnet")
     assert dest == offline / "weights" / "test_resnet.safetensors" and dest.is_file()
     lookup = find_weights("test_resnet")
     assert lookup.found == dest and lookup.source == "imported"
