@@ -203,15 +203,19 @@ class WeightsReport:
     entry: str | None
     """The checkpoint entry the weights came from (``teacher``), None for a plain state dict."""
     prefix: str
-    """Removed from the file's keys (``backbone.``, ``module.``), empty when none."""
+    """Removed from the file's keys (``backbone.``), empty when none (timm's reader drops ``module.`` and
+    ``_orig_mod.``, the wrappers of DDP and torch.compile, before)."""
     total: int
     """The backbone's tensors."""
     missing: tuple[str, ...]
     """Backbone tensors not in the file: they keep their random init."""
     unexpected: tuple[str, ...]
-    """Tensors of the file the backbone has no place for: ignored (a DINO head, a mask token)."""
+    """Tensors of the file the backbone has no place for: ignored (a DINO head, a mask token), or renamed by
+    timm's checkpoint filter (see ``converted``)."""
     adapted: tuple[str, ...]
     """Tensors loaded after timm reshaped them: the first layer to the stains, position embeddings to the size."""
+    converted: tuple[str, ...] = ()
+    """Tensors timm's checkpoint filter made from others of the file (an older or another layout's names)."""
 
     @property
     def loaded(self) -> int:
@@ -227,6 +231,7 @@ class WeightsReport:
             "missing": list(self.missing),
             "unexpected": list(self.unexpected),
             "adapted": list(self.adapted),
+            "converted": list(self.converted),
         }
 
     def describe(self) -> str:
@@ -237,6 +242,8 @@ class WeightsReport:
         text += f": {self.loaded} of {self.total} backbone tensors loaded"
         if self.adapted:
             text += f"; adapted: {', '.join(self.adapted)}"
+        if self.converted:
+            text += f"; made by timm's checkpoint filter from other keys: {_few(self.converted)}"
         if self.missing:
             text += f"; {len(self.missing)} missing, left at random init: {_few(self.missing)}"
         if self.unexpected:
@@ -302,25 +309,35 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
     layer is adapted to ``in_chans``), after finding the weights in a checkpoint (:func:`read_weights`) and
     removing a wrapper prefix (:func:`strip_prefix`). Raises when fewer than half the backbone's tensors are in
     the file or a tensor has a shape timm cannot adapt; returns what was loaded, missing, ignored and adapted."""
-    state, entry = read_weights(path)
+    raw, entry = read_weights(path)
     own_state = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
-    prefix, state, left_out = strip_prefix(state, set(own_state))
+    prefix, state, left_out = strip_prefix(raw, set(own_state))
     matched = [k for k in own_state if k in state]
     if len(matched) * 2 < len(own_state):
         # before timm's filter: a file of another model would otherwise leave most of the backbone at random init
+        where = f"entry {entry!r} " if entry else ""
         raise LocbenchError(
             f"{path} does not hold {name} weights: {len(own_state) - len(matched)} of {len(own_state)} backbone "
-            f"tensors are not in it (file keys: {_few(list(state), 4)}; the model's: {_few(list(own_state), 4)}); "
+            f"tensors are not in it (file {where}keys: {_few(list(raw), 4)}; the model's: {_few(list(own_state), 4)}); "
             f"give a state dict of timm's {name!r} model"
         )
     cfg = dict(backbone.pretrained_cfg)
     cfg.pop("file", None)
     cfg.update(state_dict=dict(state), input_size=(_source_chans(backbone, state, in_chans), *cfg["input_size"][1:]))
     outcome: list = []
+    filtered: dict[str, torch.Tensor] = {}
+    family_filter = _filter_fn(name)
+
+    def filter_fn(sd: dict, model: nn.Module) -> dict:
+        # what the family's filter makes of the file: keys it drops or renames never reach load_state_dict
+        out = family_filter(sd, model) if family_filter is not None else sd
+        filtered.update(out)
+        return out
+
     hook = backbone.register_load_state_dict_post_hook(lambda _module, keys: outcome.append(keys))
     try:
         timm.models.load_pretrained(
-            backbone, pretrained_cfg=cfg, num_classes=0, in_chans=in_chans, filter_fn=_filter_fn(name), strict=False
+            backbone, pretrained_cfg=cfg, num_classes=0, in_chans=in_chans, filter_fn=filter_fn, strict=False
         )
     except LocbenchError:
         raise
@@ -339,7 +356,12 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
         prefix=prefix,
         total=len(own_state),
         missing=tuple(k for k in keys.missing_keys if not k.endswith("num_batches_tracked")),
-        unexpected=(*left_out, *keys.unexpected_keys),
+        unexpected=(
+            *left_out,
+            *(k for k in state if k not in own_state and k not in filtered),
+            *keys.unexpected_keys,
+        ),
+        converted=tuple(k for k in filtered if k not in state),
         adapted=tuple(
             f"{k} {tuple(state[k].shape)} -> {tuple(v.shape)}"
             for k, v in own_state.items()
