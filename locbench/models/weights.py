@@ -9,8 +9,8 @@ Lookup order for ``model.pretrained`` without ``model.pretrained_file``:
    named by the model's ``pretrained_cfg.hf_hub_id``;
 3. torch's hub cache (``torch.hub.get_dir()/checkpoints``) for weights timm names by ``pretrained_cfg.url`` only.
 
-A file found locally is handed to timm through ``pretrained_cfg_overlay={"file": path}``, timm's documented way to
-load weights from a file, so no network call is made. Only when none is found does timm go to the network, and only
+A file found locally, or ``model.pretrained_file``, is loaded by :func:`load_weights` through timm's own loading
+path (``timm.models.load_pretrained``), so no network call is made. Only when none is found does timm go to the network, and only
 after a probe of a few seconds says the hub answers (huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, and
 retries for about a minute when the network is down).
 """
