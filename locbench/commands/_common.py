@@ -47,7 +47,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="data loader workers")
     g.add_argument("--split", help="a split file (JSON) to reuse")
     g.add_argument("--level", choices=["image", "cell"], help="image- or cell-level classification")
-    g.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained weights (ImageNet, or model.pretrained_file)")
+    g.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained weights")
     g.add_argument("--no-cache", action="store_true", default=None, help="decode images every epoch")
 
 

@@ -10,9 +10,9 @@ Lookup order for ``model.pretrained`` without ``model.pretrained_file``:
 3. torch's hub cache (``torch.hub.get_dir()/checkpoints``) for weights timm names by ``pretrained_cfg.url`` only.
 
 A file found locally, or ``model.pretrained_file``, is loaded by :func:`load_weights` through timm's own loading
-path (``timm.models.load_pretrained``), so no network call is made. Only when none is found does timm go to the network, and only
-after a probe of a few seconds says the hub answers (huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, and
-retries for about a minute when the network is down).
+path (``timm.models.load_pretrained``), so no network call is made. Only when none is found does timm go to the
+network, and only after a probe of a few seconds says the hub answers (huggingface_hub reads ``HF_HUB_OFFLINE``
+once, at import, and retries for about a minute when the network is down).
 """
 
 from __future__ import annotations
@@ -323,7 +323,10 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
         )
     cfg = dict(backbone.pretrained_cfg)
     cfg.pop("file", None)
-    cfg.update(state_dict=dict(state), input_size=(_source_chans(backbone, state, in_chans), *cfg["input_size"][1:]))
+    cfg.update(
+        state_dict=dict(state),
+        input_size=(_source_chans(backbone, state, in_chans), *(cfg.get("input_size") or (3, 224, 224))[1:]),
+    )
     outcome: list = []
     filtered: dict[str, torch.Tensor] = {}
     family_filter = _filter_fn(name)
