@@ -1,5 +1,6 @@
-"""Pretrained weights offline: where a backbone's ImageNet weights are looked for, a quick answer when they are
-missing and no network can fetch them, and importing a local weights file so that timm finds it.
+"""Pretrained weights: where a backbone's weights are looked for offline, a quick answer when they are missing and
+no network can fetch them, loading a local weights file of any common layout with a report of what it held
+(:func:`load_weights`), and importing one so that later runs find it.
 
 Lookup order for ``model.pretrained`` without ``model.pretrained_file``:
 
@@ -400,8 +401,9 @@ def _source_chans(backbone: nn.Module, state: dict[str, torch.Tensor], in_chans:
 def _filter_fn(name: str):
     """The checkpoint filter of ``name``'s model family, the one timm applies to its own pretrained weights of it
     (position-embedding resampling, older layouts). timm passes it to its builder without keeping it on the
-    model; by timm's convention a family module names it ``checkpoint_filter_fn`` (families without one need
-    none)."""
+    model; by timm's convention a family module names it ``checkpoint_filter_fn``. Most families without one need
+    none; a few name theirs otherwise (crossvit, densenet, regnet, vgg: conversions of other libraries' layouts),
+    so their files must already be in timm's layout, as timm's own weights files are."""
     module = sys.modules[timm.models.model_entrypoint(name.split(".")[0]).__module__]
     return getattr(module, "checkpoint_filter_fn", None)
 
