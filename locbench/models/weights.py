@@ -403,7 +403,7 @@ def _filter_fn(name: str):
     (position-embedding resampling, older layouts). timm passes it to its builder without keeping it on the
     model; by timm's convention a family module names it ``checkpoint_filter_fn``. Most families without one need
     none; a few name theirs otherwise (crossvit, densenet, regnet, vgg: conversions of other libraries' layouts),
-    so their files must already be in timm's layout, as timm's own weights files are."""
+    so their files must already be in timm's layout."""
     module = sys.modules[timm.models.model_entrypoint(name.split(".")[0]).__module__]
     return getattr(module, "checkpoint_filter_fn", None)
 
