@@ -109,7 +109,7 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
         except LocbenchError as e:
             raise LocbenchError(f"model.pretrained_file {e}" if cfg.pretrained_file else str(e)) from None
     if sized:
-        _check_patch_grid(backbone, img_size)
+        _check_patch_grid(backbone, img_size, name)
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
     return LocModel(backbone, head, quirks(name), report)
 
@@ -134,20 +134,26 @@ def _create(name: str, *, pretrained: bool, **kwargs) -> nn.Module:
     return backbone
 
 
-def _check_patch_grid(backbone: nn.Module, img_size: int) -> None:
-    """Warn when the image size is not a multiple of a ViT's patch size: the right and bottom edges are unseen."""
-    patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
+def _check_patch_grid(backbone: nn.Module, img_size: int, name: str) -> None:
+    """An image size that is not a multiple of a ViT's patch size: most ViTs then leave the last pixels of each row
+    and column unseen (a warning); those built for any input size (timm's ``dynamic_img_size``) refuse such input,
+    so they are refused here, before training starts."""
+    embed = getattr(backbone, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
     side = patch[0] if isinstance(patch, tuple) else patch
-    if isinstance(side, int) and img_size % side:
-        log.warning(
-            "data.img_size %d is not a multiple of the backbone's patch size %d: the last %d px of each image are "
-            "not seen; use %d or %d",
-            img_size,
-            side,
-            img_size % side,
-            img_size - img_size % side,
-            img_size - img_size % side + side,
-        )
+    if not isinstance(side, int) or img_size % side == 0:
+        return
+    fix = f"use {img_size - img_size % side} or {img_size - img_size % side + side} (--img-size)"
+    if not getattr(embed, "strict_img_size", True) and not getattr(embed, "dynamic_img_pad", False):
+        raise LocbenchError(f"data.img_size {img_size} is not a multiple of {name}'s patch size {side}: {fix}")
+    log.warning(
+        "data.img_size %d is not a multiple of %s's patch size %d: the last %d px of each image are not seen; %s",
+        img_size,
+        name,
+        side,
+        img_size % side,
+        fix,
+    )
 
 
 def _local_weights(backbone: str) -> Path | None:

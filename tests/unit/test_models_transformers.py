@@ -229,3 +229,18 @@ def test_train_a_tiny_vit_from_a_dino_checkpoint_end_to_end(synth_2018_dir, kit,
     )
     code, err = run_cli(capsys, ["evaluate", str(out)])
     assert code == 0, err
+
+
+def test_an_image_size_off_the_patch_grid_is_refused_or_warned_about(caplog, one_thread):
+    # test_vit takes any input size (dynamic_img_size) but only whole patches: refused before training starts
+    with pytest.raises(
+        LocbenchError, match=r"data.img_size 40 is not a multiple of test_vit's patch size 16: use 32 or 48"
+    ):
+        build_model(ModelConfig(backbone="test_vit"), num_classes=3, in_chans=4, img_size=40)
+    # a ViT built for one size floors its patch grid: it runs, the last 8 px unseen, and says so
+    with caplog.at_level(logging.WARNING, logger="locbench.models.factory"):
+        model = build_model(
+            ModelConfig(backbone="vit_tiny_patch16_224", hidden=8), num_classes=3, in_chans=4, img_size=40
+        )
+    assert model(torch.rand(1, 4, 40, 40)).shape == (1, 3)
+    assert "the last 8 px of each image are not seen; use 32 or 48" in caplog.text
