@@ -244,3 +244,19 @@ def test_an_image_size_off_the_patch_grid_is_refused_or_warned_about(caplog, one
         )
     assert model(torch.rand(1, 4, 40, 40)).shape == (1, 3)
     assert "the last 8 px of each image are not seen; use 32 or 48" in caplog.text
+
+
+def test_cli_lists_the_presets_and_import_prints_the_report(tmp_path, monkeypatch, capsys, one_thread):
+    from locbench.cli import main
+
+    capsys.readouterr()
+    assert main(["list", "backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "Transformer and ConvNeXt presets:" in out
+    assert "dinov2_small      timm vit_small_patch14_dinov2.lvd142m; DINOv2 ViT-S/14" in out
+    monkeypatch.setenv("LOCBENCH_WEIGHTS", str(tmp_path / "weights"))
+    path = save(dino_checkpoint(vit_state(1)), tmp_path / "dino.pth")
+    assert main(["weights", "import", path, "--backbone", "test_vit"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path} (entry 'teacher', key prefix 'backbone.' removed): 78 of 78 backbone tensors loaded" in out
+    assert "2 unexpected, ignored: head.mlp.0.weight, head.last_layer.weight_g" in out
