@@ -31,14 +31,18 @@ def vit_state(seed: int, **kwargs) -> dict[str, torch.Tensor]:
 
 
 def dino_checkpoint(state: dict[str, torch.Tensor]) -> dict:
-    """A DINO training checkpoint around ``state``: teacher and student (DDP) backbones with their projection
-    heads, the optimiser's step, the training arguments (an argparse.Namespace, as DINO saves them)."""
+    """A DINO training checkpoint around ``state``, with the entries DINO's training script saves: teacher and
+    student (DDP) backbones with their projection heads, the optimiser's and loss's state, the epoch, the training
+    arguments (an argparse.Namespace) and the fp16 scaler's state."""
     head = {"head.mlp.0.weight": torch.rand(8, 64), "head.last_layer.weight_g": torch.rand(16, 1)}
     return {
-        "teacher": {**{f"backbone.{k}": v for k, v in state.items()}, **head},
         "student": {**{f"module.backbone.{k}": v + 1 for k, v in state.items()}, **head},
+        "teacher": {**{f"backbone.{k}": v for k, v in state.items()}, **head},
+        "optimizer": {"state": {0: {"exp_avg": torch.rand(3)}}, "param_groups": [{"lr": 5e-4, "params": [0]}]},
         "epoch": 100,
         "args": argparse.Namespace(arch="vit_small", patch_size=16, lr=0.0005),
+        "dino_loss": {"center": torch.zeros(1, 16)},
+        "fp16_scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 3},
     }
 
 
@@ -205,6 +209,7 @@ def test_bad_weights_files_exit_2_from_the_cli(kit, tmp_path, capsys):
     over = kit.overrides(model__backbone="test_vit", model__pretrained=True, model__pretrained_file=other)
     code, err = run_cli(capsys, ["train", "--out", str(out), *kit.set_args(over)])
     assert code == 2 and "convnext.safetensors does not hold test_vit weights" in err
+    assert (out / "status").read_text() == "failed\n" and "does not hold test_vit" in (out / "status.json").read_text()
 
 
 def test_train_a_tiny_vit_from_a_dino_checkpoint_end_to_end(synth_2018_dir, kit, tmp_path, capsys):
