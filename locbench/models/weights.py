@@ -248,7 +248,8 @@ class WeightsReport:
         if self.missing:
             text += f"; {len(self.missing)} missing, left at random init: {_few(self.missing)}"
         if self.unexpected:
-            text += f"; {len(self.unexpected)} unexpected, ignored: {_few(self.unexpected)}"
+            what = "ignored or converted" if self.converted else "ignored"
+            text += f"; {len(self.unexpected)} unexpected, {what}: {_few(self.unexpected)}"
         return text
 
 
@@ -308,20 +309,21 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
     without a classifier) the way timm loads its own pretrained weights (``timm.models.load_pretrained``: the
     model family's checkpoint filter resamples position and patch embeddings to the backbone's size, the first
     layer is adapted to ``in_chans``), after finding the weights in a checkpoint (:func:`read_weights`) and
-    removing a wrapper prefix (:func:`strip_prefix`). Raises when fewer than half the backbone's tensors are in
-    the file or a tensor has a shape timm cannot adapt; returns what was loaded, missing, ignored and adapted."""
+    removing a wrapper prefix (:func:`strip_prefix`). Raises when more than half the backbone's tensors are not
+    in the file or a tensor has a shape timm cannot adapt; returns what was loaded, missing, ignored and adapted."""
     raw, entry = read_weights(path)
     own_state = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     prefix, state, left_out = strip_prefix(raw, set(own_state))
-    matched = [k for k in own_state if k in state]
-    if len(matched) * 2 < len(own_state):
-        # before timm's filter: a file of another model would otherwise leave most of the backbone at random init
+    matched = sum(k in state for k in own_state)
+
+    def not_held(missing: int) -> LocbenchError:
         where = f"entry {entry!r} " if entry else ""
-        raise LocbenchError(
-            f"{path} does not hold {name} weights: {len(own_state) - len(matched)} of {len(own_state)} backbone "
-            f"tensors are not in it (file {where}keys: {_few(list(raw), 4)}; the model's: {_few(list(own_state), 4)}); "
+        return LocbenchError(
+            f"{path} does not hold {name} weights: {missing} of {len(own_state)} backbone tensors are not in it "
+            f"(file {where}keys: {_few(list(raw), 4)}; the model's: {_few(list(own_state), 4)}); "
             f"give a state dict of timm's {name!r} model"
         )
+
     cfg = dict(backbone.pretrained_cfg)
     cfg.pop("file", None)
     cfg.update(
@@ -346,6 +348,8 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
     except LocbenchError:
         raise
     except Exception as e:  # a tensor of a shape timm cannot adapt (a wider stem, another embedding width)
+        if matched * 2 < len(own_state):  # another model's file: its keys say more than the first clash
+            raise not_held(len(own_state) - matched) from None
         detail = " ".join(line.strip() for line in str(e).splitlines()[:2])[:300]
         raise LocbenchError(
             f"{path} does not fit {name!r} ({type(e).__name__}: {detail}); "
@@ -372,6 +376,9 @@ def load_weights(backbone: nn.Module, path: Path, *, name: str, in_chans: int) -
             if k in state and state[k].shape != v.shape
         ),
     )
+    if len(report.missing) * 2 > report.total:
+        # checked after timm's filter, which may rename an older layout's keys (original ConvNeXt, DINOv2)
+        raise not_held(len(report.missing))
     log.info("pretrained weights from %s", report.describe())
     if report.missing:
         log.warning(

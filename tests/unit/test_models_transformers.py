@@ -265,3 +265,29 @@ def test_cli_lists_the_presets_and_import_prints_the_report(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert f"{path} (entry 'teacher', key prefix 'backbone.' removed): 78 of 78 backbone tensors loaded" in out
     assert "2 unexpected, ignored: head.mlp.0.weight, head.last_layer.weight_g" in out
+
+
+def test_dinov2_layout_with_registers_is_converted_by_timms_filter(tmp_path, one_thread):
+    # DINOv2's own layout (what its repository saves, and Cell-DINO's): register_tokens, a mask_token, and the
+    # class token's position in pos_embed; timm's DINOv2 filter converts it. A tiny ViT of the dinov2_small_reg
+    # preset's family, with random weights.
+    tiny = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 28}
+    torch.manual_seed(4)
+    timm_state = timm.create_model("vit_small_patch14_reg4_dinov2", num_classes=0, **tiny).state_dict()
+    original = {k: v for k, v in timm_state.items() if k not in ("reg_token", "pos_embed")}
+    original["register_tokens"] = timm_state["reg_token"]
+    original["pos_embed"] = torch.cat([torch.zeros(1, 1, 32), timm_state["pos_embed"]], dim=1)
+    original["mask_token"] = torch.zeros(1, 32)
+    path = save(original, tmp_path / "dinov2_reg.pth")
+    torch.manual_seed(0)
+    backbone = timm.create_model("vit_small_patch14_reg4_dinov2", num_classes=0, **tiny)
+    from locbench.models.weights import load_weights
+
+    report = load_weights(backbone, tmp_path / "dinov2_reg.pth", name="vit_small_patch14_reg4_dinov2", in_chans=3)
+    got = backbone.state_dict()
+    assert all(torch.equal(got[k], timm_state[k]) for k in timm_state), "every tensor as timm's own"
+    assert report.missing == () and report.converted == ("reg_token",)
+    assert set(report.unexpected) == {"register_tokens", "mask_token"}
+    assert "made by timm's checkpoint filter from other keys: reg_token" in report.describe()
+    assert "2 unexpected, ignored or converted: " in report.describe()
+    assert path
