@@ -106,8 +106,6 @@ def pipeline_throughput(
 ):
     """Training img/s of the full ``train()`` (epoch 2 of 2) with the engine's defaults on ``device`` (with
     ``gpu_paths`` on a CPU: the decisions it takes on CUDA), and what it ran with."""
-    import torch
-
     from locbench.config import RunConfig
     from locbench.engine.callbacks import Callback
     from locbench.engine.fit import train
@@ -143,8 +141,6 @@ def pipeline_throughput(
         }
     )
     run = tmp / f"run-{backbone}-{size}"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)  # the bare configs before it peaked in this process too
     t0 = time.perf_counter()
     train(cfg, run, callbacks=[Paths()])
     wall = time.perf_counter() - t0

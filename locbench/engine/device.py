@@ -135,6 +135,13 @@ class Accel:
         return f"{dtype}, {'channels_last' if self.channels_last else 'contiguous'} layout"
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Measure peak CUDA memory from now on, so that a process training several runs (a sweep worker, a benchmark)
+    reports each run's own peak; the CPU's peak resident memory cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak accelerator memory (CUDA) or peak resident memory of this process (CPU), in MB."""
     if device.type == "cuda":

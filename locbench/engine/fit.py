@@ -43,7 +43,7 @@ from locbench.engine.data import (
     prepare_data,
     train_val_datasets,
 )
-from locbench.engine.device import Accel, describe_device
+from locbench.engine.device import Accel, describe_device, reset_peak_memory
 from locbench.engine.distributed import DistEnv
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
@@ -85,6 +85,7 @@ def train(
     run = RunDir(Path(out))
     dist = DistEnv.from_env()
     device = dist.device(cfg.train.device)
+    reset_peak_memory(device)
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 

@@ -3,7 +3,8 @@ autocast, fp16's GradScaler (with gradient clipping, saved and resumed), the cha
 workers over the cache, each through ``train`` -> ``evaluate`` -> ``predict``, against the float32 run.
 
 Tolerances (docs/PERFORMANCE.md, "GPU code paths on a CPU"): the largest probability difference to float32, measured
-on this data (48 fields, test_resnet at 32 px, one epoch of 4 steps) and allowed (about 3x):
+on this data (48 fields, test_resnet at 32 px, one epoch of 4 steps; the 2-core AMD EPYC development machine)
+and allowed (about 3x):
 
 - rounding alone (the float32 run's weights predicted on the path): bf16 7.2e-4 (5e-3), fp16 7.6e-5 (5e-4),
   channels_last 6e-8 (1e-6: float32 summed in another order);
@@ -12,8 +13,9 @@ on this data (48 fields, test_resnet at 32 px, one epoch of 4 steps) and allowed
   of a near-zero gradient moves a weight by a full step; losses: bf16 1.1e-4, fp16 3.4e-5 (1e-3), channels_last
   8e-7 (1e-5).
 
-mAP is not compared: on 10 validation fields of a model one epoch old the probabilities lie within about 0.01 of
-each other, and a change of 1e-3 reorders them (bf16 moved val mAP by 0.03).
+mAP is not compared: a class's probabilities span about 0.013 (median; at most 0.03) across the 10 validation
+fields of a model one epoch old, as much as training on a path moves them, so fields reorder (measured: bf16 moved
+val mAP by 0.027, fp16 by 0.003, channels_last by 0).
 """
 
 from __future__ import annotations
