@@ -15,7 +15,14 @@ Few steps per config, warmup excluded; configs left when ``--budget-s`` runs out
 the whole run stays under about 8 minutes. Writes ``benchmarks/out/bench_gpu.json`` and ``bench_gpu.md``.
 Without CUDA it runs on the CPU (``--quick`` uses a tiny timm test model: the test suite checks the script).
 
+``--dry-run`` runs every code path of the GPU run on the CPU, on any machine, in well under a minute: tiny timm
+stand-ins for the study's families (``test_resnet``; ``test_nfnet``, whose quirks keep the contiguous layout) at
+32 px, every variant, and the pipeline with ``train.gpu_paths_on_cpu`` (the engine decides as on CUDA: bf16
+autocast, channels_last, loader workers over the cache). Each pipeline row records what the engine ran with.
+Pinned memory needs CUDA and is the one part it cannot take. Writes ``bench_gpu_dry_run.json`` / ``.md``.
+
     bash benchmarks/gpu.sh                          # on the GPU machine
+    bash benchmarks/gpu.sh --dry-run                # anywhere, before borrowing one
     .venv/bin/python benchmarks/bench_gpu.py --quick
 """
 
@@ -94,11 +101,30 @@ def bare_throughput(
     return {"img_per_s": batch_size * steps / dt, "step_ms": 1000 * dt / steps, "peak_mem_mb": peak}
 
 
-def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batch_size: int, workers: int, device):
-    """Training img/s of the full ``train()`` (epoch 2 of 2) with the engine's defaults on ``device``."""
+def pipeline_throughput(
+    data: Path, tmp: Path, backbone: str, size: int, *, batch_size: int, workers: int, device, gpu_paths: bool = False
+):
+    """Training img/s of the full ``train()`` (epoch 2 of 2) with the engine's defaults on ``device`` (with
+    ``gpu_paths`` on a CPU: the decisions it takes on CUDA), and what it ran with."""
     from locbench.config import RunConfig
+    from locbench.engine.callbacks import Callback
     from locbench.engine.fit import train
     from locbench.store.rundir import RunDir
+
+    ran: dict = {}
+
+    class Paths(Callback):
+        """What the engine chose: precision, layout, GradScaler, loader workers and pinned memory."""
+
+        def on_fit_start(self, trainer) -> None:
+            p = trainer.parts
+            ran.update(
+                amp=str(p.dtype).removeprefix("torch.") if p.dtype is not None else "off",
+                channels_last=p.channels_last,
+                grad_scaler=p.scaler is not None,
+                loader_workers=p.train_loader.num_workers,
+                pin_memory=p.train_loader.pin_memory,
+            )
 
     cfg = RunConfig().replace(
         {
@@ -111,11 +137,12 @@ def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batc
             "train.batch_size": batch_size,
             "train.device": str(device),
             "log.progress": "lines",
+            "train.gpu_paths_on_cpu": gpu_paths,
         }
     )
     run = tmp / f"run-{backbone}-{size}"
     t0 = time.perf_counter()
-    train(cfg, run)
+    train(cfg, run, callbacks=[Paths()])
     wall = time.perf_counter() - t0
     records = RunDir(run).read_metrics()
     summary = RunDir(run).read_summary()
@@ -124,6 +151,7 @@ def pipeline_throughput(data: Path, tmp: Path, backbone: str, size: int, *, batc
         "epoch_s": records[-1]["time/epoch_s"],
         "run_s": wall,
         "peak_mem_mb": summary["cost"]["peak_mem_mb"],
+        **ran,
     }
 
 
@@ -140,16 +168,26 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-pipeline", action="store_true", help="bare throughput only")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip what is left after this many seconds")
     p.add_argument("--quick", action="store_true", help="tiny model, 32 px, 2 steps: checks the script works")
-    p.add_argument("--out", default=str(OUT_DIR / "bench_gpu.json"))
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the GPU run's code paths on the CPU with tiny models (train.gpu_paths_on_cpu), in well under a minute",
+    )
+    p.add_argument("--out", default=None, help="default benchmarks/out/bench_gpu.json (bench_gpu_dry_run.json)")
     args = p.parse_args(argv)
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.out = args.out or str(OUT_DIR / ("bench_gpu_dry_run.json" if args.dry_run else "bench_gpu.json"))
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     if args.quick:
         args.backbones, args.sizes, args.steps, args.warmup = ["test_resnet.r160_in1k"], [32], 2, 1
         args.batch_size, args.images, args.workers = 4, 16, 0
-        if device.type == "cpu":
-            torch.set_num_threads(1)  # two OpenMP threads on a busy shared CPU spin against each other
+    if args.dry_run:
+        # the study's loops (sizes x backbones x variants, a dataset per size), an NFNet's quirks included
+        args.backbones, args.sizes, args.steps, args.warmup = ["test_resnet.r160_in1k", "test_nfnet"], [32], 2, 1
+        args.batch_size, args.images, args.workers = 4, 16, 2
+    if device.type == "cpu" and (args.quick or args.dry_run):
+        torch.set_num_threads(1)  # two OpenMP threads on a busy shared CPU spin against each other
     t_start = time.perf_counter()
     bare, pipe = [], []
 
@@ -209,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 batch_size=args.batch_size,
                                 workers=args.workers,
                                 device=device,
+                                gpu_paths=args.dry_run,
                             )
                         )
                     except torch.cuda.OutOfMemoryError:
@@ -216,11 +255,12 @@ def main(argv: list[str] | None = None) -> dict:
                         torch.cuda.empty_cache()
                 pipe.append(row)
                 log.warning("pipeline %s", row)
-    # the engine's defaults: bf16 on CUDA (fp32 on CPU), channels_last except for NFNets
+    # the bare variant of what the engine chose (on CUDA: bf16, channels_last except for NFNets; fp32 on a CPU)
+    refs = {("off", False): "fp32", ("bfloat16", False): "bf16", ("bfloat16", True): "bf16_cl"}
     for row in pipe:
-        if "img_per_s" not in row:
+        ref = refs.get((row.get("amp"), row.get("channels_last")))
+        if "img_per_s" not in row or ref is None:
             continue
-        ref = "fp32" if device.type != "cuda" else ("bf16" if "nfnet" in row["backbone"] else "bf16_cl")
         match = [
             b for b in bare if (b["backbone"], b["img_size"], b["variant"]) == (row["backbone"], row["img_size"], ref)
         ]
@@ -230,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "gpu",
         "quick": args.quick,
+        "dry_run": args.dry_run,
         "device": str(device),
         "host": host(),
         "steps": args.steps,
@@ -268,15 +309,35 @@ def _markdown(report: dict, variants) -> str:
                     pipe.get("img_per_s", pipe.get("skipped", "-")),
                     pipe.get("ratio_to_bare", "-"),
                     pipe.get("peak_mem_mb", "-"),
+                    _ran(pipe),
                 ]
             )
-    head = ["backbone", "px", *(f"bare {v} img/s" for v in variants), "pipeline img/s", "pipeline/bare", "peak MB"]
+    head = [
+        "backbone",
+        "px",
+        *(f"bare {v} img/s" for v in variants),
+        "pipeline img/s",
+        "pipeline/bare",
+        "peak MB",
+        "pipeline ran",
+    ]
+    on = report["host"].get("cuda") if report["device"].startswith("cuda") else report["device"]
+    dry = " (dry run: the GPU run's code paths with tiny models; not throughput figures)" if report["dry_run"] else ""
     return (
-        f"GPU throughput on {report['host'].get('cuda') or report['device']} (batch {report['bare'][0]['batch_size']}, "
+        f"GPU throughput on {on}{dry} (batch {report['bare'][0]['batch_size']}, "
         f"{report['steps']} timed steps, {report['total_s']:.0f} s in all)\n\n"
         + table(head, rows, markdown=True)
         + "\n"
     )
+
+
+def _ran(row: dict) -> str:
+    """What the pipeline's engine chose, in words."""
+    if "amp" not in row:
+        return "-"
+    parts = [row["amp"], "channels_last" if row["channels_last"] else "contiguous"]
+    parts += ["GradScaler"] * row["grad_scaler"] + [f"{row['loader_workers']} workers"]
+    return ", ".join(parts + ["pinned"] * row["pin_memory"])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 # Needs only the repository and its pip-installed dependencies: random init, synthetic data, no internet.
 # Writes benchmarks/out/bench_gpu.json and bench_gpu.md. Extra arguments go to bench_gpu.py, e.g.
 #   bash benchmarks/gpu.sh --sizes 256 --budget-s 300
+# Before borrowing a GPU, on any machine: the same code paths on the CPU with tiny models (bench_gpu_dry_run.json)
+#   bash benchmarks/gpu.sh --dry-run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

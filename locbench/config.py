@@ -207,9 +207,14 @@ class TrainConfig:
     device: str = "auto"
     """auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ..."""
     amp: str = "auto"
-    """Mixed precision: auto (bf16 on CUDA where supported, else off), bf16, fp16 or off."""
+    """Mixed precision: auto (bf16 on CUDA where supported, else fp16), bf16, fp16 (with a GradScaler) or off. Used
+    on CUDA only, unless ``gpu_paths_on_cpu``."""
     channels_last: str = "auto"
-    """auto (on CUDA, except for NFNets, which slow down), on, off."""
+    """auto (on CUDA, except for NFNets, which slow down), on (any device), off."""
+    gpu_paths_on_cpu: bool = False
+    """Testing aid: on a CPU, take the code paths a CUDA run takes (``amp``, auto = bf16, and fp16's GradScaler;
+    ``channels_last`` auto as on CUDA; loader workers also when reading the cache), to find their bugs without a
+    GPU. Slower than a plain CPU run; results differ from float32 by rounding (docs/PERFORMANCE.md)."""
     compile: bool = False
     """torch.compile the model."""
     early_stop: int = 0

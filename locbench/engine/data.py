@@ -197,9 +197,11 @@ def loader_workers(cfg, device: torch.device, data: PreparedData) -> int:
 
     A cached batch is a memory-map row copy (about 0.3 ms for 32 images in this process); shipped from worker
     processes it costs 4-8x that in CPU time, taken from the cores the model trains on (benchmarks/
-    bench_pipeline.py, docs/PERFORMANCE.md). Decoding files (no cache) or feeding an accelerator keeps workers.
+    bench_pipeline.py, docs/PERFORMANCE.md). Decoding files (no cache), feeding an accelerator or
+    ``train.gpu_paths_on_cpu`` (a testing aid: the loader a GPU run uses) keeps workers.
     """
-    if device.type == "cpu" and getattr(data, "cache", None) is not None and cfg.data.workers > 0:
+    cached = getattr(data, "cache", None) is not None
+    if device.type == "cpu" and cached and cfg.data.workers > 0 and not cfg.train.gpu_paths_on_cpu:
         log.info("reading the cache in the training process (data.workers=%d unused on a CPU device)", cfg.data.workers)
         return 0
     return cfg.data.workers

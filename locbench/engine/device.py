@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import resource
 import sys
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from locbench.config import TrainConfig
 from locbench.errors import LocbenchError
 from locbench.models.quirks import Quirks
 
@@ -50,11 +54,23 @@ def describe_device(setting: str, device: torch.device) -> str:
     return f"{text}; train.device auto found no GPU: {cuda}; {mps}"
 
 
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp``, or None for full precision."""
-    if setting == "off" or device.type != "cuda":
-        if setting in ("bf16", "fp16") and device.type != "cuda":
-            log.info("mixed precision %s is only used on CUDA; training in float32 on %s", setting, device)
+def amp_dtype(setting: str, device: torch.device, *, on_cpu: bool = False) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``, or None for full precision.
+
+    Mixed precision is used on CUDA; on a CPU only with ``on_cpu`` (``train.gpu_paths_on_cpu``, a testing aid),
+    where ``auto`` means bf16.
+    """
+    if setting == "off":
+        return None
+    if device.type == "cpu" and on_cpu:
+        return torch.float16 if setting == "fp16" else torch.bfloat16
+    if device.type != "cuda":
+        if setting in ("bf16", "fp16"):
+            log.info(
+                "mixed precision %s is only used on CUDA (or with train.gpu_paths_on_cpu); float32 on %s",
+                setting,
+                device,
+            )
         return None
     if setting == "fp16":
         return torch.float16
@@ -63,13 +79,67 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def use_channels_last(setting: str, device: torch.device, quirks: Quirks) -> bool:
-    """channels_last helps convolutions on CUDA tensor cores, unless the model's quirks say it does not (NFNets)."""
+def use_channels_last(setting: str, device: torch.device, quirks: Quirks, *, on_cpu: bool = False) -> bool:
+    """channels_last helps convolutions on CUDA tensor cores, unless the model's quirks say it does not (NFNets);
+    ``auto`` decides so on a CPU too with ``on_cpu`` (``train.gpu_paths_on_cpu``); ``on`` uses it on any device."""
     if setting == "on":
         return True
     if setting == "off":
         return False
-    return device.type == "cuda" and quirks.channels_last
+    return (device.type == "cuda" or (device.type == "cpu" and on_cpu)) and quirks.channels_last
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How a model runs on its device: the autocast dtype (None: float32) and the memory layout of its weights and
+    inputs. Training, validation, the test part, ``evaluate`` and ``predict`` all run a model through one of these,
+    so what a GPU run does is decided here once (and done on a CPU too with ``train.gpu_paths_on_cpu``)."""
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def for_config(cls, tcfg: TrainConfig, device: torch.device, quirks: Quirks) -> Accel:
+        """What ``train.amp``, ``train.channels_last`` and ``train.gpu_paths_on_cpu`` give on ``device``."""
+        on_cpu = tcfg.gpu_paths_on_cpu
+        return cls(
+            device,
+            amp_dtype(tcfg.amp, device, on_cpu=on_cpu),
+            use_channels_last(tcfg.channels_last, device, quirks, on_cpu=on_cpu),
+        )
+
+    @property
+    def pin(self) -> bool:
+        """Whether loaders should pin host memory (only CUDA copies from it asynchronously)."""
+        return self.device.type == "cuda"
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` moved to the device, in the memory layout (in place; returned for chaining)."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A float batch on the device in the model's memory layout."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self) -> AbstractContextManager:
+        """Autocast to the dtype on the device, or nothing for float32."""
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+    def describe(self) -> str:
+        """The settings in words, for the log."""
+        dtype = str(self.dtype).removeprefix("torch.") + " autocast" if self.dtype is not None else "float32"
+        return f"{dtype}, {'channels_last' if self.channels_last else 'contiguous'} layout"
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Measure peak CUDA memory from now on, so that a process training several runs (a sweep worker, a benchmark)
+    reports each run's own peak; the CPU's peak resident memory cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -43,7 +43,7 @@ from locbench.engine.data import (
     prepare_data,
     train_val_datasets,
 )
-from locbench.engine.device import amp_dtype, describe_device, use_channels_last
+from locbench.engine.device import Accel, describe_device, reset_peak_memory
 from locbench.engine.distributed import DistEnv
 from locbench.engine.evaluate import evaluate_model
 from locbench.engine.inputs import Normalize, TrainInputs
@@ -85,6 +85,7 @@ def train(
     run = RunDir(Path(out))
     dist = DistEnv.from_env()
     device = dist.device(cfg.train.device)
+    reset_peak_memory(device)
     seed_everything(cfg.train.seed)
     set_deterministic(True)
 
@@ -224,12 +225,10 @@ class Trainer:
         model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
         params, gmacs = count_params(model), measure_gmacs(model, in_chans, cfg.data.img_size)
         mean, std = channel_stats(train_ds, seed=cfg.train.seed)
-        channels_last = use_channels_last(cfg.train.channels_last, device, model.quirks)
-        model.to(device)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+        accel = Accel.for_config(cfg.train, device, model.quirks)
+        accel.place(model)
         loss_fn = build_loss(cfg.loss, class_weights(cfg.loss.class_weights, data.targets("train"), num_classes))
-        inputs = TrainInputs(data.channels, build_augmentation(cfg.augment), mean, std, device, channels_last)
+        inputs = TrainInputs(data.channels, build_augmentation(cfg.augment), mean, std, device, accel.channels_last)
         optimizer = optim.build_optimizer(cfg.optim, model)
         bs = cfg.train.batch_size
         sampler = EpochSampler(
@@ -239,8 +238,8 @@ class Trainer:
         if cfg.train.max_steps:
             steps = min(steps, cfg.train.max_steps)
         scheduler = optim.build_scheduler(cfg.optim, optimizer, steps, cfg.train.epochs)
-        dtype = amp_dtype(cfg.train.amp, device)
-        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none
+        scaler = torch.amp.GradScaler(device.type) if accel.dtype == torch.float16 else None
         ema = optim.build_ema(cfg.optim, model)
         if resume:
             stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema}
@@ -265,8 +264,8 @@ class Trainer:
             train_loader=make_loader(train_ds, batch_size=bs, workers=workers, sampler=sampler, pin=pin),
             val_loader=make_loader(val_ds, batch_size=bs * 2, workers=workers, pin=pin),
             steps=steps,
-            dtype=dtype,
-            channels_last=channels_last,
+            dtype=accel.dtype,
+            channels_last=accel.channels_last,
             params=params,
             gmacs=gmacs,
             meta=dict(num_classes=num_classes, in_chans=in_chans, class_names=data.class_names),
@@ -275,12 +274,13 @@ class Trainer:
         if self.dist.main:
             self.callbacks += make_loggers(cfg, self.run, mlflow_parent=self.mlflow_parent)
         log.info(
-            "training %s (%s params, %.2f GMACs at %d px) on %s for %d epochs, %d steps each",
+            "training %s (%s params, %.2f GMACs at %d px) on %s (%s) for %d epochs, %d steps each",
             cfg.model.backbone,
             f"{params:,}",
             gmacs,
             cfg.data.img_size,
             device,
+            accel.describe(),
             cfg.train.epochs,
             steps,
         )
@@ -372,7 +372,7 @@ class Trainer:
             x, y = p.inputs(x, y, aug_gen)
             with autocast:
                 logits = p.net(x)
-            loss = p.loss_fn(logits, y)
+            loss = p.loss_fn(logits.float(), y)  # the loss in float32, as validation computes it
             p.optimizer.zero_grad(set_to_none=True)
             if p.scaler is not None:
                 p.scaler.scale(loss).backward()

@@ -22,11 +22,11 @@ from locbench.data.schemes import SCHEMES, ClassScheme
 from locbench.data.splits import load_split
 from locbench.engine import checkpoint as ckpt
 from locbench.engine.data import make_loader, to_unit
-from locbench.engine.device import pick_device
+from locbench.engine.device import Accel, pick_device
 from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
 from locbench.metrics import compute_metrics, crossfit_metrics, never_predicted, small_sample_note
-from locbench.models import build_model
+from locbench.models import build_model, quirks
 from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
 
@@ -138,18 +138,24 @@ def infer_probs(
     """(N, C) float32 probabilities of the run's best model for every item of ``dataset``.
 
     Batches are twice the run's training batch (no gradients are kept) and ``workers`` defaults to the run's
-    ``data.workers``, unless given.
+    ``data.workers``, unless given. The model runs as in the run's validation (:class:`~locbench.engine.device.Accel`
+    of its ``train.amp``, ``train.channels_last`` and ``train.gpu_paths_on_cpu`` on this device): the thresholds were
+    tuned on probabilities computed that way.
     """
     cfg = run.config
     batch_size = cfg.train.batch_size * 2 if batch_size is None else batch_size
     workers = cfg.data.workers if workers is None else workers
     dev = pick_device(device)
-    model = run.model(dev)
-    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=dev.type == "cuda")
+    accel = Accel.for_config(cfg.train, dev, quirks(cfg.model.backbone))
+    model = accel.place(run.model(dev))
+    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=accel.pin)
     probs = []
     with torch.no_grad():
         for x, _ in loader:
-            probs.append(torch.sigmoid(model(to_unit(x.to(dev, non_blocking=True))).float()).cpu())
+            x = accel.layout(to_unit(x.to(dev, non_blocking=True)))
+            with accel.autocast():
+                logits = model(x)
+            probs.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(probs).numpy().astype(np.float32)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
+BARE_VARIANTS = ("fp32", "bf16", "bf16_cl", "bf16_cl_fast")
 
 
 def _load(name: str):
@@ -98,6 +102,31 @@ def test_bench_gpu_cpu_fallback_quick(tmp_path, capsys):
     assert pipe["img_per_s"] > 0 and pipe["ratio_to_bare"] > 0
     md = (tmp_path / "bench_gpu.md").read_text()
     assert "| test_resnet.r160_in1k | 32 |" in md and md in out
+
+
+@pytest.mark.slow
+def test_gpu_sh_dry_run_takes_the_gpu_runs_paths_on_the_cpu(tmp_path):
+    """`bash benchmarks/gpu.sh --dry-run`: every loop and variant of the GPU run, and a pipeline whose engine
+    decided as on CUDA (bf16 autocast, channels_last but for the NFNet, loader workers over the cache)."""
+    out = tmp_path / "dry.json"
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), "--dry-run", "--out", str(out)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] and report["device"] == "cpu"
+    bare = {(r["backbone"], r["variant"]): r for r in report["bare"]}
+    assert set(bare) == {(b, v) for b in ("test_resnet.r160_in1k", "test_nfnet") for v in BARE_VARIANTS}
+    assert all(r["img_per_s"] > 0 for r in bare.values())
+    resnet, nfnet = report["pipeline"]
+    ran = ("amp", "channels_last", "grad_scaler", "loader_workers", "pin_memory")
+    assert [resnet[k] for k in ran] == ["bfloat16", True, False, 2, False]  # pinning needs CUDA
+    assert [nfnet[k] for k in ran] == ["bfloat16", False, False, 2, False]  # NFNets keep the contiguous layout
+    assert (resnet["bare_reference"], nfnet["bare_reference"]) == ("bf16_cl", "bf16")
+    assert resnet["img_per_s"] > 0 and nfnet["ratio_to_bare"] > 0
+    md = out.with_suffix(".md").read_text()
+    assert "dry run" in md and "| bfloat16, contiguous, 2 workers |" in md
 
 
 def test_bench_scaling_quick(tmp_path, capsys):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from locbench.config import TrainConfig
 from locbench.engine import checkpoint as ckpt
 from locbench.engine.data import EpochSampler, to_unit
-from locbench.engine.device import amp_dtype, pick_device, use_channels_last
+from locbench.engine.device import Accel, amp_dtype, pick_device, use_channels_last
 from locbench.engine.optim import build_scheduler
 from locbench.engine.seed import derive_seed
 from locbench.errors import LocbenchError
@@ -119,6 +120,39 @@ def test_devices_and_precision_on_cpu():
     # NFNets slow down in that layout
     assert not use_channels_last("auto", torch.device("cuda"), quirks("eca_nfnet_l0"))
     assert use_channels_last("on", cpu, quirks("x")) and not use_channels_last("off", torch.device("cuda"), quirks("x"))
+
+
+def test_gpu_paths_on_cpu_decide_as_cuda_does():
+    """train.gpu_paths_on_cpu (a testing aid) makes a CPU take CUDA's precision and layout decisions."""
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu, on_cpu=True) == amp_dtype("bf16", cpu, on_cpu=True) == torch.bfloat16
+    assert amp_dtype("fp16", cpu, on_cpu=True) == torch.float16 and amp_dtype("off", cpu, on_cpu=True) is None
+    assert use_channels_last("auto", cpu, quirks("resnet50"), on_cpu=True)
+    assert not use_channels_last("auto", cpu, quirks("eca_nfnet_l0"), on_cpu=True)
+    assert not use_channels_last("off", cpu, quirks("resnet50"), on_cpu=True)
+    # not on other devices (MPS has neither)
+    assert amp_dtype("bf16", torch.device("mps"), on_cpu=True) is None
+    tcfg = TrainConfig(amp="fp16", gpu_paths_on_cpu=True)
+    assert Accel.for_config(tcfg, cpu, quirks("resnet50")) == Accel(cpu, torch.float16, True)
+    assert Accel.for_config(TrainConfig(), cpu, quirks("resnet50")) == Accel(cpu, None, False)
+
+
+def test_accel_places_the_model_and_its_inputs():
+    cpu = torch.device("cpu")
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    x = torch.rand(2, 4, 16, 16)
+    plain = Accel(cpu)
+    with plain.autocast():
+        ref = plain.place(model)(plain.layout(x))
+    assert ref.dtype == torch.float32 and not plain.pin and plain.describe() == "float32, contiguous layout"
+    accel = Accel(cpu, torch.bfloat16, True)
+    assert accel.place(model) is model and model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    xl = accel.layout(x)
+    assert xl.is_contiguous(memory_format=torch.channels_last) and torch.equal(xl, x)
+    with accel.autocast():
+        out = model(xl)
+    assert out.dtype == torch.bfloat16 and accel.describe() == "bfloat16 autocast, channels_last layout"
+    assert torch.allclose(out.float(), ref, atol=0.05)
 
 
 def test_to_unit():
