@@ -57,13 +57,14 @@ class FinishedRun:
         """Classes with no positive training example: their threshold is above every score, never predicted."""
         return [c for c, never in zip(self.class_names, never_predicted(self.thresholds), strict=True) if never]
 
-    def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+    def model(self, device: str | torch.device = "cpu", *, tta: bool = True) -> torch.nn.Module:
         """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input),
-        averaged over the test-time augmentation of ``config.infer.tta``; an ensemble folder's: the mean
-        probability of its members' models (:func:`~locbench.models.tta.ProbabilityMean`)."""
+        averaged over the test-time augmentation of ``config.infer.tta`` (``tta=False``: a single pass, as class
+        activation maps need); an ensemble folder's: the mean probability of its members' models
+        (:class:`~locbench.models.tta.ProbabilityMean`)."""
         members = self.folder.ensemble_members()
         nets = [load_run(m).bare_model() for m in members] if members else [self.bare_model()]
-        views = tta_views(self.config.infer.tta)
+        views = tta_views(self.config.infer.tta if tta else "none")
         model = nets[0] if len(nets) == 1 and len(views) == 1 else ProbabilityMean(nets, views)
         return model.to(device).eval()
 

@@ -22,7 +22,7 @@ from locbench.engine.summary import summarize
 from locbench.infer.ensemble import average_predictions
 from locbench.report import stats
 from locbench.report.analysis import Analysis, format_number, format_p, retunes, score_fn
-from locbench.report.collect import Point, RunResult, SweepResults
+from locbench.report.collect import METRIC_LABELS, Point, RunResult, SweepResults
 from locbench.report.html import Section, para, table
 from locbench.store.rundir import Predictions, RunFileError
 
@@ -115,14 +115,14 @@ def _section(sweep: SweepResults, an: Analysis, *, k: int, n_resamples: int, con
         "not part of the Holm family of the findings)."
     )
     note = (
-        f"The {k} configurations with the highest mean validation {metric} are averaged (mean of their stored "
+        f"The {k} configurations with the highest mean validation {METRIC_LABELS.get(metric, metric)} are averaged (mean of their stored "
         f"probabilities; thresholds tuned on the averaged validation probabilities, as `locbench ensemble` does); "
         f"{how}. Choosing the members on validation keeps the {part} numbers honest"
         + (" only on a test part: here the report scores validation, the same images that chose them." if part == "val"
            else ".")
         + f" Predicting with it costs {k} forward passes per image (one per member)."
     )  # fmt: skip
-    return Section(title, para(note)[0] + md + para(diff)[0], para(note)[1] + h + para(diff)[1])
+    return Section(title, para(note)[0] + md + "\n" + para(diff)[0], para(note)[1] + h + para(diff)[1])
 
 
 def _fmt(e: stats.Estimate) -> str:
