@@ -114,14 +114,17 @@ def _section(sweep: SweepResults, an: Analysis, *, k: int, n_resamples: int, con
         f"[{format_number(cmp.lo, True)} to {format_number(cmp.hi, True)}], {format_p(cmp.p)} ({cmp.method}; "
         "not part of the Holm family of the findings)."
     )
+    honest = (
+        " only on a test part: here the report scores validation, the same images that chose them."
+        if part == "val"
+        else "."
+    )
     note = (
-        f"The {k} configurations with the highest mean validation {METRIC_LABELS.get(metric, metric)} are averaged (mean of their stored "
-        f"probabilities; thresholds tuned on the averaged validation probabilities, as `locbench ensemble` does); "
-        f"{how}. Choosing the members on validation keeps the {part} numbers honest"
-        + (" only on a test part: here the report scores validation, the same images that chose them." if part == "val"
-           else ".")
-        + f" Predicting with it costs {k} forward passes per image (one per member)."
-    )  # fmt: skip
+        f"The {k} configurations with the highest mean validation {METRIC_LABELS.get(metric, metric)} are averaged "
+        "(mean of their stored probabilities; thresholds tuned on the averaged validation probabilities, as "
+        f"`locbench ensemble` does); {how}. Choosing the members on validation keeps the {part} numbers honest"
+        f"{honest} Predicting with it costs {k} forward passes per image (one per member)."
+    )
     return Section(title, para(note)[0] + md + "\n" + para(diff)[0], para(note)[1] + h + para(diff)[1])
 
 
