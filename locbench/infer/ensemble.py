@@ -173,11 +173,12 @@ def build_ensemble(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *
     """
     out = Path(out)
     check_output(out, reads=[str(p) for p in paths], force=force, folder=True)
-    if out.is_dir() and any(out.iterdir()):
-        if not RunDir(out).is_ensemble():
-            raise LocbenchError(f"--out {out} holds something other than an ensemble; --force replaces only ensembles")
+    replace = out.is_dir() and any(out.iterdir())
+    if replace and not RunDir(out).is_ensemble():
+        raise LocbenchError(f"--out {out} holds something other than an ensemble; --force replaces only ensembles")
+    members = open_members(paths)  # every check before the old ensemble is removed
+    if replace:
         shutil.rmtree(out)
-    members = open_members(paths)
     first = members[0].run
     val = average_predictions([m.val for m in members])
     test = average_predictions([m.test for m in members]) if members[0].test is not None else None
