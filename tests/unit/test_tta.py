@@ -131,3 +131,20 @@ def test_config_key_and_cli_choices():
     with pytest.raises(LocbenchError, match="infer.tta must be one of none, hflip, flips, d8"):
         load_config(None, {"infer.tta": "rot90"})
     assert CLI_TTA_MODES == TTA_MODES
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "RUN"],
+        ["predict", "RUN", "--data", "D", "--out", "o.csv"],
+        ["cells", "evaluate", "RUN"],
+        ["cells", "predict", "RUN", "--data", "D", "--out", "o.csv"],
+    ],
+)
+def test_every_command_that_predicts_takes_tta(argv):
+    from locbench.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(argv).tta is None  # None: the run's own infer.tta
+    assert parser.parse_args([*argv, "--tta", "d8"]).tta == "d8"
