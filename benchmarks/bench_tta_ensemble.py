@@ -8,7 +8,7 @@ it (one pair per run), the ensemble against the mean of its own members and agai
 group); intervals are Student t over the pairs (locbench.report.stats). The forward cost of each TTA mode is timed on
 the test images. Prints a table and writes JSON to benchmarks/out/.
 
-    .venv/bin/python benchmarks/bench_tta_ensemble.py [--images 300] [--size 64] [--backbone resnet18] [--epochs 4]
+    .venv/bin/python benchmarks/bench_tta_ensemble.py [--images 300] [--size 64] [--backbone test_resnet] [--epochs 8]
         [--groups 3] [--members 3] [--tta flips d8] [--work /tmp/bench-tta-ensemble] [--quick]
 """
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--size", type=int, default=64, help="synthetic field side = model input side")
     p.add_argument("--channels", default="rgby")
-    p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--backbone", default="test_resnet", help="a timm model (default: timm's tiny test_resnet)")
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--groups", type=int, default=3, help="ensembles (pairs of the ensemble comparison)")
