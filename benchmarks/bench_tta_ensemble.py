@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import OUT_DIR, host, table, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helpers
+
+from _common import OUT_DIR, host, table, write_json  # noqa: E402
 
 METRICS = ("map", "macro_f1_tuned")
 
