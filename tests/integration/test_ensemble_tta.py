@@ -240,3 +240,14 @@ def test_report_ensemble_single_seed_bootstrap_and_cli(tmp_path, capsys):
     assert "bootstrap over test images" in section and "Difference ensemble - best single" in section
     code, err = run_cli(capsys, ["report", str(root), "--ensemble-top", "1", "--no-explain"])
     assert code == 2 and "at least 2" in err
+
+
+def test_members_given_as_a_sweep_grid_point(tmp_path):
+    from locbench.errors import LocbenchError
+    from locbench.infer.ensemble import resolve_members
+
+    root = make_sweep(tmp_path / "sweep", problems=False, augs=("standard",), seeds=(0, 1))
+    assert resolve_members([root / "c00"]) == [root / "c00-s0", root / "c00-s1"]
+    assert resolve_members([root / "c01-s1"]) == [root / "c01-s1"]
+    with pytest.raises(LocbenchError, match="neither a run folder nor a grid point"):
+        resolve_members([root / "c99"])

@@ -148,3 +148,13 @@ def test_every_command_that_predicts_takes_tta(argv):
     parser = build_parser()
     assert parser.parse_args(argv).tta is None  # None: the run's own infer.tta
     assert parser.parse_args([*argv, "--tta", "d8"]).tta == "d8"
+
+
+def test_tta_is_a_sweep_axis(tmp_path):
+    from locbench.sweep.grid import load_sweep
+
+    spec = tmp_path / "tta.yaml"
+    spec.write_text("name: t\nconfig:\n  model: {backbone: test_resnet}\ngrid:\n  infer.tta: [none, d8]\nseeds: [0]\n")
+    points = load_sweep(spec).points
+    assert [p.config.infer.tta for p in points] == ["none", "d8"]
+    assert len({p.run_id for p in points}) == 2
