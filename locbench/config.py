@@ -23,7 +23,7 @@ from locbench.data.channels import STAINS, check_stain_names, resolve_channels
 from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
-from locbench.models import HEADS, backbones
+from locbench.models import HEADS, TTA_MODES, TTA_PASSES, backbones
 from locbench.store.yaml_safe import YamlTooLarge, load_yaml
 
 #: Exponent floats PyYAML (YAML 1.1) reads as strings (1e-3, 1.5e3: no dot or no exponent sign); YAML 1.2 reads floats.
@@ -257,6 +257,18 @@ class CellConfig:
 
 
 @dataclass(frozen=True)
+class InferConfig:
+    tta: str = "none"
+    """Test-time augmentation when the run's model predicts (the test part at the end of training, evaluate,
+    predict): none; hflip (x2 forward passes); flips (identity, left-right, up-down, both: x4); d8 (the 8 rotations
+    and mirrors of the square: x8). Sigmoid probabilities are averaged. With it set, training ends by predicting the
+    validation part again with it, and the thresholds are tuned on those probabilities."""
+
+    def __post_init__(self) -> None:
+        _check(self.tta in TTA_PASSES, "infer.tta", f"must be one of {', '.join(TTA_MODES)}")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     tensorboard: bool = False
     """Write TensorBoard event files into RUN_DIR/tb (needs the tensorboard package)."""
@@ -280,6 +292,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cell: CellConfig = field(default_factory=CellConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:

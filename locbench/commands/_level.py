@@ -28,6 +28,21 @@ def add_cell_args(p: argparse.ArgumentParser) -> None:
     add_force_arg(p)
 
 
+TTA_MODES = ("none", "hflip", "flips", "d8")  # locbench.models.TTA_MODES, kept light for the CLI
+
+
+def add_tta_arg(p: argparse.ArgumentParser) -> None:
+    """``--tta`` of ``evaluate`` and ``predict``: the run's ``infer.tta`` unless given."""
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=None,
+        help="test-time augmentation, mean of the sigmoid probabilities: none, hflip (x2 forward passes), flips "
+        "(identity and 3 mirrors, x4) or d8 (the 8 rotations/mirrors of the square, x8); default the run's "
+        "infer.tta. Another mode than the run's re-tunes its thresholds on its validation part with that mode",
+    )
+
+
 CELL_METRIC_PROTOCOLS = ("challenge", "strict")  # locbench.cells.metric.PROTOCOLS, kept light for the CLI
 
 
@@ -85,8 +100,21 @@ def run_at_level(
         **options,
     )
     (show_cell if level == "cell" else show_image)(result)
+    _show_tta(run, options.get("tta"), level)
     if run.untrainable:
         from locbench.metrics import untrainable_note
 
         print(f"note: {untrainable_note(run.untrainable)}")
     return 0
+
+
+def _show_tta(run: Any, asked: str | None, level: str) -> None:
+    """What test-time augmentation was used, its cost, and where the thresholds came from."""
+    from locbench.infer import own_tta, tta_words
+
+    mode, own = asked or run.config.infer.tta, own_tta(run)
+    if mode == "none" and own == "none":
+        return
+    print(f"test-time augmentation: {tta_words(mode)}")
+    if level == "image" and mode != own:
+        print(f"thresholds: re-tuned on the run's validation part with {mode} (the run's own were tuned with {own})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from locbench.commands import evaluate, predict
 from locbench.commands._common import add_data_args, out_path
-from locbench.commands._level import add_cell_args, add_protocol_arg
+from locbench.commands._level import add_cell_args, add_protocol_arg, add_tta_arg
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--workers", type=int, default=None)
     e.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/cell_<split>.json)")
+    add_tta_arg(e)
     add_cell_args(e)
     add_protocol_arg(e)
     add_data_args(e)  # --data: another dataset of the same classes (default: the run's own)
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     s.add_argument("--min-confidence", type=float, default=None, help="leave out triples below this confidence")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=None)
+    add_tta_arg(s)
     add_cell_args(s)
     add_data_args(s, required=True)  # --data: a dataset folder, its CSV, or a folder of {id}_{stain}.png images
     s.set_defaults(func=predict.run, level="cell", format="csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from locbench.commands._common import add_data_args, out_path
-from locbench.commands._level import add_cell_args, add_protocol_arg, run_at_level
+from locbench.commands._level import add_cell_args, add_protocol_arg, add_tta_arg, run_at_level
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/<split>.json)")
     p.add_argument("--level", choices=["image", "cell"], help="cell: the HPA 2021 per-cell metric (default: the run's)")
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")
+    add_tta_arg(p)
     add_cell_args(p)
     add_protocol_arg(p)
     # --data: another dataset of the same classes (default: the run's own); the other options: how it is laid out
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate,
         show_image=_show_image,
         show_cell=show_cell,
+        tta=args.tta,
         split=args.split,
         truth_masks=args.truth_masks,
         protocol=args.protocol,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from locbench.commands._common import add_data_args, out_path
-from locbench.commands._level import add_cell_args, run_at_level
+from locbench.commands._level import add_cell_args, add_tta_arg, run_at_level
 
 
 def add_parser(sub) -> None:
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
         "--level", choices=["image", "cell"], help="cell: the 2021 competition submission (default: the run's level)"
     )
     p.add_argument("--min-confidence", type=float, default=None, help="--level cell: drop triples below this")
+    add_tta_arg(p)
     add_cell_args(p)
     # --data: a dataset folder, its CSV, or a folder of {id}_{stain}.png images (laid out as the run's, or as the
     # data options say)
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         predict,
         show_image=lambda path: print(f"predictions written to {path}"),
         show_cell=show_cell,
+        tta=args.tta,
         output_format=args.format,
         min_confidence=args.min_confidence,
     )

@@ -51,6 +51,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also explain this grid point (its best seed) or run: error tables, CAM grids, localization "
         "(repeatable; the highest-mean point is always explained)",
     )
+    p.add_argument(
+        "--ensemble-top",
+        type=int,
+        default=None,
+        metavar="K",
+        help="add a section on the ensemble of the K configurations with the best mean validation score (their "
+        "stored probabilities averaged), with its interval and its difference to the best single configuration",
+    )
     p.add_argument("--no-explain", action="store_true", help="leave out the error-analysis sections")
     p.add_argument(
         "--no-browse",
@@ -71,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.no_explain and args.explain:
         raise LocbenchError("--explain and --no-explain together: give one of them")
     extra = []
+    if args.ensemble_top is not None:
+        from locbench.report.ensemble import ensemble_section
+
+        if args.ensemble_top < 2:
+            raise LocbenchError(f"--ensemble-top {args.ensemble_top}: an ensemble needs at least 2 configurations")
+        extra.append(ensemble_section(args.ensemble_top, n_resamples=args.resamples))
     if not args.no_explain:
         from locbench.report.explain_section import error_analysis
 

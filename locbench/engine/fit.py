@@ -54,7 +54,7 @@ from locbench.engine.summary import finish_run, nan_if_none
 from locbench.errors import LocbenchError, interrupt_reason
 from locbench.losses import build_loss, class_weights
 from locbench.metrics import compute_metrics
-from locbench.models import build_model, count_params, measure_gmacs
+from locbench.models import TTA_PASSES, build_model, count_params, measure_gmacs, with_tta
 from locbench.models.weights import require_weights
 from locbench.store.rundir import RunDir
 
@@ -334,28 +334,39 @@ class Trainer:
     def predict_test(self) -> None:
         """The best checkpoint's predictions of the test part (``predictions/test.npz``), made once training is
         over: the first and only time the test images are read. Nothing chosen during training (checkpoint,
-        early stop, thresholds) can depend on them. Runs without a test part have nothing to do here."""
-        p = self.parts
-        if "test" not in p.data.parts:
+        early stop, thresholds) can depend on them. Runs without a test part have nothing to do here.
+
+        With test-time augmentation (``infer.tta``) the test part is predicted with it, and so is the validation
+        part again (``predictions/val.npz``), so that the thresholds are tuned on probabilities of the same kind
+        as those they are applied to; the best epoch is still the one of the plain validation pass."""
+        p, tta = self.parts, self.cfg.infer.tta
+        parts = (["val"] if tta != "none" else []) + (["test"] if "test" in p.data.parts else [])
+        if not parts:
             return
         state, _ = ckpt.load_checkpoint(self.run.best, device="cpu")
         model = copy.deepcopy(p.ema.module if p.ema is not None else p.model)
         model.load_state_dict(state["model"])
-        test_ds = p.data.dataset("test")
-        if len(test_ds) == 0:  # a cell run whose test fields hold no cell
-            log.warning("the test part holds no item to predict; the summary has no test block")
-            return
-        loader = make_loader(
-            test_ds,
-            batch_size=self.cfg.train.batch_size * 2,
-            workers=loader_workers(self.cfg, self.device, p.data),
-            pin=self.device.type == "cuda",
-        )
-        out = evaluate_model(model, loader, p.normalize, None, self.device, p.dtype, p.channels_last)
-        self.run.write_predictions("test", p.data.ids("test"), out["probs"], out["targets"])
-        log.info(
-            "test part: %d items predicted with the best checkpoint (epoch %s)", len(test_ds), self.state.best_epoch
-        )
+        model = with_tta(model, tta)
+        for part in parts:
+            ds = p.data.dataset(part)
+            if len(ds) == 0:  # a cell run whose test fields hold no cell
+                log.warning("the %s part holds no item to predict; the summary has no %s block", part, part)
+                continue
+            loader = make_loader(
+                ds,
+                batch_size=self.cfg.train.batch_size * 2,
+                workers=loader_workers(self.cfg, self.device, p.data),
+                pin=self.device.type == "cuda",
+            )
+            out = evaluate_model(model, loader, p.normalize, None, self.device, p.dtype, p.channels_last)
+            self.run.write_predictions(part, p.data.ids(part), out["probs"], out["targets"])
+            log.info(
+                "%s part: %d items predicted with the best checkpoint (epoch %s)%s",
+                part,
+                len(ds),
+                self.state.best_epoch,
+                f", test-time augmentation {tta} (x{TTA_PASSES[tta]} forward passes)" if tta != "none" else "",
+            )
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One epoch of training steps: their mean loss and the images this process trained on."""

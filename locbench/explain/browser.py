@@ -118,7 +118,7 @@ def _cam_overlays(run, table, ids, stored, thresholds, out_dir: Path, *, method:
     """Class activation maps of each image's ``k`` most telling classes over its composite, as JPEGs in
     ``out_dir``; image id -> class index -> path relative to the browser's folder."""
     dev = pick_device(device)
-    model = run.model(dev)
+    model = run.model(dev, tta=False)  # a CAM hooks one pass through a layer: never over TTA views
     channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
     chosen = classes_to_explain(stored.probs, stored.targets, np.asarray(thresholds), k=k)
     heat = colormaps["jet"]

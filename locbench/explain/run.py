@@ -396,7 +396,7 @@ def _cam_stage(
         return
 
     dev = pick_device(device)
-    model = run.model(dev)
+    model = run.model(dev, tta=False)  # a CAM hooks one pass through a layer: never over TTA views
     channels = list(run.meta.get("channels") or resolve_channels(run.config.data.channels))
     all_rows = list(dict.fromkeys([*wanted, *loc_rows]))
     images = load_images(table, [pred_ids[r] for r in all_rows], channels, run.config.data)

@@ -26,6 +26,7 @@ from locbench.infer.images import (
     run_level,
     split_rows,
 )
+from locbench.infer.tta import own_tta, tta_words, use_tta
 
 LEVELS = ("image", "cell")
 
@@ -46,6 +47,9 @@ __all__ = [
     "resolve_level",
     "run_level",
     "split_rows",
+    "own_tta",
+    "tta_words",
+    "use_tta",
     "write_cell_submission",
 ]
 
@@ -73,6 +77,7 @@ def evaluate(
     blend: float | None = None,
     negative: str | None = None,
     protocol: str = "challenge",
+    tta: str | None = None,
 ) -> dict[str, Any]:
     """Score a finished run on a split part of its data (``val``, ``test``, ``all``; default the test part where the
     run has one, else ``val``) or on another dataset.
@@ -82,11 +87,16 @@ def evaluate(
     alone reads ``masks``, ``truth_masks``, ``image_run``, ``blend``, ``negative`` and ``protocol`` (``challenge``,
     the competition's, or ``strict``; see :mod:`locbench.cells.metric`).
 
+    ``tta``: test-time augmentation (:data:`~locbench.models.TTA_MODES`; None: the run's ``infer.tta``); at image
+    level another mode than the run's re-tunes the thresholds on its validation part (:func:`use_tta`).
+
     Returns:
         The written result, with ``path``.
     """
     run = as_run(run)
-    if resolve_level(run, level) == "cell":
+    level = resolve_level(run, level)
+    run = use_tta(run, tta, level=level, device=device, workers=workers)
+    if level == "cell":
         return evaluate_cells(
             run,
             data=data,
@@ -118,16 +128,19 @@ def predict(
     blend: float | None = None,
     negative: str | None = None,
     min_confidence: float | None = None,
+    tta: str | None = None,
 ) -> Path | dict[str, Any]:
     """Predict the images of ``data`` with a finished run.
 
     Image level: per-image probabilities and labels (:func:`~locbench.infer.images.predict`, ``output_format`` csv or
     kaggle2018); returns the written path. Cell level: the 2021 competition submission
     (:func:`~locbench.infer.cells.write_cell_submission`, which alone reads ``masks``, ``image_run``, ``blend``,
-    ``negative`` and ``min_confidence``); returns its counts and path.
+    ``negative`` and ``min_confidence``); returns its counts and path. ``tta``: as for :func:`evaluate`.
     """
     run = as_run(run)
-    if resolve_level(run, level) == "cell":
+    level = resolve_level(run, level)
+    run = use_tta(run, tta, level=level, device=device, workers=workers)
+    if level == "cell":
         return write_cell_submission(
             run,
             data=data,

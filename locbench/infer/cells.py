@@ -184,6 +184,7 @@ def evaluate_cells(
         "image_run": str(image_run) if image_run is not None else None,
         "blend": (run.config.cell.blend if blend is None else blend) if image_run is not None else 0.0,
         "negative": negative or run.config.cell.negative,
+        "tta": run.config.infer.tta,
         **scored,
         "untrainable_classes": run.untrainable,
     }

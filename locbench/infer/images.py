@@ -26,7 +26,7 @@ from locbench.engine.device import Accel, pick_device
 from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
 from locbench.metrics import compute_metrics, crossfit_metrics, never_predicted, small_sample_note
-from locbench.models import build_model, quirks
+from locbench.models import ProbabilityMean, build_model, quirks, tta_views
 from locbench.store.atomic import atomic_write_text
 from locbench.store.rundir import RunDir
 
@@ -44,6 +44,9 @@ class FinishedRun:
     class_names: list[str]
     thresholds: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    thresholds_from: str = "tuned on the run's validation part"
+    """Where :attr:`thresholds` come from (``infer.tta.use_tta`` tunes them again for another test-time
+    augmentation)."""
 
     @property
     def path(self) -> Path:
@@ -54,8 +57,19 @@ class FinishedRun:
         """Classes with no positive training example: their threshold is above every score, never predicted."""
         return [c for c, never in zip(self.class_names, never_predicted(self.thresholds), strict=True) if never]
 
-    def model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input)."""
+    def model(self, device: str | torch.device = "cpu", *, tta: bool = True) -> torch.nn.Module:
+        """The best checkpoint's model, in eval mode, with input normalisation folded in (takes [0, 1] input),
+        averaged over the test-time augmentation of ``config.infer.tta`` (``tta=False``: a single pass, as class
+        activation maps need); an ensemble folder's: the mean probability of its members' models
+        (:class:`~locbench.models.tta.ProbabilityMean`)."""
+        members = self.folder.ensemble_members()
+        nets = [load_run(m).bare_model() for m in members] if members else [self.bare_model()]
+        views = tta_views(self.config.infer.tta if tta else "none")
+        model = nets[0] if len(nets) == 1 and len(views) == 1 else ProbabilityMean(nets, views)
+        return model.to(device).eval()
+
+    def bare_model(self) -> torch.nn.Module:
+        """The best checkpoint's model on the CPU, normalisation folded in, without test-time augmentation."""
         state, meta = ckpt.load_checkpoint(self.folder.best, device="cpu")
         net = build_model(
             _no_pretrained(self.config.model),
@@ -70,8 +84,7 @@ class FinishedRun:
                 f"checkpoint {self.folder.best}.safetensors does not fit the model its config describes "
                 f"({str(e).splitlines()[0]}); was the run folder edited by hand?"
             ) from None
-        model = torch.nn.Sequential(Normalize(meta["norm_mean"], meta["norm_std"]), net)
-        return model.to(device).eval()
+        return torch.nn.Sequential(Normalize(meta["norm_mean"], meta["norm_std"]), net).eval()
 
 
 def _no_pretrained(mcfg):
@@ -250,6 +263,8 @@ def evaluate(
         "tuned_f1": how,
         "absent_classes": at_half["absent_classes"],
         "untrainable_classes": run.untrainable,
+        "tta": cfg.infer.tta,
+        "thresholds": run.thresholds_from,
         "sample_note": small_sample_note(len(indices), targets.sum(axis=0)),
         "per_class": {
             c: dict(

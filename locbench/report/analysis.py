@@ -204,7 +204,13 @@ def retunes(sweep: SweepResults, metric: str) -> bool:
 
 
 def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
-    """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``).
+    """:func:`score_fn` of a run, at its own thresholds."""
+    return score_fn(metric, sweep, run.thresholds(sweep.classes))
+
+
+def score_fn(metric: str, sweep: SweepResults, thresholds: np.ndarray):
+    """The same metric as :func:`_observed` under bootstrap weights (vectorised, see ``stats.weighted_*``), for a
+    run whose tuned thresholds are ``thresholds``.
 
     Tuned-threshold F1 measured on the images its thresholds were tuned on (``sweep.part == "val"``) re-tunes the
     thresholds inside every resample, so the interval includes the noise of tuning; on a test part the
@@ -214,10 +220,10 @@ def _score_fn(metric: str, sweep: SweepResults, run: RunResult):
         return stats.weighted_macro_ap
     if retunes(sweep, metric):
         # untrainable classes stay never predicted in every resample, as they are in the run's own thresholds
-        never = never_predicted(run.thresholds(sweep.classes))
+        never = never_predicted(thresholds)
         fallback = np.where(never, NEVER_PREDICTED, FALLBACK_THRESHOLD)
         return functools.partial(stats.weighted_macro_f1_retuned, fallback=fallback, fixed=never)
-    thr = run.thresholds(sweep.classes) if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
+    thr = thresholds if metric == "macro_f1_tuned" else np.full(len(sweep.classes), 0.5)
     return lambda p, t, w: stats.weighted_macro_f1(p, t, w, thr)
 
 

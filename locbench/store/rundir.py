@@ -1,9 +1,9 @@
 """The run folder: every file of a run (or sweep grid point) folder is named, read and written here.
 
 :class:`RunDir` is the only reader and writer of ``status``, ``status.json``, ``config.yaml``, ``env.json``,
-``metrics.jsonl``, ``summary.json``, ``thresholds.json``, ``predictions/<part>.npz``, ``sweep_point.json`` and
-``eval/``, and derives a folder's state (:meth:`RunDir.state`) for the report, the sweep runner and
-``locbench status`` alike. Files whose format another module owns get public paths (``config``: written with
+``metrics.jsonl``, ``summary.json``, ``thresholds.json``, ``predictions/<part>.npz``, ``sweep_point.json``,
+``ensemble.json`` and ``eval/``, and derives a folder's state (:meth:`RunDir.state`) for the report, the sweep
+runner and ``locbench status`` alike. Files whose format another module owns get public paths (``config``: written with
 :func:`locbench.config.dump_config`, loaded typed with :func:`locbench.config.load_config`; ``split``:
 ``data.splits``; ``checkpoints``/``best``: ``engine.checkpoint``; ``log_file``: logging). Torch-free; see
 docs/ARCHITECTURE.md, "Run folder".
@@ -130,6 +130,7 @@ class RunDir:
     _old_point = property(lambda self: self.root / "sweep_cell.json")
     _lock_file = property(lambda self: self.root / ".lock")
     _mlflow = property(lambda self: self.root / "mlflow.json")
+    _ensemble = property(lambda self: self.root / "ensemble.json")
 
     def epoch_stem(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:04d}"
@@ -342,6 +343,62 @@ class RunDir:
         if arrays is not None:
             atomic_write_npz(path.with_suffix(".npz"), **arrays)
         return path
+
+    # ---- ensemble -------------------------------------------------------------------------------------------
+
+    def write_ensemble(self, record: dict[str, Any]) -> None:
+        """``ensemble.json``: what ``locbench ensemble`` averaged; ``members`` is a list of ``{"path": absolute,
+        "relative": from this folder, "sha256": the member's best checkpoint}`` (see :meth:`ensemble_members`)."""
+        atomic_write_json(self._ensemble, record)
+
+    def is_ensemble(self) -> bool:
+        return self._ensemble.exists()
+
+    def read_ensemble(self) -> dict[str, Any] | None:
+        """``ensemble.json`` (None for a run that is not an ensemble); raises :class:`RunFileError` when damaged."""
+        if not self._ensemble.exists():
+            return None
+        obj = _read_object(self._ensemble)
+        check_format(obj, self._ensemble)
+        if not isinstance(obj.get("members"), list) or not obj["members"]:
+            raise RunFileError(
+                f"{self._ensemble} lists no members; the ensemble folder is damaged", path=self._ensemble
+            )
+        return obj
+
+    def ensemble_members(self) -> list[Path]:
+        """The run folders an ensemble averages ([] for a run that is not one): each found at its path relative to
+        this folder (the two moved together), else at its absolute path, and checked to still hold the best
+        checkpoint the ensemble was made from. Raises :class:`RunFileError` naming the member and the fix."""
+        record = self.read_ensemble()
+        if record is None:
+            return []
+        out = []
+        for i, member in enumerate(record["members"], 1):
+            try:
+                candidates = [self.root / member["relative"], Path(member["path"])]
+                want = member.get("sha256")
+            except (KeyError, TypeError):
+                raise RunFileError(
+                    f"{self._ensemble}: member {i} is unreadable; the ensemble folder is damaged", path=self._ensemble
+                ) from None
+            found = next((p for p in candidates if RunDir(p).best.with_suffix(".json").exists()), None)
+            if found is None:
+                raise RunFileError(
+                    f"{self._ensemble}: member {i} ({member['path']}) is not there any more (moved or deleted?): an "
+                    "ensemble refers to its members' folders instead of copying their checkpoints; put it back, or "
+                    "make the ensemble again with `locbench ensemble`",
+                    path=self._ensemble,
+                )
+            have = RunDir(found).read_best_meta().get("sha256")
+            if want and have != want:
+                raise RunFileError(
+                    f"{self._ensemble}: member {i} ({found}) holds another best checkpoint than when the ensemble was "
+                    "made (trained again?); its stored probabilities no longer match: make the ensemble again",
+                    path=self._ensemble,
+                )
+            out.append(found)
+        return out
 
     # ---- sweep grid point ------------------------------------------------------------------------------------
 

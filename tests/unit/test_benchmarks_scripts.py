@@ -139,3 +139,16 @@ def test_bench_scaling_quick(tmp_path, capsys):
     (rep,) = written["report"]
     assert rep["runs"] == 8 and rep["report_s"] > 0
     assert "21,806 (fit)" in out
+
+
+@pytest.mark.slow
+def test_bench_tta_ensemble_quick(tmp_path, capsys):
+    _, written, out = _run("bench_tta_ensemble", tmp_path, capsys)
+    assert len(written["runs"]) == 4 and all(set(s) == {"none", "flips"} for s in written["runs"].values())
+    tta = written["tta"]["map"]["flips"]
+    assert tta["vs_none"]["n"] == 4
+    diffs = [s["flips"]["map"] - s["none"]["map"] for s in written["runs"].values()]
+    assert tta["vs_none"]["diff"] == pytest.approx(sum(diffs) / 4)
+    assert len(written["ensembles"]) == 2 and written["ensemble"]["map"]["vs_member_mean"]["n"] == 2
+    assert set(written["tta_forward_s"]) == {"none", "flips"}
+    assert "Test-time augmentation" in out and "Ensembles of 2 runs" in out
