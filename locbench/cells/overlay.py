@@ -197,3 +197,27 @@ def _write(path: Path, rgb: np.ndarray) -> Path:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def mask_summary(table, masks_dir: str | os.PathLike, *, read: int = 8) -> dict:
+    """What a folder of instance masks holds for ``table``: how many fields have a mask, and the cells of the
+    first ``read`` of them (masks are read one by one, so a dataset of thousands of fields stays quick).
+
+    Returns:
+        ``{"masks": folder, "fields": n, "with_mask": n, "missing": [first ids without one], "cells": {id: n},
+        "min", "median", "max"}`` (the last three over the fields read; absent when none was).
+    """
+    with_mask = [fid for fid in table.ids if mask_path(masks_dir, fid) is not None]
+    have = set(with_mask)
+    cells = {fid: _count(read_mask(mask_path(masks_dir, fid))) for fid in with_mask[: max(0, read)]}
+    out: dict = {
+        "masks": str(masks_dir),
+        "fields": len(table.ids),
+        "with_mask": len(with_mask),
+        "missing": [fid for fid in table.ids if fid not in have][:10],
+        "cells": cells,
+    }
+    if cells:
+        counts = np.array(list(cells.values()))
+        out.update(min=int(counts.min()), median=float(np.median(counts)), max=int(counts.max()))
+    return out
