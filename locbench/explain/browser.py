@@ -5,6 +5,11 @@ One HTML file with its data inline and a folder of JPEG thumbnails beside it: no
 predicted ones with probabilities, filters by class and by outcome at the run's tuned thresholds (TP / FP / FN),
 sort by the probability of the chosen class, pages of 60 thumbnails (a few thousand images stay fast), and a
 detail view on click with every class's probability against its threshold.
+
+A cell-level run's page holds its fields instead, each with its cells (the ``FIELD/CELL`` predictions): every cell
+outlined in the colour of the class it is called (:mod:`locbench.explain.cell_thumbs`), filters on cells (a field is
+shown when one of its cells has the chosen outcome), and on click the field's numbered cells with their true and
+called classes.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def write_browser(
     cams: str | None = None,
     device: str = "auto",
 ) -> Path:
-    """Write the image browser of a finished image-level run; returns the path of its ``index.html``.
+    """Write the image browser of a finished run (image or cell level); returns the path of its ``index.html``.
 
     Args:
         run_dir: A run folder with ``predictions/<part>.npz`` and ``thresholds.json``.
@@ -67,7 +72,8 @@ def write_browser(
         device: Where the maps are computed.
 
     Raises:
-        LocbenchError: no such run, no predictions of that part, a cell-level run, or images that cannot be read.
+        LocbenchError: no such run, no predictions of that part, ``cams`` for a cell-level run, or images that
+            cannot be read.
     """
     if cams is not None and cams not in cam.METHODS:  # before any file is written
         raise LocbenchError(f"unknown CAM method {cams!r}; valid methods: {', '.join(cam.METHODS)}")
