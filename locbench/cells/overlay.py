@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
@@ -115,16 +115,17 @@ def cell_centres(labels: np.ndarray) -> dict[int, tuple[float, float]]:
     return {k: (r[k] / count[k], c[k] / count[k]) for k in np.flatnonzero(count) if k}
 
 
-def number_cells(rgb: np.ndarray, labels: np.ndarray, names: dict[int, str] | None = None) -> np.ndarray:
-    """``rgb`` with each cell's id (or ``names[id]``) written at its centre, white on a dark box (PIL's font)."""
+def number_cells(rgb: np.ndarray, labels: np.ndarray, *, size: int = 14) -> np.ndarray:
+    """``rgb`` with each cell's id written at its centre, white on a dark box (PIL's own font, ``size`` pixels)."""
     canvas = Image.fromarray(rgb)
     draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=size)
     for k, (r, c) in cell_centres(labels).items():
-        text = (names or {}).get(k, str(k))
-        w = draw.textlength(text)
-        x, y = c - w / 2, r - 6
-        draw.rectangle((x - 2, y - 1, x + w + 1, y + 11), fill=(0, 0, 0))
-        draw.text((x, y), text, fill=(255, 255, 255))
+        text = str(k)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x, y = c - (right - left) / 2, r - (bottom - top) / 2
+        draw.rectangle((x + left - 2, y + top - 2, x + right + 2, y + bottom + 2), fill=(0, 0, 0))
+        draw.text((x, y), text, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)
 
 

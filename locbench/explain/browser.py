@@ -309,6 +309,8 @@ main { padding: 14px 20px 40px; }
 #detail .cams img { width: 260px; max-width: 100%; }
 #detail h3 { font-size: 0.95em; margin: 10px 0 4px; }
 #detail td.l, #detail th.l { text-align: left; }
+#detail img.big { width: 49%; max-width: 640px; }
+#detail .box.wide { max-width: 1320px; }
 #detail td.n { white-space: nowrap; }
 #detail tr.hit td { background: #fff6c8; }
 #legend { font-size: 0.8em; margin-top: 6px; }
@@ -455,7 +457,9 @@ function cellRows(it) {
   const c = +$("cls").value, want = $("outcome").value;
   return it.cells.map((u) => {
     const called = C.map((_, k) => k).filter((k) => pv(u, k) >= T[k]).sort((a, b) => pv(u, b) - pv(u, a));
-    const top = C.map((_, k) => k).reduce((a, b) => pv(u, b) > pv(u, a) ? b : a, 0);
+    // the most probable class the run can call (one it never predicts, threshold "never", is no near miss)
+    const can = C.map((_, k) => k).filter((k) => T[k] <= 1);
+    const top = (can.length ? can : C.map((_, k) => k)).reduce((a, b) => pv(u, b) > pv(u, a) ? b : a);
     const sw = u.col >= 0 ? D.colors[u.col] : "#ffffff";
     const calls = called.length ? called.map((k) => `<span class="tag ${outcome(u, k)}">${esc(C[k])} ` +
       `${fmt(u.p[k], 2)}</span>`).join("") : `<span class="muted">none (highest: ${esc(C[top])} ` +
@@ -470,7 +474,8 @@ function cellRows(it) {
 function detail(id) {
   const it = D.items.find((x) => x.id === id);
   const views = CELL ? ["rgb_big", "green_big"] : ["rgb", "green"];
-  const imgs = views.filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}">`);
+  const imgs = views.filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}"` +
+    (CELL ? ' class="big"' : "") + ">");
   const cams = Object.entries(it.cams || {}).map(([k, src]) => `<figure><img src="${esc(src)}" alt="${D.method} ` +
     `${esc(C[k])}"><figcaption>${esc(C[k])}: p ${fmt(it.p[k], 3)}, ${outcome(it, +k)}</figcaption></figure>`);
   const camPart = cams.length ? `<h3>${esc(D.method)} maps (each scaled to its own maximum; no colour: a zero ` +
@@ -482,6 +487,7 @@ function detail(id) {
     : `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${classRows(it)}</table>`;
   $("detailbox").innerHTML = `<p><b>${esc(id)}</b> <button id="close">close</button></p>${imgs.join(" ")}` +
     camPart + tableHtml;
+  $("detailbox").classList.toggle("wide", CELL);
   $("detail").style.display = "block";
   $("close").onclick = () => { $("detail").style.display = "none"; };
 }
