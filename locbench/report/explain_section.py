@@ -348,7 +348,8 @@ def hardest_strips_md(tables: dict[str, Any], thumbs: dict[str, dict[str, str]],
         return "### Hardest images\n\nNo errors.\n\n"
     return (
         "### Hardest images\n\nMissed: true images of the class with the lowest probability; false alarms: images "
-        "without it with the highest (composite of the stains; the caption gives the probability).\n\n"
+        "without it with the highest. Each image: the composite of the stains (a click opens the green stain alone; "
+        "hover for the id), then its probability.\n\n"
         "| class | missed | false alarms |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
     )
 
@@ -367,7 +368,7 @@ def pair_strips_md(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], re
         )
     return (
         "### Most confused class pairs\n\nImages where the first class was a false positive and the second a false "
-        "negative. Captions: probability of the first / of the second class.\n\n"
+        "negative. After each image: the probability of the first / of the second class.\n\n"
         "| predicted | missed | images | examples |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
     )
 
@@ -378,12 +379,14 @@ def _md_images(items: list[tuple[str, str]], thumbs: dict[str, dict[str, str]], 
     out = []
     for image_id, caption in items:
         t = thumbs.get(image_id)
-        alt = _md_cell(f"{image_id} {caption}").replace("[", "(").replace("]", ")")
+        full = _md_cell(image_id).replace('"', "'")
+        short = image_id if len(image_id) <= 14 else image_id[:12] + "…"
+        alt = _md_cell(short).replace("[", "(").replace("]", ")")
         if t is None:
-            out.append(f"{alt} (no image)")
+            out.append(f"{full} (no image) {_md_cell(caption)}")
             continue
         rgb, green = (f"{rel}/{quote(t[k])}" for k in ("rgb", "green"))
-        out.append(f'[![{alt}]({rgb} "{alt}")]({green})')
+        out.append(f'[![{alt}]({rgb} "{full}")]({green}) {_md_cell(caption)}')
     return " ".join(out)
 
 
