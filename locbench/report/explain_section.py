@@ -253,6 +253,7 @@ def _cam_part(res: dict[str, Any], method: str) -> tuple[str, str]:
 
 def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
     loc = res["localization"]
+    part = "test" if res.get("part") == "test" else "validation"
 
     def f(x: float | None, sign: str = "") -> str:
         return "–" if x is None else f"{x:{sign}.3f}"
@@ -270,7 +271,7 @@ def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
         f"Field share: the share of CAM mass inside the carrying cells; chance: the share of the field they cover "
         f"(what a map blind to the image scores). Cell share, on images where only some cells carry the class: "
         f"the share of the in-cell mass on those cells, against their share of the cell area. "
-        f"{loc['n_images']} {'test' if res.get('part') == 'test' else 'validation'} images, every true class, {loc['method']} maps; {loc['skipped']} (image, "
+        f"{loc['n_images']} {part} images, every true class, {loc['method']} maps; {loc['skipped']} (image, "
         "class) pair(s) left out: no carrying cell visible at the model's resolution, or an all-zero map (no "
         "positive evidence at the target layer, common for classes a model has barely learnt)."
     )
