@@ -14,9 +14,12 @@ def add_parser(sub) -> None:
         description="Write RUN_DIR/browse/index.html (or --out/index.html) and its thumbnails: every image of the "
         "run's stored predictions as the composite and the green stain, its true and predicted classes with "
         "probabilities, filters by class and by outcome (TP/FP/FN at the run's thresholds), sort by "
-        "confidence, pages of 60. One HTML file and a folder of JPEGs: open it from disk, no server needed.",
+        "confidence, pages of 60. A cell-level run shows its fields with every cell outlined in the colour of the "
+        "class it is called (white: no call), its cells' true and called classes on click, and filters on cells. "
+        "One HTML file and a folder of JPEGs (made once, reused while the fields are unchanged): open it from "
+        "disk, no server needed.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="an image-level run folder written by `locbench train`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `locbench train` (image or cell level)")
     p.add_argument("--data", help="the run's dataset, if it moved (default: data.path of the run's config)")
     p.add_argument(
         "--part",
@@ -30,7 +33,7 @@ def add_parser(sub) -> None:
         "--cams",
         metavar="METHOD",
         help="also draw class activation maps (gradcam, gradcam++, ...) of each image's three most telling classes, "
-        "shown when an image is clicked (runs the model once per image)",
+        "shown when an image is clicked (runs the model once per image; image-level runs)",
     )
     p.add_argument("--device", default="auto", help="where the maps are computed: auto, cpu, cuda, ... (default auto)")
     add_force_arg(p)

@@ -41,6 +41,12 @@ def add_parser(sub) -> None:
         default=32,
         help="validation images scored by the localization check on synthetic data; 0 = off (default 32)",
     )
+    p.add_argument(
+        "--part",
+        choices=["val", "test"],
+        default="val",
+        help="which stored predictions to explain: val (default) or test (at the thresholds tuned on validation)",
+    )
     p.add_argument("--out", type=out_path, help="output folder (default RUN_DIR/explain)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
     add_force_arg(p)
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         localize=args.localize,
         force=args.force,
+        part=args.part,
     )
     for name, path in result["files"].items():
         print(f"{name:24s} {path}")

@@ -63,7 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-browse",
         action="store_true",
-        help="no image browser for the explained runs (it reads every validation image once for its thumbnails)",
+        help="no image browser for the explained runs (it reads every image of the scored part once for its "
+        "thumbnails)",
     )
     p.set_defaults(func=run)
 

@@ -5,6 +5,11 @@ One HTML file with its data inline and a folder of JPEG thumbnails beside it: no
 predicted ones with probabilities, filters by class and by outcome at the run's tuned thresholds (TP / FP / FN),
 sort by the probability of the chosen class, pages of 60 thumbnails (a few thousand images stay fast), and a
 detail view on click with every class's probability against its threshold.
+
+A cell-level run's page holds its fields instead, each with its cells (the ``FIELD/CELL`` predictions): every cell
+outlined in the colour of the class it is called (:mod:`locbench.explain.cell_thumbs`), filters on cells (a field is
+shown when one of its cells has the chosen outcome), and on click the field's numbered cells with their true and
+called classes.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 
+from locbench.cells.data import resolve_masks, split_cell_id
+from locbench.cells.labels import CELL_LABELS_FILE
 from locbench.data.channels import resolve_channels
 from locbench.engine.device import pick_device
 from locbench.errors import LocbenchError
 from locbench.explain import cam
+from locbench.explain.cell_thumbs import called_class, class_colors, write_cell_pictures
 from locbench.explain.overlay import classes_to_explain, rgb_composite
 from locbench.explain.run import CAM_BATCH, batched_cams, load_images, run_table
 from locbench.explain.thumbs import THUMB_SIZE, thumb_name, write_jpeg, write_thumbnails
@@ -48,7 +56,7 @@ def write_browser(
     cams: str | None = None,
     device: str = "auto",
 ) -> Path:
-    """Write the image browser of a finished image-level run; returns the path of its ``index.html``.
+    """Write the image browser of a finished run (image or cell level); returns the path of its ``index.html``.
 
     Args:
         run_dir: A run folder with ``predictions/<part>.npz`` and ``thresholds.json``.
@@ -64,7 +72,8 @@ def write_browser(
         device: Where the maps are computed.
 
     Raises:
-        LocbenchError: no such run, no predictions of that part, a cell-level run, or images that cannot be read.
+        LocbenchError: no such run, no predictions of that part, ``cams`` for a cell-level run, or images that
+            cannot be read.
     """
     if cams is not None and cams not in cam.METHODS:  # before any file is written
         raise LocbenchError(f"unknown CAM method {cams!r}; valid methods: {', '.join(cam.METHODS)}")
@@ -78,10 +87,11 @@ def write_browser(
         names, thresholds = folder.read_thresholds(stored.probs.shape[1])
     except RunFileError as e:
         raise LocbenchError(str(e)) from None
-    if run_level(folder.root) == "cell":
+    level = run_level(folder.root)
+    if level == "cell" and cams is not None:
         raise LocbenchError(
-            f"{folder.root} is a cell-level run (its predictions are per cell crop); the image browser shows "
-            "image-level runs: pass an image-level run folder"
+            f"{folder.root} is a cell-level run: its model sees cell crops, so a field-sized class activation map "
+            "would mislead; browse it without --cams"
         )
     run = load_run(folder.root)
     where = data or run.config.data.path
@@ -91,6 +101,12 @@ def write_browser(
             out, reads=[folder.root, *data_inputs(where)], allowed=[folder.browse_dir], force=force, folder=True
         )
     table = run_table(run, data)
+    title = f"Images of {folder.root.name} ({part})"
+    if level == "cell":
+        page = _cell_page(run, table, stored, names, np.asarray(thresholds, np.float64), target, size=size, title=title)
+        path = atomic_write_text(target / "index.html", page)
+        log.info("cell browser written to %s", path)
+        return path
     ids = [str(i) for i in stored.ids]
     thumbs = write_thumbnails(table, ids, target / "thumbs", size=size)
     if not thumbs:
@@ -99,7 +115,7 @@ def write_browser(
         _cam_overlays(run, table, ids, stored, thresholds, target / "cams", method=cams, device=device) if cams else {}
     )
     page = browser_html(
-        title=f"Images of {folder.root.name} ({part})",
+        title=title,
         names=list(names),
         thresholds=np.asarray(thresholds, dtype=np.float64),
         ids=ids,
@@ -144,37 +160,118 @@ def browser_html(
     title: str,
     names: list[str],
     thresholds: np.ndarray,
-    ids: list[str],
-    probs: np.ndarray,
-    targets: np.ndarray,
-    thumbs: dict[str, dict[str, str]],
+    ids: list[str] | None = None,
+    probs: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    thumbs: dict[str, dict[str, str]] | None = None,
     cams: dict[str, dict[int, str]] | None = None,
     method: str | None = None,
+    fields: list[dict[str, Any]] | None = None,
+    colors: list[str] | None = None,
+    note: str = "",
 ) -> str:
-    """The browser page: the data as inline JSON, the viewer as inline CSS and JavaScript (no external file)."""
-    items: list[dict[str, Any]] = []
-    for row, image_id in enumerate(ids):
-        t = thumbs.get(image_id)
-        items.append(
-            {
-                "id": image_id,
-                "rgb": t["rgb"] if t else None,
-                "green": t["green"] if t else None,
-                "truth": [int(c) for c in np.flatnonzero(targets[row])],
-                "p": [round(float(x), 4) for x in probs[row]],
-                "cams": {str(c): path for c, path in (cams or {}).get(image_id, {}).items()},
-            }
-        )
+    """The browser page: the data as inline JSON, the viewer as inline CSS and JavaScript (no external file).
+
+    An image-level page takes ``ids``, ``probs``, ``targets``, ``thumbs`` (and ``cams``); a cell-level one takes
+    ``fields`` (see :func:`cell_fields`), the outline ``colors`` of the classes (CSS colours) and a ``note`` on
+    where the cells' truth comes from.
+    """
+    if fields is None:
+        items: list[dict[str, Any]] = []
+        for row, image_id in enumerate(ids or []):
+            t = (thumbs or {}).get(image_id)
+            items.append(
+                {
+                    "id": image_id,
+                    "rgb": t["rgb"] if t else None,
+                    "green": t["green"] if t else None,
+                    "truth": [int(c) for c in np.flatnonzero(targets[row])],
+                    "p": _probs(probs[row], thresholds),
+                    "cams": {str(c): path for c, path in (cams or {}).get(image_id, {}).items()},
+                }
+            )
+    else:
+        items = fields
     data = {
         "classes": names,
         "thresholds": [float(x) for x in thresholds],
         "items": items,
         "page": PAGE_SIZE,
         "method": method or "",
+        "level": "image" if fields is None else "cell",
+        "colors": colors or [],
+        "note": note,
     }
     # "</" cannot end the script element early: JSON allows "<\/" for "</".
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return _PAGE.replace("{{TITLE}}", html_escape(title)).replace("{{DATA}}", blob)
+
+
+def _probs(row: np.ndarray, thresholds: np.ndarray) -> list[float | None]:
+    """Probabilities for the page, 4 decimals unless rounding would move one across its class's threshold (then in
+    full, so the page's outcomes are the run's); a class never predicted (NaN) is null."""
+    out: list[float | None] = []
+    for x, t in zip(row.tolist(), thresholds.tolist(), strict=True):
+        short = round(x, 4)
+        out.append(None if x != x else short if (short >= t) == (x >= t) else x)  # x != x: NaN
+    return out
+
+
+def cell_fields(
+    ids: list[str],
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thresholds: np.ndarray,
+    pictures: dict[str, dict[str, str]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[int, int]]]:
+    """The page's fields of cell-level predictions (``FIELD/CELL`` ids), in the order of their first cell.
+
+    Returns:
+        The items (``id``, picture paths, ``cells``: ``c`` (cell id), ``truth``, ``p``, ``col`` (the class its
+        outline is coloured by, -1 for none)) and field id -> cell id -> that class (to draw the pictures).
+    """
+    fields: dict[str, dict[str, Any]] = {}
+    colours: dict[str, dict[int, int]] = {}
+    for row, cell_id in enumerate(ids):
+        fid, cell = split_cell_id(cell_id)
+        col = called_class(probs[row], thresholds)
+        if fid not in fields:
+            fields[fid] = {"id": fid, **{k: None for k in ("rgb", "green", "rgb_big", "green_big")}, "cells": []}
+            colours[fid] = {}
+        colours[fid][cell] = col
+        fields[fid]["cells"].append(
+            {
+                "c": cell,
+                "truth": [int(k) for k in np.flatnonzero(targets[row])],
+                "p": _probs(probs[row], thresholds),
+                "col": col,
+            }
+        )
+    for fid, item in fields.items():
+        item.update(pictures.get(fid, {}))
+    return list(fields.values()), colours
+
+
+def _cell_page(run, table, stored, names, thresholds: np.ndarray, target: Path, *, size: int, title: str) -> str:
+    """The browser of a cell-level run: its fields, each cell outlined in its predicted class's colour."""
+    masks_dir, own = resolve_masks(run.config.cell, table, cache_dir=run.config.data.cache_dir)
+    ids = [str(i) for i in stored.ids]
+    probs = np.asarray(stored.probs, dtype=np.float64)
+    items, colours = cell_fields(ids, probs, np.asarray(stored.targets), thresholds, {})
+    pictures = write_cell_pictures(table, masks_dir, colours, target / "thumbs", size=size)
+    if not pictures:
+        raise LocbenchError(f"none of the {len(items)} fields of these cells could be read from {table.root}")
+    for item in items:
+        item.update({k: f"thumbs/{v}" for k, v in pictures.get(item["id"], {}).items()})
+    truth = (
+        f"each cell's own labels ({CELL_LABELS_FILE})"
+        if own and (Path(table.root) / CELL_LABELS_FILE).is_file()
+        else "its field's image labels, copied to every cell (weak labels: a cell may not show every class of "
+        "its field)"
+    )
+    note = f"Cells from {masks_dir}. A cell's truth is {truth}."
+    colors = ["#{:02x}{:02x}{:02x}".format(*c) for c in class_colors(len(names))]
+    return browser_html(title=title, names=list(names), thresholds=thresholds, fields=items, colors=colors, note=note)
 
 
 _PAGE = """<!DOCTYPE html>
@@ -211,6 +308,14 @@ main { padding: 14px 20px 40px; }
 #detail figure { margin: 0; font-size: 0.8em; text-align: center; }
 #detail .cams img { width: 260px; max-width: 100%; }
 #detail h3 { font-size: 0.95em; margin: 10px 0 4px; }
+#detail td.l, #detail th.l { text-align: left; }
+#detail img.big { width: 49%; max-width: 640px; }
+#detail .box.wide { max-width: 1320px; }
+#detail td.n { white-space: nowrap; }
+#detail tr.hit td { background: #fff6c8; }
+#legend { font-size: 0.8em; margin-top: 6px; }
+.sw { display: inline-flex; align-items: center; gap: 3px; margin-right: 10px; }
+.sw i { display: inline-block; width: 14px; height: 10px; border: 1px solid #8a93a3; }
 </style></head><body>
 <header><h1>{{TITLE}}</h1>
 <div class="controls">
@@ -224,7 +329,8 @@ main { padding: 14px 20px 40px; }
 <label>show <select id="view"><option value="rgb">composite</option><option value="green">green stain</option>
 </select></label>
 <span id="count"></span></div>
-<p class="muted">Outcome at the run's tuned thresholds (predicted when p &ge; threshold). With a class chosen:
+<div id="legend"></div>
+<p class="muted" id="help">Outcome at the run's tuned thresholds (predicted when p &ge; threshold). With a class chosen:
 that class's outcome and probability; with "any": images with that outcome for some class (an error: a false
 positive or a false negative of some class), and confidence is the highest probability. Border: green TP,
 orange FP, red FN. Click an image for every class.
@@ -238,70 +344,150 @@ The green stain alone is contrast-stretched per image (to see where the protein 
 <script>
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
-const C = D.classes, T = D.thresholds;
+const C = D.classes, T = D.thresholds, CELL = D.level === "cell";
 const $ = (id) => document.getElementById(id);
 let page = 0;
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
   "'": "&#39;"})[c]);
-function outcome(it, c) {
-  const pred = it.p[c] >= T[c], truth = it.truth.includes(c);
+// A unit is what has probabilities: an image, or (cell-level runs) one cell of a field.
+const units = (it) => CELL ? it.cells : [it];
+const pv = (u, c) => u.p[c] === null ? -1 : u.p[c];  // null: a class the run never predicts
+const fmt = (x, d) => x === null ? "n/a" : x.toFixed(d);
+function outcome(u, c) {
+  const pred = pv(u, c) >= T[c], truth = u.truth.includes(c);
   return pred && truth ? "TP" : pred ? "FP" : truth ? "FN" : "TN";
 }
-function errors(it) {
+function errors(u) {
   let n = 0;
-  for (let c = 0; c < C.length; c++) { const o = outcome(it, c); if (o === "FP" || o === "FN") n++; }
+  for (let c = 0; c < C.length; c++) { const o = outcome(u, c); if (o === "FP" || o === "FN") n++; }
   return n;
+}
+function matches(u, c, want) {
+  if (want === "all") return true;
+  if (c < 0) {
+    if (want === "err" || want === "ok") return (errors(u) > 0) === (want === "err");
+    return C.some((_, k) => outcome(u, k) === want);  // any class with that outcome
+  }
+  const o = outcome(u, c);
+  return want === "err" ? o === "FP" || o === "FN" : want === "ok" ? o === "TP" || o === "TN" : o === want;
 }
 C.forEach((name, i) => { const o = document.createElement("option"); o.value = i; o.textContent = name;
   $("cls").appendChild(o); });
+if (CELL) {
+  $("help").innerHTML = "Cell-level run: each field shows its cells outlined in the colour of the class they are " +
+    "predicted to carry (the most probable class at or above its tuned threshold; white: no class called; grey: " +
+    "a cell of the mask this part has no prediction for). Filters work on cells: a field is shown when one of its " +
+    "cells has the chosen outcome (&quot;no error&quot;: when none of its cells has an error); confidence is the " +
+    "highest probability among its cells. Click a field for its numbered cells, their true and called classes. " +
+    esc(D.note);
+  const used = new Set(D.items.flatMap((it) => it.cells.map((u) => u.col)));
+  const sw = (color, label) => `<span class="sw"><i style="background:${color}"></i>${esc(label)}</span>`;
+  $("legend").innerHTML = C.map((n, k) => used.has(k) ? sw(D.colors[k], n) : "").join("") +
+    sw("#ffffff", "no class called") + sw("#808080", "not in this part");
+}
+const noun = CELL ? "fields" : "images";
+const total = D.items.reduce((n, it) => n + units(it).length, 0);
 function selected() {
   const c = +$("cls").value, want = $("outcome").value, sort = $("sort").value;
-  let rows = D.items.filter((it) => {
-    if (want === "all") return true;
-    if (c < 0) {
-      if (want === "err" || want === "ok") return (errors(it) > 0) === (want === "err");
-      return C.some((_, k) => outcome(it, k) === want);  // any class with that outcome
-    }
-    const o = outcome(it, c);
-    return want === "err" ? o === "FP" || o === "FN" : want === "ok" ? o === "TP" || o === "TN" : o === want;
-  });
-  const conf = (it) => c < 0 ? Math.max(...it.p) : it.p[c];
+  let rows = D.items.filter((it) => want === "ok" ? units(it).every((u) => matches(u, c, want))
+    : units(it).some((u) => matches(u, c, want)));
+  const best = (u) => c < 0 ? Math.max(...u.p.map((p) => p === null ? -1 : p)) : pv(u, c);
+  const conf = (it) => Math.max(...units(it).map(best));
   if (sort === "desc") rows = rows.slice().sort((a, b) => conf(b) - conf(a));
   if (sort === "asc") rows = rows.slice().sort((a, b) => conf(a) - conf(b));
   return rows;
 }
+// Per class, how many units of an item have each outcome.
+function tally(it) {
+  const t = {};
+  for (const u of units(it)) {
+    for (let k = 0; k < C.length; k++) {
+      const o = outcome(u, k);
+      if (o !== "TN") { t[k] = t[k] || {TP: 0, FP: 0, FN: 0}; t[k][o]++; }
+    }
+  }
+  return t;
+}
+const worst = (n) => n.FN ? "FN" : n.FP ? "FP" : "TP";
+function card(it, c, view) {
+  const src = it[view];
+  const img = src ? `<img src="${esc(src)}" alt="${esc(it.id)}" loading="lazy">` : '<div class="muted">no image</div>';
+  let o = "", line = "", tags;
+  if (!CELL) {
+    o = c >= 0 ? outcome(it, c) : "";
+    line = c >= 0 ? ` &middot; p ${fmt(it.p[c], 3)} ${o}` : "";
+    const pred = it.p.map((p, k) => [pv(it, k), k]).filter(([p, k]) => p >= T[k]).map(([p, k]) => k);
+    tags = [...new Set([...it.truth, ...pred])].map((k) => `<span class="tag ${outcome(it, k)}">` +
+      `${esc(C[k])} ${fmt(it.p[k], 2)}</span>`).join("");
+  } else {
+    const t = tally(it), says = (n) => ["TP", "FP", "FN"].filter((k) => n[k]).map((k) => `${n[k]} ${k}`).join(", ");
+    if (c >= 0) {
+      o = t[c] ? worst(t[c]) : "";
+      line = ` &middot; max p ${fmt(Math.max(...it.cells.map((u) => pv(u, c))), 3)}` + (t[c] ? `; ${says(t[c])}` : "");
+    }
+    tags = `<span class="tag">${it.cells.length} cells</span>` + Object.entries(t).map(([k, n]) =>
+      `<span class="tag ${worst(n)}">${esc(C[k])}: ${says(n)}</span>`).join("");
+  }
+  return `<div class="card ${o}" data-id="${esc(it.id)}">${img}<div class="id">${esc(it.id)}${line}</div>` +
+    `${tags}</div>`;
+}
 function render() {
-  const c = +$("cls").value, rows = selected(), n = D.page, pages = Math.max(1, Math.ceil(rows.length / n));
+  const c = +$("cls").value, want = $("outcome").value, rows = selected(), n = D.page;
+  const pages = Math.max(1, Math.ceil(rows.length / n));
   page = Math.min(page, pages - 1);
   const view = $("view").value;
-  $("grid").innerHTML = rows.slice(page * n, page * n + n).map((it) => {
-    const o = c >= 0 ? outcome(it, c) : "";
-    const pred = it.p.map((p, k) => [p, k]).filter(([p, k]) => p >= T[k]).map(([p, k]) => k);
-    const tags = [...new Set([...it.truth, ...pred])].map((k) => `<span class="tag ${outcome(it, k)}">` +
-      `${esc(C[k])} ${it.p[k].toFixed(2)}</span>`).join("");
-    const src = it[view];
-    const img = src ? `<img src="${esc(src)}" alt="${esc(it.id)}">` : '<div class="muted">no image</div>';
-    return `<div class="card ${o}" data-id="${esc(it.id)}">${img}<div class="id">${esc(it.id)}` +
-      (c >= 0 ? ` &middot; p ${it.p[c].toFixed(3)} ${o}` : "") + `</div>${tags}</div>`;
-  }).join("");
-  $("count").textContent = `${rows.length} of ${D.items.length} images`;
+  $("grid").innerHTML = rows.slice(page * n, page * n + n).map((it) => card(it, c, view)).join("");
+  let count = `${rows.length} of ${D.items.length} ${noun}`;
+  if (CELL) {
+    const hit = D.items.reduce((k, it) => k + it.cells.filter((u) => matches(u, c, want)).length, 0);
+    count += ` (${hit} of ${total} cells)`;
+  }
+  $("count").textContent = count;
   $("pageinfo").textContent = `page ${page + 1} of ${pages}`;
   $("prev").disabled = page === 0;
   $("next").disabled = page >= pages - 1;
 }
+function classRows(u) {
+  return C.map((name, k) => [k, pv(u, k)]).sort((a, b) => b[1] - a[1]).map(([k, p]) =>
+    `<tr><td>${esc(C[k])}</td><td>${fmt(u.p[k], 3)}</td><td>${T[k] > 1 ? "never" : T[k].toFixed(3)}</td>` +
+    `<td>${u.truth.includes(k) ? "yes" : ""}</td><td><span class="tag ${outcome(u, k)}">${outcome(u, k)}` +
+    `</span></td></tr>`).join("");
+}
+function cellRows(it) {
+  const c = +$("cls").value, want = $("outcome").value;
+  return it.cells.map((u) => {
+    const called = C.map((_, k) => k).filter((k) => pv(u, k) >= T[k]).sort((a, b) => pv(u, b) - pv(u, a));
+    // the most probable class the run can call (one it never predicts, threshold "never", is no near miss)
+    const can = C.map((_, k) => k).filter((k) => T[k] <= 1);
+    const top = (can.length ? can : C.map((_, k) => k)).reduce((a, b) => pv(u, b) > pv(u, a) ? b : a);
+    const sw = u.col >= 0 ? D.colors[u.col] : "#ffffff";
+    const calls = called.length ? called.map((k) => `<span class="tag ${outcome(u, k)}">${esc(C[k])} ` +
+      `${fmt(u.p[k], 2)}</span>`).join("") : `<span class="muted">none (highest: ${esc(C[top])} ` +
+      `${fmt(u.p[top], 2)})</span>`;
+    const truth = u.truth.map((k) => `<span class="tag ${outcome(u, k)}">${esc(C[k])} ${fmt(u.p[k], 2)}</span>`);
+    const hit = want !== "all" && matches(u, c, want) ? ' class="hit"' : "";
+    return `<tr${hit}><td class="n"><span class="sw"><i style="background:${sw}"></i></span>${u.c}</td>` +
+      `<td class="l">${truth.join("") || '<span class="muted">none</span>'}</td><td class="l">${calls}</td>` +
+      `<td>${errors(u) || ""}</td></tr>`;
+  }).join("");
+}
 function detail(id) {
   const it = D.items.find((x) => x.id === id);
-  const rows = C.map((name, k) => [k, it.p[k]]).sort((a, b) => b[1] - a[1]).map(([k, p]) =>
-    `<tr><td>${esc(C[k])}</td><td>${p.toFixed(3)}</td><td>${T[k] > 1 ? "never" : T[k].toFixed(3)}</td>` +
-    `<td>${it.truth.includes(k) ? "yes" : ""}</td><td><span class="tag ${outcome(it, k)}">${outcome(it, k)}` +
-    `</span></td></tr>`).join("");
-  const imgs = ["rgb", "green"].filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}">`);
-  const cams = Object.entries(it.cams).map(([k, src]) => `<figure><img src="${esc(src)}" alt="${D.method} ` +
-    `${esc(C[k])}"><figcaption>${esc(C[k])}: p ${it.p[k].toFixed(3)}, ${outcome(it, +k)}</figcaption></figure>`);
+  const views = CELL ? ["rgb_big", "green_big"] : ["rgb", "green"];
+  const imgs = views.filter((k) => it[k]).map((k) => `<img src="${esc(it[k])}" alt="${k} ${esc(id)}"` +
+    (CELL ? ' class="big"' : "") + ">");
+  const cams = Object.entries(it.cams || {}).map(([k, src]) => `<figure><img src="${esc(src)}" alt="${D.method} ` +
+    `${esc(C[k])}"><figcaption>${esc(C[k])}: p ${fmt(it.p[k], 3)}, ${outcome(it, +k)}</figcaption></figure>`);
   const camPart = cams.length ? `<h3>${esc(D.method)} maps (each scaled to its own maximum; no colour: a zero ` +
     `map, no evidence)</h3><div class="cams">${cams.join("")}</div>` : "";
+  const tableHtml = CELL ? `<p class="muted">Numbers on the picture: cell ids. Tags: probability and outcome at ` +
+    `the tuned threshold (green TP, orange FP, red FN). Highlighted: cells that match the filter.</p>` +
+    `<table><tr><th>cell</th><th class="l">true classes</th><th class="l">called classes</th><th>errors</th>` +
+    `</tr>${cellRows(it)}</table>`
+    : `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${classRows(it)}</table>`;
   $("detailbox").innerHTML = `<p><b>${esc(id)}</b> <button id="close">close</button></p>${imgs.join(" ")}` +
-    camPart + `<table><tr><th>class</th><th>p</th><th>threshold</th><th>true</th><th>outcome</th></tr>${rows}</table>`;
+    camPart + tableHtml;
+  $("detailbox").classList.toggle("wide", CELL);
   $("detail").style.display = "block";
   $("close").onclick = () => { $("detail").style.display = "none"; };
 }

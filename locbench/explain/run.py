@@ -84,6 +84,7 @@ def explain_run(
     localize: int = 32,
     strict: bool = True,
     force: bool = True,
+    part: str = "val",
 ) -> dict[str, Any]:
     """Write the error analysis, CAM grids and (synthetic data) localization check of one finished run.
 
@@ -108,6 +109,9 @@ def explain_run(
             recorded in the result's ``cam_error`` and the error tables are still written.
         force: Replace a non-empty ``out`` (the CLI's --force; the report rewrites its own folders). An ``out`` in
             the run folder (but its explain/) or in the dataset is refused either way.
+        part: Which stored predictions are explained: ``val`` (default) or ``test`` (``predictions/test.npz``, at
+            the thresholds tuned on validation; what a report scored on the test part shows). ``ids`` name images
+            of that part.
 
     Returns:
         A JSON-able dict: ``run``, ``out``, ``files`` (name -> path), ``cam_grids`` (``path``, ``method``,
@@ -132,12 +136,14 @@ def explain_run(
         )
     if not run_path.is_dir():
         raise LocbenchError(f"run folder {run_path} does not exist; pass a folder written by `locbench train`")
+    if part not in ("val", "test"):
+        raise LocbenchError(f"part must be val or test, not {part!r}")
     folder = RunDir(run_path)
-    stored = folder.read_predictions("val")
+    stored = folder.read_predictions(part)
     pred_ids, probs, targets = [str(i) for i in stored.ids], stored.probs, stored.targets
     names, thresholds = folder.read_thresholds(probs.shape[1])
     class_idx = _class_indices(classes, names)
-    rows_asked = _rows_of(ids, pred_ids, run_path) if ids else None
+    rows_asked = _rows_of(ids, pred_ids, run_path, part) if ids else None
 
     out_dir = folder.explain_dir
     if out is not None:  # never into the run folder (but its explain/) or the dataset; a non-empty one with force
@@ -152,6 +158,7 @@ def explain_run(
         "notes": [],
         "cam_error": None,
         "thumbs": {},
+        "part": part,
     }
     tables = error_tables(pred_ids, probs, targets, thresholds, names)
     files = result["files"]
@@ -234,14 +241,14 @@ def _class_indices(classes: Sequence[str | int] | None, names: list[str]) -> lis
     return list(dict.fromkeys(out))
 
 
-def _rows_of(ids: Sequence[str], pred_ids: list[str], run_path: Path) -> list[int]:
+def _rows_of(ids: Sequence[str], pred_ids: list[str], run_path: Path, part: str = "val") -> list[int]:
     where = {i: r for r, i in enumerate(pred_ids)}
     missing = [str(i) for i in ids if str(i) not in where]
     if missing:
         raise BadInputError(
-            f"{len(missing)} image id(s) not among the run's validation predictions ({run_path}/predictions/val.npz)",
+            f"{len(missing)} image id(s) not among the run's {part} predictions ({run_path}/predictions/{part}.npz)",
             missing,
-            "explain validation images of this run (their ids are in errors.md and the split's val part)",
+            f"explain {part} images of this run (their ids are in errors.md and the split's {part} part)",
         )
     return list(dict.fromkeys(where[str(i)] for i in ids))
 
@@ -345,7 +352,9 @@ def _cam_section(
             max_classes=max_classes,
         )
     if not groups:
-        result["notes"].append("no image to explain: no class has a positive or a prediction in the validation set")
+        result["notes"].append(
+            f"no image to explain: no class has a positive or a prediction in the {_part_word(result)} set"
+        )
     _cam_stage(result, run_path, groups, scored, class_idx=class_idx, **cam_options)
 
 
@@ -504,6 +513,10 @@ def batched_cams(model, images: np.ndarray, idx: list[int], lists: list[list[int
     return out
 
 
+def _part_word(result: dict[str, Any]) -> str:
+    return "test" if result.get("part") == "test" else "validation"
+
+
 def _localization(
     result: dict[str, Any],
     root: Path,
@@ -521,7 +534,7 @@ def _localization(
     files = result["files"]
     files["localization.json"] = str(atomic_write_json(out_dir / "localization.json", report))
     note = (
-        f"\n{report['n_images']} validation images, every true class, {method} maps; "
+        f"\n{report['n_images']} {_part_word(result)} images, every true class, {method} maps; "
         f"{report['skipped']} (image, class) pair(s) skipped (no carrying cell visible or an all-zero map).\n"
     )
     files["localization.md"] = str(atomic_write_text(out_dir / "localization.md", localization_markdown(report) + note))

@@ -50,7 +50,10 @@ def error_analysis(
         localize: Validation images scored by the localization check on synthetic data (0 = off).
         device: Where the maps are computed (``auto``, ``cpu``, ``cuda``, ...).
         browse: Also write the image browser of each explained run (``SWEEP/explain/RUN/browse/index.html``,
-            a thumbnail of every validation image) and link it from its section.
+            a thumbnail of every image of the scored part) and link it from its section.
+
+    Every part of a section is about the predictions the report's numbers are: the test part when the sweep is
+    scored on it (:attr:`SweepResults.part`), else validation; the section says which.
 
     Returns:
         A callable ``(sweep, analysis) -> [Section, ...]`` for ``build_report(extra_sections=[...])``. It raises
@@ -84,6 +87,7 @@ def error_analysis(
                     device=device,
                     page_dir=sweep.root,
                     browse=browse,
+                    part=sweep.part,
                 )
             )
         return sections
@@ -136,22 +140,32 @@ def run_section(
     device: str = "auto",
     page_dir: Path | None = None,
     browse: bool = False,
+    part: str = "val",
 ) -> Section:
     """The error-analysis section of one run; never raises for a run that cannot be analysed (it says why).
 
     ``page_dir``: the folder of the page the section goes into (its thumbnails are linked relative to it;
     default: two levels above ``out_dir``, the sweep folder of ``SWEEP/explain/RUN``). ``browse``: write the
-    run's image browser into ``out_dir/browse`` and link it.
+    run's image browser into ``out_dir/browse`` and link it. ``part``: the stored predictions shown (``val`` or
+    ``test``; the report passes the part its numbers are on).
     """
     seed = f", seed {run.seed}" if run.seed is not None else ""
     title = f"Error analysis: {run.run_id}"
+    images = "test images" if part == "test" else "validation images"
+    which = (
+        "its test part (images held out from training and from tuning the thresholds; the part the numbers above "
+        "are on), at the thresholds tuned on validation"
+        if part == "test"
+        else "its validation images (the part the numbers above are on), at its tuned thresholds"
+    )
     intro = (
-        f"Why the {what} (run {run.run_id}{seed}) predicts what it does. Errors are counted at the run's tuned "
-        "thresholds from its stored validation predictions. Files: "
-        f"{out_dir}."
+        f"Why the {what} (run {run.run_id}{seed}) predicts what it does. Every table, picture and map below is of "
+        f"the stored predictions of {which}. Files: {out_dir}."
     )
     try:
-        res = explain_run(run.path, out=out_dir, n=n, method=method, localize=localize, device=device, strict=False)
+        res = explain_run(
+            run.path, out=out_dir, n=n, method=method, localize=localize, device=device, strict=False, part=part
+        )
     except LocbenchError as e:
         return Section(title, *_join(para(intro), para(f"No error analysis for this run: {e}")))
     except Exception as e:
@@ -164,20 +178,20 @@ def run_section(
     rel = _relative(out_dir, page_dir or out_dir.parent.parent)
     if browse and not res["cam_error"]:  # the images are readable (a cell-level run is refused, with a note)
         try:
-            page = write_browser(run.path, out=out_dir / "browse", part="val", force=True)
+            page = write_browser(run.path, out=out_dir / "browse", part=part, force=True)
         except LocbenchError as e:
             parts.append(para(f"No image browser for this run: {e}."))
         else:
             link = f"{rel}/browse/{page.name}"
             parts.append(
                 (
-                    f"Image browser of every validation image: {page}\n\n",
-                    f'<p class="browse"><a href="{link}">Browse every validation image of this run</a> (thumbnails, '
+                    f"Image browser of every one of its {images}: [{link}]({link})\n\n",
+                    f'<p class="browse"><a href="{link}">Browse all {images} of this run</a> (thumbnails, '
                     "true and predicted classes, filters by class and outcome; a page beside this report).</p>",
                 )
             )
     tables = json.loads(Path(files["errors.json"]).read_text(encoding="utf-8"))
-    md_err = errors_markdown(tables, max_pairs=10, max_images=3)
+    md_err = _demote(errors_markdown(tables, max_pairs=10, max_images=3))
     html_err = _fit_page(_demote(errors_html(tables, max_pairs=10, max_images=3)))
     thumbs = res.get("thumbs") or {}
     if thumbs:
@@ -189,7 +203,12 @@ def run_section(
             + hardest_strips(tables, thumbs, rel)
             + (f"<details><summary>The same as tables of image ids</summary>{sep}{rest}</details>" if sep else "")
         )
-    parts.append((_demote(md_err), html_err))
+        # Markdown: the same pictures (the same files) before the tables of ids, which keep their own headings.
+        for name in ("Most confused class pairs", "Hardest images"):
+            md_err = md_err.replace(f"### {name}\n", f"### {name}: image ids\n")
+        head, sep, rest = md_err.partition("### Most confused class pairs: image ids")
+        md_err = head + pair_strips_md(tables, thumbs, rel) + hardest_strips_md(tables, thumbs, rel) + sep + rest
+    parts.append((md_err, html_err))
     parts.append(
         (
             "Per-class AP and F1 against class frequency: perf_vs_frequency.png (in report.html).\n\n",
@@ -234,6 +253,7 @@ def _cam_part(res: dict[str, Any], method: str) -> tuple[str, str]:
 
 def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
     loc = res["localization"]
+    part = "test" if res.get("part") == "test" else "validation"
 
     def f(x: float | None, sign: str = "") -> str:
         return "–" if x is None else f"{x:{sign}.3f}"
@@ -251,7 +271,7 @@ def _localization_part(res: dict[str, Any]) -> tuple[str, str]:
         f"Field share: the share of CAM mass inside the carrying cells; chance: the share of the field they cover "
         f"(what a map blind to the image scores). Cell share, on images where only some cells carry the class: "
         f"the share of the in-cell mass on those cells, against their share of the cell area. "
-        f"{loc['n_images']} validation images, every true class, {loc['method']} maps; {loc['skipped']} (image, "
+        f"{loc['n_images']} {part} images, every true class, {loc['method']} maps; {loc['skipped']} (image, "
         "class) pair(s) left out: no carrying cell visible at the model's resolution, or an all-zero map (no "
         "positive evidence at the target layer, common for classes a model has barely learnt)."
     )
@@ -313,6 +333,66 @@ def pair_strips(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], rel: 
         "instead of the other. Captions: probability of the first / of the second class."
     )
     return "<h3>Most confused class pairs</h3>" + para(note)[1] + "".join(rows)
+
+
+def hardest_strips_md(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    """Markdown: :func:`hardest_strips` as a table of thumbnails (the same files, linked by relative path)."""
+    rows = []
+    for name, h in tables["hardest"].items():
+        cells = [
+            _md_images([(r["id"], f"p {r['prob']:.2f}") for r in h[key][:STRIP_IMAGES]], thumbs, rel)
+            for key in ("false_negatives", "false_positives")
+        ]
+        if any(cells):
+            rows.append(f"| {_md_cell(name)} | {cells[0] or '–'} | {cells[1] or '–'} |")
+    if not rows:
+        return "### Hardest images\n\nNo errors.\n\n"
+    return (
+        "### Hardest images\n\nMissed: true images of the class with the lowest probability; false alarms: images "
+        "without it with the highest. Each image: the composite of the stains (a click opens the green stain alone; "
+        "hover for the id), then its probability.\n\n"
+        "| class | missed | false alarms |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+
+
+def pair_strips_md(tables: dict[str, Any], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    """Markdown: :func:`pair_strips` as a table of thumbnails (the same files, linked by relative path)."""
+    pairs = tables["confused_pairs"][:STRIP_PAIRS]
+    if not pairs:
+        return "### Most confused class pairs\n\nNo image has both a false positive and a missed class.\n\n"
+    rows = []
+    for p in pairs:
+        items = [(e["id"], f"{e['fp_prob']:.2f} / {e['fn_prob']:.2f}") for e in p.get("examples", [])[:STRIP_IMAGES]]
+        rows.append(
+            f"| {_md_cell(p['fp_class'])} | {_md_cell(p['fn_class'])} | {p['count']} | "
+            f"{_md_images(items, thumbs, rel) or '–'} |"
+        )
+    return (
+        "### Most confused class pairs\n\nImages where the first class was a false positive and the second a false "
+        "negative. After each image: the probability of the first / of the second class.\n\n"
+        "| predicted | missed | images | examples |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+    )
+
+
+def _md_images(items: list[tuple[str, str]], thumbs: dict[str, dict[str, str]], rel: str) -> str:
+    """Inline Markdown images (the composite; hover: the full id) linking to the green stain alone; an unreadable
+    field by its id."""
+    out = []
+    for image_id, caption in items:
+        t = thumbs.get(image_id)
+        full = _md_cell(image_id).replace('"', "'")
+        short = image_id if len(image_id) <= 14 else image_id[:12] + "…"
+        alt = _md_cell(short).replace("[", "(").replace("]", ")")
+        if t is None:
+            out.append(f"{full} (no image) {_md_cell(caption)}")
+            continue
+        rgb, green = (f"{rel}/{quote(t[k])}" for k in ("rgb", "green"))
+        out.append(f'[![{alt}]({rgb} "{full}")]({green}) {_md_cell(caption)}')
+    return " ".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _group(label: str, kind: str, items: list[tuple[str, str]], thumbs: dict[str, dict[str, str]], rel: str) -> str:

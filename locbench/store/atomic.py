@@ -87,8 +87,11 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
     return n
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None], *, sync: bool = True) -> Path:
     """Call ``writer(fileobj)`` on a temporary file beside ``path`` and rename it to ``path`` when done.
+
+    ``sync=False`` skips the fsync before the rename: a killed process still never leaves a half file, only a
+    machine crash can; for files that are cheap to make again (thumbnails), where the fsync is half the time.
 
     Raises:
         WriteError: the file could not be written (nothing is left under ``path`` or beside it).
@@ -106,7 +109,8 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) ->
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         try:

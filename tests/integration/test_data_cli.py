@@ -38,6 +38,28 @@ def test_data_info_text(tiny, capsys):
     assert "kaggle2018" in out and "64x64 uint8" in out and "25 Cytosol" in out
 
 
+def test_data_info_counts_cells_and_draws_outlines_of_synthetic_masks(tmp_path, capsys):
+    from locbench.cells.segment import mask_path, read_mask
+    from locbench.data.synth import synthesize
+
+    data = synthesize(tmp_path / "data", images=6, size=64, cells_per_field=(2, 4), seed=5)
+    ids = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
+    counts = [len(np.unique(read_mask(mask_path(data / "masks", i)))) - 1 for i in ids]
+    assert main(["data", "info", str(data), "--json"]) == 0
+    masks = json.loads(capsys.readouterr().out)["masks"]
+    assert masks["with_mask"] == 6 and masks["missing"] == [] and masks["max"] == max(counts)
+    assert list(masks["cells"].values()) == counts and "overlays" not in masks
+    out = tmp_path / "outlines"
+    assert main(["data", "info", str(data), "--overlay", str(out), "--overlay-fields", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "6 of 6 fields have one" in text and f"2 pictures in {out}" in text
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.png" for i in ids[:2])
+    # never into the dataset; --masks must be a folder
+    assert main(["data", "info", str(data), "--overlay", str(data / "o")]) == 2
+    assert main(["data", "info", str(data), "--masks", str(tmp_path / "none")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
 def test_cache_command_builds_then_reuses(real_data, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)
     args = [

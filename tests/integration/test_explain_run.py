@@ -313,3 +313,18 @@ def test_report_shows_hardest_images_and_confused_pairs_as_thumbnails(vit_run, t
         first = errors["confused_pairs"][0]
         assert first["examples"] and "predicted, " in section[section.index("Most confused class pairs") :]
     assert "<details><summary>The same as tables of image ids</summary>" in section
+    # report.md shows the same thumbnails (composite, linking the green stain), before its tables of ids
+    md = (sweep / "report.md").read_text()
+    md = md[md.index("## Error analysis: vit") :]
+    linked = re.findall(r"\]\((explain/vit/thumbs/[^)\s]+\.jpg)", md)
+    assert linked and set(linked) <= set(files) and all((sweep / unquote(s)).is_file() for s in linked)
+    assert md.index("| class | missed | false alarms |") < md.index("### Hardest images: image ids")
+    # the run holds out a test part: the section, its tables, thumbnails and browser are of it, and say so
+    from locbench.store.rundir import RunDir
+
+    test_ids = {str(i) for i in RunDir(sweep / "vit").read_predictions("test").ids}
+    assert json.loads((sweep / "explain" / "vit" / "explain.json").read_text())["part"] == "test"
+    assert "stored predictions of its test part" in section and "Browse all test images" in section
+    named = {r["id"] for h in errors["hardest"].values() for k in ("false_negatives", "false_positives") for r in h[k]}
+    assert named and named <= test_ids
+    assert "Images of vit (test)" in (sweep / "explain" / "vit" / "browse" / "index.html").read_text()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from locbench.errors import LocbenchError
 from locbench.explain.browser import PAGE_SIZE, write_browser
 from locbench.report import build_report
 from locbench.report.explain_section import error_analysis
@@ -115,6 +116,52 @@ def test_image_browser_loads_and_its_filters_show_the_right_images(trained_run: 
     assert all(s.startswith("thumbs/") for s in pictures) and len(maps) == 3
     assert all(s.startswith("cams/") and "_gradcam_" in s for s in maps)
     assert all((page.parent / s).read_bytes()[:3] == b"\xff\xd8\xff" for s in maps)
+
+
+@pytest.fixture(scope="module")
+def cell_run(tmp_path_factory) -> Path:
+    from fixtures.synth_data import one_torch_thread
+
+    from locbench.config import load_config
+    from locbench.data.synth import synthesize
+    from locbench.engine.fit import train
+
+    root = tmp_path_factory.mktemp("cellpages")
+    data = synthesize(root / "data", images=16, size=64, cells_per_field=(2, 4), seed=3)
+    overrides = {"data.path": str(data), "data.cache_dir": str(root / "cache"), "data.img_size": 32,
+                 "data.workers": 0, "data.channels": "rgby", "data.val_frac": 0.5, "data.test_frac": 0,
+                 "model.backbone": "test_resnet", "train.level": "cell", "train.epochs": 1, "train.batch_size": 8,
+                 "train.device": "cpu", "log.progress": "lines"}  # fmt: skip
+    with one_torch_thread():
+        return train(load_config(None, overrides), root / "run")
+
+
+def test_cell_browser_filters_cells_and_shows_each_fields_cells(cell_run: Path):
+    page = write_browser(cell_run, part="val")
+    found = open_in_chromium(page)
+    assert found["errors"] == []
+    assert found["images"] and all(i["ok"] for i in found["images"]), found["images"]
+    stored = RunDir(cell_run).read_predictions("val")
+    _, thr = RunDir(cell_run).read_thresholds()
+    fields = np.array([str(i).rpartition("/")[0] for i in stored.ids])
+    order = list(dict.fromkeys(fields))
+    pred, truth = stored.probs >= thr[None, :], stored.targets.astype(bool)
+    kinds = {"TP": pred & truth, "FP": pred & ~truth, "FN": ~pred & truth}
+    kinds["err"] = kinds["FP"] | kinds["FN"]
+    for f in found["filters"]:
+        c, o = f["cls"], f["outcome"]
+        hit = np.ones(len(fields), bool) if o == "all" else kinds[o].any(axis=1) if c < 0 else kinds[o][:, c]
+        shown = sorted(set(fields[hit]))  # a field is shown when one of its cells has the outcome
+        want = f"{len(shown)} of {len(order)} fields ({int(hit.sum())} of {len(fields)} cells)"
+        assert f["count"] == want, f
+        assert f["cards"] == min(len(shown), PAGE_SIZE), f
+    # a click on the first field: one row per cell of it, the larger numbered pictures
+    assert found["detail_rows"] == 1 + int((fields == order[0]).sum())
+    assert len(found["detail_images"]) == 2 and all(s.endswith("_big.jpg") for s in found["detail_images"])
+    # outlines in the colour of each cell's called class are in the pictures (white: no call)
+    assert len(list((page.parent / "thumbs").glob("*.jpg"))) == 4 * len(order)
+    with pytest.raises(LocbenchError, match="cell-level run"):
+        write_browser(cell_run, part="val", cams="gradcam", out=page.parent.parent / "nocams")
 
 
 def test_report_with_thumbnails_and_browser_link_loads_with_every_image(trained_run: Path):
