@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 
 from locbench.engine.callbacks import LINE_EVERY_S, duration
@@ -46,6 +46,37 @@ def rows_key(*, checkpoint: str, model: torch.nn.Module, ids: Sequence[str], set
     for i in ids:
         h.update(str(i).encode("utf-8") + b"\0")
     return h.hexdigest()
+
+
+class _Failed:
+    """An item that could not be read, by its error's message (an error raised in a loader process reaches the
+    main process as the text of a traceback; this one arrives as the message locbench gives the user)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Guarded(Dataset):
+    """The items of ``dataset``; one that raises a :class:`~locbench.errors.LocbenchError` (an unreadable image)
+    becomes a :class:`_Failed`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, k: int):
+        try:
+            return self.dataset[k]
+        except LocbenchError as e:
+            return _Failed(str(e))
+
+
+def _collate(items: list):
+    """The default batch, or the first :class:`_Failed` item of it."""
+    failed = next((it for it in items if isinstance(it, _Failed)), None)
+    return failed if failed is not None else default_collate(items)
 
 
 class Progress:
@@ -117,11 +148,16 @@ def stream_probs(
     kept: list[np.ndarray] = []
     if done < n:
         todo = dataset if done == 0 else Subset(dataset, range(done, n))
-        loader = make_loader(todo, batch_size=batch_size, workers=workers, pin=device.type == "cuda")
+        loader = make_loader(
+            _Guarded(todo), batch_size=batch_size, workers=workers, pin=device.type == "cuda", collate_fn=_collate
+        )
         bar = Progress(n, done, what=what, mode=progress)
         try:
             with torch.no_grad():
-                for x, _ in loader:
+                for batch in loader:
+                    if isinstance(batch, _Failed):
+                        raise LocbenchError(batch.message)
+                    x = batch[0]
                     p = forward_probs(model, x, device).numpy()
                     if rows is not None:
                         rows.append(p)

@@ -58,6 +58,7 @@ def _predict_args(run, data, out, *extra):
     return ["predict", str(run), "--data", str(data), "--out", str(out), "--device", "cpu", "--workers", "0", *extra]
 
 
+@pytest.mark.slow  # a locbench subprocess, killed
 def test_predict_killed_mid_way_continues_to_the_same_bytes(trained_run, kit, tmp_path, decodes, caplog):
     reference = tmp_path / "reference.csv"
     assert main(_predict_args(trained_run, kit.data, reference)) == 0
@@ -79,6 +80,7 @@ def test_predict_killed_mid_way_continues_to_the_same_bytes(trained_run, kit, tm
     assert not partial.exists()
 
 
+@pytest.mark.slow  # a locbench subprocess, killed
 def test_a_partial_file_of_another_command_is_started_over(trained_run, kit, tmp_path, decodes, caplog):
     out = tmp_path / "out.csv"
     _killed_at_batch(_predict_args(trained_run, kit.data, out), 2)  # one batch of all 48 fields kept
@@ -98,6 +100,7 @@ def test_a_partial_file_of_another_command_is_started_over(trained_run, kit, tmp
     assert out.read_bytes() == reference.read_bytes()
 
 
+@pytest.mark.slow  # a locbench subprocess, killed
 def test_evaluate_killed_mid_way_continues_to_the_same_result(trained_run, kit, tmp_path, decodes):
     args = ["evaluate", str(trained_run), "--split", "all", "--device", "cpu", "--workers", "0"]
     reference = tmp_path / "reference.json"
@@ -135,3 +138,21 @@ def test_row_log_keeps_whole_batches_and_refuses_none(tmp_path):
     assert RowLog(path, key="b", columns=3).read().shape == (0, 3)
     with pytest.raises(ValueError):
         log.append(np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_unreadable_image_is_named_with_loader_workers_too(trained_run, kit, tmp_path, capsys, workers):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train.csv").write_bytes((kit.data / "train.csv").read_bytes())
+    for f in (kit.data / "train").iterdir():
+        (data / "train" / f.name).hardlink_to(f)
+    fid = (data / "train.csv").read_text().splitlines()[1 + 40].split(",")[0]  # field 41: in the third batch
+    bad = data / "train" / f"{fid}_green.png"
+    bad.unlink()
+    bad.write_bytes(b"")  # a file of its own: the shared dataset's is untouched
+    out = tmp_path / "p.csv"
+    assert main([*_predict_args(trained_run, data, out)[:-1], workers]) == 2
+    err = capsys.readouterr().err
+    assert bad.name in err and "empty" in err and "Traceback" not in err
+    assert not out.exists() and partial_path(out).stat().st_size == HEADER_BYTES + 2 * BATCH * 19 * 4
