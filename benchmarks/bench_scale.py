@@ -37,6 +37,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -129,7 +130,9 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    resumed = re.search(r"(\d+) of \d+ \w+ already done", err)
     return {
+        "resumed_from": int(resumed.group(1)) if resumed else 0,
         "wall_s": wall,
         "cpu_s": cpu,
         "peak_rss_mb": mem.rss_kb / 1024,
@@ -137,6 +140,29 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict:
         "processes": mem.most_processes,
         "log_tail": err.strip().splitlines()[-3:],
     }
+
+
+def kill_and_resume(cmd: list[str], out: Path, *, n: int, env: dict[str, str]) -> dict:
+    """``cmd`` (a predict writing ``out``) killed with SIGKILL, with its loader workers, once a third of its ``n``
+    rows (at least one batch) are kept in its partial file; then the same command again: how many rows it found
+    done, and its record."""
+    from locbench.store.partial import HEADER_BYTES, partial_path
+
+    partial = partial_path(out)
+    out.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    kept = 0
+    while proc.poll() is None:
+        kept = (partial.stat().st_size - HEADER_BYTES) // (4 * CLASSES) if partial.exists() else 0
+        if kept >= max(1, n // 3):
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this Popen started: predict and its loader workers
+            break
+        time.sleep(0.05)
+    proc.wait()
+    if out.exists():
+        raise RuntimeError(f"predict finished before it could be killed ({kept} of {n} rows kept)")
+    return {"killed_with_rows": kept, **measured(cmd, env)}
 
 
 def loop_seconds(record: dict, n: int) -> float | None:
@@ -208,13 +234,19 @@ def bare_forward(*, backbone: str, n: int, batch: int, size: int) -> dict:
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "fields": n}
 
 
-def cells_section(farm: Path, n: int, workers: list[int], quick: bool) -> dict | None:
-    """Helper E's segmentation and crop measurements (``benchmarks/scale_cells.py``), when the file exists."""
+def cells_section(work: Path, sizes: list[int], workers: list[int], quick: bool) -> dict | None:
+    """Helper E's segmentation and crop measurements (``benchmarks/scale_cells.py``: ``measure(root, n_fields,
+    workers, quick)`` at each size, in its own working folder), when the file exists; its table is printed."""
     path = Path(__file__).resolve().parent / "scale_cells.py"
     if not path.is_file():
         print("\nsegment and cell crops: skipped (benchmarks/scale_cells.py is not there)")
         return None
-    return load_module(path, "scale_cells").measure(farm, n, workers, quick)
+    cells = load_module(path, "scale_cells")
+    results = [cells.measure(work / "cells", n, workers, quick) for n in sizes]
+    if hasattr(cells, "render"):
+        print("\nsegment and cell crops (benchmarks/scale_cells.py)\n")
+        print(cells.render(results))
+    return {"results": results}
 
 
 # --------------------------------------------------------------------------------------------------------- main
@@ -233,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a few fields at 64 px: seconds, for the test suite")
     args = p.parse_args(argv)
     if args.quick:  # every code path once: two sizes (the memory ratio), one worker count
-        args.fields, args.workers, args.img_size, args.batch = "4,8", "2", 64, 4
+        args.fields, args.workers, args.img_size, args.batch = "4,12", "2", 64, 4
     sizes = sorted({int(v) for v in args.fields.split(",")})
     workers = sorted({int(v) for v in args.workers.split(",")})
     if not (REAL / "kaggle2021" / "train.csv").is_file():
@@ -291,6 +323,19 @@ def run_all(work: Path, *, sizes: list[int], workers: list[int], args, env: dict
             if lines != n:
                 raise RuntimeError(f"predict wrote {lines} rows for {n} fields")
             records.append({"step": "predict", "workers": w, "fields": n, **r, "loop_s": loop_seconds(r, n)})
+    # kill -9 a third of the way through the largest predict, then the same command: it must continue, not start
+    # over, and write the bytes of the uninterrupted run
+    w = workers[-1]
+    out = work / f"pred_{n_max}_w{w}_killed.csv"
+    cmd = ["predict", str(run), "--data", str(farms[n_max]), "--out", str(out), "--device", "cpu", "--workers", str(w)]
+    resume = kill_and_resume(locbench_cmd(*cmd), out, n=n_max, env=env)
+    resume["same_bytes"] = out.read_bytes() == (work / f"pred_{n_max}_w{w}.csv").read_bytes()
+    resume["loop_s"] = loop_seconds(resume, n_max - resume["resumed_from"])
+    print(
+        f"predict killed (SIGKILL) with {resume['killed_with_rows']} of {n_max} rows kept; the same command found "
+        f"{resume['resumed_from']} done, decoded the rest and wrote "
+        f"{'the same bytes as' if resume['same_bytes'] else 'OTHER BYTES THAN'} the uninterrupted run"
+    )
     for r in records:
         rows.append(
             [r["step"], r["workers"], r["fields"], r["wall_s"], r["fields"] / r["wall_s"], r.get("loop_s"), r["cpu_s"]]
@@ -321,7 +366,7 @@ def run_all(work: Path, *, sizes: list[int], workers: list[int], args, env: dict
         )
     print()
     print(table(headers, rows, markdown=True))
-    cells = cells_section(farms[n_max], n_max, workers, args.quick)
+    cells = cells_section(work, sizes, workers, args.quick)
     return {
         "host": host(),
         "settings": {
@@ -338,6 +383,7 @@ def run_all(work: Path, *, sizes: list[int], workers: list[int], args, env: dict
         "bare_forward": forward,
         "commands": records,
         "targets": targets,
+        "kill_resume": {"workers": w, "fields": n_max, **resume},
         "cells": cells,
     }
 

@@ -27,11 +27,11 @@ def test_bench_scale_quick(tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     res = json.loads((tmp_path / "s.json").read_text())
-    assert res["settings"]["fields"] == [4, 8] and res["settings"]["workers"] == [2]
-    assert res["bare_decode"]["fields"] == 8 and res["bare_decode"]["wall_s"] > 0
-    assert res["bare_forward"]["fields"] == 8 and res["bare_forward"]["wall_s"] > 0
+    assert res["settings"]["fields"] == [4, 12] and res["settings"]["workers"] == [2] and "cells" in res
+    assert res["bare_decode"]["fields"] == 12 and res["bare_decode"]["wall_s"] > 0
+    assert res["bare_forward"]["fields"] == 12 and res["bare_forward"]["wall_s"] > 0
     steps = [(r["step"], r["workers"], r["fields"]) for r in res["commands"]]
-    assert steps == [("cache", 2, 8), ("predict", 2, 4), ("predict", 2, 8)]
+    assert steps == [("cache", 2, 12), ("predict", 2, 4), ("predict", 2, 12)]
     for r in res["commands"]:
         # a main process and its loader / cache workers were seen, each with real memory
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["processes"] >= 2 and r["peak_pss_mb"] > 50
@@ -39,6 +39,9 @@ def test_bench_scale_quick(tmp_path, capsys):
     t = res["targets"]["predict_w2"]
     assert t["wall_over_bare_sum"] > 0 and t["peak_pss_ratio_largest_over_smallest"] > 0
     out = capsys.readouterr().out
-    assert "wall / (bare forward + bare decode)" in out and "| predict | 2 | 8 |" in out
+    assert "wall / (bare forward + bare decode)" in out and "| predict | 2 | 12 |" in out
     # each predict wrote one row per field into the work folder
-    assert (tmp_path / "w" / "pred_8_w2.csv").read_text().count("\n") == 9
+    assert (tmp_path / "w" / "pred_12_w2.csv").read_text().count("\n") == 13
+    # killed a third of the way, the same command continued from the batches kept and wrote the same bytes
+    kill = res["kill_resume"]
+    assert kill["same_bytes"] and 4 <= kill["killed_with_rows"] <= kill["resumed_from"] < 12
