@@ -33,8 +33,9 @@ def test_bench_scale_quick(tmp_path, capsys):
     steps = [(r["step"], r["workers"], r["fields"]) for r in res["commands"]]
     assert steps == [("cache", 2, 12), ("predict", 2, 4), ("predict", 2, 12)]
     for r in res["commands"]:
-        # a main process and its loader / cache workers were seen, each with real memory
-        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["processes"] >= 2 and r["peak_pss_mb"] > 50
+        # each measured with real memory; the cache decodes in its own process below 128 fields
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_pss_mb"] > 50
+        assert r["processes"] >= (2 if r["step"] == "predict" else 1)  # predict: its loader workers were seen
     assert all(r["loop_s"] and 0 < r["loop_s"] < r["wall_s"] for r in res["commands"] if r["step"] == "predict")
     t = res["targets"]["predict_w2"]
     assert t["wall_over_bare_sum"] > 0 and t["peak_pss_ratio_largest_over_smallest"] > 0
