@@ -101,7 +101,3 @@ class RowLog:
         data = np.fromfile(self.path, dtype=np.uint8, offset=HEADER_BYTES)
         n = len(data) // self.row_bytes
         return data[: n * self.row_bytes].view(np.float32).reshape(n, self.columns).copy()
-
-    def remove(self) -> None:
-        """Delete the file (its output is written)."""
-        self.path.unlink(missing_ok=True)
