@@ -17,7 +17,12 @@ def add_parser(sub) -> None:
         help="val, test or all (default: the run's test part, val for a run without one)",
     )
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes that decode the next images while the model runs (default: the run's data.workers)",
+    )
     p.add_argument("--out", type=out_path, help="metrics JSON (default RUN_DIR/eval/<split>.json)")
     p.add_argument("--level", choices=["image", "cell"], help="cell: the HPA 2021 per-cell metric (default: the run's)")
     p.add_argument("--truth-masks", default=None, help="--level cell: true masks (default DATA/masks + cells.csv)")

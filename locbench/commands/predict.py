@@ -19,7 +19,12 @@ def add_parser(sub) -> None:
         help="csv: id, labels, names, probabilities; kaggle2018: that competition's submission",
     )
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader processes that decode the next images while the model runs (default: the run's data.workers)",
+    )
     p.add_argument(
         "--level", choices=["image", "cell"], help="cell: the 2021 competition submission (default: the run's level)"
     )

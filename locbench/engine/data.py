@@ -179,7 +179,9 @@ class EpochSampler(Sampler[int]):
         return len(self._indices())
 
 
-def make_loader(dataset, *, batch_size: int, workers: int, sampler=None, pin: bool = False) -> DataLoader:
+def make_loader(
+    dataset, *, batch_size: int, workers: int, sampler=None, pin: bool = False, collate_fn=None
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -189,6 +191,7 @@ def make_loader(dataset, *, batch_size: int, workers: int, sampler=None, pin: bo
         pin_memory=pin,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        collate_fn=collate_fn,
     )
 
 

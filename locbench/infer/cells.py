@@ -120,7 +120,7 @@ def _cell_probs(run: FinishedRun, table: Any, cells: Any, masks_dir: Path, *, de
         masked=cfg.cell.masked,
         index=cells,
     )
-    return infer_probs(run, ds, device=device, workers=workers)
+    return infer_probs(run, ds, device=device, workers=workers, what="cells")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from locbench.data.formats import Table, table_from_config
 from locbench.data.schemes import SCHEMES, ClassScheme
 from locbench.data.splits import load_split
 from locbench.engine import checkpoint as ckpt
-from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import Accel, pick_device
 from locbench.engine.inputs import Normalize
 from locbench.errors import LocbenchError
+from locbench.infer.stream import rows_key, stream_probs
 from locbench.metrics import compute_metrics, crossfit_metrics, never_predicted, small_sample_note
 from locbench.models import ProbabilityMean, build_model, quirks, tta_views
-from locbench.store.atomic import atomic_write_text
+from locbench.store.atomic import atomic_write
+from locbench.store.partial import RowLog, partial_path
 from locbench.store.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -146,14 +148,26 @@ def run_level(path: str | os.PathLike) -> str:
 
 
 def infer_probs(
-    run: FinishedRun, dataset, *, device: str = "auto", batch_size: int | None = None, workers: int | None = None
+    run: FinishedRun,
+    dataset,
+    *,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    partial: str | os.PathLike | None = None,
+    ids: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
+    what: str = "fields",
 ) -> np.ndarray:
-    """(N, C) float32 probabilities of the run's best model for every item of ``dataset``.
+    """(N, C) float32 probabilities of the run's best model for every item of ``dataset``, streamed
+    (:func:`~locbench.infer.stream.stream_probs`: decoding overlaps the model, only the probabilities are kept).
 
     Batches are twice the run's training batch (no gradients are kept) and ``workers`` defaults to the run's
     ``data.workers``, unless given. The model runs as in the run's validation (:class:`~locbench.engine.device.Accel`
     of its ``train.amp``, ``train.channels_last`` and ``train.gpu_paths_on_cpu`` on this device): the thresholds were
-    tuned on probabilities computed that way.
+    tuned on probabilities computed that way. With ``partial`` (a file, :func:`~locbench.store.partial.partial_path`
+    of the output), each batch is kept there as it finishes and a re-run continues after the last one kept; ``ids``
+    (one per item) and ``settings`` (what else changes the numbers) tell whether the file is of the same pass.
     """
     cfg = run.config
     batch_size = cfg.train.batch_size * 2 if batch_size is None else batch_size
@@ -161,15 +175,28 @@ def infer_probs(
     dev = pick_device(device)
     accel = Accel.for_config(cfg.train, dev, quirks(cfg.model.backbone))
     model = accel.place(run.model(dev))
-    loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin=accel.pin)
-    probs = []
-    with torch.no_grad():
-        for x, _ in loader:
-            x = accel.layout(to_unit(x.to(dev, non_blocking=True)))
-            with accel.autocast():
-                logits = model(x)
-            probs.append(torch.sigmoid(logits.float()).cpu())
-    return torch.cat(probs).numpy().astype(np.float32)
+    rows = None
+    if partial is not None:
+        if ids is None or len(ids) != len(dataset):
+            raise ValueError("a resumable pass needs one id per item")
+        key = rows_key(
+            checkpoint=str(run.meta.get("sha256", run.path)),
+            model=model,
+            ids=ids,
+            settings={**(settings or {}), "batch_size": batch_size, "device": dev.type, "accel": accel.describe()},
+        )
+        rows = RowLog(partial, key=key, columns=len(run.class_names))
+    return stream_probs(
+        model,
+        dataset,
+        accel=accel,
+        columns=len(run.class_names),
+        batch_size=batch_size,
+        workers=workers,
+        rows=rows,
+        progress=cfg.log.progress,
+        what=what,
+    )
 
 
 def field_probs(
@@ -179,13 +206,22 @@ def field_probs(
     *,
     device: str = "auto",
     workers: int | None = None,
+    partial: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """:func:`infer_probs` of the whole fields of ``table`` (rows ``indices``, default all), at the run's image size."""
+    """:func:`infer_probs` of the whole fields of ``table`` (rows ``indices``, default all), at the run's image size,
+    decoded from the files (``partial``: see :func:`infer_probs`)."""
     cfg = run.config
     indices = np.arange(len(table)) if indices is None else indices
     channels = run.meta.get("channels", cfg.data.channels)
     ds = FieldDataset(table, indices, channels=channels, size=cfg.data.img_size, resize_policy=cfg.data.resize)
-    return infer_probs(run, ds, device=device, workers=workers)
+    settings = {
+        "images": str(table.image_dir),
+        "channels": list(ds.channels),
+        "size": ds.size,
+        "resize": ds.resize_policy,
+    }
+    ids = [table.ids[i] for i in indices]
+    return infer_probs(run, ds, device=device, workers=workers, partial=partial, ids=ids, settings=settings)
 
 
 def check_compatible(run: FinishedRun, table: Table) -> None:
@@ -246,7 +282,9 @@ def evaluate(
     table = table_from_config(cfg.data, path=data)
     check_compatible(run, table)
     indices, name = split_rows(run, table, split, other_data=data is not None)
-    probs = field_probs(run, table, indices, device=device, workers=workers)
+    # the probabilities are kept beside the result as they are computed: a killed evaluation continues
+    partial = partial_path(run.folder.eval_path(name, out=out))
+    probs = field_probs(run, table, indices, device=device, workers=workers, partial=partial)
     targets = table.targets[indices]
     at_half = compute_metrics(probs, targets, class_names=run.class_names, thresholds=0.5)
     tuned, how = _tuned_metrics(run, table, indices, name, probs, targets)
@@ -276,6 +314,7 @@ def evaluate(
         },
     }
     out_path = run.folder.write_eval(name, result, out=out)
+    partial.unlink(missing_ok=True)
     result["path"] = str(out_path)
     result["_metrics_at_half"] = at_half
     result["_metrics_tuned"] = tuned
@@ -328,23 +367,31 @@ def predict(
         raise LocbenchError(f"--format {output_format!r}: use csv or kaggle2018")
     run = as_run(path)
     table = prediction_table(run, data)
-    probs = field_probs(run, table, device=device, workers=workers)
-    pred = probs >= run.thresholds[None, :]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    if output_format == "kaggle2018":
-        w.writerow(["Id", "Predicted"])
-        for fid, row in zip(table.ids, pred, strict=True):
-            w.writerow([fid, " ".join(str(j) for j in np.flatnonzero(row))])
-    else:
-        w.writerow(["id", "labels", "names", *[f"p_{c}" for c in run.class_names]])
-        for fid, row, p in zip(table.ids, pred, probs, strict=True):
-            idx = np.flatnonzero(row)
-            w.writerow(
-                [fid, " ".join(map(str, idx)), "|".join(run.class_names[j] for j in idx), *[f"{v:.6f}" for v in p]]
-            )
     out = Path(out)
-    atomic_write_text(out, buf.getvalue())
+    # each batch's probabilities are kept beside the output as they are computed: a killed run of this command
+    # continues where it stopped, and the output appears, whole, only at the end
+    partial = partial_path(out)
+    probs = field_probs(run, table, device=device, workers=workers, partial=partial)
+    pred = probs >= run.thresholds[None, :]
+
+    def write(f) -> None:  # row by row into the file: no copy of the whole text in memory
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        w = csv.writer(text, lineterminator="\n")
+        if output_format == "kaggle2018":
+            w.writerow(["Id", "Predicted"])
+            for fid, row in zip(table.ids, pred, strict=True):
+                w.writerow([fid, " ".join(str(j) for j in np.flatnonzero(row))])
+        else:
+            w.writerow(["id", "labels", "names", *[f"p_{c}" for c in run.class_names]])
+            for fid, row, p in zip(table.ids, pred, probs, strict=True):
+                idx = np.flatnonzero(row)
+                names = "|".join(run.class_names[j] for j in idx)
+                w.writerow([fid, " ".join(map(str, idx)), names, *[f"{v:.6f}" for v in p]])
+        text.flush()
+        text.detach()
+
+    atomic_write(out, write)
+    partial.unlink(missing_ok=True)
     log.info("wrote predictions for %d images to %s", len(table), out)
     return out
 

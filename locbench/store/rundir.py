@@ -329,6 +329,10 @@ class RunDir:
         path = self.best.with_suffix(".json")
         return _read_object(path) if path.exists() else {}
 
+    def eval_path(self, name: str, *, out: str | os.PathLike | None = None) -> Path:
+        """Where :meth:`write_eval` writes the result ``name``: ``eval/<name>.json``, or ``out`` when given."""
+        return Path(out) if out else self.root / "eval" / f"{name}.json"
+
     def write_eval(
         self,
         name: str,
@@ -338,7 +342,7 @@ class RunDir:
         arrays: dict[str, np.ndarray] | None = None,
     ) -> Path:
         """``eval/<name>.json`` (or ``out``) and, with ``arrays``, the ``.npz`` beside it; returns the JSON path."""
-        path = Path(out) if out else self.root / "eval" / f"{name}.json"
+        path = self.eval_path(name, out=out)
         atomic_write_json(path, result)
         if arrays is not None:
             atomic_write_npz(path.with_suffix(".npz"), **arrays)
