@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from locbench.errors import LocbenchError
 from locbench.models.backbones import check_backbone
+from locbench.models.pooling import set_pool
 from locbench.models.quirks import Quirks, quirks
 from locbench.models.weights import check_weights_file, find_weights, hub_reachable, missing_error
 from locbench.registry import Registry
@@ -43,6 +44,7 @@ class ModelSpec(Protocol):
     head: str
     hidden: int
     dropout: float
+    pool: str
 
 
 class LocModel(nn.Module):
@@ -111,6 +113,7 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
     if img_size is not None and backbone.pretrained_cfg.get("fixed_input_size") and hasattr(backbone, "set_input_size"):
         # a ViT made for 224 px asserts on any other input size; after loading weights, so theirs are resampled
         backbone.set_input_size(img_size=img_size)
+    set_pool(backbone, cfg.pool, name)  # after the weights: a ViT's final norm stays where its weights expect it
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
     return LocModel(backbone, head, quirks(name))
 
