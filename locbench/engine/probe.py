@@ -68,6 +68,8 @@ def all_items(data: Any) -> Dataset:
 def items_key(data: Any) -> str:
     """The identity of the items: the key of the image cache (or the crop cache) they are read from."""
     stains = unique_stains(data.channels)
+    if data.cache is not None:  # its folder is named by its key (built or checked moments ago)
+        return data.cache.path.name
     if hasattr(data, "cell_parts"):
         return crop_cache_key(
             data.table,
@@ -122,19 +124,28 @@ def probe_embeddings(
     )
 
 
+#: A part's embeddings up to this size are read into memory once (a head's epoch is then a few tensor copies);
+#: larger ones are read from the memory map item by item.
+IN_MEMORY_BYTES = 2 * 1024**3
+
+
 class FeatureDataset(Dataset):
     """Items ``(float32 features (D,), float32 multi-hot target)`` of some rows of an embedding cache."""
 
     def __init__(self, features: Embeddings, rows: np.ndarray, targets: np.ndarray) -> None:
         self.features, self.rows = features, np.asarray(rows, dtype=np.int64)
-        self.targets = np.asarray(targets, dtype=np.float32)
+        self.targets = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+        self.loaded: torch.Tensor | None = None
+        if len(self.rows) * features.dim * 4 <= IN_MEMORY_BYTES:
+            self.loaded = torch.from_numpy(np.asarray(features.array[self.rows], dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = np.array(self.features.array[self.rows[i]], dtype=np.float32)
-        return torch.from_numpy(x), torch.from_numpy(self.targets[i].copy())
+        if self.loaded is not None:
+            return self.loaded[i], self.targets[i]
+        return torch.from_numpy(np.array(self.features.array[self.rows[i]], dtype=np.float32)), self.targets[i]
 
 
 @dataclass

@@ -110,3 +110,18 @@ def test_bench_scaling_quick(tmp_path, capsys):
     (rep,) = written["report"]
     assert rep["runs"] == 8 and rep["report_s"] > 0
     assert "21,806 (fit)" in out
+
+
+@pytest.mark.slow
+def test_bench_probe_quick(tmp_path, capsys):
+    _, written, out = _run("bench_probe", tmp_path, capsys)
+    probe, fine = written["sweeps"]["probe"], written["sweeps"]["finetune"]
+    assert probe["runs"] == fine["runs"] == 2 * 3 * 2  # backbones x head settings x seeds
+    assert probe["embedding_passes"] == 2 * 2  # once per backbone and split, shared by the heads
+    assert 0 < probe["embedding_s"] < probe["wall_s"]
+    assert written["finetune_over_probe_wall"] == pytest.approx(fine["wall_s"] / probe["wall_s"])
+    assert len(written["points"]) == 6
+    for point in written["points"]:
+        for side in ("probe", "finetune"):
+            assert len(point[side]["per_seed"]) == 2 and point[side]["lo"] <= point[side]["mean"] <= point[side]["hi"]
+    assert "fine-tuning / probing" in out and "test_vit/linear-lr1e-3" in out
