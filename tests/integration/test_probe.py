@@ -119,3 +119,12 @@ def test_probe_sweep_and_report(kit, tmp_path):
     report = build_report(tmp_path / "sweep", n_resamples=50)
     text = report.with_suffix(".md").read_text() if report.suffix != ".md" else report.read_text()
     assert "mode=probe" in text and "mode=finetune" in text
+
+
+def test_probe_resumes_to_the_numbers_of_an_uninterrupted_run(kit, tmp_path):
+    over = kit.overrides(**{k.replace(".", "__"): v for k, v in PROBE.items()}, train__epochs=1)
+    train(load_config(None, over), tmp_path / "resumed")
+    train(load_config(None, {**over, "train.epochs": 3}), tmp_path / "resumed", resume=True)
+    train(load_config(None, {**over, "train.epochs": 3}), tmp_path / "straight")
+    for part in ("val", "test"):
+        np.testing.assert_array_equal(_probs(tmp_path / "resumed", part), _probs(tmp_path / "straight", part))
