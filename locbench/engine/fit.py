@@ -170,8 +170,9 @@ class Parts:
     scaler: torch.amp.GradScaler | None
     ema: nn.Module | None
     loss_fn: nn.Module
-    inputs: TrainInputs
-    """A training batch to the model's input: augmented, normalised, in the chosen memory layout."""
+    inputs: TrainInputs | probe.FeatureInputs
+    """A training batch to the model's input: augmented, normalised, in the chosen memory layout (a probe's
+    embeddings: moved to the device)."""
     normalize: nn.Module
     """Loader batch ([0, 1] floats) to the model's input: the normalisation (a probe's embeddings: none)."""
     sampler: EpochSampler
