@@ -12,7 +12,7 @@ The image cache is built before either is timed (both read it). Reports each swe
 the embedding pass's share, and per grid point the test mAP over seeds (mean, Student-t 95% interval over seeds
 from locbench.report.stats) and the paired probe - finetune difference. JSON to benchmarks/out/bench_probe.json.
 
-    .venv/bin/python benchmarks/bench_probe.py [--images 600] [--size 128] [--epochs 10] [--quick]
+    .venv/bin/python benchmarks/bench_probe.py [--images 600] [--size 128] [--epochs 6] [--quick]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=600)
     p.add_argument("--size", type=int, default=128, help="synthetic field side")
     p.add_argument("--img-size", type=int, default=128, help="model input side")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--backbones", nargs="+", default=["test_vit", "test_resnet"])
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
