@@ -24,7 +24,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from _common import OUT_DIR, Clock, host, table, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helpers
+
+from _common import OUT_DIR, Clock, host, table, write_json  # noqa: E402
 
 
 def sweep_spec(mode: str, args: argparse.Namespace, data: Path, cache: Path) -> dict:
