@@ -24,7 +24,11 @@ from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
 from locbench.models import HEADS, TTA_MODES, TTA_PASSES, backbones
+from locbench.models.pooling import POOLS
 from locbench.store.yaml_safe import YamlTooLarge, load_yaml
+
+#: model.mode values: train the whole model, or only a head on a frozen backbone's cached embeddings.
+MODEL_MODES = ("finetune", "probe")
 
 #: Exponent floats PyYAML (YAML 1.1) reads as strings (1e-3, 1.5e3: no dot or no exponent sign); YAML 1.2 reads floats.
 EXP_FLOAT = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
@@ -112,10 +116,20 @@ class ModelConfig:
     """Width of the MLP head's hidden layer."""
     dropout: float = 0.0
     """Dropout before the head's last layer."""
+    mode: str = "finetune"
+    """finetune (train backbone and head, the study's) or probe (a frozen backbone: its embeddings are computed once
+    into the embedding cache, under data.cache_dir, and only the head trains on them; model.head linear is a linear
+    probe, mlp an MLP probe). A probe trains on unaugmented images: it needs augment.name none."""
+    pool: str = "auto"
+    """How the backbone's feature map becomes one vector: auto (the backbone's own: the CLS token of a ViT, the
+    global average of a CNN), cls (a ViT's CLS token) or mean (the mean of a ViT's patch tokens; a CNN's global
+    average)."""
 
     def __post_init__(self) -> None:
         _check(self.hidden > 0, "model.hidden", "must be positive")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        _check(self.mode in MODEL_MODES, "model.mode", f"must be one of {', '.join(MODEL_MODES)}")
+        _check(self.pool in POOLS, "model.pool", f"must be one of {', '.join(POOLS)}")
 
     @property
     def timm_name(self) -> str:
@@ -470,12 +484,28 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def validate_names(cfg: RunConfig) -> None:
-    """Check backbone, loss, augmentation and head names against timm and the registries."""
+    """Check backbone, loss, augmentation and head names against timm and the registries, and that the sections
+    agree with each other (a probe trains without augmentation)."""
     LOSSES.get(cfg.loss.name)
     AUGMENTATIONS.get(cfg.augment.name)
     HEADS.get(cfg.model.head)
     backbones.check_backbone(cfg.model.backbone)
     if cfg.train.level == "cell" and cfg.cell.masks in ("auto", "segment"):
         SEGMENTERS.get(cfg.cell.backend)
+    if cfg.model.mode == "probe" and cfg.augment.name != "none":
+        # embeddings are computed once from the unaugmented images: an augmentation could not act on them, and a
+        # sweep axis over augmentations would train the same probe twice under two names
+        raise LocbenchError(
+            f"config key augment.name={cfg.augment.name} does not apply to model.mode=probe: a probe trains on "
+            "embeddings of the unaugmented images, computed once; set augment.name=none (in a sweep, an override "
+            "when model.mode is probe), or use model.mode=finetune"
+        )
+    if cfg.model.mode == "probe" and cfg.infer.tta != "none":
+        # the end-of-training pass predicts from the cached embeddings of the unaugmented images
+        raise LocbenchError(
+            f"config key infer.tta={cfg.infer.tta} does not apply to model.mode=probe: a probe's test part is "
+            "predicted from embeddings of the unaugmented images; train with infer.tta=none and evaluate the run "
+            f"with `locbench evaluate RUN --tta {cfg.infer.tta}` (it embeds every view from the images)"
+        )
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "balanced":
         raise LocbenchError(f"config key loss.class_weights: {cfg.loss.class_weights!r}; use 'balanced' or a list")

@@ -145,6 +145,8 @@ class CpuEstimate(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.device.type != "cpu" or not trainer.dist.main or trainer.state.epoch >= trainer.cfg.train.epochs:
             return
+        if trainer.probe:  # a probe's epochs train a head on embeddings: milliseconds, nothing to warn about
+            return
         cfg, p = trainer.cfg, trainer.parts
         bs = cfg.train.batch_size
         large, small = min(self.large, bs), min(self.small, bs)

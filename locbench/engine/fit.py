@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from locbench.config import RunConfig
 from locbench.data.formats import Table, table_from_config
 from locbench.data.splits import load_split
 from locbench.engine import checkpoint as ckpt
-from locbench.engine import optim
+from locbench.engine import optim, probe
 from locbench.engine.callbacks import Callback, CpuEstimate, ProgressBar
 from locbench.engine.data import (
     EpochSampler,
@@ -171,9 +171,11 @@ class Parts:
     scaler: torch.amp.GradScaler | None
     ema: nn.Module | None
     loss_fn: nn.Module
-    inputs: TrainInputs
-    """A training batch to the model's input: augmented, normalised, in the chosen memory layout."""
-    normalize: Normalize
+    inputs: TrainInputs | probe.FeatureInputs
+    """A training batch to the model's input: augmented, normalised, in the chosen memory layout (a probe's
+    embeddings: moved to the device)."""
+    normalize: nn.Module
+    """Loader batch ([0, 1] floats) to the model's input: the normalisation (a probe's embeddings: none)."""
     sampler: EpochSampler
     train_loader: DataLoader
     val_loader: DataLoader
@@ -214,6 +216,12 @@ class Trainer:
         """Images trained on in this epoch so far (this process)."""
         self.table: Table | None = None
         """The run's table when :func:`train` has read it already (to check the data before making the folder)."""
+        self.probe = cfg.model.mode == "probe"
+        """A frozen-backbone probe: the data are cached embeddings and only the head trains and evaluates on them."""
+
+    def forward_model(self, model: nn.Module) -> nn.Module:
+        """What runs on the loaders' batches: ``model``, or a probe's head (its batches are embeddings)."""
+        return model.head if self.probe else model
 
     def setup(self, *, resume: bool = False) -> Parts:
         """Build data, model, optimisation, loaders and loggers; with ``resume`` load the newest good checkpoint."""
@@ -221,15 +229,37 @@ class Trainer:
         data = prepare_data(cfg, self.run.split, table=self.table)
         train_ds, val_ds = train_val_datasets(data)
         num_classes, in_chans = len(data.class_names), len(data.channels)
-        torch.manual_seed(derive_seed(cfg.train.seed, "init"))
-        model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
+        if self.probe:
+            model = probe.build_probe_model(cfg, num_classes=num_classes, in_chans=in_chans)
+        else:
+            torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+            model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
         params, gmacs = count_params(model), measure_gmacs(model, in_chans, cfg.data.img_size)
-        mean, std = channel_stats(train_ds, seed=cfg.train.seed)
+        mean, std = channel_stats(train_ds, seed=probe.STATS_SEED if self.probe else cfg.train.seed)
         accel = Accel.for_config(cfg.train, device, model.quirks)
+        if self.probe:
+            # a probe's batches are (N, D) embeddings: no memory layout to choose for them
+            accel = replace(accel, channels_last=False)
+            # the frozen backbone runs once per item, here; from now on the data are its embeddings
+            features = probe.probe_embeddings(
+                cfg,
+                data,
+                model,
+                mean=mean,
+                std=std,
+                device=device,
+                dtype=accel.dtype,
+                workers=loader_workers(cfg, device, data),
+            )
+            data = probe.ProbeData(data, features)
+            train_ds, val_ds = data.dataset("train"), data.dataset("val")
         accel.place(model)
         loss_fn = build_loss(cfg.loss, class_weights(cfg.loss.class_weights, data.targets("train"), num_classes))
-        inputs = TrainInputs(data.channels, build_augmentation(cfg.augment), mean, std, device, accel.channels_last)
-        optimizer = optim.build_optimizer(cfg.optim, model)
+        if self.probe:
+            inputs = probe.FeatureInputs(device)
+        else:
+            inputs = TrainInputs(data.channels, build_augmentation(cfg.augment), mean, std, device, accel.channels_last)
+        optimizer = optim.build_optimizer(cfg.optim, model)  # the trainable parameters: a probe's head alone
         bs = cfg.train.batch_size
         sampler = EpochSampler(
             len(train_ds), seed=cfg.train.seed, batch_size=bs, rank=self.dist.rank, world=self.dist.world
@@ -245,7 +275,7 @@ class Trainer:
             stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema}
             saved = restore_checkpoint(self.run, stateful)
             self.state = TrainState(**saved) if saved else self.state
-        net = self.dist.wrap(model, device)
+        net = self.dist.wrap(self.forward_model(model), device)
         if cfg.train.compile:
             net = torch.compile(net)
         pin, workers = device.type == "cuda", loader_workers(cfg, device, data)
@@ -259,7 +289,7 @@ class Trainer:
             ema=ema,
             loss_fn=loss_fn.to(device),
             inputs=inputs,
-            normalize=Normalize(mean, std).to(device),
+            normalize=nn.Identity() if self.probe else Normalize(mean, std).to(device),
             sampler=sampler,
             train_loader=make_loader(train_ds, batch_size=bs, workers=workers, sampler=sampler, pin=pin),
             val_loader=make_loader(val_ds, batch_size=bs * 2, workers=workers, pin=pin),
@@ -346,7 +376,7 @@ class Trainer:
         state, _ = ckpt.load_checkpoint(self.run.best, device="cpu")
         model = copy.deepcopy(p.ema.module if p.ema is not None else p.model)
         model.load_state_dict(state["model"])
-        model = with_tta(model, tta)
+        model = with_tta(self.forward_model(model), tta)
         for part in parts:
             ds = p.data.dataset(part)
             if len(ds) == 0:  # a cell run whose test fields hold no cell
@@ -411,7 +441,9 @@ class Trainer:
         cfg, p, state = self.cfg, self.parts, self.state
         eval_model = p.ema.module if p.ema is not None else p.model
         self._call("on_validation_start", epoch)
-        val = evaluate_model(eval_model, p.val_loader, p.normalize, p.loss_fn, self.device, p.dtype, p.channels_last)
+        val = evaluate_model(
+            self.forward_model(eval_model), p.val_loader, p.normalize, p.loss_fn, self.device, p.dtype, p.channels_last
+        )
         self._call("on_validation_end", epoch, val)
         if not (math.isfinite(val["loss"]) and np.isfinite(val["probs"]).all()):
             # the training loss of a step is computed before its update: weights that the epoch's last step made

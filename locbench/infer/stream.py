@@ -153,9 +153,7 @@ def stream_probs(
     kept: list[np.ndarray] = []
     if done < n:
         todo = dataset if done == 0 else Subset(dataset, range(done, n))
-        loader = make_loader(
-            _Guarded(todo), batch_size=batch_size, workers=workers, pin=accel.pin, collate_fn=_collate
-        )
+        loader = make_loader(_Guarded(todo), batch_size=batch_size, workers=workers, pin=accel.pin, collate_fn=_collate)
         bar = Progress(n, done, what=what, mode=progress)
         try:
             with torch.no_grad():

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from locbench.errors import LocbenchError
 from locbench.models.backbones import check_backbone
+from locbench.models.pooling import set_pool
 from locbench.models.quirks import Quirks, quirks
 from locbench.models.weights import WeightsReport, find_weights, hub_reachable, load_weights, missing_error
 from locbench.registry import Registry
@@ -43,6 +44,7 @@ class ModelSpec(Protocol):
     head: str
     hidden: int
     dropout: float
+    pool: str
 
 
 class LocModel(nn.Module):
@@ -110,6 +112,7 @@ def build_model(cfg: ModelSpec, *, num_classes: int, in_chans: int, img_size: in
             raise LocbenchError(f"model.pretrained_file {e}" if cfg.pretrained_file else str(e)) from None
     if sized:
         _check_patch_grid(backbone, img_size, name)
+    set_pool(backbone, cfg.pool, name)  # after the weights: a ViT's final norm stays where its weights expect it
     head = HEADS.get(cfg.head)(backbone.num_features, num_classes, hidden=cfg.hidden, dropout=cfg.dropout)
     return LocModel(backbone, head, quirks(name), report)
 

@@ -152,3 +152,17 @@ def test_bench_tta_ensemble_quick(tmp_path, capsys):
     assert len(written["ensembles"]) == 2 and written["ensemble"]["map"]["vs_member_mean"]["n"] == 2
     assert set(written["tta_forward_s"]) == {"none", "flips"}
     assert "Test-time augmentation" in out and "Ensembles of 2 runs" in out
+
+
+def test_bench_probe_quick(tmp_path, capsys):
+    _, written, out = _run("bench_probe", tmp_path, capsys)
+    probe, fine = written["sweeps"]["probe"], written["sweeps"]["finetune"]
+    assert probe["runs"] == fine["runs"] == 2 * 3 * 2  # backbones x head settings x seeds
+    assert probe["embedding_passes"] == 2 * 2  # once per backbone and split, shared by the heads
+    assert 0 < probe["embedding_s"] < probe["wall_s"]
+    assert written["finetune_over_probe_wall"] == pytest.approx(fine["wall_s"] / probe["wall_s"])
+    assert len(written["points"]) == 6
+    for point in written["points"]:
+        for side in ("probe", "finetune"):
+            assert len(point[side]["per_seed"]) == 2 and point[side]["lo"] <= point[side]["mean"] <= point[side]["hi"]
+    assert "fine-tuning / probing" in out and "test_vit/linear-lr1e-3" in out

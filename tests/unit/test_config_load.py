@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import yaml
 
@@ -33,11 +35,13 @@ def test_every_run_preset_loads_and_round_trips(path, tmp_path):
 def test_every_shipped_sweep_expands(path):
     sweep = load_sweep(path, data="/nowhere/hpa")
     spec = yaml.safe_load(path.read_text())
-    n_grid = 1
-    for values in spec["grid"].values():
-        n_grid *= len(values)
-    n_excluded = len(spec.get("exclude") or [])  # the shipped files exclude whole grid points, one rule per point
-    assert len(sweep.points) == (n_grid - n_excluded) * len(sweep.seeds)
+    keys, rules = list(spec["grid"]), spec.get("exclude") or []
+    kept = [
+        combo
+        for combo in itertools.product(*spec["grid"].values())
+        if not any(all(dict(zip(keys, combo, strict=True))[k] == v for k, v in rule.items()) for rule in rules)
+    ]
+    assert len(sweep.points) == len(kept) * len(sweep.seeds)
     assert all(c.config.data.path == "/nowhere/hpa" for c in sweep.points)
     assert len({c.run_id for c in sweep.points}) == len(sweep.points)
 

@@ -1,0 +1,193 @@
+"""Frozen-backbone probes (``model.mode: probe``): embeddings computed once, only the head trains on them.
+
+The run folder is a normal one: the checkpoints hold the whole model (the frozen backbone and the trained head),
+so ``evaluate``, ``predict``, ``explain`` and the report use a probe run as any other and get the probabilities of
+the training pass (up to float rounding: the same network, on batches of another size).
+
+What makes probes cheap is sharing: every run that probes the same backbone (weights, pooling) on the same items
+(image or crop cache, channels, size, resize policy) with the same input normalisation reads one embedding cache
+(:mod:`locbench.engine.embed`). So that the runs of a sweep's seeds share it:
+
+- a backbone without pretrained weights starts from one fixed seed (:data:`BACKBONE_SEED`), not the run's: the
+  seed varies the head (its initialisation and the data order), as for a pretrained backbone;
+- the normalisation statistics are drawn with seed 0 (all training images up to 256, then a fixed sample).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from locbench.cells.data import crop_cache_key
+from locbench.data.cache import cache_key
+from locbench.data.channels import unique_stains
+from locbench.engine.data import PreparedData
+from locbench.engine.embed import Embeddings, build_embeddings, embedding_folder, embedding_key, weights_digest
+from locbench.engine.inputs import Normalize
+from locbench.engine.seed import derive_seed
+from locbench.models import LocModel, build_model
+
+log = logging.getLogger(__name__)
+
+#: The seed a probe's backbone is initialised from when it has no pretrained weights (every run the same).
+BACKBONE_SEED = derive_seed("probe", "backbone")
+#: Seed of the normalisation statistics' sample of a probe (every run the same).
+STATS_SEED = 0
+
+
+def build_probe_model(cfg: Any, *, num_classes: int, in_chans: int) -> LocModel:
+    """The model of a probe run: the backbone frozen (eval mode, no gradients), the head initialised from the run's
+    seed (``derive_seed(train.seed, "init")``)."""
+    torch.manual_seed(BACKBONE_SEED)
+    model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
+    model.backbone.requires_grad_(False)
+    torch.manual_seed(derive_seed(cfg.train.seed, "init"))
+    for m in model.head.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+def item_rows(data: Any, part: str) -> np.ndarray:
+    """Rows of the embedding cache (fields of the table, or cells of the cell index) of split part ``part``."""
+    return data.cell_parts[part] if hasattr(data, "cell_parts") else data.parts[part]
+
+
+def all_items(data: Any) -> Dataset:
+    """Every item of ``data`` (all fields, or all cells), in row order: what the embedding cache holds."""
+    if hasattr(data, "cell_parts"):
+        return replace(data, cell_parts={"all": np.arange(len(data.cells))}).dataset("all")
+    return replace(data, parts={"all": np.arange(len(data.table))}).dataset("all")
+
+
+def items_key(data: Any) -> str:
+    """The identity of the items: the key of the image cache (or the crop cache) they are read from."""
+    stains = unique_stains(data.channels)
+    if data.cache is not None:  # its folder is named by its key (built or checked moments ago)
+        return data.cache.path.name
+    if hasattr(data, "cell_parts"):
+        return crop_cache_key(
+            data.table,
+            data.cells,
+            data.masks_dir,
+            stains=stains,
+            size=data.img_size,
+            margin=data.margin,
+            masked=data.masked,
+        )
+    return cache_key(data.table, stains, data.img_size, data.resize_policy)
+
+
+def probe_embeddings(
+    cfg: Any,
+    data: Any,
+    model: LocModel,
+    *,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    workers: int,
+) -> Embeddings:
+    """The embedding cache of ``data``'s items under ``model``'s frozen backbone, built now or reused."""
+    inputs = {
+        "backbone": cfg.model.timm_name,
+        "weights": weights_digest(model.backbone),
+        "items": items_key(data),
+        "level": cfg.train.level,
+        "channels": list(data.channels),
+        "img_size": cfg.data.img_size,
+        "resize": cfg.data.resize,
+        "pool": cfg.model.pool,
+        "norm_mean": [float(v) for v in mean],
+        "norm_std": [float(v) for v in std],
+        "dtype": str(dtype) if dtype is not None else "float32",
+    }
+    key = embedding_key(inputs)
+    folder = embedding_folder(cfg.data.cache_dir, cfg.model.timm_name, cfg.model.pool, key)
+    encoder = torch.nn.Sequential(Normalize(mean, std), model.backbone)
+    return build_embeddings(
+        encoder,
+        all_items(data),
+        folder=folder,
+        dim=model.backbone.num_features,
+        meta={**inputs, "key": key, "data": cfg.data.path},
+        device=device,
+        dtype=dtype,
+        batch_size=2 * cfg.train.batch_size,
+        workers=workers,
+    )
+
+
+#: A part's embeddings up to this size are read into memory once (a head's epoch is then a few tensor copies);
+#: larger ones are read from the memory map item by item.
+IN_MEMORY_BYTES = 2 * 1024**3
+
+
+class FeatureDataset(Dataset):
+    """Items ``(float32 features (D,), float32 multi-hot target)`` of some rows of an embedding cache."""
+
+    def __init__(self, features: Embeddings, rows: np.ndarray, targets: np.ndarray) -> None:
+        self.features, self.rows = features, np.asarray(rows, dtype=np.int64)
+        self.targets = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+        self.loaded: torch.Tensor | None = None
+        if len(self.rows) * features.dim * 4 <= IN_MEMORY_BYTES:
+            self.loaded = torch.from_numpy(np.asarray(features.array[self.rows], dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.loaded is not None:
+            return self.loaded[i], self.targets[i]
+        return torch.from_numpy(np.array(self.features.array[self.rows[i]], dtype=np.float32)), self.targets[i]
+
+
+@dataclass
+class ProbeData:
+    """The prepared data of a probe run: the run's data (split, ids, targets) with embeddings for items."""
+
+    data: PreparedData | Any
+    features: Embeddings
+
+    @property
+    def parts(self) -> dict[str, np.ndarray]:
+        return self.data.parts
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.data.channels
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.data.class_names
+
+    @property
+    def cache(self) -> Embeddings:
+        return self.features
+
+    def dataset(self, part: str) -> FeatureDataset:
+        return FeatureDataset(self.features, item_rows(self.data, part), self.data.targets(part))
+
+    def ids(self, part: str) -> list[str]:
+        return self.data.ids(part)
+
+    def targets(self, part: str) -> np.ndarray:
+        return self.data.targets(part)
+
+
+class FeatureInputs:
+    """A probe's training batch to the head's input: features on the device (nothing to augment or normalise)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
