@@ -86,7 +86,7 @@ def test_crop_cache_is_reused(synth, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("the crop cache was rebuilt")
 
-    monkeypatch.setattr(CellCropDataset, "crop", fail)
+    monkeypatch.setattr(cellmod, "crop_cell", fail)  # 10 fields: cut in this process
     again = prepare_cell_data(cfg, tmp_path / "s.json")
     assert again.cache.path == first.cache.path
     other = _cfg(synth, tmp_path / "cache", **{"cell.margin": 0.3})
