@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage as ndi
 
 from locbench.cells.metric import CellInstances
-from locbench.cells.segment import upscale_nearest, mask_path, read_mask, read_stains
+from locbench.cells.segment import mask_path, read_mask, read_stains, upscale_nearest
 from locbench.data.channels import resolve_channels
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_npz
@@ -104,7 +104,9 @@ def index_signature(paths: Sequence[Path], *, min_area: int = 1) -> str:
 
 def save_index(path: str | os.PathLike, index: CellIndex, signature: str) -> None:
     """Write ``index`` as a cached cell index (atomic) that :func:`index_cells` reuses while ``signature`` holds."""
-    atomic_write_npz(path, signature=np.array(signature), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__})
+    atomic_write_npz(
+        path, signature=np.array(signature), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__}
+    )
 
 
 def _mask_sig(path: Path) -> str:
@@ -393,3 +395,135 @@ def _resize_hwc(window: np.ndarray, size: int) -> np.ndarray:
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     # cv2 resizes (H, W, C) with up to 512 channels in one call.
     return cv2.resize(window, (size, size), interpolation=interp).reshape(size, size, -1).transpose(2, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cutting the crops of whole fields (the work of the crop cache's worker processes)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How crops are cut: the stains kept, the side, the margin and the masking."""
+
+    stains: tuple[str, ...]
+    size: int
+    margin: float
+    masked: bool
+
+
+@dataclass(frozen=True)
+class FieldCells:
+    """One field's share of a crop job: its table row, id, stain sources, mask, first cache row and cells."""
+
+    index: int
+    image_id: str
+    sources: Any
+    mask: Path | None
+    first_row: int
+    cells: Any
+
+
+@dataclass(frozen=True)
+class CropJob:
+    pixels: str
+    offset: int
+    spec: CropSpec
+    fields: list[FieldCells]
+    shards: Path | None
+
+
+def cut_fields(job: CropJob) -> list[int]:
+    """Cut the crops of the fields of ``job`` into their rows of the cache file; return their table rows."""
+    row_bytes = len(job.spec.stains) * job.spec.size * job.spec.size
+    with open(job.pixels, "r+b") as f:
+        for fc in job.fields:
+            crops = _shard_crops(job.shards, fc, job.spec) if job.shards is not None else None
+            if crops is None:
+                stains = read_stains(fc.sources, job.spec.stains)
+                crops = _field_crops(field_stack(stains, job.spec.stains), fc.mask, fc.cells, job.spec)
+            # pwrite, not a memory map: the written pages stay out of the worker's memory
+            os.pwrite(f.fileno(), np.ascontiguousarray(crops).data, job.offset + fc.first_row * row_bytes)
+    return [fc.index for fc in job.fields]
+
+
+def _field_crops(stack: np.ndarray, mask: Path | np.ndarray | None, cells: Any, spec: CropSpec) -> np.ndarray:
+    """(n, C, S, S) crops of the ``cells`` of one field from its (H, W, C) stack (mask: array, file or None)."""
+    inside = None
+    if spec.masked:
+        inside = mask if isinstance(mask, np.ndarray) else read_mask(mask)
+        if inside.shape != stack.shape[:2]:
+            inside = upscale_nearest(inside, stack.shape[:2])
+    out = np.empty((len(cells), len(spec.stains), spec.size, spec.size), dtype=np.uint8)
+    for k in range(len(cells)):
+        out[k] = crop_cell(
+            stack,
+            inside,
+            cells.bbox[k],
+            cells.mask_shape[k],
+            int(cells.cell_id[k]),
+            size=spec.size,
+            margin=spec.margin,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Crops cut while segmenting (one decode a field)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropShards:
+    """A :class:`~locbench.cells.segment.FieldHook` that cuts a field's crops right after segmenting it.
+
+    Each field's crops go to ``folder/{ID}.npz`` with what they were cut from (the mask file's size and
+    modification time, the stain files', the cells); :func:`build_crop_cache` then copies current shards instead
+    of decoding those fields a second time, and removes the folder when the cache is complete.
+    """
+
+    folder: Path
+    masks_dir: Path
+    stains: tuple[str, ...]
+    size: int
+    margin: float
+    masked: bool
+
+    def __call__(self, image_id: str, stains: dict, mask: np.ndarray, sources: Any) -> None:
+        spec = CropSpec(self.stains, self.size, self.margin, self.masked)
+        cells = cells_of_mask(mask, 0)
+        crops = _field_crops(field_stack(stains, self.stains), mask, cells, spec)
+        atomic_write_npz(
+            self.folder / f"{image_id}.npz",
+            crops=crops,
+            cell_id=cells.cell_id,
+            bbox=cells.bbox,
+            signature=np.array(_shard_signature(self.masks_dir / f"{image_id}.png", sources, self.stains)),
+        )
+
+
+def _shard_signature(mask: Path, sources: Any, stains: tuple[str, ...]) -> str:
+    parts = []
+    for p in (mask, *(Path(sources[c]) for c in stains)):
+        st = p.stat()
+        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _shard_crops(folder: Path, fc: FieldCells, spec: CropSpec) -> np.ndarray | None:
+    """The field's crops from its shard when the shard is current and holds exactly its cells; else None."""
+    path = folder / f"{fc.image_id}.npz"
+    if fc.mask is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if (
+                str(z["signature"]) != _shard_signature(fc.mask, fc.sources, spec.stains)
+                or not np.array_equal(z["cell_id"], fc.cells.cell_id)
+                or not np.array_equal(z["bbox"], fc.cells.bbox)
+                or z["crops"].shape != (len(fc.cells), len(spec.stains), spec.size, spec.size)
+            ):
+                return None
+            return z["crops"]
+    except (OSError, KeyError, ValueError):
+        return None

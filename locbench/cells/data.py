@@ -26,16 +26,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.cells.crops import CellCropDataset, cells_of_mask, crop_cell, field_stack, index_cells
+from locbench.cells.crops import CellCropDataset, CropJob, CropShards, CropSpec, FieldCells, cut_fields, index_cells
 from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
-from locbench.cells.segment import FieldHook, mask_path, read_mask, read_stains, segment_dataset, upscale_nearest
+from locbench.cells.segment import FieldHook, mask_path, segment_dataset
 from locbench.data.cache import FLUSH_EVERY_S, MemmapRows, cache_key, default_cache_dir
 from locbench.data.channels import resolve_channels, unique_stains
 from locbench.data.formats import table_from_config
 from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, cpu_workers, imap_bounded
 from locbench.data.splits import resolve_split
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_npz, atomic_write_text
+from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_text
 from locbench.store.lock import FileLock
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,7 @@ def segment_cached(
     out = segmented_masks_dir(table, backend=backend, cache_dir=cache_dir)
     # two sweep cells segmenting the same data would both write its manifest
     with FileLock(out.parent / f".{out.name}.lock").waiting():
-        segment_dataset(
-            table, backend=backend, out_dir=out, workers=max(1, workers), hook=hook(out) if hook else None
-        )
+        segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers), hook=hook(out) if hook else None)
     return out
 
 
@@ -236,7 +234,7 @@ def build_crop_cache(
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds the cache complete
             if not (folder / "complete").is_file():
-                spec = _CropSpec(tuple(stains), int(size), float(margin), bool(masked))
+                spec = CropSpec(tuple(stains), int(size), float(margin), bool(masked))
                 workers = cpu_workers() if workers is None else max(1, workers)
                 _cut_crops(table, cells, masks_dir, folder, spec, workers=workers, progress=progress, shards=shards)
     if shards is not None and shards.is_dir():
@@ -244,22 +242,12 @@ def build_crop_cache(
     return result
 
 
-@dataclass(frozen=True)
-class _CropSpec:
-    """How crops are cut: the stains kept, the side, the margin and the masking."""
-
-    stains: tuple[str, ...]
-    size: int
-    margin: float
-    masked: bool
-
-
 def _cut_crops(
     table: Any,
     cells: Any,
     masks_dir: Path,
     folder: Path,
-    spec: _CropSpec,
+    spec: CropSpec,
     *,
     workers: int,
     progress: bool,
@@ -303,12 +291,12 @@ def _cut_crops(
     per_task = max(1, min(8, len(todo) // (4 * workers)))
     groups = [todo[k : k + per_task] for k in range(0, len(todo), per_task)]
     jobs = (
-        _CropJob(
+        CropJob(
             str(pixels),
             offset,
             spec,
             [
-                _FieldCells(
+                FieldCells(
                     i,
                     table.ids[i],
                     table.sources(i),
@@ -326,7 +314,7 @@ def _cut_crops(
     bar = Progress(len(todo), "cell crops", enabled=progress)
     last = time.monotonic()
     try:
-        for finished in imap_bounded(_cut_fields, jobs, workers=workers):
+        for finished in imap_bounded(cut_fields, jobs, workers=workers):
             done[finished] = 1
             bar.update(len(finished))
             if time.monotonic() - last > FLUSH_EVERY_S:
@@ -348,128 +336,11 @@ def _data_offset(npy: Path) -> int:
         del arr
 
 
-@dataclass(frozen=True)
-class _FieldCells:
-    """One field's share of a crop job: its table row, id, stain sources, mask, first cache row and cells."""
-
-    index: int
-    image_id: str
-    sources: Any
-    mask: Path | None
-    first_row: int
-    cells: Any
-
-
-@dataclass(frozen=True)
-class _CropJob:
-    pixels: str
-    offset: int
-    spec: _CropSpec
-    fields: list[_FieldCells]
-    shards: Path | None
-
-
-def _cut_fields(job: _CropJob) -> list[int]:
-    """Cut the crops of the fields of ``job`` into their rows of the cache file; return their table rows."""
-    row_bytes = len(job.spec.stains) * job.spec.size * job.spec.size
-    with open(job.pixels, "r+b") as f:
-        for fc in job.fields:
-            crops = _shard_crops(job.shards, fc, job.spec) if job.shards is not None else None
-            if crops is None:
-                stains = read_stains(fc.sources, job.spec.stains)
-                crops = _field_crops(field_stack(stains, job.spec.stains), fc.mask, fc.cells, job.spec)
-            # pwrite, not a memory map: the written pages stay out of the worker's memory
-            os.pwrite(f.fileno(), np.ascontiguousarray(crops).data, job.offset + fc.first_row * row_bytes)
-    return [fc.index for fc in job.fields]
-
-
-def _field_crops(stack: np.ndarray, mask: Path | np.ndarray | None, cells: Any, spec: _CropSpec) -> np.ndarray:
-    """(n, C, S, S) crops of the ``cells`` of one field from its (H, W, C) stack (mask: array, file or None)."""
-    inside = None
-    if spec.masked:
-        inside = mask if isinstance(mask, np.ndarray) else read_mask(mask)
-        if inside.shape != stack.shape[:2]:
-            inside = upscale_nearest(inside, stack.shape[:2])
-    out = np.empty((len(cells), len(spec.stains), spec.size, spec.size), dtype=np.uint8)
-    for k in range(len(cells)):
-        out[k] = crop_cell(
-            stack,
-            inside,
-            cells.bbox[k],
-            cells.mask_shape[k],
-            int(cells.cell_id[k]),
-            size=spec.size,
-            margin=spec.margin,
-        )
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Crops cut while segmenting (one decode a field)
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CropShards:
-    """A :class:`~locbench.cells.segment.FieldHook` that cuts a field's crops right after segmenting it.
-
-    Each field's crops go to ``folder/{ID}.npz`` with what they were cut from (the mask file's size and
-    modification time, the stain files', the cells); :func:`build_crop_cache` then copies current shards instead
-    of decoding those fields a second time, and removes the folder when the cache is complete.
-    """
-
-    folder: Path
-    masks_dir: Path
-    stains: tuple[str, ...]
-    size: int
-    margin: float
-    masked: bool
-
-    def __call__(self, image_id: str, stains: dict, mask: np.ndarray, sources: Any) -> None:
-        spec = _CropSpec(self.stains, self.size, self.margin, self.masked)
-        cells = cells_of_mask(mask, 0)
-        crops = _field_crops(field_stack(stains, self.stains), mask, cells, spec)
-        atomic_write_npz(
-            self.folder / f"{image_id}.npz",
-            crops=crops,
-            cell_id=cells.cell_id,
-            bbox=cells.bbox,
-            signature=np.array(_shard_signature(self.masks_dir / f"{image_id}.png", sources, self.stains)),
-        )
-
-
 def crop_shards(table: Any, masks_dir: Path, *, stains, size: int, margin: float, masked: bool, cache_dir=None):
     """The :class:`CropShards` for crops of ``table`` from the masks to be written in ``masks_dir``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     h = hashlib.sha256(json.dumps([str(masks_dir.resolve()), list(stains), size, margin, masked]).encode())
     return CropShards(root / f"cell-shards-{h.hexdigest()[:16]}", masks_dir, tuple(stains), size, margin, masked)
-
-
-def _shard_signature(mask: Path, sources: Any, stains: tuple[str, ...]) -> str:
-    parts = []
-    for p in (mask, *(Path(sources[c]) for c in stains)):
-        st = p.stat()
-        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
-
-
-def _shard_crops(folder: Path, fc: _FieldCells, spec: _CropSpec) -> np.ndarray | None:
-    """The field's crops from its shard when the shard is current and holds exactly its cells; else None."""
-    path = folder / f"{fc.image_id}.npz"
-    if fc.mask is None or not path.is_file():
-        return None
-    try:
-        with np.load(path) as z:
-            if (
-                str(z["signature"]) != _shard_signature(fc.mask, fc.sources, spec.stains)
-                or not np.array_equal(z["cell_id"], fc.cells.cell_id)
-                or not np.array_equal(z["bbox"], fc.cells.bbox)
-                or z["crops"].shape != (len(fc.cells), len(spec.stains), spec.size, spec.size)
-            ):
-                return None
-            return z["crops"]
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from skimage.segmentation import watershed
 
 from locbench.cells.metric import compare_masks, pool_agreement
 from locbench.data.formats import load_table
-from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, cpu_workers, imap_bounded
 from locbench.data.images import read_field_stains
+from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, cpu_workers, imap_bounded
 from locbench.errors import BadInputError, LocbenchError
 from locbench.registry import Registry
 from locbench.store.atomic import atomic_write_bytes, atomic_write_json

@@ -66,7 +66,9 @@ def imap_bounded(
         # The server imports fn's module once and forks every worker from it: workers start without importing
         # locbench (and torch) again, seconds each on a busy machine. Takes effect when the server first starts.
         ctx.set_forkserver_preload([fn.__module__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init, initargs=(initializer, initargs)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init, initargs=(initializer, initargs)
+    ) as pool:
         pending: set[Future] = set()
         try:
             for item in items:
@@ -108,6 +110,7 @@ class Progress:
 
     def update(self, k: int = 1) -> None:
         self.count += k
+        log.debug("done %d of %d (%s)", self.count, self.total, self.what)  # benchmarks time these
         if self.bar is not None:
             self.bar.update(k)
         elif time.monotonic() - self.last >= self.every_s:
@@ -118,4 +121,10 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
         if self.total:
-            log.info("%s: %d fields in %.1f s (%.2f fields/s)", self.what, self.count, time.monotonic() - self.start, self.rate())
+            log.info(
+                "%s: %d fields in %.1f s (%.2f fields/s)",
+                self.what,
+                self.count,
+                time.monotonic() - self.start,
+                self.rate(),
+            )

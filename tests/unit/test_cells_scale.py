@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from locbench.cells import data as cellmod
+from locbench.cells import crops as crops_mod
 from locbench.cells.crops import CellCropDataset, index_cells
 from locbench.cells.data import build_crop_cache, prepare_cell_data
 from locbench.cells.segment import PROGRESS_LOG, SEGMENTERS, WatershedSegmenter, segment_dataset
@@ -123,16 +123,17 @@ SLOW_CROPS = """
 import sys, time
 import numpy as np
 from pathlib import Path
+from locbench.cells import crops as crops_mod
 from locbench.cells import data as cellmod
 from locbench.cells.crops import index_cells
 from locbench.data.formats import load_table
 fields, cache = Path(sys.argv[1]), Path(sys.argv[2])
 cellmod.FLUSH_EVERY_S = 0  # progress saved after every task
-crop_cell = cellmod.crop_cell
+crop_cell = crops_mod.crop_cell
 def slow(*a, **k):
     time.sleep(0.02)
     return crop_cell(*a, **k)
-cellmod.crop_cell = slow
+crops_mod.crop_cell = slow
 table = load_table(fields)
 cells = index_cells(table, fields / "masks", cache_path=None)
 cellmod.build_crop_cache(table, cells, fields / "masks", stains=("red", "green", "blue", "yellow"), size=24,
@@ -159,8 +160,8 @@ def test_crop_cache_killed_then_rerun_equals_uninterrupted_and_keeps_finished_fi
     assert N_FIELDS // 3 <= done.sum() < N_FIELDS and not (done_path().parent / "complete").exists()
 
     decoded = []
-    read_stains = cellmod.read_stains
-    monkeypatch.setattr(cellmod, "read_stains", lambda src, stains: decoded.append(src) or read_stains(src, stains))
+    read_stains = crops_mod.read_stains
+    monkeypatch.setattr(crops_mod, "read_stains", lambda src, stains: decoded.append(src) or read_stains(src, stains))
     again = build_crop_cache(table, cells, fields / "masks", **CROPS, cache_dir=cache, workers=1)
     assert len(decoded) == int((done == 0).sum())  # finished fields are not cut again
     assert (again.path / "pixels.npy").read_bytes() == (whole.path / "pixels.npy").read_bytes()
@@ -182,14 +183,14 @@ def test_crops_cut_while_segmenting_equal_crops_from_the_masks(fields, tmp_path,
     }
     cfg = load_config(overrides=sets)
     segmented_once = []
-    read_stains = cellmod.read_stains
+    read_stains = crops_mod.read_stains
 
     def counted(src, stains):
         segmented_once.append(src)
         return read_stains(src, stains)
 
     # every field is segmented here, so the crop cache must take every field's crops from its shard
-    monkeypatch.setattr(cellmod, "read_stains", counted)
+    monkeypatch.setattr(crops_mod, "read_stains", counted)
     data = prepare_cell_data(cfg, tmp_path / "split.json")
     assert segmented_once == [] and len(data.cells) > 0
     assert not list((tmp_path / "cache").glob("cell-shards-*"))  # removed once the cache is complete
