@@ -12,7 +12,8 @@ Reported per worker count: wall seconds, fields/s, the steady rate once every wo
 field (the pool's start-up left out), and the peak memory of the whole process tree (the command, the
 forkserver and the workers: the sum of their PSS, sampled every 50 ms from /proc). ``speedup_1_to_2`` is the
 ratio of fields/s (and of steady rates) at 2 workers to 1, from the same run. ``--quick`` uses a few small
-synthetic fields instead.
+synthetic fields instead. Below ``MIN_FIELDS_FOR_POOL`` (16) fields the commands run in one process whatever
+the worker count (``pool`` says which): measure at least that many.
 
     .venv/bin/python benchmarks/scale_cells.py --fields 40 --workers 1 2 [--sizes 10 40]
 """
@@ -33,6 +34,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT_DIR, REPO, host, real_farm, table, write_json  # noqa: E402
+
+from locbench.data.pool import MIN_FIELDS_FOR_POOL  # noqa: E402
 
 #: Crop side and stains of the crop measurement (a typical cell-level run).
 CROP_SIZE, CROP_STAINS = 128, ("red", "green", "blue", "yellow")
@@ -132,6 +135,7 @@ def _summary(n_fields: int, workers: int, raw: dict[str, Any]) -> dict[str, Any]
         steady = (len(arrivals) - workers) * per_task / (raw["wall"] - arrivals[workers - 1])
     return {
         "workers": workers,
+        "pool": workers > 1 and n_fields >= MIN_FIELDS_FOR_POOL,  # fewer fields run in the command's process
         "wall_s": raw["wall"],
         "fields_per_s": n_fields / raw["wall"],
         "steady_fields_per_s": steady,
