@@ -2,8 +2,9 @@
 
 The split is made over fields (cells of one field never straddle train and val), then every cell of every field
 gets one square crop of side ``data.img_size``. Cutting a crop means reading the whole field, so crops are cut
-once, in field order, into a memory-mapped array (``<cache_dir>/cells-.../pixels.npy``) that training then reads
-row by row; its key covers the images, the masks, the crop size, margin, masking and stains.
+once, a field per task in worker processes, into a memory-mapped array (``<cache_dir>/cells-.../pixels.npy``)
+that training then reads row by row; its key covers the images, the masks, the crop size, margin, masking and
+stains. A killed build resumes; fields segmented for the run have their crops cut from the same decode.
 
 Targets: with the dataset's own masks and a ``cells.csv`` beside ``train.csv`` (synthetic data) every cell takes
 its own labels; otherwise (segmented masks, real data) every cell takes its field's weak image labels.
