@@ -453,7 +453,7 @@ def segment_dataset(
     ``out_dir/segment.json`` records the backend, its options and a fingerprint of each field's stains; a second
     call with the same backend and options recomputes only fields whose images changed or whose mask is gone.
     Each mask is written atomically and then noted in ``out_dir/segment.log`` (one line a field), so a run killed
-    at any point resumes without redoing a finished field; the log is folded into the manifest at the end.
+    at any point resumes with only the fields then in flight to redo; the log is folded into the manifest at the end.
 
     Args:
         table_or_dir: a locbench ``Table`` (``ids``, ``paths(i)``) or a dataset folder (``train.csv``, ``train/``).
