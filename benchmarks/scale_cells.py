@@ -81,13 +81,18 @@ if __name__ == "__main__":
 """
 
 
-def tree_pss(pid: int) -> int:
+def tree_pss(pid: int, cpu: dict[int, float] | None = None) -> int:
     """Proportional resident bytes (PSS) of ``pid`` and all its descendants: pages shared by forked workers are
-    counted once in the sum, not once a process as RSS would. Linux /proc only; gone processes count 0."""
-    total, todo = 0, [pid]
+    counted once in the sum, not once a process as RSS would. Linux /proc only; gone processes count 0.
+
+    ``cpu`` (pid → CPU seconds so far) is updated for every process of the tree on the way."""
+    total, todo, tick = 0, [pid], os.sysconf("SC_CLK_TCK")
     while todo:
         p = todo.pop()
         try:
+            if cpu is not None:
+                stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu[p] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1]) * 1024
@@ -109,11 +114,11 @@ def run_child(step: str, data: Path, out: Path, workers: int, script: Path) -> d
         stderr=subprocess.PIPE,
         text=True,
     )
-    peak = [0]
+    peak, cpu = [0], {}
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_pss(proc.pid))
+            peak[0] = max(peak[0], tree_pss(proc.pid, cpu))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -123,7 +128,8 @@ def run_child(step: str, data: Path, out: Path, workers: int, script: Path) -> d
     if proc.returncode != 0:
         raise RuntimeError(f"{step} with {workers} workers failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    return {**result, "peak_pss_mb": peak[0] / 2**20}
+    # CPU of the whole tree (as last seen, up to 50 ms short a process): what the pass costs, whatever the load
+    return {**result, "peak_pss_mb": peak[0] / 2**20, "tree_cpu_s": sum(cpu.values())}
 
 
 def _summary(n_fields: int, workers: int, raw: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +146,7 @@ def _summary(n_fields: int, workers: int, raw: dict[str, Any]) -> dict[str, Any]
         "fields_per_s": n_fields / raw["wall"],
         "steady_fields_per_s": steady,
         "peak_pss_mb": raw["peak_pss_mb"],
+        "tree_cpu_s": raw["tree_cpu_s"],
         "cells": raw["cells"],
     }
 
