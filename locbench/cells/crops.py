@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage as ndi
 
 from locbench.cells.metric import CellInstances
-from locbench.cells.segment import _upscale_nearest, mask_path, read_mask, read_stains
+from locbench.cells.segment import mask_path, read_mask, read_stains, upscale_nearest
 from locbench.data.channels import resolve_channels
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_npz
@@ -60,12 +60,53 @@ class CellIndex:
         rows = np.asarray(rows, dtype=np.intp)
         return CellIndex(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
+    @staticmethod
+    def concat(parts: Sequence[CellIndex]) -> CellIndex:
+        """The cells of ``parts`` one after another (an empty index when there are none)."""
+        if not parts:
+            return cells_of_mask(np.zeros((0, 0), np.int32), 0)
+        return CellIndex(*(np.concatenate([getattr(p, f) for p in parts]) for f in CellIndex.__dataclass_fields__))
+
     def of_images(self, image_indices: Sequence[int] | np.ndarray) -> CellIndex:
         """The cells of the given table rows, in the order the rows are given."""
         order = {int(i): k for k, i in enumerate(image_indices)}
         rows = np.flatnonzero(np.isin(self.image_index, list(order)))
         rows = rows[np.argsort([order[int(i)] for i in self.image_index[rows]], kind="stable")]
         return self.take(rows)
+
+
+def cells_of_mask(mask: np.ndarray, image_index: int, *, min_area: int = 1) -> CellIndex:
+    """The cells of one instance mask, in label order, as rows of table row ``image_index``."""
+    areas = np.bincount(mask.ravel()) if mask.size else np.zeros(1, np.int64)
+    rows = []
+    # find_objects gives one bounding slice per label value in a single pass over the mask.
+    for label, sl in enumerate(ndi.find_objects(mask), start=1):
+        if sl is None or areas[label] < min_area:
+            continue
+        rows.append((label, sl[0].start, sl[1].start, sl[0].stop, sl[1].stop, areas[label]))
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 6)
+    n = len(table)
+    return CellIndex(
+        image_index=np.full(n, image_index, dtype=np.int32),
+        cell_id=table[:, 0].astype(np.int32),
+        bbox=table[:, 1:5].astype(np.int32),
+        mask_shape=np.tile(np.asarray(mask.shape, dtype=np.int32), (n, 1)).reshape(-1, 2),
+        area=table[:, 5].astype(np.int32),
+    )
+
+
+def index_signature(paths: Sequence[Path], *, min_area: int = 1) -> str:
+    """What a cached cell index depends on: each mask file's name, size and modification time, and ``min_area``."""
+    return hashlib.sha1(
+        "\n".join([f"v{_INDEX_VERSION}", f"min_area={min_area}", *(_mask_sig(p) for p in paths)]).encode()
+    ).hexdigest()
+
+
+def save_index(path: str | os.PathLike, index: CellIndex, signature: str) -> None:
+    """Write ``index`` as a cached cell index (atomic) that :func:`index_cells` reuses while ``signature`` holds."""
+    atomic_write_npz(
+        path, signature=np.array(signature), **{f: getattr(index, f) for f in CellIndex.__dataclass_fields__}
+    )
 
 
 def _mask_sig(path: Path) -> str:
@@ -102,9 +143,7 @@ def index_cells(
             missing,
             f"run `locbench segment --data DATA --out {masks_dir}` or point to the folder holding the masks",
         )
-    sig = hashlib.sha1(
-        "\n".join([f"v{_INDEX_VERSION}", f"min_area={min_area}", *(_mask_sig(p) for p in paths)]).encode()
-    ).hexdigest()
+    sig = index_signature(paths, min_area=min_area)
     if cache_path is None and os.access(masks_dir, os.W_OK):
         cache_path = masks_dir / INDEX_FILE
     if cache_path is not None and Path(cache_path).is_file():
@@ -115,29 +154,9 @@ def index_cells(
         except (OSError, KeyError, ValueError):
             log.warning("cell index %s is unreadable; rebuilding it", cache_path)
 
-    cols: dict[str, list] = {f: [] for f in CellIndex.__dataclass_fields__}
-    for i, path in enumerate(paths):
-        mask = read_mask(path)
-        areas = np.bincount(mask.ravel())
-        # find_objects gives one bounding slice per label value in a single pass over the mask.
-        for label, sl in enumerate(ndi.find_objects(mask), start=1):
-            if sl is None or areas[label] < min_area:
-                continue
-            cols["image_index"].append(i)
-            cols["cell_id"].append(label)
-            cols["bbox"].append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
-            cols["mask_shape"].append(mask.shape)
-            cols["area"].append(areas[label])
-    index = CellIndex(
-        image_index=np.asarray(cols["image_index"], dtype=np.int32),
-        cell_id=np.asarray(cols["cell_id"], dtype=np.int32),
-        bbox=np.asarray(cols["bbox"], dtype=np.int32).reshape(-1, 4),
-        mask_shape=np.asarray(cols["mask_shape"], dtype=np.int32).reshape(-1, 2),
-        area=np.asarray(cols["area"], dtype=np.int32),
-    )
+    index = CellIndex.concat([cells_of_mask(read_mask(path), i, min_area=min_area) for i, path in enumerate(paths)])
     if cache_path is not None:
-        fields = {f: getattr(index, f) for f in CellIndex.__dataclass_fields__}
-        atomic_write_npz(cache_path, signature=np.array(sig), **fields)
+        save_index(cache_path, index, sig)
     log.info("indexed %d cells in %d images from %s", len(index), len(ids), masks_dir)
     return index
 
@@ -193,7 +212,7 @@ class CellCropDataset:
                     "cells in the masks have no row in the cell labels", missing, "use the masks the labels belong to"
                 )
             self._cell_labels = np.stack([np.asarray(cell_labels[key], dtype=np.float32) for key in keys])
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[np.ndarray, _FieldMask]] = OrderedDict()
         self._cache_size = max(1, int(field_cache))
 
     def __len__(self) -> int:
@@ -233,43 +252,31 @@ class CellCropDataset:
             rows.setdefault(i, []).append(k)
         return _LazyInstances(self, values, rows)
 
-    def _field(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(stack (C, H, W) uint8, mask (H, W) int32 at the image's resolution) of table row ``i``."""
+    def _field(self, i: int) -> tuple[np.ndarray, _FieldMask]:
+        """(stack (H, W, C) uint8, its mask, read when first needed) of table row ``i``."""
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
         unique = tuple(dict.fromkeys(self.channels))
         stains = read_stains(self.table.sources(i), unique)
-        stack = np.stack([_to_uint8(stains[c]) for c in self.channels])
-        mask = read_mask(mask_path(self.masks_dir, self._ids[i]))
-        if mask.shape != stack.shape[1:]:
-            mask = _upscale_nearest(mask, stack.shape[1:])
-        self._cache[i] = (stack, mask)
+        item = (field_stack(stains, self.channels), _FieldMask(mask_path(self.masks_dir, self._ids[i])))
+        self._cache[i] = item
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return stack, mask
+        return item
 
     def crop(self, k: int) -> np.ndarray:
         """The (C, crop, crop) uint8 crop of item ``k`` as a numpy array."""
-        i = int(self.cells.image_index[k])
-        cell = int(self.cells.cell_id[k])
-        stack, mask = self._field(i)
-        y0, x0, y1, x1 = (int(v) for v in self.cells.bbox[k])
-        mh, mw = (int(v) for v in self.cells.mask_shape[k])
-        h, w = stack.shape[1:]
-        if (mh, mw) != (h, w):
-            # Boxes were found on the mask; scale them to the image when the two differ in resolution.
-            y0, y1 = y0 * h // mh, -(-y1 * h // mh)
-            x0, x1 = x0 * w // mw, -(-x1 * w // mw)
-        side = max(y1 - y0, x1 - x0)
-        side = max(1, round(side * (1 + 2 * self.margin)))
-        top = (y0 + y1 - side) // 2
-        left = (x0 + x1 - side) // 2
-        window = _window(stack, top, left, side)
-        if self.masked:
-            inside = _window((mask == cell)[None], top, left, side)[0]
-            window = window * inside[None].astype(np.uint8)
-        return _resize_chw(window, self.crop_size)
+        stack, mask = self._field(int(self.cells.image_index[k]))
+        return crop_cell(
+            stack,
+            mask.at(stack.shape[:2]) if self.masked else None,
+            self.cells.bbox[k],
+            self.cells.mask_shape[k],
+            int(self.cells.cell_id[k]),
+            size=self.crop_size,
+            margin=self.margin,
+        )
 
     def __getitem__(self, k: int) -> tuple[Any, Any]:
         if not -len(self) <= k < len(self):
@@ -300,6 +307,67 @@ class _LazyInstances(Mapping):
         return len(self._rows)
 
 
+class _FieldMask:
+    """A field's mask, read (and scaled to the image) on first use: unmasked crops never read it."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._mask: np.ndarray | None = None
+
+    def at(self, shape: tuple[int, int]) -> np.ndarray:
+        if self._mask is None:
+            mask = read_mask(self.path)
+            self._mask = mask if mask.shape == tuple(shape) else upscale_nearest(mask, shape)
+        return self._mask
+
+
+def field_stack(stains: Mapping[str, np.ndarray], channels: Sequence[str]) -> np.ndarray:
+    """The (H, W, C) uint8 stack of a field's ``stains`` (16-bit ones keep their high byte), one plane per channel.
+
+    Channels last: every crop window is then a contiguous (h, w, C) block that OpenCV resizes in one call.
+    """
+    return np.stack([_to_uint8(stains[c]) for c in channels], axis=-1)
+
+
+def crop_cell(
+    stack: np.ndarray,
+    mask: np.ndarray | None,
+    bbox: Sequence[int] | np.ndarray,
+    mask_shape: Sequence[int] | np.ndarray,
+    cell: int,
+    *,
+    size: int,
+    margin: float,
+) -> np.ndarray:
+    """The (C, size, size) uint8 crop of one cell from a field's (H, W, C) :func:`field_stack`.
+
+    Args:
+        stack: the field, channels last.
+        mask: the field's instance mask at the stack's resolution to zero everything outside the cell, or None.
+        bbox: the cell's ``y0, x0, y1, x1`` in mask pixels (a :class:`CellIndex` row).
+        mask_shape: the mask's height and width (boxes are scaled when the image's resolution differs).
+        cell: the cell's label in the mask.
+        size: side of the crop.
+        margin: context around the box, as a fraction of its longer side on each side.
+    """
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    mh, mw = (int(v) for v in mask_shape)
+    h, w = stack.shape[:2]
+    if (mh, mw) != (h, w):
+        # Boxes were found on the mask; scale them to the image when the two differ in resolution.
+        y0, y1 = y0 * h // mh, -(-y1 * h // mh)
+        x0, x1 = x0 * w // mw, -(-x1 * w // mw)
+    side = max(y1 - y0, x1 - x0)
+    side = max(1, round(side * (1 + 2 * margin)))
+    top = (y0 + y1 - side) // 2
+    left = (x0 + x1 - side) // 2
+    window = _window(stack, top, left, side)
+    if mask is not None:
+        inside = _window((mask == cell)[..., None], top, left, side)
+        window = window * inside.astype(np.uint8)
+    return _resize_hwc(window, size)
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
@@ -309,21 +377,153 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _window(stack: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
-    """The (C, side, side) window at (top, left), zero where it leaves the image."""
-    c, h, w = stack.shape
-    out = np.zeros((c, side, side), dtype=stack.dtype)
+    """The (side, side, C) window at (top, left) of an (H, W, C) stack, zero where it leaves the image."""
+    h, w, c = stack.shape
+    out = np.zeros((side, side, c), dtype=stack.dtype)
     sy0, sx0 = max(top, 0), max(left, 0)
     sy1, sx1 = min(top + side, h), min(left + side, w)
     if sy1 > sy0 and sx1 > sx0:
-        out[:, sy0 - top : sy1 - top, sx0 - left : sx1 - left] = stack[:, sy0:sy1, sx0:sx1]
+        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = stack[sy0:sy1, sx0:sx1]
     return out
 
 
-def _resize_chw(window: np.ndarray, size: int) -> np.ndarray:
-    side = window.shape[1]
+def _resize_hwc(window: np.ndarray, size: int) -> np.ndarray:
+    """An (side, side, C) window resized to (C, size, size)."""
+    side = window.shape[0]
     if side == size:
-        return window
+        return window.transpose(2, 0, 1)
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     # cv2 resizes (H, W, C) with up to 512 channels in one call.
-    resized = cv2.resize(np.ascontiguousarray(window.transpose(1, 2, 0)), (size, size), interpolation=interp)
-    return resized.reshape(size, size, -1).transpose(2, 0, 1)
+    return cv2.resize(window, (size, size), interpolation=interp).reshape(size, size, -1).transpose(2, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cutting the crops of whole fields (the work of the crop cache's worker processes)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How crops are cut: the stains kept, the side, the margin and the masking."""
+
+    stains: tuple[str, ...]
+    size: int
+    margin: float
+    masked: bool
+
+
+@dataclass(frozen=True)
+class FieldCells:
+    """One field's share of a crop job: its table row, id, stain sources, mask, first cache row and cells."""
+
+    index: int
+    image_id: str
+    sources: Any
+    mask: Path | None
+    first_row: int
+    cells: Any
+
+
+@dataclass(frozen=True)
+class CropJob:
+    pixels: str
+    offset: int
+    spec: CropSpec
+    fields: list[FieldCells]
+    shards: Path | None
+
+
+def cut_fields(job: CropJob) -> list[int]:
+    """Cut the crops of the fields of ``job`` into their rows of the cache file; return their table rows."""
+    row_bytes = len(job.spec.stains) * job.spec.size * job.spec.size
+    with open(job.pixels, "r+b") as f:
+        for fc in job.fields:
+            crops = _shard_crops(job.shards, fc, job.spec) if job.shards is not None else None
+            if crops is None:
+                stains = read_stains(fc.sources, job.spec.stains)
+                crops = _field_crops(field_stack(stains, job.spec.stains), fc.mask, fc.cells, job.spec)
+            # pwrite, not a memory map: the written pages stay out of the worker's memory
+            os.pwrite(f.fileno(), np.ascontiguousarray(crops).data, job.offset + fc.first_row * row_bytes)
+    return [fc.index for fc in job.fields]
+
+
+def _field_crops(stack: np.ndarray, mask: Path | np.ndarray | None, cells: Any, spec: CropSpec) -> np.ndarray:
+    """(n, C, S, S) crops of the ``cells`` of one field from its (H, W, C) stack (mask: array, file or None)."""
+    inside = None
+    if spec.masked:
+        inside = mask if isinstance(mask, np.ndarray) else read_mask(mask)
+        if inside.shape != stack.shape[:2]:
+            inside = upscale_nearest(inside, stack.shape[:2])
+    out = np.empty((len(cells), len(spec.stains), spec.size, spec.size), dtype=np.uint8)
+    for k in range(len(cells)):
+        out[k] = crop_cell(
+            stack,
+            inside,
+            cells.bbox[k],
+            cells.mask_shape[k],
+            int(cells.cell_id[k]),
+            size=spec.size,
+            margin=spec.margin,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Crops cut while segmenting (one decode a field)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropShards:
+    """A :class:`~locbench.cells.segment.FieldHook` that cuts a field's crops right after segmenting it.
+
+    Each field's crops go to ``folder/{ID}.npz`` with what they were cut from (the mask file's size and
+    modification time, the stain files', the cells); :func:`build_crop_cache` then copies current shards instead
+    of decoding those fields a second time, and removes the folder when the cache is complete.
+    """
+
+    folder: Path
+    masks_dir: Path
+    stains: tuple[str, ...]
+    size: int
+    margin: float
+    masked: bool
+
+    def __call__(self, image_id: str, stains: dict, mask: np.ndarray, sources: Any) -> None:
+        spec = CropSpec(self.stains, self.size, self.margin, self.masked)
+        cells = cells_of_mask(mask, 0)
+        crops = _field_crops(field_stack(stains, self.stains), mask, cells, spec)
+        atomic_write_npz(
+            self.folder / f"{image_id}.npz",
+            crops=crops,
+            cell_id=cells.cell_id,
+            bbox=cells.bbox,
+            signature=np.array(_shard_signature(self.masks_dir / f"{image_id}.png", sources, self.stains)),
+        )
+
+
+def _shard_signature(mask: Path, sources: Any, stains: tuple[str, ...]) -> str:
+    parts = []
+    for p in (mask, *(Path(sources[c]) for c in stains)):
+        st = p.stat()
+        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _shard_crops(folder: Path, fc: FieldCells, spec: CropSpec) -> np.ndarray | None:
+    """The field's crops from its shard when the shard is current and holds exactly its cells; else None."""
+    path = folder / f"{fc.image_id}.npz"
+    if fc.mask is None or not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if (
+                str(z["signature"]) != _shard_signature(fc.mask, fc.sources, spec.stains)
+                or not np.array_equal(z["cell_id"], fc.cells.cell_id)
+                or not np.array_equal(z["bbox"], fc.cells.bbox)
+                or z["crops"].shape != (len(fc.cells), len(spec.stains), spec.size, spec.size)
+            ):
+                return None
+            return z["crops"]
+    except (OSError, KeyError, ValueError):
+        return None

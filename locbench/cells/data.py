@@ -2,8 +2,9 @@
 
 The split is made over fields (cells of one field never straddle train and val), then every cell of every field
 gets one square crop of side ``data.img_size``. Cutting a crop means reading the whole field, so crops are cut
-once, in field order, into a memory-mapped array (``<cache_dir>/cells-.../pixels.npy``) that training then reads
-row by row; its key covers the images, the masks, the crop size, margin, masking and stains.
+once, a field per task in worker processes, into a memory-mapped array (``<cache_dir>/cells-.../pixels.npy``)
+that training then reads row by row; its key covers the images, the masks, the crop size, margin, masking and
+stains. A killed build resumes; fields segmented for the run have their crops cut from the same decode.
 
 Targets: with the dataset's own masks and a ``cells.csv`` beside ``train.csv`` (synthetic data) every cell takes
 its own labels; otherwise (segmented masks, real data) every cell takes its field's weak image labels.
@@ -15,7 +16,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.cells.crops import CellCropDataset, index_cells
+from locbench.cells.crops import CellCropDataset, CropJob, CropShards, CropSpec, FieldCells, cut_fields, index_cells
 from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
-from locbench.cells.segment import mask_path, segment_dataset
-from locbench.data.cache import MemmapRows, cache_key, default_cache_dir
+from locbench.cells.segment import FieldHook, mask_path, segment_dataset
+from locbench.data.cache import FLUSH_EVERY_S, MemmapRows, cache_key, default_cache_dir
 from locbench.data.channels import resolve_channels, unique_stains
 from locbench.data.formats import table_from_config
+from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, cpu_workers, imap_bounded
 from locbench.data.splits import resolve_split
 from locbench.errors import BadInputError, LocbenchError
-from locbench.store.atomic import atomic_write_json, atomic_write_text
+from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_text
 from locbench.store.lock import FileLock
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,12 @@ CROP_CACHE_VERSION = 1
 
 
 def resolve_masks(
-    cell_cfg: Any, table: Any, *, cache_dir: str | os.PathLike | None = None, workers: int = 1
+    cell_cfg: Any,
+    table: Any,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 1,
+    hook: Callable[[Path], FieldHook] | None = None,
 ) -> tuple[Path, bool]:
     """The mask folder a cell configuration names for ``table``, segmenting (cached) when needed.
 
@@ -56,6 +65,8 @@ def resolve_masks(
         table: the fields (``root``, ``ids``, ``paths(i)``).
         cache_dir: parent of segmentation output (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
         workers: segmentation processes.
+        hook: given the mask folder, the :class:`~locbench.cells.segment.FieldHook` to run on each field
+            segmented (the crop cache's :class:`CropShards`); unused when nothing is segmented.
 
     Returns:
         ``(folder, own)``: ``own`` is True when the folder is the dataset's own ``masks/`` (the truth of
@@ -71,17 +82,32 @@ def resolve_masks(
         return folder, folder.resolve() == own.resolve()
     if cell_cfg.masks == "auto" and own.is_dir():
         return own, True
-    return segment_cached(table, backend=cell_cfg.backend, cache_dir=cache_dir, workers=workers), False
+    out = segment_cached(table, backend=cell_cfg.backend, cache_dir=cache_dir, workers=workers, hook=hook)
+    return out, False
 
 
-def segment_cached(table: Any, *, backend: str, cache_dir: str | os.PathLike | None = None, workers: int = 1) -> Path:
-    """Segment every field of ``table`` into ``<cache_dir>/masks-<backend>-<dataset hash>/`` (reused when current)."""
+def segmented_masks_dir(table: Any, *, backend: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`segment_cached` keeps the masks of ``table`` made by ``backend``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     digest = hashlib.sha256(str(Path(table.root).resolve()).encode()).hexdigest()[:12]
-    out = root / f"masks-{backend}-{digest}"
+    return root / f"masks-{backend}-{digest}"
+
+
+def segment_cached(
+    table: Any,
+    *,
+    backend: str,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 1,
+    hook: Callable[[Path], FieldHook] | None = None,
+) -> Path:
+    """Segment every field of ``table`` into ``<cache_dir>/masks-<backend>-<dataset hash>/`` (reused when current).
+
+    ``hook(mask folder)`` gives a :class:`~locbench.cells.segment.FieldHook` run on each field segmented."""
+    out = segmented_masks_dir(table, backend=backend, cache_dir=cache_dir)
     # two sweep cells segmenting the same data would both write its manifest
-    with FileLock(root / f".masks-{backend}-{digest}.lock").waiting():
-        segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers))
+    with FileLock(out.parent / f".{out.name}.lock").waiting():
+        segment_dataset(table, backend=backend, out_dir=out, workers=max(1, workers), hook=hook(out) if hook else None)
     return out
 
 
@@ -176,8 +202,15 @@ def build_crop_cache(
     margin: float,
     masked: bool,
     cache_dir: str | os.PathLike | None = None,
+    workers: int | None = 1,
+    progress: bool = True,
+    shards: Path | None = None,
 ) -> CropCache:
     """Cut every cell's crop once into ``<cache_dir>/cells-<format>-<size>-<stains>-<key>/``, or reuse it.
+
+    Fields are cut in worker processes, each writing its cells' rows straight into the file (nothing is held but
+    the fields in flight). Which fields are done is saved every few seconds (``done.npy``), so a killed build
+    resumes, like the field cache (:mod:`locbench.data.cache`).
 
     Args:
         table: the fields; ``cells`` must index this table's rows.
@@ -187,6 +220,10 @@ def build_crop_cache(
         stains: distinct stains to keep (the channel mode picks and repeats them when reading).
         size, margin, masked: as :class:`~locbench.cells.crops.CellCropDataset`.
         cache_dir: parent folder (default ``$LOCBENCH_CACHE`` or ``~/.cache/locbench``).
+        workers: processes (None: one per CPU); 1 cuts in this process.
+        progress: a progress bar on a terminal (log lines otherwise) with fields/s and time left.
+        shards: a folder of :class:`CropShards` written while segmenting: a field whose shard is current is
+            copied from it instead of decoded again. The folder is removed once the cache is complete.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = crop_cache_key(table, cells, masks_dir, stains=stains, size=size, margin=margin, masked=masked)
@@ -194,11 +231,15 @@ def build_crop_cache(
     result = CropCache(folder, tuple(stains), int(size), len(cells))
     if (folder / "complete").is_file():
         log.info("reusing cell crop cache %s", folder)
-        return result
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds the cache complete
-        if not (folder / "complete").is_file():
-            _cut_crops(table, cells, masks_dir, folder, stains=stains, size=size, margin=margin, masked=masked)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder / ".lock").waiting():  # a second builder waits, then finds the cache complete
+            if not (folder / "complete").is_file():
+                spec = CropSpec(tuple(stains), int(size), float(margin), bool(masked))
+                workers = cpu_workers() if workers is None else max(1, workers)
+                _cut_crops(table, cells, masks_dir, folder, spec, workers=workers, progress=progress, shards=shards)
+    if shards is not None and shards.is_dir():
+        shutil.rmtree(shards, ignore_errors=True)  # served their purpose (or were made for a cache that exists)
     return result
 
 
@@ -207,56 +248,100 @@ def _cut_crops(
     cells: Any,
     masks_dir: Path,
     folder: Path,
+    spec: CropSpec,
     *,
-    stains: tuple[str, ...],
-    size: int,
-    margin: float,
-    masked: bool,
+    workers: int,
+    progress: bool,
+    shards: Path | None,
 ) -> None:
-    """Write the crop cache's files into ``folder`` (the caller holds its lock)."""
+    """Write the crop cache's files into ``folder`` (the caller holds its lock), resuming an interrupted build."""
+    if np.any(np.diff(cells.image_index) < 0):
+        raise LocbenchError("the cell index is not sorted by field; build it with index_cells")
+    n_fields = len(table)
+    pixels, done_path = folder / "pixels.npy", folder / "done.npy"
+    shape = (len(cells), len(spec.stains), spec.size, spec.size)
+    meta = {
+        "version": CROP_CACHE_VERSION,
+        "cells": len(cells),
+        "size": spec.size,
+        "stains": list(spec.stains),
+        "margin": spec.margin,
+        "masked": spec.masked,
+        "masks": str(masks_dir),
+        "table": str(table.root),
+    }
+    meta_path = folder / "meta.json"
+    if meta_path.is_file() and pixels.is_file() and done_path.is_file():
+        done = np.load(done_path)
+        log.info("resuming cell crop cache %s: %d of %d fields already done", folder, int(done.sum()), n_fields)
+    else:
+        # created at full length (sparse); workers write each field's rows in place
+        del_me = np.lib.format.open_memmap(pixels, mode="w+", dtype=np.uint8, shape=shape)
+        del del_me
+        done = np.zeros(n_fields, dtype=np.uint8)
+        atomic_write_npy(done_path, done)
+        atomic_write_json(meta_path, meta)
+    offset = _data_offset(pixels)
+    # rows of field i: bounds[i]..bounds[i+1] (cells come sorted by field)
+    bounds = np.searchsorted(cells.image_index, np.arange(n_fields + 1), side="left")
+    empty = [i for i in range(n_fields) if bounds[i] == bounds[i + 1]]
+    done[empty] = 1  # a field without cells has nothing to cut
+    todo = [i for i in range(n_fields) if not done[i]]
+    if len(todo) < MIN_FIELDS_FOR_POOL:
+        workers = 1
+    per_task = max(1, min(8, len(todo) // (4 * workers)))
+    groups = [todo[k : k + per_task] for k in range(0, len(todo), per_task)]
+    jobs = (
+        CropJob(
+            str(pixels),
+            offset,
+            spec,
+            [
+                FieldCells(
+                    i,
+                    table.ids[i],
+                    table.sources(i),
+                    mask_path(masks_dir, table.ids[i]),
+                    int(bounds[i]),
+                    cells.take(np.arange(bounds[i], bounds[i + 1])),
+                )
+                for i in group
+            ],
+            shards,
+        )
+        for group in groups
+    )
+    log.info("cell crops: %d fields to cut (%d workers) into %s", len(todo), workers, folder)
+    bar = Progress(len(todo), "cell crops", enabled=progress)
+    last = time.monotonic()
     try:
-        crops = CellCropDataset(
-            table,
-            masks_dir,
-            np.arange(len(table)),
-            channels=stains,
-            crop_size=size,
-            margin=margin,
-            masked=masked,
-            index=cells,
-        )
-        if not np.array_equal(crops.cells.cell_id, cells.cell_id):
-            raise LocbenchError("the cell index is not sorted by field; build it with index_cells")
-        tmp = folder / "pixels.npy.tmp"
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(cells), len(stains), size, size))
-        last = time.monotonic()
-        # Cells come grouped by field: the dataset's small field cache makes this one read per field.
-        for k in range(len(cells)):
-            arr[k] = crops.crop(k)
-            if time.monotonic() - last > 10:
+        for finished in imap_bounded(cut_fields, jobs, workers=workers):
+            done[finished] = 1
+            bar.update(len(finished))
+            if time.monotonic() - last > FLUSH_EVERY_S:
+                atomic_write_npy(done_path, done)
                 last = time.monotonic()
-                log.info("cell crops: %d / %d", k + 1, len(cells))
-        arr.flush()
+    finally:
+        atomic_write_npy(done_path, done)  # what is written is recorded: a rerun resumes from here
+        bar.close()
+    atomic_write_text(folder / "complete", "ok\n")
+    log.info("cached %d cell crops of %d fields in %s", len(cells), n_fields, folder)
+
+
+def _data_offset(npy: Path) -> int:
+    """Where the array's bytes start in an ``.npy`` file."""
+    arr = np.load(npy, mmap_mode="r")
+    try:
+        return int(arr.offset)
+    finally:
         del arr
-        os.replace(tmp, folder / "pixels.npy")
-        atomic_write_json(
-            folder / "meta.json",
-            {
-                "version": CROP_CACHE_VERSION,
-                "cells": len(cells),
-                "size": size,
-                "stains": list(stains),
-                "margin": margin,
-                "masked": masked,
-                "masks": str(masks_dir),
-                "table": str(table.root),
-            },
-        )
-        atomic_write_text(folder / "complete", "ok\n")
-        log.info("cached %d cell crops of %d fields in %s", len(cells), len(table), folder)
-    except BaseException:
-        (folder / "pixels.npy.tmp").unlink(missing_ok=True)
-        raise
+
+
+def crop_shards(table: Any, masks_dir: Path, *, stains, size: int, margin: float, masked: bool, cache_dir=None):
+    """The :class:`CropShards` for crops of ``table`` from the masks to be written in ``masks_dir``."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    h = hashlib.sha256(json.dumps([str(masks_dir.resolve()), list(stains), size, margin, masked]).encode())
+    return CropShards(root / f"cell-shards-{h.hexdigest()[:16]}", masks_dir, tuple(stains), size, margin, masked)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -363,21 +448,37 @@ def prepare_cell_data(cfg: Any, split_file: Path, *, build_cache: bool = True) -
     channels = resolve_channels(dcfg.channels)
     parts = resolve_split(dcfg, table, split_file)
 
-    masks_dir, own = resolve_masks(cfg.cell, table, cache_dir=dcfg.cache_dir, workers=max(1, dcfg.workers))
+    workers = max(1, dcfg.workers)
+    crop_args = {
+        "stains": unique_stains(channels),
+        "size": dcfg.img_size,
+        "margin": cfg.cell.margin,
+        "masked": cfg.cell.masked,
+    }
+    want_cache = dcfg.cache and build_cache
+    shards: list[CropShards] = []
+
+    def cut_while_segmenting(masks: Path) -> CropShards:
+        # fields that must be segmented are decoded once: their crops are cut in the same worker
+        shards.append(crop_shards(table, masks, **crop_args, cache_dir=dcfg.cache_dir))
+        return shards[-1]
+
+    masks_dir, own = resolve_masks(
+        cfg.cell, table, cache_dir=dcfg.cache_dir, workers=workers, hook=cut_while_segmenting if want_cache else None
+    )
     cells = index_table_cells(table, masks_dir, cache_dir=dcfg.cache_dir)
     targets, source = cell_targets(table, cells, own_masks=own)
     cell_parts = {part: np.flatnonzero(np.isin(cells.image_index, idx)) for part, idx in parts.items()}
     cache = None
-    if dcfg.cache and build_cache:
+    if want_cache:
         cache = build_crop_cache(
             table,
             cells,
             masks_dir,
-            stains=unique_stains(channels),
-            size=dcfg.img_size,
-            margin=cfg.cell.margin,
-            masked=cfg.cell.masked,
+            **crop_args,
             cache_dir=dcfg.cache_dir,
+            workers=workers,
+            shards=shards[0].folder if shards else None,
         )
     for name, rows in cell_parts.items():
         log.info("split %s: %d cells of %d fields", name, len(rows), len(parts[name]))

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +27,7 @@ from skimage.segmentation import watershed
 from locbench.cells.metric import compare_masks, pool_agreement
 from locbench.data.formats import load_table
 from locbench.data.images import read_field_stains
+from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, cpu_workers, imap_bounded
 from locbench.errors import BadInputError, LocbenchError
 from locbench.registry import Registry
 from locbench.store.atomic import atomic_write_bytes, atomic_write_json
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 SEGMENTATION_CHANNELS = ("red", "blue", "yellow")
 #: Written by :func:`segment_dataset` beside the masks: backend, options, and what each mask was made from.
 MANIFEST = "segment.json"
+#: Appended to after every mask of a run (id, fingerprint); folded into the manifest when the run ends.
+PROGRESS_LOG = "segment.log"
 
 
 @runtime_checkable
@@ -118,7 +120,7 @@ class WatershedSegmenter:
         cells = watershed(-cyto, nuclei, mask=cell_fg)
         cells = _drop_small(cells, self.min_cell_area)
         cells = _relabel(cells)
-        return _upscale_nearest(cells, shape)
+        return upscale_nearest(cells, shape)
 
 
 @SEGMENTERS.register("watershed", doc="Classical: Otsu nuclei on blue, watershed cell bodies on red/yellow (offline)")
@@ -155,7 +157,7 @@ def _resize(img: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _upscale_nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def upscale_nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Nearest-neighbour resize of a label image to ``shape`` (exact for any ratio, any label count)."""
     if labels.shape == tuple(shape):
         return labels.astype(np.int32, copy=False)
@@ -380,20 +382,60 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-_WORKER_SEGMENTER: Segmenter | None = None
+class FieldHook(Protocol):
+    """Work a segmentation worker does on a field it has just segmented, while the field's stains are decoded.
+
+    ``stains`` are read besides :data:`SEGMENTATION_CHANNELS`; the hook is called with the field id, every stain
+    read, the new mask (already written) and where the stains were read from (``Table.sources(i)``). It must be
+    picklable (it travels to worker processes).
+    """
+
+    stains: tuple[str, ...]
+
+    def __call__(
+        self, image_id: str, stains: dict[str, np.ndarray], mask: np.ndarray, sources: Mapping[str, Any]
+    ) -> None: ...
 
 
-def _init_worker(backend: str, options: dict) -> None:
-    global _WORKER_SEGMENTER
-    _WORKER_SEGMENTER = make_segmenter(backend, **options)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(backend: str, options: dict, hook: FieldHook | None) -> None:
+    _WORKER.update(segmenter=make_segmenter(backend, **options), hook=hook)
 
 
 def _segment_one(job: tuple[str, dict[str, Path], Path]) -> tuple[str, int]:
     image_id, paths, out = job
-    assert _WORKER_SEGMENTER is not None
-    mask = _WORKER_SEGMENTER.segment(read_stains(paths))
+    hook: FieldHook | None = _WORKER["hook"]
+    stains = read_stains(paths, (*SEGMENTATION_CHANNELS, *(hook.stains if hook else ())))
+    mask = _WORKER["segmenter"].segment(stains)
     write_mask(out, mask)
+    if hook is not None:
+        hook(image_id, stains, mask, paths)
     return image_id, int(mask.max(initial=0))
+
+
+def _read_manifest(out: Path, key: dict) -> dict[str, str]:
+    """Fields already segmented in ``out`` (id → fingerprint): the manifest's, then the log of an unfinished run.
+
+    Raises when the folder holds masks of another backend or other options."""
+    done: dict[str, str] = {}
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if {"backend": manifest.get("backend"), "options": manifest.get("options")} != key:
+            raise LocbenchError(
+                f"{out} holds masks from backend {manifest.get('backend')!r} with options {manifest.get('options')}; "
+                f"this run is {key['backend']!r} with {key['options']}. Use another --out folder or delete that one"
+            )
+        done = dict(manifest.get("fields", {}))
+    log_path = out / PROGRESS_LOG
+    if log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            image_id, sep, fingerprint = line.rpartition("\t")
+            if sep and len(fingerprint) == 16:  # a line cut short by a kill is ignored: that field is redone
+                done[image_id] = fingerprint
+    return done
 
 
 def segment_dataset(
@@ -401,39 +443,40 @@ def segment_dataset(
     *,
     backend: str = "watershed",
     out_dir: str | os.PathLike,
-    workers: int = 1,
+    workers: int | None = 1,
     options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    hook: FieldHook | None = None,
 ) -> SegmentResult:
     """Segment every field of a dataset into ``out_dir/{ID}.png`` (16-bit instance masks), reusing earlier work.
 
     ``out_dir/segment.json`` records the backend, its options and a fingerprint of each field's stains; a second
     call with the same backend and options recomputes only fields whose images changed or whose mask is gone.
+    Each mask is written atomically and then noted in ``out_dir/segment.log`` (one line a field), so a run killed
+    at any point resumes with only the fields then in flight to redo; the log is folded into the manifest at the end.
 
     Args:
         table_or_dir: a locbench ``Table`` (``ids``, ``paths(i)``) or a dataset folder (``train.csv``, ``train/``).
         backend: a name in :data:`SEGMENTERS`.
         out_dir: mask folder; created if needed.
-        workers: processes; 1 segments in this process.
+        workers: processes (None: one per CPU); 1 segments in this process. At most two fields per worker are
+            queued at a time, so memory does not grow with the number of fields.
         options: keyword options of the backend (e.g. ``{"weights": "models/"}``).
+        progress: a progress bar on a terminal (a log line every 10 s otherwise) with fields/s and time left.
+        hook: also run this on every field segmented, in the worker, with the stains it asks for (see
+            :class:`FieldHook`): the cell crop cache uses it to cut crops from the same decode.
 
     Raises:
         LocbenchError: ``out_dir`` holds masks from another backend or other options (use another folder).
     """
     options = dict(options or {})
     SEGMENTERS.get(backend)  # an unknown name fails before any file is read
+    workers = cpu_workers() if workers is None else max(1, workers)
     fields = _Fields(table_or_dir)
     out = Path(out_dir)
     key = _backend_key(backend, options)
     manifest_path = out / MANIFEST
-    done: dict[str, str] = {}
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if {"backend": manifest.get("backend"), "options": manifest.get("options")} != key:
-            raise LocbenchError(
-                f"{out} holds masks from backend {manifest.get('backend')!r} with options {manifest.get('options')}; "
-                f"this run is {backend!r} with {key['options']}. Use another --out folder or delete that one"
-            )
-        done = dict(manifest.get("fields", {}))
+    done = _read_manifest(out, key)
 
     fingerprints = {image_id: _fingerprint(fields.paths(i)) for i, image_id in enumerate(fields.ids)}
     jobs = [
@@ -442,27 +485,38 @@ def segment_dataset(
         if done.get(image_id) != fingerprints[image_id] or not (out / f"{image_id}.png").is_file()
     ]
     reused = len(fields.ids) - len(jobs)
-    log.info("segment: %d fields with %s, %d reused from %s", len(jobs), backend, reused, out)
+    log.info("segment: %d fields with %s (%d workers), %d reused from %s", len(jobs), backend, workers, reused, out)
     if jobs:
         out.mkdir(parents=True, exist_ok=True)
         # Build the backend here first: a missing package or weights fails before any worker starts.
         segmenter = make_segmenter(backend, **options)
-
-        def record(image_id: str, n_cells: int) -> None:
-            done[image_id] = fingerprints[image_id]
-            log.debug("segment: %s -> %d cells", image_id, n_cells)
-            # Written after every field, so an interrupted run resumes where it stopped.
+        if not manifest_path.is_file():  # the backend is on record before the first mask
             atomic_write_json(manifest_path, {**key, "fields": done})
-
-        if workers <= 1 or len(jobs) == 1:
-            global _WORKER_SEGMENTER
-            _WORKER_SEGMENTER = segmenter
-            for job in jobs:
-                record(*_segment_one(job))
-        else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(backend, options)) as pool:
-                for image_id, n_cells in pool.map(_segment_one, jobs):
-                    record(image_id, n_cells)
+        if len(jobs) < MIN_FIELDS_FOR_POOL:
+            workers = 1
+        if workers <= 1:
+            _WORKER.update(segmenter=segmenter, hook=hook)
+        bar = Progress(len(jobs), "segment", enabled=progress)
+        try:
+            with open(out / PROGRESS_LOG, "a", encoding="utf-8") as progress_log:
+                for image_id, n_cells in imap_bounded(
+                    _segment_one,
+                    jobs,
+                    workers=workers,
+                    initializer=_init_worker,
+                    initargs=(backend, options, hook),
+                ):
+                    done[image_id] = fingerprints[image_id]
+                    # One line a field, after its mask is in place: a killed run resumes where it stopped.
+                    progress_log.write(f"{image_id}\t{fingerprints[image_id]}\n")
+                    progress_log.flush()
+                    log.debug("segment: %s -> %d cells", image_id, n_cells)
+                    bar.update()
+        finally:
+            _WORKER.clear()
+            bar.close()
+        atomic_write_json(manifest_path, {**key, "fields": done})
+        (out / PROGRESS_LOG).unlink(missing_ok=True)
     elif not manifest_path.is_file():
         atomic_write_json(manifest_path, {**key, "fields": done})
     return SegmentResult(masks_dir=out, ids=tuple(fields.ids), computed=len(jobs), reused=reused)

@@ -17,7 +17,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="watershed", help="segmenter: watershed (default), hpacellseg, cellpose")
     p.add_argument("--out", required=True, type=out_path, help="mask folder to write (and reuse)")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes, one field each at a time (default: one per CPU). A killed run resumes: finished fields "
+        "are kept",
+    )
     p.add_argument("--weights", default=None, help="model weights (hpacellseg: folder; cellpose: model file)")
     p.add_argument("--device", default=None, help="device for the model backends (default cpu)")
     p.add_argument(

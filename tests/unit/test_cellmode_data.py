@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from locbench.cells import crops as crops_mod
 from locbench.cells import data as cellmod
 from locbench.cells.crops import CellCropDataset
 from locbench.cells.data import prepare_cell_data, split_cell_id
@@ -86,7 +87,7 @@ def test_crop_cache_is_reused(synth, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("the crop cache was rebuilt")
 
-    monkeypatch.setattr(CellCropDataset, "crop", fail)
+    monkeypatch.setattr(crops_mod, "crop_cell", fail)  # 10 fields: cut in this process
     again = prepare_cell_data(cfg, tmp_path / "s.json")
     assert again.cache.path == first.cache.path
     other = _cfg(synth, tmp_path / "cache", **{"cell.margin": 0.3})
