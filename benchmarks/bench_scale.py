@@ -256,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--fields", default="500,2000", help="dataset sizes, comma-separated (default 500,2000)")
     p.add_argument("--workers", default="1,2", help="loader / cache worker counts (default 1,2)")
+    p.add_argument(
+        "--cell-fields",
+        default="100,400",
+        help="dataset sizes for segment and cell crops (default 100,400: watershed costs ~0.4 s a field, so 2,000 "
+        "would take most of an hour at 1 worker)",
+    )
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--batch", type=int, default=64, help="predict batch (the run trains at half of it)")
@@ -366,7 +372,8 @@ def run_all(work: Path, *, sizes: list[int], workers: list[int], args, env: dict
         )
     print()
     print(table(headers, rows, markdown=True))
-    cells = cells_section(work, sizes, workers, args.quick)
+    cell_sizes = sizes if args.quick else sorted({int(v) for v in args.cell_fields.split(",")})
+    cells = cells_section(work, cell_sizes, workers, args.quick)
     return {
         "host": host(),
         "settings": {
