@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tqdm import tqdm
 from locbench.data import images as imio
 from locbench.data.channels import resolve_channels, unique_stains
 from locbench.data.formats import Table
+from locbench.data.pool import submit_bounded
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_json, atomic_write_npy, atomic_write_text, ensure_writable_dir
 from locbench.store.lock import FileLock
@@ -325,29 +326,16 @@ def _run_chunks(
     workers = default_workers() if workers is None else workers
     if workers <= 1 or len(chunks) <= 1 or sum(len(c) for c in chunks) < MIN_FIELDS_FOR_POOL:
         for chunk in chunks:
-            yield _fill_chunk(pixels, dtype.name, chunk, stains, size, resize_policy)
+            yield _fill_chunk(chunk, pixels, dtype.name, stains, size, resize_policy)
         return
     # forkserver, not fork: a forked child inherits OpenCV's thread pool half-dead and can hang in cv2.resize.
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        pending: set[Future] = set()
-        it = iter(chunks)
-        try:
-            # Keep a bounded queue (2 per worker): results stream back while the rest waits unsubmitted.
-            for chunk in it:
-                pending.add(pool.submit(_fill_chunk, pixels, dtype.name, chunk, stains, size, resize_policy))
-                if len(pending) >= 2 * workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        yield fut.result()
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    yield fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        # a bounded queue (2 per worker): results stream back while the rest waits unsubmitted
+        yield from submit_bounded(
+            pool, _fill_chunk, chunks, limit=2 * workers, args=(pixels, dtype.name, stains, size, resize_policy)
+        )
 
 
 def _init_worker() -> None:
@@ -357,7 +345,7 @@ def _init_worker() -> None:
 _WORKER_MAPS: dict[str, np.ndarray] = {}
 
 
-def _fill_chunk(pixels: str, dtype: str, chunk, stains, size: int, resize_policy: str) -> list[tuple[int, str | None]]:
+def _fill_chunk(chunk, pixels: str, dtype: str, stains, size: int, resize_policy: str) -> list[tuple[int, str | None]]:
     """Decode the fields of ``chunk`` into their rows of the memory map; return (row, error or None) each."""
     arr = _WORKER_MAPS.get(pixels)
     if arr is None:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 import cv2
@@ -69,21 +69,30 @@ def imap_bounded(
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init, initargs=(initializer, initargs)
     ) as pool:
-        pending: set[Future] = set()
-        try:
-            for item in items:
-                pending.add(pool.submit(fn, item))
-                if len(pending) >= ahead * workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        yield fut.result()
-            while pending:
+        yield from submit_bounded(pool, fn, items, limit=ahead * workers)
+
+
+def submit_bounded(
+    pool: Executor, fn: Callable[..., Any], items: Iterable[Any], *, limit: int, args: tuple = ()
+) -> Iterator[Any]:
+    """``fn(item, *args)`` for every item on ``pool``, yielding results as they finish (any order), with at most
+    ``limit`` tasks submitted and unfinished; the rest of ``items`` is not drawn yet. Closing the generator early
+    cancels the tasks not started."""
+    pending: set[Future] = set()
+    try:
+        for item in items:
+            pending.add(pool.submit(fn, item, *args))
+            if len(pending) >= limit:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     yield fut.result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 class Progress:
