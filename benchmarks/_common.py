@@ -164,6 +164,35 @@ class EpochTimer(Callback):
         self.evaluate.append(self._clock.stop())
 
 
+def link_fields(source: Path, out: Path, *, total: int, masks: bool = False) -> Path:
+    """The kaggle2021-layout dataset ``source`` grown to ``total`` fields in ``out``: its fields hard-linked
+    under new ids ``<id>-<k>`` (and their ``masks/{id}_predictedmask.png`` too, with ``masks``), cycling
+    through its rows. Decoding and segmenting cost the same per file whether or not files share their bytes.
+
+    Incremental: links that exist are kept, so a dataset of 2,000 grows from one of 500.
+    """
+    lines = (source / "train.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+    out_rows = []
+    for k in range(total):
+        fid, label = rows[k % len(rows)].split(",", 1)
+        new = f"{fid}-{k:05d}"
+        files = [(f, out / "train") for f in (source / "train").glob(f"{fid}_*.png")]
+        mask = source / "masks" / f"{fid}_predictedmask.png"
+        if masks and mask.is_file():
+            files.append((mask, out / "masks"))
+        for f, folder in files:
+            target = folder / f.name.replace(fid, new)
+            if not target.exists():
+                os.link(f, target)
+        out_rows.append(f"{new},{label}")
+    (out / "train.csv").write_text("\n".join([header, *out_rows]) + "\n")
+    return out
+
+
 def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: int = 1, edition: str = "2021") -> Path:
     """A synthetic dataset of ``total`` fields made of ``unique`` drawn ones (hard links: cheap to make).
 
@@ -174,51 +203,14 @@ def linked_dataset(out: Path, *, unique: int, total: int, size: int, workers: in
 
     src = out / "unique"
     synthesize(src, images=unique, size=size, edition=edition, seed=0, workers=workers, overwrite=True)
-    lines = (src / "train.csv").read_text().splitlines()
-    header, rows = lines[0], lines[1:]
-    dst = out / "data"
-    (dst / "train").mkdir(parents=True, exist_ok=True)
-    out_rows = []
-    for k in range(total):
-        fid, label = rows[k % len(rows)].split(",", 1)
-        new = f"{fid}-{k:05d}"
-        for f in (src / "train").glob(f"{fid}_*.png"):
-            target = dst / "train" / f.name.replace(fid, new)
-            if not target.exists():
-                os.link(f, target)
-        out_rows.append(f"{new},{label}")
-    (dst / "train.csv").write_text("\n".join([header, *out_rows]) + "\n")
-    return dst
+    return link_fields(src, out / "data", total=total)
 
 
 def real_farm(out: Path, *, total: int, source: Path | None = None, masks: bool = True) -> Path:
     """A kaggle2021-layout dataset of ``total`` real full-size fields: the real 2021 fields (``REAL/kaggle2021``,
     2048-3072 px, four stains) hard-linked under new ids ``<id>-<k>``, with their HPA masks under ``masks/`` when
-    ``masks``. Decoding and segmenting cost the same per file whether or not files share their bytes.
-
-    Incremental: links that exist are kept, so a farm of 2,000 grows from one of 500.
-    """
+    ``masks`` (:func:`link_fields`)."""
     source = source or REAL / "kaggle2021"
     if not (source / "train.csv").is_file():
         raise FileNotFoundError(f"no real fields at {source} (see ../shared/data/hpa-real/README.md)")
-    lines = (source / "train.csv").read_text().splitlines()
-    header, rows = lines[0], lines[1:]
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    if masks:
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-    out_rows = []
-    for k in range(total):
-        fid, label = rows[k % len(rows)].split(",", 1)
-        new = f"{fid}-{k:05d}"
-        for f in (source / "train").glob(f"{fid}_*.png"):
-            target = out / "train" / f.name.replace(fid, new)
-            if not target.exists():
-                os.link(f, target)
-        mask = source / "masks" / f"{fid}_predictedmask.png"
-        if masks and mask.is_file():
-            target = out / "masks" / mask.name.replace(fid, new)
-            if not target.exists():
-                os.link(mask, target)
-        out_rows.append(f"{new},{label}")
-    (out / "train.csv").write_text("\n".join([header, *out_rows]) + "\n")
-    return out
+    return link_fields(source, out, total=total, masks=masks)
