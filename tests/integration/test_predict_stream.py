@@ -4,14 +4,13 @@ loader workers give the same numbers as none; progress lines carry throughput an
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import signal
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.benchmarks import load_benchmark
 
 from locbench.cli import main
 from locbench.data import images as imio
@@ -19,16 +18,12 @@ from locbench.store.partial import HEADER_BYTES, RowLog, partial_path
 
 pytest_plugins = ["fixtures.synth_data"]
 
-REPO = Path(__file__).resolve().parents[2]
 #: the trained run's batch is 8, so predict's is 16: 48 fields are 3 batches
 BATCH = 16
 
 
 def _fi():
-    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fault_injection", as_name="fault_injection")
 
 
 def _killed_at_batch(args: list[str], batch: int) -> None:

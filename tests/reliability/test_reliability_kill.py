@@ -8,7 +8,6 @@ half-way through writing a named file); its random-delay driver runs in ``--quic
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.benchmarks import load_benchmark
 
 from locbench.cli import main
 from locbench.store.rundir import RunDir
@@ -32,10 +32,7 @@ STEPS = 4
 
 
 def _load_fi():
-    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fault_injection", as_name="fault_injection")
 
 
 fi = _load_fi()

@@ -3,12 +3,12 @@ against the bare decoder and the bare model in the same run, with the JSON the d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from fixtures.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "hpa-real" / "kaggle2021"
@@ -18,9 +18,7 @@ REAL = REPO.parent / "shared" / "data" / "hpa-real" / "kaggle2021"
 @pytest.mark.real
 @pytest.mark.skipif(not (REAL / "train.csv").is_file(), reason=f"needs the real 2021 fields in {REAL}")
 def test_bench_scale_quick(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_scale_under_test", REPO / "benchmarks" / "bench_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("bench_scale")
     threads = torch.get_num_threads()
     try:
         assert mod.main(["--quick", "--out", str(tmp_path / "s.json"), "--work", str(tmp_path / "w")]) == 0

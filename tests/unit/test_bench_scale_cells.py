@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "scale_cells.py"
+from fixtures.benchmarks import load_benchmark
 
 
 @pytest.mark.slow
 def test_scale_cells_quick(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("scale_cells_under_test", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("scale_cells")
     out = tmp_path / "scale_cells.json"
     returned = mod.main(["--quick", "--root", str(tmp_path / "work"), "--out", str(out)])
     written = json.loads(out.read_text())

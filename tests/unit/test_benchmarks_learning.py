@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from fixtures.benchmarks import load_benchmark
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"lead_{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(name, as_name=f"lead_{name}_under_test")
 
 
 def test_constant_baseline_by_hand():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
@@ -18,10 +18,7 @@ BARE_VARIANTS = ("fp32", "bf16", "bf16_cl", "bf16_cl_fast")
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(name, as_name=f"bench_{name}_under_test")
 
 
 @pytest.fixture(autouse=True)
