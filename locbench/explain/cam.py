@@ -6,6 +6,11 @@ as it found it (no hooks, same train/eval flags, same parameter gradients).
 
 Multi-label models are explained per class logit: the sigmoid is monotonic, so the logit ranks evidence the
 same way the probability does and has useful gradients where the probability saturates.
+
+An ensemble (:class:`~locbench.models.tta.ProbabilityMean` of several models) is explained member by member, each
+at its own target layer, and the maps are averaged: the members' layers hold unrelated features, so no single
+layer explains the mean. A region all members point at keeps its full weight; one only some members use is
+weakened in proportion.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import tqdm
 from torch import nn
 
 from locbench.errors import LocbenchError
+from locbench.models.tta import ProbabilityMean
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +180,11 @@ def compute_cams(
         class_indices: Either one list of ``K`` class indices used for every image, or ``B`` lists of ``K``
             indices (one list per image, all of the same length).
         method: One of :data:`METHODS` (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ...).
-        target_layer: The layer to explain; default :func:`default_target_layer`.
+        target_layer: The layer to explain; default :func:`default_target_layer`. Not with an ensemble.
 
     Returns:
         ``(B, K, H, W)`` float32 maps in [0, 1], each scaled by ``pytorch_grad_cam`` to its own maximum
-        (an all-zero map means no positive evidence at that layer).
+        (an all-zero map means no positive evidence at that layer). An ensemble's: the mean of its members' maps.
 
     Raises:
         LocbenchError: on an unknown method, a malformed ``class_indices`` or an index out of range.
@@ -194,6 +200,12 @@ def compute_cams(
             f"{images.dtype} of shape {tuple(images.shape)}"
         )
     per_image = _per_image_classes(class_indices, images.shape[0])
+    members = ensemble_members(model)
+    if len(members) > 1:
+        if target_layer is not None:
+            raise LocbenchError("target_layer names one network's layer; an ensemble is explained per member")
+        maps = [compute_cams(m, images, per_image, method=method) for m in members]
+        return np.mean(maps, axis=0, dtype=np.float64).astype(np.float32)
     layer = target_layer if target_layer is not None else default_target_layer(model)
     cam_cls = getattr(pytorch_grad_cam, METHODS[method])
     reshape = make_reshape_transform(model, (int(images.shape[-2]), int(images.shape[-1])))
@@ -218,6 +230,20 @@ def compute_cams(
             # The package's __exit__ swallows IndexError, so release explicitly instead of using `with`.
             cam.activations_and_grads.release()
     return np.clip(out, 0.0, 1.0)
+
+
+def ensemble_members(model: nn.Module) -> list[nn.Module]:
+    """The networks a CAM must explain one by one: an ensemble's members (a single-view
+    :class:`~locbench.models.tta.ProbabilityMean`), else ``[model]``. A mean over test-time views is refused: a CAM
+    hooks one pass through a layer."""
+    if not isinstance(model, ProbabilityMean):
+        return [model]
+    if len(model.views) > 1:
+        raise LocbenchError(
+            "class activation maps explain one forward pass; build the model without test-time augmentation "
+            "(FinishedRun.model(tta=False))"
+        )
+    return list(model.members)
 
 
 def _per_image_classes(class_indices: Sequence[Sequence[int]] | Sequence[int], batch: int) -> list[list[int]]:

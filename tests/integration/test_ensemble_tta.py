@@ -16,6 +16,7 @@ from locbench.config import load_config
 from locbench.data.formats import table_from_config
 from locbench.data.splits import load_split
 from locbench.engine.summary import summarize
+from locbench.errors import LocbenchError
 from locbench.infer import evaluate, field_probs, load_run, predict
 from locbench.metrics import tune_thresholds
 from locbench.report import build_report, stats
@@ -130,6 +131,25 @@ def test_report_reads_an_ensemble_folder(ensemble, tmp_path):
     folder = shutil.copytree(ensemble, tmp_path / "copy")  # members found again by their absolute paths
     out = build_report(folder, n_resamples=100)
     assert out.exists() and "Ablation report" in (folder / "report.md").read_text()
+
+
+def test_cams_of_an_ensemble_average_its_members(members, ensemble, synth_dir, tmp_path):
+    from locbench.explain import compute_cams
+    from locbench.explain.run import explain_run
+    from locbench.models import ProbabilityMean
+
+    run = load_run(ensemble)
+    model = run.model("cpu", tta=False)
+    torch = pytest.importorskip("torch")
+    x = torch.rand(2, 4, 64, 64)
+    got = compute_cams(model, x, [0, 3])
+    each = [compute_cams(load_run(m).model("cpu", tta=False), x, [0, 3]) for m in members]
+    np.testing.assert_allclose(got, (each[0] + each[1]) / 2, atol=1e-6)
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # the members point at different places: the mean is not either
+    with pytest.raises(LocbenchError, match="one forward pass"):  # a mean over test-time views is refused
+        compute_cams(ProbabilityMean(list(model.members), [(False, False, False), (True, False, False)]), x, [0])
+    result = explain_run(ensemble, out=tmp_path / "explain", n=2, localize=0, device="cpu")
+    assert not result.get("cam_error") and list((tmp_path / "explain").glob("*.png"))
 
 
 def test_refusals(members, ensemble, tmp_path, capsys):
