@@ -161,3 +161,48 @@ def test_sweep_with_level_axis(runs, tmp_path):
     assert all("/" in str(i) for i in levels["cell"]) and not any("/" in str(i) for i in levels["image"])
     # One split file serves both levels: the cells' fields are exactly the image run's validation fields.
     assert {str(i).rsplit("/", 1)[0] for i in levels["cell"]} == {str(i) for i in levels["image"]}
+
+
+def test_cell_level_test_time_augmentation(runs, capsys):
+    """``cells evaluate --tta d8``: each cell's probability is the mean over the 8 views of its crop, and says so."""
+    import torch
+
+    from locbench.cells.crops import CellCropDataset
+    from locbench.data.formats import table_from_config
+    from locbench.engine.data import to_unit
+    from locbench.infer import load_run
+    from locbench.models import apply_view, tta_views
+
+    data, cell, _ = runs
+    out = cell / "eval" / "d8.json"
+    args = ["cells", "evaluate", str(cell), "--tta", "d8", "--workers", "0", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert "test-time augmentation: d8 (x8 forward passes per image)" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["tta"] == "d8"
+    stored = np.load(out.with_suffix(".npz"))
+
+    # the same cells' crops, through the run's single-pass model on each view by hand
+    run = load_run(cell)
+    table = table_from_config(run.config.data)
+    masks = Path(result["masks"])
+    ds = CellCropDataset(
+        table,
+        masks,
+        np.arange(len(table)),
+        channels=run.meta["channels"],
+        crop_size=run.config.data.img_size,
+        margin=run.config.cell.margin,
+        masked=run.config.cell.masked,
+    )
+    where = {f"{f}/{c}": k for k in range(len(ds)) for f, c in [ds.meta(k)]}
+    rows = [where[str(i)] for i in stored["ids"]]
+    x = torch.stack([to_unit(ds[k][0]) for k in rows])
+    model = run.model("cpu", tta=False)
+    with torch.no_grad():
+        views = torch.stack([torch.sigmoid(model(apply_view(x, v))) for v in tta_views("d8")])
+    want, single = views.double().mean(0).numpy(), views[0].numpy()
+    keep = ~np.isnan(stored["probs"]).any(axis=0)
+    keep &= np.asarray([c != "Negative" for c in run.class_names])  # the Negative rule is applied on top
+    np.testing.assert_allclose(stored["probs"][:, keep], want[:, keep], atol=1e-5)
+    assert np.abs(want - single)[:, keep].max() > 1e-4  # the views differ: the test can tell d8 from none
