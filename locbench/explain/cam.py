@@ -8,9 +8,9 @@ Multi-label models are explained per class logit: the sigmoid is monotonic, so t
 same way the probability does and has useful gradients where the probability saturates.
 
 An ensemble (:class:`~locbench.models.tta.ProbabilityMean` of several models) is explained member by member, each
-at its own target layer, and the maps are averaged: the members' layers hold unrelated features, so no single
-layer explains the mean. A region all members point at keeps its full weight; one only some members use is
-weakened in proportion.
+at its own target layer, and the maps are averaged (then scaled to their maximum, as every map is): the members'
+layers hold unrelated features, so no single layer explains the mean. A region only some members use is weakened
+against one all members point at.
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def compute_cams(
 
     Returns:
         ``(B, K, H, W)`` float32 maps in [0, 1], each scaled by ``pytorch_grad_cam`` to its own maximum
-        (an all-zero map means no positive evidence at that layer). An ensemble's: the mean of its members' maps.
+        (an all-zero map means no positive evidence at that layer). An ensemble's: the mean of its members' maps,
+        scaled to its maximum.
 
     Raises:
         LocbenchError: on an unknown method, a malformed ``class_indices`` or an index out of range.
@@ -204,8 +205,9 @@ def compute_cams(
     if len(members) > 1:
         if target_layer is not None:
             raise LocbenchError("target_layer names one network's layer; an ensemble is explained per member")
-        maps = [compute_cams(m, images, per_image, method=method) for m in members]
-        return np.mean(maps, axis=0, dtype=np.float64).astype(np.float32)
+        mean = np.mean([compute_cams(m, images, per_image, method=method) for m in members], axis=0)
+        top = mean.max(axis=(-2, -1), keepdims=True)
+        return np.divide(mean, top, out=np.zeros_like(mean), where=top > 0).astype(np.float32)
     layer = target_layer if target_layer is not None else default_target_layer(model)
     cam_cls = getattr(pytorch_grad_cam, METHODS[method])
     reshape = make_reshape_transform(model, (int(images.shape[-2]), int(images.shape[-1])))
