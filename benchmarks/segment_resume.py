@@ -47,10 +47,14 @@ def masks_in(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.png")}
 
 
-def said_reused(log_tail: list[str]) -> int | None:
-    """The fields a segment run said it reused (its ``segment: N fields with ..., K reused from`` line)."""
-    found = [int(m.group(1)) for line in log_tail if (m := re.search(r"(\d+) reused from", line))]
-    return found[-1] if found else None
+def said_reused(log_tail: list[str], fields: int) -> int | None:
+    """The fields a segment run said it reused: its ``K reused from`` line, or all but the ``segment: N fields in``
+    of its last line."""
+    for pattern, count in ((r"(\d+) reused from", lambda k: k), (r"segment: (\d+) fields in", lambda n: fields - n)):
+        found = [int(m.group(1)) for line in log_tail if (m := re.search(pattern, line))]
+        if found:
+            return count(found[-1])
+    return None
 
 
 def kill_when(cmd: list[str], folder: Path, *, at: int, env: dict[str, str]) -> int:
@@ -94,7 +98,7 @@ def run(fields: int, workers: int, work: Path) -> dict:
         "killed_after_s": round(before_kill_s, 2),
         "masks_at_kill": kept,
         "resumed_s": resumed["wall_s"],
-        "resumed_said_reused": said_reused(resumed["log_tail"]),
+        "resumed_said_reused": said_reused(resumed["log_tail"], fields),
         "masks_kept_untouched": untouched,
         "masks": len(names),
         "identical_to_uninterrupted": same,
