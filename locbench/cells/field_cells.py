@@ -43,7 +43,8 @@ def cell_weights(
     """Soft masks of cells ``cell_ids`` of instance mask ``mask`` on a ``grid`` over its ``size`` px resize.
 
     Returns:
-        ``(weights, centres)``: (k, h, w) float32 shares in [0, 1] of each grid square covered by each cell, and
+        ``(weights, centres)``: (k, h, w) float32 shares in [0, 1] of each grid square covered by each cell (of the
+        mask pixels whose centres fall in it), and
         (k, 2) int64 grid square (row, column) of each cell's centroid, clipped to the grid.
     """
     gh, gw = grid
@@ -68,9 +69,17 @@ def cell_weights(
     seen = (gy >= 0) & (gx >= 0)
     flat = (s[seen] * gh + gy[seen]) * gw + gx[seen]
     counts = np.bincount(flat, minlength=k * gh * gw).reshape(k, gh, gw)
-    # a mask pixel covers sy * sx resized pixels; a grid square (size / gh) * (size / gw)
-    share = counts * (sy * sx) / ((size / gh) * (size / gw))
-    return np.minimum(share, 1.0).astype(np.float32), centres
+    # the mask pixels each square holds, padding counted as if the image went on: a share is in [0, 1] exactly
+    per_square = np.outer(_pixels_per_bin(sy, top, gh, size), _pixels_per_bin(sx, left, gw, size))
+    return (counts / per_square).astype(np.float32), centres
+
+
+def _pixels_per_bin(scale: float, offset: int, bins: int, size: int) -> np.ndarray:
+    """How many mask rows (or columns) have their centre in each of ``bins`` grid rows, the mask extended past its
+    edges (into the padding) as if it went on."""
+    lo, hi = int(np.floor(-offset / scale)) - 1, int(np.ceil((size - offset) / scale)) + 1
+    r = np.floor(((np.arange(lo, hi) + 0.5) * scale + offset) * bins / size).astype(np.int64)
+    return np.maximum(np.bincount(r[(r >= 0) & (r < bins)], minlength=bins), 1)
 
 
 def masks_signature(table: Any, cells: Any, masks_dir: Path) -> str:

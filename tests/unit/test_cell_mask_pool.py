@@ -252,3 +252,18 @@ def test_fields_without_cells_are_not_items():
     Index.image_index = np.array([2, 0])
     with pytest.raises(LocbenchError, match="not sorted by field"):
         FieldsWithCells.of(Index(), 3)
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop", "stretch"])
+def test_shares_partition_each_square_on_any_grid(policy):
+    """On a grid that does not divide the image (7 squares over 40 px, a 50 x 70 field), the shares of all labels
+    in a square add up to 1 where the image covers it, less where it is padding; none is above 1."""
+    rng = np.random.default_rng(1)
+    mask = rng.integers(0, 5, size=(50, 70)).astype(np.int32)
+    weights, _ = cell_weights(mask, np.arange(5), size=40, grid=(7, 7), policy=policy)
+    total = weights.sum(0)
+    assert weights.max() <= 1.0 and total.max() == pytest.approx(1.0, abs=1e-6)
+    if policy == "pad":  # the field fills 40 x 29 (rows 5-33 of 40): the top and bottom squares are partly padding
+        assert 0 < total[0, 0] < 1 and total[3, 3] == pytest.approx(1.0, abs=1e-6)
+    else:
+        np.testing.assert_allclose(total, 1.0, atol=1e-6)
