@@ -77,7 +77,7 @@ def test_cell_mask_probe_trains_shares_embeddings_and_predicts_as_trained(kit, t
     args = ["cells", "predict", str(first), "--data", str(kit.data), "--out", str(out), "--workers", "0"]
     assert main([*args, "--device", "cpu"]) == 0
     assert "validated" in capsys.readouterr().out
-    with pytest.raises(LocbenchError, match="tta=?.?flips does not apply"):  # refused, not silently ignored
+    with pytest.raises(LocbenchError, match=r"--tta flips does not apply to .*model.pool=cell_mask.*use --tta none"):
         evaluate(first, level="cell", device="cpu", workers=0, tta="flips")
 
     # a normal run folder: the report reads it

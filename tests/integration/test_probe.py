@@ -89,6 +89,10 @@ def test_probe_run_is_a_normal_run(kit, tmp_path):
     scored = json.loads((run_dir / "eval" / "test.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert scored["map"] == pytest.approx(summary["test"]["map"], abs=1e-4)
+    # test-time augmentation at evaluate: the whole model on every view (not refused as at training)
+    flipped = tmp_path / "hflip.json"
+    assert main(["evaluate", str(run_dir), "--device", "cpu", "--tta", "hflip", "--out", str(flipped)]) == 0
+    assert json.loads(flipped.read_text())["tta"] == "hflip"
     out = tmp_path / "pred.csv"
     assert main(["predict", str(run_dir), "--data", str(kit.data), "--out", str(out), "--device", "cpu"]) == 0
     with out.open() as f:
