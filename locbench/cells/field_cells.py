@@ -4,7 +4,8 @@ A field is resized to ``size`` x ``size`` as every image is (:func:`locbench.dat
 or ``stretch``); a backbone turns that into an ``h`` x ``w`` feature grid. A cell's weight on grid square (r, c) is
 the share of that square its mask covers in the resized image: the cell's mask pixels are binned by where their
 centres land (the area downsampling of its mask to the grid). A cell outside what the backbone sees (cut away by
-``crop``) has no weight; it takes the grid square of its centroid, clipped to the grid.
+``crop``) has no weight; it takes the grid square of its centroid, clipped to the grid. The binning is written by
+hand (one ``bincount`` per grid row): resizing a one-hot mask per cell would cost a full-size pass per cell.
 """
 
 from __future__ import annotations
@@ -44,34 +45,39 @@ def cell_weights(
 
     Returns:
         ``(weights, centres)``: (k, h, w) float32 shares in [0, 1] of each grid square covered by each cell (of the
-        mask pixels whose centres fall in it), and
-        (k, 2) int64 grid square (row, column) of each cell's centroid, clipped to the grid.
+        mask pixels whose centres fall in it), and (k, 2) int64 grid square (row, column) of each cell: the one it
+        covers most, or for a cell with no weight (outside the resize) its centroid's, clipped to the grid.
     """
     gh, gw = grid
     h, w = mask.shape
     sy, sx, top, left = resized_geometry(h, w, size, policy)
     k = len(cell_ids)
-    # grid row of every mask row and grid column of every mask column (pixel centres; -1 outside the resize)
+    # grid row of every mask row and grid column of every mask column (pixel centres); gw: outside the resize
     ry = np.floor(((np.arange(h) + 0.5) * sy + top) * gh / size).astype(np.int64)
     cx = np.floor(((np.arange(w) + 0.5) * sx + left) * gw / size).astype(np.int64)
-    ry[(ry < 0) | (ry >= gh)] = -1
-    cx[(cx < 0) | (cx >= gw)] = -1
-    slot = np.full(int(mask.max(initial=0)) + 1, -1, dtype=np.int64)
+    cx = np.where((cx >= 0) & (cx < gw), cx, gw)
+    slot = np.full(int(mask.max(initial=0)) + 1, k, dtype=np.int64)  # k: not one of the cells
     slot[np.asarray(cell_ids, dtype=np.int64)] = np.arange(k)
-    s = slot[mask]
-    ys, xs = np.nonzero(s >= 0)
-    s = s[ys, xs]
-    n_pix = np.bincount(s, minlength=k).astype(np.float64)
-    cy = (np.bincount(s, weights=(ys + 0.5) * sy + top, minlength=k) / np.maximum(n_pix, 1)) * gh / size
-    cc = (np.bincount(s, weights=(xs + 0.5) * sx + left, minlength=k) / np.maximum(n_pix, 1)) * gw / size
-    centres = np.stack([np.clip(np.floor(cy), 0, gh - 1), np.clip(np.floor(cc), 0, gw - 1)], 1).astype(np.int64)
-    gy, gx = ry[ys], cx[xs]
-    seen = (gy >= 0) & (gx >= 0)
-    flat = (s[seen] * gh + gy[seen]) * gw + gx[seen]
-    counts = np.bincount(flat, minlength=k * gh * gw).reshape(k, gh, gw)
+    code = slot[mask] * (gw + 1) + cx[None, :]  # (cell, grid column) of every pixel
+    counts = np.zeros((k + 1, gh, gw + 1), np.int64)
+    for r in range(gh):  # the mask rows of grid row r are contiguous: one bincount per grid row
+        rows = np.flatnonzero(ry == r)
+        if len(rows):
+            block = code[rows[0] : rows[-1] + 1].ravel()
+            counts[:, r] = np.bincount(block, minlength=(k + 1) * (gw + 1)).reshape(k + 1, gw + 1)
+    counts = counts[:k, :, :gw]
     # the mask pixels each square holds, padding counted as if the image went on: a share is in [0, 1] exactly
     per_square = np.outer(_pixels_per_bin(sy, top, gh, size), _pixels_per_bin(sx, left, gw, size))
-    return (counts / per_square).astype(np.float32), centres
+    weights = (counts / per_square).astype(np.float32)
+    flat = weights.reshape(k, -1).argmax(1)
+    centres = np.stack([flat // gw, flat % gw], 1).astype(np.int64)
+    for j in np.flatnonzero(weights.reshape(k, -1).sum(1) == 0):  # rare: cut away by the crop policy
+        ys, xs = np.nonzero(mask == cell_ids[j])
+        if len(ys):
+            cy = ((ys.mean() + 0.5) * sy + top) * gh / size
+            cc = ((xs.mean() + 0.5) * sx + left) * gw / size
+            centres[j] = [min(max(int(np.floor(cy)), 0), gh - 1), min(max(int(np.floor(cc)), 0), gw - 1)]
+    return weights, centres
 
 
 def _pixels_per_bin(scale: float, offset: int, bins: int, size: int) -> np.ndarray:

@@ -43,7 +43,7 @@ def test_mask_mean_by_hand():
     weights, centres = cell_weights(mask, np.array([1, 2]), size=8, grid=(2, 2))
     np.testing.assert_allclose(weights[0], [[1.0, 0.0], [0.0, 0.0]])
     np.testing.assert_allclose(weights[1], [[0.0, 0.5], [0.0, 0.5]])
-    assert centres.tolist() == [[0, 0], [1, 1]]  # cell 2's centroid (4, 7) lies in the bottom-right square
+    assert centres.tolist() == [[0, 0], [0, 1]]  # the square each covers most (the first of equal ones)
     pooled = mask_mean(fmap, torch.from_numpy(weights), torch.from_numpy(centres))
     np.testing.assert_allclose(pooled, [[1.0, 10.0], [3.0, 30.0]])  # (2 + 4) / 2, (20 + 40) / 2
     # unequal shares: a cell covering all of the top-left square and a quarter of the top-right one
