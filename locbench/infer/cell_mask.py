@@ -63,10 +63,9 @@ def cell_mask_probs(
     with torch.no_grad():
         for x, masks in loader:
             x = to_unit(x.to(dev, non_blocking=True))
-            with accel.autocast():
-                feats = encoder(x, masks)
-            with accel.autocast():
-                logits = head(feats.float())
+            with accel.autocast():  # as in training: float32 embeddings (the cache's), the head under autocast
+                feats = encoder(x, masks).float()
+                logits = head(feats)
             out[spans.bounds[start] : spans.bounds[start] + len(feats)] = torch.sigmoid(logits.float()).cpu().numpy()
             start += len(x)
     return out
