@@ -157,7 +157,7 @@ def test_cell_mask_probe_trains_shares_embeddings_and_predicts_as_trained(kit, t
     assert np.isfinite(np.load(folder / "features.npy")).all()
 
     # another head and another seed on the same split: the embeddings are reused, not computed again
-    train(load_config(None, {**over, "model.head": "mlp", "train.seed": 1}), tmp_path / "runs" / "mlp")
+    second = train(load_config(None, {**over, "model.head": "mlp", "train.seed": 1}), tmp_path / "runs" / "mlp")
     assert len(passes) == 1
 
     # evaluate on the run's test part: the same cells, the training pass's probabilities
@@ -179,6 +179,15 @@ def test_cell_mask_probe_trains_shares_embeddings_and_predicts_as_trained(kit, t
     assert "validated" in capsys.readouterr().out
     with pytest.raises(LocbenchError, match=r"--tta flips does not apply to .*model.pool=cell_mask.*use --tta none"):
         evaluate(first, level="cell", device="cpu", workers=0, tta="flips")
+
+    # an ensemble of the two: its cells' probabilities are its members' mean, as stored when it was made
+    ensemble = tmp_path / "ensemble"
+    assert main(["ensemble", str(first), str(second), "--out", str(ensemble)]) == 0
+    result = evaluate(ensemble, level="cell", device="cpu", workers=0, negative="none")
+    with np.load(ensemble / "predictions" / "test.npz") as z, np.load(Path(result["path"]).with_suffix(".npz")) as e:
+        assert list(e["ids"]) == list(z["ids"])
+        keep = ~np.isnan(e["probs"]).all(0)
+        np.testing.assert_allclose(e["probs"][:, keep], z["probs"][:, keep], atol=1e-5)
 
     # a normal run folder: the report reads it
     report = build_report(tmp_path / "runs", n_resamples=20)
