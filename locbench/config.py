@@ -60,7 +60,8 @@ class DataConfig:
     channels: str = "green"
     """green (the study's, repeated to 3 channels), rgb, rgby, or an explicit comma list like 'green,blue'."""
     img_size: int = 256
-    """Side of the square images fed to the model, in pixels."""
+    """Side of the square images fed to the model, in pixels (at train.level cell: each cell's crop; with
+    model.pool cell_mask: the whole field, which sets the feature grid the cells are pooled on)."""
     resize: str = "pad"
     """How non-square fields become img_size squares: pad (keep the aspect ratio, zeros around), crop (the centre)
     or stretch. Square fields are resized the same way by all three."""
