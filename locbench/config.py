@@ -24,7 +24,7 @@ from locbench.data.images import RESIZE_POLICIES
 from locbench.errors import LocbenchError
 from locbench.losses import LOSSES
 from locbench.models import HEADS, TTA_MODES, TTA_PASSES, backbones
-from locbench.models.pooling import POOLS
+from locbench.models.pooling import CELL_MASK, POOLS
 from locbench.store.yaml_safe import YamlTooLarge, load_yaml
 
 #: model.mode values: train the whole model, or only a head on a frozen backbone's cached embeddings.
@@ -60,7 +60,8 @@ class DataConfig:
     channels: str = "green"
     """green (the study's, repeated to 3 channels), rgb, rgby, or an explicit comma list like 'green,blue'."""
     img_size: int = 256
-    """Side of the square images fed to the model, in pixels."""
+    """Side of the square images fed to the model, in pixels (at train.level cell: each cell's crop; with
+    model.pool cell_mask: the whole field, which sets the feature grid the cells are pooled on)."""
     resize: str = "pad"
     """How non-square fields become img_size squares: pad (keep the aspect ratio, zeros around), crop (the centre)
     or stretch. Square fields are resized the same way by all three."""
@@ -122,8 +123,9 @@ class ModelConfig:
     probe, mlp an MLP probe). A probe trains on unaugmented images: it needs augment.name none."""
     pool: str = "auto"
     """How the backbone's feature map becomes one vector: auto (the backbone's own: the CLS token of a ViT, the
-    global average of a CNN), cls (a ViT's CLS token) or mean (the mean of a ViT's patch tokens; a CNN's global
-    average)."""
+    global average of a CNN), cls (a ViT's CLS token), mean (the mean of a ViT's patch tokens; a CNN's global
+    average) or cell_mask (cell-level probes: the backbone sees each whole field at data.img_size, once, and each
+    cell's vector is the mean of the feature map under that cell's mask)."""
 
     def __post_init__(self) -> None:
         _check(self.hidden > 0, "model.hidden", "must be positive")
@@ -506,6 +508,14 @@ def validate_names(cfg: RunConfig) -> None:
             f"config key infer.tta={cfg.infer.tta} does not apply to model.mode=probe: a probe's test part is "
             "predicted from embeddings of the unaugmented images; train with infer.tta=none and evaluate the run "
             f"with `locbench evaluate RUN --tta {cfg.infer.tta}` (it embeds every view from the images)"
+        )
+    if cfg.model.pool == CELL_MASK and (cfg.model.mode != "probe" or cfg.train.level != "cell"):
+        # the per-cell pooling is computed once per field into the embedding cache: only a cell-level probe has one
+        wrong = "model.mode=" + cfg.model.mode if cfg.model.mode != "probe" else "train.level=" + cfg.train.level
+        raise LocbenchError(
+            f"config key model.pool=cell_mask needs model.mode=probe and train.level=cell ({wrong} given): it pools "
+            "each cell's mask on a frozen backbone's feature map of the whole field; set both (with augment.name="
+            "none), or use model.pool=mean"
         )
     if isinstance(cfg.loss.class_weights, str) and cfg.loss.class_weights != "balanced":
         raise LocbenchError(f"config key loss.class_weights: {cfg.loss.class_weights!r}; use 'balanced' or a list")

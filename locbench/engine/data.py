@@ -19,6 +19,7 @@ from locbench.data.formats import Table, table_from_config
 from locbench.data.splits import resolve_split
 from locbench.engine.seed import derive_seed
 from locbench.errors import LocbenchError
+from locbench.models.pooling import CELL_MASK
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ def prepare_data(
     """Load the table (unless ``table`` is it already), make or reuse the split (saved to ``split_file``) and open
     or build the cache.
 
-    A cell-level run (``train.level: cell``) gets :class:`~locbench.cells.data.CellData`: one item per cell crop.
+    A cell-level run (``train.level: cell``) gets :class:`~locbench.cells.data.CellData`: one item per cell crop
+    (no crops are cut for ``model.pool: cell_mask``: its backbone sees whole fields, :mod:`locbench.engine.probe`).
     """
     if cfg.train.level == "cell":
-        return prepare_cell_data(cfg, split_file, build_cache=build_cache)
+        return prepare_cell_data(cfg, split_file, build_cache=build_cache and cfg.model.pool != CELL_MASK)
     dcfg = cfg.data
     table = table if table is not None else table_from_config(dcfg)
     cache = prepare_cache(cfg, table) if build_cache else None
@@ -140,11 +142,12 @@ def prepare_cache(cfg, table: Table | None = None) -> Cache | None:
     """The image cache a run of ``cfg`` reads, opened or built (``table``: the run's table, loaded when not given).
 
     None when the run reads no image cache: ``data.cache`` is off, or the run is cell-level (it cuts its own crop
-    cache in :func:`~locbench.cells.data.prepare_cell_data`). A sweep calls this before its runs start so that
-    runs sharing a cache do not all build it.
+    cache in :func:`~locbench.cells.data.prepare_cell_data`) and not a ``model.pool: cell_mask`` probe (whose
+    backbone sees whole fields). A sweep calls this before its runs start so that runs sharing a cache do not all
+    build it.
     """
     dcfg = cfg.data
-    if not dcfg.cache or cfg.train.level != "image":
+    if not dcfg.cache or (cfg.train.level != "image" and cfg.model.pool != CELL_MASK):
         return None
     return cache_from_config(table if table is not None else table_from_config(dcfg), dcfg)
 

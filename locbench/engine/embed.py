@@ -3,8 +3,9 @@
 Layout of one folder (``<cache_dir>/embeddings/<backbone>-<pool>-<key>/``, next to the image caches)::
 
     meta.json     what was embedded: key inputs, shape, batch size
-    features.npy  (N, D) float32, memory-mapped, one row per item (a field, or a cell crop), written batch by batch
-    done.npy      one byte per row: 1 once its batch is written (flushed every few seconds: a killed pass resumes)
+    features.npy  (N, D) float32, memory-mapped, one row per item (a field, or a cell crop), written batch by batch;
+                  with ``spans`` an item (a field) fills several rows (its cells: ``model.pool: cell_mask``)
+    done.npy      one byte per item: 1 once its batch is written (flushed every few seconds: a killed pass resumes)
     complete      written last, atomically: only then is the cache used as finished
 
 The key hashes the backbone's weights (their bytes, so a pretrained file, a random init or an HPA checkpoint are
@@ -95,6 +96,8 @@ def build_embeddings(
     batch_size: int = 64,
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    spans: np.ndarray | None = None,
+    collate: Callable[[list], Any] | None = None,
 ) -> Embeddings:
     """Embed every item of ``dataset`` into ``folder`` once, or reuse the finished cache there.
 
@@ -107,7 +110,10 @@ def build_embeddings(
         dtype: autocast dtype (None: float32).
         batch_size: items per batch of a new pass (a resumed pass keeps its first one's).
         workers: DataLoader processes.
-        on_batch: called with the number of rows done after each batch (tests use it to interrupt).
+        on_batch: called with the number of items done after each batch (tests use it to interrupt).
+        spans: item ``i`` fills rows ``spans[i]:spans[i + 1]`` (None: one row per item); the dataset's items are
+            then ``(image, extra)`` and the encoder is called as ``encoder(images, extra)`` (a batch's rows in order).
+        collate: the DataLoader's ``collate_fn`` (None: PyTorch's default).
     """
     if (folder / "complete").is_file():  # finished: no lock needed (a read-only shared cache works)
         log.info("reusing embeddings %s", folder)
@@ -116,9 +122,21 @@ def build_embeddings(
         # two sweep runs probing one backbone: the second waits, then finds the cache complete
         with FileLock(folder / ".lock").waiting():
             if not (folder / "complete").is_file():
-                _embed(encoder, dataset, folder, dim, meta, device, dtype, batch_size, workers, on_batch)
+                bounds = np.arange(len(dataset) + 1) if spans is None else np.asarray(spans, dtype=np.int64)
+                batches = _Batches(batch_size, workers, collate, per_item=spans is None)
+                _embed(encoder, dataset, folder, dim, meta, device, dtype, batches, bounds, on_batch)
     saved = json.loads((folder / "meta.json").read_text())
     return Embeddings(folder, int(saved["shape"][0]), int(saved["shape"][1]))
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """How items are batched: ``size`` items a batch, loader processes, collate function, one row per item."""
+
+    size: int
+    workers: int
+    collate: Callable[[list], Any] | None
+    per_item: bool
 
 
 def _embed(
@@ -129,39 +147,52 @@ def _embed(
     meta: dict[str, Any],
     device: torch.device,
     dtype: torch.dtype | None,
-    batch_size: int,
-    workers: int,
+    batches: _Batches,
+    bounds: np.ndarray,
     on_batch: Callable[[int], None] | None,
 ) -> None:
-    n = len(dataset)
+    n, rows = len(dataset), int(bounds[-1])
     features, done_path, meta_path = folder / "features.npy", folder / "done.npy", folder / "meta.json"
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    if old is not None and old.get("shape") == [n, dim] and features.is_file() and done_path.is_file():
+    batch_size = batches.size
+    same = old is not None and old.get("shape") == [rows, dim] and old.get("items", rows) == n
+    if same and features.is_file() and done_path.is_file() and len(np.load(done_path)) == n:
         done = np.load(done_path)
         batch_size = int(old["batch_size"])  # the same batches as the first pass: the same bytes
         log.info("resuming embeddings %s: %d of %d items already done", folder, int(done.sum()), n)
     else:
-        created = np.lib.format.open_memmap(features, mode="w+", dtype=np.float32, shape=(n, dim))
+        created = np.lib.format.open_memmap(features, mode="w+", dtype=np.float32, shape=(rows, dim))
         del created
         done = np.zeros(n, dtype=np.uint8)
         atomic_write_npy(done_path, done)
-        atomic_write_json(meta_path, {**meta, "version": EMBED_VERSION, "shape": [n, dim], "batch_size": batch_size})
-        log.info("embedding %d items into %s (%d features each)", n, folder, dim)
+        info = {"version": EMBED_VERSION, "shape": [rows, dim], "items": n, "batch_size": batch_size}
+        atomic_write_json(meta_path, {**meta, **info})
+        log.info("embedding %d items into %s (%d rows of %d features)", n, folder, rows, dim)
     arr = np.load(features, mmap_mode="r+")
     starts = [s for s in range(0, n, batch_size) if not done[s : s + batch_size].all()]
     todo = [r for s in starts for r in range(s, min(n, s + batch_size))]
     # every batch but the last overall is full, so batching ``todo`` gives back the chunks of ``starts``
-    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(
+        Subset(dataset, todo),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=batches.workers,
+        collate_fn=batches.collate,
+    )
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     encoder = encoder.to(device).eval()
     t0 = last_flush = last_log = time.monotonic()
     count = 0
     try:
         with torch.no_grad():
-            for start, (x, _) in zip(starts, loader, strict=True):
+            for start, (x, extra) in zip(starts, loader, strict=True):
+                x = to_unit(x.to(device, non_blocking=True))
                 with autocast:
-                    feats = encoder(to_unit(x.to(device, non_blocking=True)))
-                arr[start : start + len(x)] = feats.float().cpu().numpy()
+                    feats = encoder(x) if batches.per_item else encoder(x, extra)
+                first, last = int(bounds[start]), int(bounds[start + len(x)])
+                if feats.shape[0] != last - first:
+                    raise ValueError(f"the encoder gave {feats.shape[0]} rows for items of {last - first}")
+                arr[first:last] = feats.float().cpu().numpy()
                 done[start : start + len(x)] = 1
                 count += len(x)
                 now = time.monotonic()
@@ -178,5 +209,6 @@ def _embed(
         arr.flush()  # whatever happened, what is written is recorded: a rerun resumes from here
         atomic_write_npy(done_path, done)
         del arr
-    atomic_write_json(folder / "complete", {"items": n, "finished": time.time(), "seconds": time.monotonic() - t0})
+    finished = {"items": n, "rows": rows, "finished": time.time(), "seconds": time.monotonic() - t0}
+    atomic_write_json(folder / "complete", finished)
     log.info("embeddings complete: %s (%d items in %.1f s)", folder, n, time.monotonic() - t0)

@@ -235,7 +235,10 @@ class Trainer:
             torch.manual_seed(derive_seed(cfg.train.seed, "init"))
             model = build_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=cfg.data.img_size)
         params, gmacs = count_params(model), measure_gmacs(model, in_chans, cfg.data.img_size)
-        mean, std = channel_stats(train_ds, seed=probe.STATS_SEED if self.probe else cfg.train.seed)
+        if self.probe:
+            mean, std = channel_stats(probe.stats_items(cfg, data, train_ds), seed=probe.STATS_SEED)
+        else:
+            mean, std = channel_stats(train_ds, seed=cfg.train.seed)
         accel = Accel.for_config(cfg.train, device, model.quirks)
         if self.probe:
             # a probe's batches are (N, D) embeddings: no memory layout to choose for them

@@ -11,6 +11,12 @@ What makes probes cheap is sharing: every run that probes the same backbone (wei
 - a backbone without pretrained weights starts from one fixed seed (:data:`BACKBONE_SEED`), not the run's: the
   seed varies the head (its initialisation and the data order), as for a pretrained backbone;
 - the normalisation statistics are drawn with seed 0 (all training images up to 256, then a fixed sample).
+
+A cell-level probe with ``model.pool: cell_mask`` embeds no crops: the backbone sees every field that holds cells
+once, whole, at ``data.img_size`` (read from the image cache an image-level run of that size uses), and each cell's
+row is the mean of the feature map under its mask (:mod:`locbench.models.cell_pool`). The cache's rows are still
+the cells of the cell index, in order; its resume unit is a field. Its normalisation statistics come from the
+training part's whole fields.
 """
 
 from __future__ import annotations
@@ -24,13 +30,17 @@ import torch
 from torch.utils.data import Dataset
 
 from locbench.cells.data import crop_cache_key
-from locbench.data.cache import cache_key
+from locbench.cells.field_cells import FieldCellDataset, FieldsWithCells, collate_fields, masks_signature
+from locbench.data.cache import cache_from_config, cache_key
 from locbench.data.channels import unique_stains
+from locbench.data.dataset import FieldDataset
 from locbench.engine.data import PreparedData
 from locbench.engine.embed import Embeddings, build_embeddings, embedding_folder, embedding_key, weights_digest
 from locbench.engine.inputs import Normalize
 from locbench.engine.seed import derive_seed
 from locbench.models import LocModel, build_model
+from locbench.models.cell_pool import CellMaskEncoder, grid_size
+from locbench.models.pooling import CELL_MASK
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,8 @@ def probe_embeddings(
     workers: int,
 ) -> Embeddings:
     """The embedding cache of ``data``'s items under ``model``'s frozen backbone, built now or reused."""
+    if cfg.model.pool == CELL_MASK:
+        return _cell_mask_embeddings(cfg, data, model, mean=mean, std=std, device=device, dtype=dtype, workers=workers)
     inputs = {
         "backbone": cfg.model.timm_name,
         "weights": weights_digest(model.backbone),
@@ -121,6 +133,94 @@ def probe_embeddings(
         dtype=dtype,
         batch_size=2 * cfg.train.batch_size,
         workers=workers,
+    )
+
+
+def field_images(cfg: Any, table: Any, rows: np.ndarray, channels: tuple[str, ...], *, cached: bool) -> FieldDataset:
+    """Whole fields ``rows`` of ``table`` at ``data.img_size``: from the image cache (built or reused) with
+    ``cached`` and ``data.cache``, else decoded from the files."""
+    dcfg = cfg.data
+    cache = cache_from_config(table, dcfg) if cached and dcfg.cache else None
+    return FieldDataset(table, rows, channels=channels, size=dcfg.img_size, cache=cache, resize_policy=dcfg.resize)
+
+
+def stats_items(cfg: Any, data: Any, train_ds: Dataset) -> Dataset:
+    """What a probe's normalisation statistics are drawn from: the training items, or under ``cell_mask`` the
+    training part's whole fields (what the backbone sees)."""
+    if cfg.model.pool != CELL_MASK:
+        return train_ds
+    return field_images(cfg, data.table, data.parts["train"], data.channels, cached=True)
+
+
+def cell_mask_items(
+    cfg: Any,
+    table: Any,
+    cells: Any,
+    masks_dir: Any,
+    backbone: torch.nn.Module,
+    channels: tuple[str, ...],
+    *,
+    cached: bool,
+) -> tuple[FieldCellDataset, FieldsWithCells]:
+    """The fields of ``table`` holding cells, each with its cells' soft masks on ``backbone``'s feature grid at
+    ``data.img_size`` (what :class:`~locbench.models.cell_pool.CellMaskEncoder` takes), and the cell rows of each."""
+    spans = FieldsWithCells.of(cells, len(table))
+    fields = field_images(cfg, table, spans.fields, channels, cached=cached)
+    grid = grid_size(backbone, in_chans=len(fields.channels), size=cfg.data.img_size)
+    return FieldCellDataset(fields, cells, masks_dir, grid=grid, spans=spans), spans
+
+
+def _cell_mask_embeddings(
+    cfg: Any,
+    data: Any,
+    model: LocModel,
+    *,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    workers: int,
+) -> Embeddings:
+    """:func:`probe_embeddings` under ``model.pool: cell_mask``: one row per cell, one backbone pass per field."""
+    items, spans = cell_mask_items(
+        cfg, data.table, data.cells, data.masks_dir, model.backbone, data.channels, cached=True
+    )
+    inputs = {
+        "backbone": cfg.model.timm_name,
+        "weights": weights_digest(model.backbone),
+        "items": cache_key(data.table, unique_stains(data.channels), cfg.data.img_size, cfg.data.resize),
+        "cells": masks_signature(data.table, data.cells, data.masks_dir),
+        "grid": list(items.grid),
+        "level": cfg.train.level,
+        "channels": list(data.channels),
+        "img_size": cfg.data.img_size,
+        "resize": cfg.data.resize,
+        "pool": cfg.model.pool,
+        "norm_mean": [float(v) for v in mean],
+        "norm_std": [float(v) for v in std],
+        "dtype": str(dtype) if dtype is not None else "float32",
+    }
+    key = embedding_key(inputs)
+    folder = embedding_folder(cfg.data.cache_dir, cfg.model.timm_name, cfg.model.pool, key)
+    log.info(
+        "cell_mask pooling: %d fields of %d cells at %d px, a %d x %d feature grid",
+        len(items),
+        len(data.cells),
+        cfg.data.img_size,
+        *items.grid,
+    )
+    return build_embeddings(
+        CellMaskEncoder(model.backbone, Normalize(mean, std)),
+        items,
+        folder=folder,
+        dim=model.backbone.num_features,
+        meta={**inputs, "key": key, "data": cfg.data.path, "masks": str(data.masks_dir)},
+        device=device,
+        dtype=dtype,
+        batch_size=2 * cfg.train.batch_size,
+        workers=workers,
+        spans=spans.bounds,
+        collate=collate_fields,
     )
 
 

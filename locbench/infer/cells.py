@@ -26,6 +26,7 @@ from locbench.cells.segment import mask_path, read_mask
 from locbench.cells.submission import SubmissionRow, row_from_instances, validate_submission, write_submission
 from locbench.data.formats import table_from_config
 from locbench.errors import LocbenchError
+from locbench.infer.cell_mask import cell_mask_probs, is_cell_mask_run
 from locbench.infer.images import (
     FinishedRun,
     as_run,
@@ -87,7 +88,9 @@ def predict_cells(
             raise LocbenchError(f"--blend {weight} needs --image-run (an image-level run folder to blend in)")
         weight = 0.0  # the run's configured weight applies only when an image run is given
     if level == "cell":
-        probs = _cell_probs(run, table, cells, masks_dir, device=device, workers=workers)
+        # a model.pool=cell_mask probe pools cells from whole fields; every other cell run scores crops
+        cell_probs = cell_mask_probs if is_cell_mask_run(run) else _cell_probs
+        probs = cell_probs(run, table, cells, masks_dir, device=device, workers=workers)
         if image_run is not None and weight > 0:
             image_run = as_run(image_run)
             if image_run.config.train.level != "image":

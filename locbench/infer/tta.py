@@ -39,6 +39,13 @@ def tta_words(mode: str) -> str:
     return f"{mode} (x{n} forward pass{'es' if n > 1 else ''} per image)"
 
 
+def _with_tta(cfg, mode: str):
+    """``cfg`` predicting with test-time augmentation ``mode``. Not ``cfg.replace``: its training checks refuse TTA
+    for a probe (whose end-of-training pass reads cached embeddings), while evaluate and predict run the whole model
+    on every view of the images."""
+    return dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, tta=mode))
+
+
 def use_tta(
     run: FinishedRun,
     mode: str | None,
@@ -58,11 +65,11 @@ def use_tta(
         return run
     if mode not in TTA_PASSES:
         raise LocbenchError(f"--tta {mode!r}: use one of {', '.join(TTA_MODES)}")
-    run = dataclasses.replace(run, config=run.config.replace({"infer.tta": mode}))
+    run = dataclasses.replace(run, config=_with_tta(run.config, mode))
     if level == "cell" or mode == own_tta(run):
         return run
     own = load_config(run.folder.config)  # the run's own data (a --data layout override is for the scored data)
-    tuning = dataclasses.replace(run, config=own.replace({"infer.tta": mode}))
+    tuning = dataclasses.replace(run, config=_with_tta(own, mode))
     try:
         table = table_from_config(own.data)
         rows = load_split(run.folder.split).indices(table, "val")

@@ -5,6 +5,10 @@ a CNN's global average), ``cls`` the CLS token, ``mean`` the mean of a ViT's pat
 after the final norm: timm's ``forward_head(pre_logits=True)`` with ``global_pool="avg"``) or a CNN's global
 average. The pool is set with timm's ``reset_classifier(0, global_pool)`` after the weights are loaded: creating a
 ViT with ``global_pool="avg"`` would move its final norm after the pooling (``fc_norm``), a different network.
+
+``cell_mask`` (cell-level probes only) pools each cell's part of a whole field's feature map
+(:mod:`locbench.models.cell_pool`); the model's own forward on an image then pools as ``mean`` does: the whole
+field as one cell.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from torch import nn
 
 from locbench.errors import LocbenchError
 
-POOLS = ("auto", "cls", "mean")
+#: The per-cell mean over each cell's mask on a whole field's feature map (cell-level probes).
+CELL_MASK = "cell_mask"
+POOLS = ("auto", "cls", "mean", CELL_MASK)
 #: timm's ``global_pool`` name of each pool.
-TIMM_POOL = {"cls": "token", "mean": "avg"}
+TIMM_POOL = {"cls": "token", "mean": "avg", CELL_MASK: "avg"}
 
 
 def set_pool(backbone: nn.Module, pool: str, name: str) -> None:

@@ -163,3 +163,16 @@ def test_bench_probe_quick(tmp_path, capsys):
         for side in ("probe", "finetune"):
             assert len(point[side]["per_seed"]) == 2 and point[side]["lo"] <= point[side]["mean"] <= point[side]["hi"]
     assert "fine-tuning / probing" in out and "test_vit/linear-lr1e-3" in out
+
+
+def test_bench_cell_probe_quick(tmp_path, capsys):
+    _, written, out = _run("bench_cell_probe", tmp_path, capsys)
+    crops, fields = written["sweeps"]["crops"], written["sweeps"]["cell_mask"]
+    assert crops["runs"] == fields["runs"] == 2 * 2  # backbones x seeds
+    assert 0 < fields["embedding_s"] < fields["wall_s"] and 0 < crops["embedding_s"] < crops["wall_s"]
+    assert written["crops_over_cell_mask_wall"] == pytest.approx(crops["wall_s"] / fields["wall_s"])
+    assert [p["backbone"] for p in written["points"]] == ["test_vit", "test_resnet"]
+    for point in written["points"]:
+        for side in ("crops", "cell_mask"):
+            assert len(point[side]["per_seed"]) == 2 and point[side]["lo"] <= point[side]["mean"] <= point[side]["hi"]
+    assert "crops / cell_mask" in out and "cell_mask test cell mAP" in out
