@@ -11,7 +11,7 @@ hard-linked under new ids, with their HPA masks):
 
 Reported per worker count: wall seconds, fields/s, the steady rate once every worker has returned its first
 field (the pool's start-up left out), and the peak memory of the whole process tree (the command, the
-forkserver and the workers: the sum of their PSS, sampled every 50 ms from /proc). ``speedup_1_to_2`` is the
+forkserver and the workers: the sum of their PSS, sampled every ``SAMPLE_S`` from /proc). ``speedup_1_to_2`` is the
 ratio of fields/s (and of steady rates) at 2 workers to 1, from the same run. ``--quick`` uses a few small
 synthetic fields instead. Below ``MIN_FIELDS_FOR_POOL`` (16) fields the commands run in one process whatever
 the worker count (``pool`` says which): measure at least that many.
@@ -37,6 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT_DIR, REPO, host, real_farm, table, write_json  # noqa: E402
 
 from locbench.data.pool import MIN_FIELDS_FOR_POOL  # noqa: E402
+
+#: Seconds between two samples of the process tree's memory. Reading a process's PSS (smaps_rollup) costs ~4 ms of
+#: CPU for a command that has imported torch: every 50 ms over four processes took about a third of a core from the
+#: workers on a 2-core machine (the 2-worker run loses it, the 1-worker one has a core spare), so sample sparingly.
+SAMPLE_S = 0.25
 
 #: Crop side and stains of the crop measurement (a typical cell-level run).
 CROP_SIZE, CROP_STAINS = 128, ("red", "green", "blue", "yellow")
@@ -115,12 +120,14 @@ def run_child(step: str, data: Path, out: Path, workers: int, script: Path) -> d
         stderr=subprocess.PIPE,
         text=True,
     )
-    peak, cpu = [0], {}
+    peak, cpu, own = [0], {}, [0.0]
 
     def sample() -> None:
+        start = time.thread_time()
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_pss(proc.pid, cpu))
-            time.sleep(0.05)
+            time.sleep(SAMPLE_S)
+        own[0] = time.thread_time() - start
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -129,8 +136,9 @@ def run_child(step: str, data: Path, out: Path, workers: int, script: Path) -> d
     if proc.returncode != 0:
         raise RuntimeError(f"{step} with {workers} workers failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    # CPU of the whole tree (as last seen, up to 50 ms short a process): what the pass costs, whatever the load
-    return {**result, "peak_pss_mb": peak[0] / 2**20, "tree_cpu_s": sum(cpu.values())}
+    # CPU of the whole tree (as last seen, up to SAMPLE_S short a process): what the pass costs, whatever the load
+    # sampler_cpu_s: what measuring took from the same cores (outside the tree)
+    return {**result, "peak_pss_mb": peak[0] / 2**20, "tree_cpu_s": sum(cpu.values()), "sampler_cpu_s": own[0]}
 
 
 def _summary(n_fields: int, workers: int, raw: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +156,7 @@ def _summary(n_fields: int, workers: int, raw: dict[str, Any]) -> dict[str, Any]
         "steady_fields_per_s": steady,
         "peak_pss_mb": raw["peak_pss_mb"],
         "tree_cpu_s": raw["tree_cpu_s"],
+        "sampler_cpu_s": raw["sampler_cpu_s"],
         "cells": raw["cells"],
     }
 

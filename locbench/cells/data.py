@@ -292,8 +292,9 @@ def _cut_crops(
     todo = [i for i in range(n_fields) if not done[i]]
     if len(todo) < MIN_FIELDS_FOR_POOL:
         workers = 1
-    per_task = max(1, min(8, len(todo) // (4 * workers)))
-    groups = [todo[k : k + per_task] for k in range(0, len(todo), per_task)]
+    # one field a task (0.1-0.3 s of work): the last tasks leave a worker idle for at most one field, and a kill
+    # redoes at most the fields in flight
+    groups = [[i] for i in todo]
     jobs = (
         CropJob(
             str(pixels),
