@@ -80,7 +80,7 @@ def cells_of_mask(mask: np.ndarray, image_index: int, *, min_area: int = 1) -> C
     rows = []
     # find_objects gives one bounding slice per label value in a single pass over the mask; each cell's area is
     # then counted inside its own box (half the time of a bincount over the whole mask).
-    for label, sl in enumerate(ndi.find_objects(mask), start=1):
+    for label, sl in enumerate(ndi.find_objects(mask) if mask.size else [], start=1):
         if sl is None:
             continue
         area = int(np.count_nonzero(mask[sl] == label))

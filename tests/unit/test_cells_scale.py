@@ -130,6 +130,7 @@ def test_cell_areas_are_pixel_counts(tmp_path):
     assert index.cell_id.tolist() == expected
     assert index.area.tolist() == counts[expected].tolist()
     assert set(index.image_index.tolist()) == {3}
+    assert len(cells_of_mask(np.zeros((0, 0), np.int32), 0)) == len(CellIndex.concat([])) == 0
 
 
 def test_crop_cache_in_workers_equals_serial_and_on_demand_crops(fields, tmp_path):
