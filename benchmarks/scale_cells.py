@@ -39,9 +39,9 @@ from _common import OUT_DIR, REPO, host, real_farm, table, write_json  # noqa: E
 from locbench.data.pool import MIN_FIELDS_FOR_POOL  # noqa: E402
 
 #: Seconds between two samples of the process tree's memory. Reading a process's PSS (smaps_rollup) costs ~4 ms of
-#: CPU for a command that has imported torch: every 50 ms over four processes took about a third of a core from the
-#: workers on a 2-core machine (the 2-worker run loses it, the 1-worker one has a core spare), so sample sparingly.
-SAMPLE_S = 0.25
+#: CPU: sampling four processes every 50 ms took about a fifth of a core, which on a 2-core machine only the
+#: 2-worker run misses (the 1-worker one has a core spare); every 0.5 s it is ~3 % of a core (``sampler_cpu_s``).
+SAMPLE_S = 0.5
 
 #: Crop side and stains of the crop measurement (a typical cell-level run).
 CROP_SIZE, CROP_STAINS = 128, ("red", "green", "blue", "yellow")
