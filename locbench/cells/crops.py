@@ -18,12 +18,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 
 from locbench.cells.metric import CellInstances
 from locbench.cells.segment import mask_path, read_mask, read_stains, upscale_nearest
 from locbench.data.channels import resolve_channels
+from locbench.data.pool import MIN_FIELDS_FOR_POOL, Progress, imap_bounded
 from locbench.errors import BadInputError, LocbenchError
 from locbench.store.atomic import atomic_write_npz
 
@@ -77,13 +77,16 @@ class CellIndex:
 
 def cells_of_mask(mask: np.ndarray, image_index: int, *, min_area: int = 1) -> CellIndex:
     """The cells of one instance mask, in label order, as rows of table row ``image_index``."""
-    areas = np.bincount(mask.ravel()) if mask.size else np.zeros(1, np.int64)
     rows = []
-    # find_objects gives one bounding slice per label value in a single pass over the mask.
-    for label, sl in enumerate(ndi.find_objects(mask), start=1):
-        if sl is None or areas[label] < min_area:
+    # find_objects gives one bounding slice per label value in a single pass over the mask; each cell's area is
+    # then counted inside its own box (half the time of a bincount over the whole mask).
+    for label, sl in enumerate(ndi.find_objects(mask) if mask.size else [], start=1):
+        if sl is None:
             continue
-        rows.append((label, sl[0].start, sl[1].start, sl[0].stop, sl[1].stop, areas[label]))
+        area = int(np.count_nonzero(mask[sl] == label))
+        if area < min_area:
+            continue
+        rows.append((label, sl[0].start, sl[1].start, sl[0].stop, sl[1].stop, area))
     table = np.asarray(rows, dtype=np.int64).reshape(-1, 6)
     n = len(table)
     return CellIndex(
@@ -120,6 +123,8 @@ def index_cells(
     *,
     cache_path: str | os.PathLike | None = None,
     min_area: int = 1,
+    workers: int = 1,
+    progress: bool = True,
 ) -> CellIndex:
     """List every cell of every image of ``table`` from its instance mask, reading a cached list when current.
 
@@ -129,6 +134,8 @@ def index_cells(
         cache_path: where to keep the list; default ``masks_dir/cells_index.npz`` when that folder is writable.
             The cache is rebuilt when any mask file's name, size or modification time changes.
         min_area: cells with fewer pixels are left out (tiny fragments make meaningless crops).
+        workers: processes reading the masks (a mask a field: about 20 ms for 2048 px); 1 reads them here.
+        progress: a progress bar on a terminal (log lines otherwise) while masks are read.
 
     Raises:
         BadInputError: images of the table have no mask in ``masks_dir``.
@@ -154,11 +161,32 @@ def index_cells(
         except (OSError, KeyError, ValueError):
             log.warning("cell index %s is unreadable; rebuilding it", cache_path)
 
-    index = CellIndex.concat([cells_of_mask(read_mask(path), i, min_area=min_area) for i, path in enumerate(paths)])
+    items = list(enumerate(paths))
+    if len(items) < MIN_FIELDS_FOR_POOL:
+        workers = 1
+    per_task = max(1, min(8, len(items) // (4 * max(1, workers))))  # 8 masks: ~0.2 s of work
+    jobs = ((items[k : k + per_task], min_area) for k in range(0, len(items), per_task))
+    parts: list[CellIndex] = []
+    bar = Progress(len(items), "cell index", enabled=progress)
+    try:
+        for part, n in imap_bounded(_index_fields, jobs, workers=workers):
+            parts.append(part)
+            bar.update(n)
+    finally:
+        bar.close()
+    # tasks finish in any order; each holds consecutive fields, so its first row puts it back in place
+    parts.sort(key=lambda p: int(p.image_index[0]) if len(p) else -1)
+    index = CellIndex.concat(parts)
     if cache_path is not None:
         save_index(cache_path, index, sig)
     log.info("indexed %d cells in %d images from %s", len(index), len(ids), masks_dir)
     return index
+
+
+def _index_fields(job: tuple[list[tuple[int, Path]], int]) -> tuple[CellIndex, int]:
+    """The cells of a few fields (``(table row, mask)`` pairs) and how many fields that was: a worker's task."""
+    items, min_area = job
+    return CellIndex.concat([cells_of_mask(read_mask(path), i, min_area=min_area) for i, path in items]), len(items)
 
 
 class CellCropDataset:
@@ -282,6 +310,8 @@ class CellCropDataset:
         if not -len(self) <= k < len(self):
             raise IndexError(k)
         k = k % len(self)
+        import torch  # slow to import: the crop cache's worker processes import this module and never need it
+
         return torch.from_numpy(np.ascontiguousarray(self.crop(k))), torch.from_numpy(self.target(k).copy())
 
 

@@ -8,6 +8,7 @@ probabilities (the baseline a cell model has to beat). Blending and the Negative
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ import numpy as np
 
 from locbench.cells.combine import apply_negative_rule, blend_probs
 from locbench.cells.crops import CellCropDataset
-from locbench.cells.data import index_table_cells, resolve_masks
+from locbench.cells.data import cell_ids, index_table_cells, resolve_masks
 from locbench.cells.metric import PROTOCOLS
 from locbench.cells.scoring import CellPredictions, score_cells, segmentation_agreement, truth_cells
 from locbench.cells.segment import mask_path, read_mask
@@ -37,6 +38,7 @@ from locbench.infer.images import (
     split_rows,
 )
 from locbench.metrics import small_sample_note, with_note
+from locbench.store.partial import partial_path
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def predict_cells(
     negative: str | None = None,
     device: str = "auto",
     workers: int | None = None,
+    partial_for: str | os.PathLike | None = None,
 ) -> CellPredictions:
     """Per-cell probabilities of ``run`` (a cell-level run, or an image-level run copied to its cells).
 
@@ -68,6 +71,10 @@ def predict_cells(
         blend: weight of ``image_run``'s probabilities (default the run's ``cell.blend``).
         negative: Negative rule, ``max`` or ``none`` (default the run's ``cell.negative``).
         device, workers: inference device and DataLoader workers (default the run's ``data.workers``).
+        partial_for: the output these predictions become: each batch of probabilities is then kept as it finishes
+            in its :func:`~locbench.store.partial.partial_path` (an ``image_run``'s field probabilities in
+            ``partial_path(partial_for, part="image-run")``), and the same call after a kill continues after the
+            last batch kept.
 
     The run's untrainable classes (no positive training example) are never predicted: their values are NaN,
     which the submission and the cell metric read as "not predicted".
@@ -78,7 +85,7 @@ def predict_cells(
     masks_dir, _ = resolve_masks(
         _cell_cfg(run, masks), table, cache_dir=cfg.data.cache_dir, workers=max(1, cfg.data.workers)
     )
-    cells = index_table_cells(table, masks_dir, cache_dir=cfg.data.cache_dir)
+    cells = index_table_cells(table, masks_dir, cache_dir=cfg.data.cache_dir, workers=max(1, cfg.data.workers))
     level = cfg.train.level
     if image_run is not None and level != "cell":
         raise LocbenchError(f"{run.path} is an image-level run: blend an image run into a cell-level run instead")
@@ -87,20 +94,23 @@ def predict_cells(
         if blend is not None:
             raise LocbenchError(f"--blend {weight} needs --image-run (an image-level run folder to blend in)")
         weight = 0.0  # the run's configured weight applies only when an image run is given
+    partial = partial_path(partial_for) if partial_for is not None else None
     if level == "cell":
-        # a model.pool=cell_mask probe pools cells from whole fields; every other cell run scores crops
-        cell_probs = cell_mask_probs if is_cell_mask_run(run) else _cell_probs
-        probs = cell_probs(run, table, cells, masks_dir, device=device, workers=workers)
+        if is_cell_mask_run(run):  # a model.pool=cell_mask probe pools cells from whole fields
+            probs = cell_mask_probs(run, table, cells, masks_dir, device=device, workers=workers)
+        else:
+            probs = _cell_probs(run, table, cells, masks_dir, device=device, workers=workers, partial=partial)
         if image_run is not None and weight > 0:
             image_run = as_run(image_run)
             if image_run.config.train.level != "image":
                 raise LocbenchError(f"--image-run {image_run.path} is not an image-level run")
             if image_run.class_names != run.class_names:
                 raise LocbenchError(f"--image-run {image_run.path} has other classes than {run.path}")
-            field = field_probs(image_run, table, device=device, workers=workers)
+            field_partial = partial_path(partial_for, part="image-run") if partial_for is not None else None
+            field = field_probs(image_run, table, device=device, workers=workers, partial=field_partial)
             probs = blend_probs(probs, field[cells.image_index], weight=weight)
     else:
-        probs = field_probs(run, table, device=device, workers=workers)[cells.image_index]
+        probs = field_probs(run, table, device=device, workers=workers, partial=partial)[cells.image_index]
     probs = apply_negative_rule(probs, run.class_names, rule=negative or cfg.cell.negative)
     never = [run.class_names.index(c) for c in run.untrainable]
     if never:
@@ -109,7 +119,16 @@ def predict_cells(
     return CellPredictions(table, cells, probs, masks_dir, list(run.class_names))
 
 
-def _cell_probs(run: FinishedRun, table: Any, cells: Any, masks_dir: Path, *, device: str, workers: int) -> np.ndarray:
+def _cell_probs(
+    run: FinishedRun,
+    table: Any,
+    cells: Any,
+    masks_dir: Path,
+    *,
+    device: str,
+    workers: int,
+    partial: str | os.PathLike | None = None,
+) -> np.ndarray:
     cfg = run.config
     if not len(cells):
         return np.zeros((0, len(run.class_names)), np.float32)
@@ -123,7 +142,32 @@ def _cell_probs(run: FinishedRun, table: Any, cells: Any, masks_dir: Path, *, de
         masked=cfg.cell.masked,
         index=cells,
     )
-    return infer_probs(run, ds, device=device, workers=workers, what="cells")
+    settings = {
+        "images": str(table.image_dir),
+        "masks": str(masks_dir),
+        "cells": _cells_digest(cells),  # the boxes (a mask redrawn under the same cell ids moves them)
+        "channels": list(ds.channels),
+        "size": ds.crop_size,
+        "margin": ds.margin,
+        "masked": ds.masked,
+    }
+    ids = cell_ids(table, cells)
+    return infer_probs(
+        run, ds, device=device, workers=workers, what="cells", partial=partial, ids=ids, settings=settings
+    )
+
+
+def _cells_digest(cells: Any) -> str:
+    h = hashlib.sha256()
+    for name in ("image_index", "cell_id", "bbox", "mask_shape", "area"):
+        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
+    return h.hexdigest()
+
+
+def _remove_partials(out: str | os.PathLike) -> None:
+    """The row logs of the output ``out`` once it is written (its own, and an image run's beside it)."""
+    partial_path(out).unlink(missing_ok=True)
+    partial_path(out, part="image-run").unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -169,8 +213,17 @@ def evaluate_cells(
     rows, name = split_rows(run, table, split, other_data=data is not None)
     sub = table.subset(rows)
     truth = truth_cells(sub, masks_dir=truth_masks)
+    out_path = run.folder.eval_path(f"cell_{name}", out=out)
     preds = predict_cells(
-        run, sub, masks=masks, image_run=image_run, blend=blend, negative=negative, device=device, workers=workers
+        run,
+        sub,
+        masks=masks,
+        image_run=image_run,
+        blend=blend,
+        negative=negative,
+        device=device,
+        workers=workers,
+        partial_for=out_path,
     )
     scored = score_cells(preds, truth, iou_threshold=iou_threshold, protocol=protocol)
     n_truth = sum(int(v["num_gt"]) for v in scored["per_class"].values())
@@ -196,7 +249,8 @@ def evaluate_cells(
     if preds.masks_dir.resolve() != truth.masks_dir.resolve():
         result["segmentation"] = segmentation_agreement(preds, truth)
     arrays = {"ids": np.array(preds.ids()), "probs": preds.probs}
-    out_path = run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
+    run.folder.write_eval(f"cell_{name}", result, out=out, arrays=arrays)
+    _remove_partials(out_path)
     result["path"] = str(out_path)
     mean = with_note(f"cell mAP {result['map'] or math.nan:.4f} ({protocol} protocol)", result["sample_note"])
     log.info("%s on %d fields (%s) -> %s", mean, len(sub), name, out_path)
@@ -231,7 +285,15 @@ def write_cell_submission(
     run = as_run(path)
     table = prediction_table(run, data)
     preds = predict_cells(
-        run, table, masks=masks, image_run=image_run, blend=blend, negative=negative, device=device, workers=workers
+        run,
+        table,
+        masks=masks,
+        image_run=image_run,
+        blend=blend,
+        negative=negative,
+        device=device,
+        workers=workers,
+        partial_for=out,
     )
     instances = preds.instances()
     with_cells = set(instances)  # the ids only: each field's mask is read when its row is made
@@ -245,6 +307,7 @@ def write_cell_submission(
                 yield SubmissionRow(fid, w, h, "")
 
     written = write_submission(out, rows())
+    _remove_partials(out)
     counts = validate_submission(written, num_classes=len(run.class_names), ids=table.ids)
     log.info("wrote %d cells of %d fields to %s", counts["cells"], counts["images"], written)
     return {"path": str(written), **counts}

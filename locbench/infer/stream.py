@@ -147,7 +147,7 @@ def stream_probs(
         what: the items' name in progress lines.
     """
     n = len(dataset)
-    done = rows.open(multiple=batch_size) if rows is not None else 0
+    done = rows.open(multiple=batch_size, total=n) if rows is not None else 0
     if done:
         log.info("%s: %d of %d %s already done by an earlier run of this command; continuing", rows.path, done, n, what)
     kept: list[np.ndarray] = []

@@ -23,10 +23,12 @@ MAGIC = b"locbench-rows 1 "
 HEADER_BYTES = 256
 
 
-def partial_path(out: str | os.PathLike) -> Path:
-    """Where the rows of the output ``out`` are kept while it is computed: ``.NAME.partial`` beside it."""
+def partial_path(out: str | os.PathLike, *, part: str | None = None) -> Path:
+    """Where the rows of the output ``out`` are kept while it is computed: ``.NAME.partial`` beside it, or
+    ``.NAME.PART.partial`` for a second pass that output needs (a cell submission blending in an image run's
+    field probabilities keeps those as ``part="image-run"``)."""
     out = Path(out)
-    return out.parent / f".{out.name}.partial"
+    return out.parent / (f".{out.name}.partial" if part is None else f".{out.name}.{part}.partial")
 
 
 class RowLog:
@@ -54,9 +56,10 @@ class RowLog:
     def row_bytes(self) -> int:
         return 4 * self.columns
 
-    def open(self, *, multiple: int = 1) -> int:
+    def open(self, *, multiple: int = 1, total: int | None = None) -> int:
         """Make the file ready to append to and return how many rows it already holds, rounded down to a multiple
-        of ``multiple`` (rows past it are cut off, as is a torn row): the rows a re-run need not compute again.
+        of ``multiple`` unless they are all ``total`` rows of the pass (rows past it are cut off, as is a torn
+        row): the rows a re-run need not compute again.
 
         A missing file, or one of another key, is (re)created empty.
         """
@@ -74,7 +77,8 @@ class RowLog:
             return 0
         size = self.path.stat().st_size
         rows = (size - HEADER_BYTES) // self.row_bytes
-        rows -= rows % max(1, multiple)
+        if rows != total:  # a finished pass ends with a short batch: kept whole
+            rows -= rows % max(1, multiple)
         keep = HEADER_BYTES + rows * self.row_bytes
         if keep != size:
             try:

@@ -21,6 +21,7 @@ def test_scale_cells_quick(tmp_path, capsys):
         assert [r["workers"] for r in res[step]] == [1, 2]
         for r in res[step]:
             assert r["fields_per_s"] == pytest.approx(16 / r["wall_s"]) and r["peak_pss_mb"] > 0
+            assert r["walls_s"] == [r["wall_s"]] and r["sampler_cpu_s"] >= 0  # one pass each (--repeats 1)
         assert res[f"{step}_speedup_1_to_2"]["wall"] > 0
     assert res["crops"][0]["cells"] > 0
     assert not list((tmp_path / "work").glob("out-*"))  # outputs removed after each pass

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from locbench.cells import crops as crops_mod
-from locbench.cells.crops import CellCropDataset, index_cells
+from locbench.cells.crops import CellCropDataset, CellIndex, cells_of_mask, index_cells
 from locbench.cells.data import build_crop_cache, prepare_cell_data
 from locbench.cells.segment import PROGRESS_LOG, SEGMENTERS, WatershedSegmenter, segment_dataset
 from locbench.config import load_config
@@ -107,6 +107,30 @@ def _index(fields: Path):
 
 
 CROPS = {"stains": ("red", "green", "blue", "yellow"), "size": 24, "margin": 0.1, "masked": True}
+
+
+def test_cell_index_in_workers_equals_serial(fields):
+    table = load_table(fields)
+    one = index_cells(table, fields / "masks", cache_path=None, workers=1)
+    two = index_cells(table, fields / "masks", cache_path=None, workers=2)
+    assert len(set(one.image_index.tolist())) == N_FIELDS
+    for name in CellIndex.__dataclass_fields__:
+        a, b = getattr(one, name), getattr(two, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_cell_areas_are_pixel_counts(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 40, size=(64, 80)).astype(np.int32)  # cells interleaved: every box holds others' pixels
+    mask[mask == 17] = 0  # a label that is absent
+    index = cells_of_mask(mask, 3, min_area=128)
+    counts = np.bincount(mask.ravel(), minlength=40)
+    expected = [c for c in range(1, 40) if counts[c] >= 128]
+    assert 5 < len(expected) < 35  # min_area leaves some out
+    assert index.cell_id.tolist() == expected
+    assert index.area.tolist() == counts[expected].tolist()
+    assert set(index.image_index.tolist()) == {3}
+    assert len(cells_of_mask(np.zeros((0, 0), np.int32), 0)) == len(CellIndex.concat([])) == 0
 
 
 def test_crop_cache_in_workers_equals_serial_and_on_demand_crops(fields, tmp_path):
