@@ -67,6 +67,14 @@ class CellIndex:
             return cells_of_mask(np.zeros((0, 0), np.int32), 0)
         return CellIndex(*(np.concatenate([getattr(p, f) for p in parts]) for f in CellIndex.__dataclass_fields__))
 
+    def digest(self) -> str:
+        """A hex digest of every cell's row, id, box, mask shape and area: a mask redrawn under the same cell ids
+        moves the boxes, so the digest tells two indexes apart where the ids alone do not."""
+        h = hashlib.sha256()
+        for name in self.__dataclass_fields__:
+            h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        return h.hexdigest()
+
     def of_images(self, image_indices: Sequence[int] | np.ndarray) -> CellIndex:
         """The cells of the given table rows, in the order the rows are given."""
         order = {int(i): k for k, i in enumerate(image_indices)}

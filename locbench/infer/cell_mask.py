@@ -5,21 +5,26 @@ each cell's vector is the mean of the feature map under its mask, and the run's 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
+from locbench.cells.data import cell_ids
 from locbench.cells.field_cells import collate_fields
 from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import Accel, pick_device
 from locbench.engine.probe import cell_mask_items
 from locbench.errors import LocbenchError
 from locbench.infer.images import FinishedRun, load_run
+from locbench.infer.stream import Progress, rows_key
 from locbench.models import quirks
 from locbench.models.cell_pool import CellMaskEncoder
 from locbench.models.pooling import CELL_MASK
+from locbench.store.partial import RowLog
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +35,22 @@ def is_cell_mask_run(run: FinishedRun) -> bool:
 
 
 def cell_mask_probs(
-    run: FinishedRun, table: Any, cells: Any, masks_dir: Path, *, device: str = "auto", workers: int | None = None
+    run: FinishedRun,
+    table: Any,
+    cells: Any,
+    masks_dir: Path,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
+    partial: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """(n_cells, C) float32 probabilities of every cell of ``cells`` (an index over ``table``, from ``masks_dir``),
-    in index order; an ensemble folder of such runs gives its members' mean."""
+    in index order; an ensemble folder of such runs gives its members' mean.
+
+    With ``partial`` (a file, :func:`~locbench.store.partial.partial_path` of the output), the cells of each batch of
+    fields are kept there as the batch finishes, and the same call after a kill continues with the first field
+    not kept (an ensemble's members are not kept: each is a pass of its own).
+    """
     if run.config.infer.tta != "none":
         raise LocbenchError(
             f"--tta {run.config.infer.tta} does not apply to {run.path}: a model.pool=cell_mask probe pools each "
@@ -54,18 +71,62 @@ def cell_mask_probs(
     encoder = accel.place(CellMaskEncoder(model.backbone, normalize).eval())
     head = accel.place(model.head.eval())
     workers = cfg.data.workers if workers is None else workers
-    loader = make_loader(
-        items, batch_size=2 * cfg.train.batch_size, workers=workers, pin=accel.pin, collate_fn=collate_fields
-    )
-    out = np.zeros((len(cells), len(run.class_names)), np.float32)
+    batch_size = 2 * cfg.train.batch_size
+    columns = len(run.class_names)
+    rows = None
+    if partial is not None:
+        settings = {
+            "images": str(table.image_dir),
+            "masks": str(masks_dir),
+            "cells": cells.digest(),
+            "channels": list(channels),
+            "size": cfg.data.img_size,
+            "resize": cfg.data.resize,
+            "grid": list(items.grid),
+            "batch_size": batch_size,
+            "device": dev.type,
+            "dtype": str(accel.dtype),
+        }
+        key = rows_key(
+            checkpoint=str(run.meta.get("sha256", run.path)),
+            model=torch.nn.Sequential(encoder, head),
+            ids=cell_ids(table, cells),
+            settings=settings,
+        )
+        rows = RowLog(partial, key=key, columns=columns)
+    n = len(cells)
+    done = rows.open(total=n, stops=spans.bounds) if rows is not None else 0
+    first = int(np.searchsorted(spans.bounds, done))  # the first field not kept
+    if done:
+        log.info("%s: %d of %d cells already done by an earlier run of this command; continuing", partial, done, n)
     log.info("cell_mask probe: %d cells of %d fields at %d px", len(cells), len(items), cfg.data.img_size)
-    start = 0
-    with torch.no_grad():
-        for x, masks in loader:
-            x = to_unit(x.to(dev, non_blocking=True))
-            with accel.autocast():  # as in training: float32 embeddings (the cache's), the head under autocast
-                feats = encoder(x, masks).float()
-                logits = head(feats)
-            out[spans.bounds[start] : spans.bounds[start] + len(feats)] = torch.sigmoid(logits.float()).cpu().numpy()
-            start += len(x)
-    return out
+    out = np.zeros((len(cells), columns), np.float32)
+    if first < len(items):
+        todo = items if first == 0 else Subset(items, range(first, len(items)))
+        loader = make_loader(todo, batch_size=batch_size, workers=workers, pin=accel.pin, collate_fn=collate_fields)
+        bar = Progress(len(cells), done, what="cells", mode=cfg.log.progress)
+        start = done
+        try:
+            with torch.no_grad():
+                for x, masks in loader:
+                    x = to_unit(x.to(dev, non_blocking=True))
+                    with accel.autocast():  # as in training: float32 embeddings (the cache's), the head under autocast
+                        feats = encoder(x, masks).float()
+                        logits = head(feats)
+                    p = torch.sigmoid(logits.float()).cpu().numpy()
+                    if rows is not None:
+                        rows.append(p)
+                    out[start : start + len(p)] = p
+                    start += len(p)
+                    bar.update(len(p))
+        finally:
+            bar.close()
+    if rows is None:
+        return out
+    probs = rows.read()
+    if len(probs) != len(cells):  # the file was changed under us (another process on the same output)
+        raise LocbenchError(
+            f"{rows.path} holds {len(probs)} rows where {len(cells)} were written: another process writes the same "
+            "output; run one at a time"
+        )
+    return probs

@@ -8,7 +8,6 @@ probabilities (the baseline a cell model has to beat). Blending and the Negative
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -97,7 +96,7 @@ def predict_cells(
     partial = partial_path(partial_for) if partial_for is not None else None
     if level == "cell":
         if is_cell_mask_run(run):  # a model.pool=cell_mask probe pools cells from whole fields
-            probs = cell_mask_probs(run, table, cells, masks_dir, device=device, workers=workers)
+            probs = cell_mask_probs(run, table, cells, masks_dir, device=device, workers=workers, partial=partial)
         else:
             probs = _cell_probs(run, table, cells, masks_dir, device=device, workers=workers, partial=partial)
         if image_run is not None and weight > 0:
@@ -145,7 +144,7 @@ def _cell_probs(
     settings = {
         "images": str(table.image_dir),
         "masks": str(masks_dir),
-        "cells": _cells_digest(cells),  # the boxes (a mask redrawn under the same cell ids moves them)
+        "cells": cells.digest(),  # the boxes (a mask redrawn under the same cell ids moves them)
         "channels": list(ds.channels),
         "size": ds.crop_size,
         "margin": ds.margin,
@@ -155,13 +154,6 @@ def _cell_probs(
     return infer_probs(
         run, ds, device=device, workers=workers, what="cells", partial=partial, ids=ids, settings=settings
     )
-
-
-def _cells_digest(cells: Any) -> str:
-    h = hashlib.sha256()
-    for name in ("image_index", "cell_id", "bbox", "mask_shape", "area"):
-        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
-    return h.hexdigest()
 
 
 def _remove_partials(out: str | os.PathLike) -> None:

@@ -56,10 +56,11 @@ class RowLog:
     def row_bytes(self) -> int:
         return 4 * self.columns
 
-    def open(self, *, multiple: int = 1, total: int | None = None) -> int:
+    def open(self, *, multiple: int = 1, total: int | None = None, stops: np.ndarray | None = None) -> int:
         """Make the file ready to append to and return how many rows it already holds, rounded down to a multiple
-        of ``multiple`` unless they are all ``total`` rows of the pass (rows past it are cut off, as is a torn
-        row): the rows a re-run need not compute again.
+        of ``multiple`` (or to the largest of the ascending row counts ``stops`` not above it, for batches of
+        uneven rows) unless they are all ``total`` rows of the pass (rows past it are cut off, as is a torn row):
+        the rows a re-run need not compute again.
 
         A missing file, or one of another key, is (re)created empty.
         """
@@ -77,7 +78,9 @@ class RowLog:
             return 0
         size = self.path.stat().st_size
         rows = (size - HEADER_BYTES) // self.row_bytes
-        if rows != total:  # a finished pass ends with a short batch: kept whole
+        if rows != total and stops is not None:
+            rows = int(stops[np.searchsorted(stops, rows, side="right") - 1]) if rows >= stops[0] else 0
+        elif rows != total:  # a finished pass ends with a short batch: kept whole
             rows -= rows % max(1, multiple)
         keep = HEADER_BYTES + rows * self.row_bytes
         if keep != size:

@@ -138,3 +138,50 @@ def test_a_whole_pass_keeps_its_short_last_batch(tmp_path):
     log.append(np.ones((6, 2)))
     assert log.open(multiple=4, total=6) == 6  # all the rows of the pass: nothing to redo
     assert log.open(multiple=4) == 4  # rows of an unfinished pass: whole batches only
+
+
+@pytest.mark.slow  # a locbench subprocess, killed
+def test_a_cell_mask_probe_killed_mid_way_continues_with_the_first_field_not_kept(cell_run, tmp_path, caplog):
+    """A ``model.pool=cell_mask`` probe scores whole fields (each batch a few fields' cells): the kept rows end at
+    a field's last cell, and a torn write longer than a row is cut back to one."""
+    _, data, _ = cell_run
+    sets = {
+        "data.path": str(data),
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.img_size": 64,
+        "data.channels": "rgby",
+        "data.workers": 0,
+        "data.val_frac": 0.3,
+        "data.test_frac": 0,
+        "model.backbone": "test_resnet",
+        "model.mode": "probe",
+        "model.pool": "cell_mask",
+        "augment.name": "none",
+        "train.level": "cell",
+        "train.epochs": 1,
+        "train.batch_size": 1,  # inference batches of 2 fields
+        "train.device": "cpu",
+        "log.progress": "lines",
+    }
+    run = train(load_config(overrides=sets), tmp_path / "probe")
+    args = ["cells", "predict", str(run), "--data", str(data), "--device", "cpu", "--workers", "0", "--out"]
+    reference = tmp_path / "reference.csv"
+    assert main([*args, str(reference)]) == 0
+    out = tmp_path / "out.csv"
+    fi = load_benchmark("fault_injection", as_name="fault_injection")
+    cmd = fi.child_command([*args, str(out)], die_in="locbench.infer.cell_mask:to_unit@3")  # once per batch
+    res = subprocess.run(cmd, env=fi.child_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    partial = partial_path(out)
+    kept = (partial.stat().st_size - HEADER_BYTES) // (CLASSES * 4)
+    counts = {}
+    for line in (data / "cells.csv").read_text().splitlines()[1:]:
+        counts[line.split(",")[0]] = counts.get(line.split(",")[0], 0) + 1
+    ids = [line.split(",")[0] for line in (data / "train.csv").read_text().splitlines()[1:]]
+    assert kept == sum(counts[i] for i in ids[:4])  # two batches of two fields
+    with partial.open("ab") as f:
+        f.write(b"\x01" * (2 * CLASSES * 4 + 30))  # two rows and a torn one: not a whole field
+    with caplog.at_level("INFO", logger="locbench"):
+        assert main([*args, str(out)]) == 0
+    assert f"{kept} of {sum(counts.values())} cells already done" in caplog.text
+    assert out.read_bytes() == reference.read_bytes() and not partial.exists()
