@@ -83,6 +83,17 @@ class CellIndex:
         return self.take(rows)
 
 
+def hash_cells(h: Any, table: Any, cells: CellIndex, masks_dir: Path) -> None:
+    """Feed ``h`` (a hashlib object) every field's mask file (size, modification time) and the cells' rows, ids and
+    boxes: what the crops and the cell embeddings of ``table`` depend on besides the images."""
+    for fid in table.ids:
+        p = mask_path(masks_dir, fid)
+        st = p.stat() if p is not None else None
+        h.update(f"{fid}:{st.st_size}:{st.st_mtime_ns}\0".encode() if st else f"{fid}:none\0".encode())
+    for name in ("image_index", "cell_id", "bbox"):
+        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
+
+
 def cells_of_mask(mask: np.ndarray, image_index: int, *, min_area: int = 1) -> CellIndex:
     """The cells of one instance mask, in label order, as rows of table row ``image_index``."""
     rows = []

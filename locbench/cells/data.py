@@ -27,7 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from locbench.cells.crops import CellCropDataset, CropJob, CropShards, CropSpec, FieldCells, cut_fields, index_cells
+from locbench.cells.crops import (
+    CellCropDataset,
+    CropJob,
+    CropShards,
+    CropSpec,
+    FieldCells,
+    cut_fields,
+    hash_cells,
+    index_cells,
+)
 from locbench.cells.labels import CELL_LABELS_FILE, load_cell_labels
 from locbench.cells.segment import FieldHook, mask_path, segment_dataset
 from locbench.data.cache import FLUSH_EVERY_S, MemmapRows, cache_key, default_cache_dir
@@ -186,12 +195,7 @@ def crop_cache_key(
     """Hash of what the crops depend on: images, masks, the cell list, crop size, margin, masking, stains."""
     h = hashlib.sha256()
     h.update(json.dumps([CROP_CACHE_VERSION, cache_key(table, stains, size), float(margin), bool(masked)]).encode())
-    for fid in table.ids:
-        p = mask_path(masks_dir, fid)
-        st = p.stat() if p is not None else None
-        h.update(f"{fid}:{st.st_size}:{st.st_mtime_ns}\0".encode() if st else f"{fid}:none\0".encode())
-    for name in ("image_index", "cell_id", "bbox"):
-        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
+    hash_cells(h, table, cells, masks_dir)
     return h.hexdigest()[:20]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from locbench.cells.crops import hash_cells
 from locbench.cells.segment import mask_path, read_mask
 from locbench.data.dataset import FieldDataset
 from locbench.errors import LocbenchError
@@ -91,12 +92,7 @@ def _pixels_per_bin(scale: float, offset: int, bins: int, size: int) -> np.ndarr
 def masks_signature(table: Any, cells: Any, masks_dir: Path) -> str:
     """A hash of the cells: every field's mask file (size, modification time) and the cell index."""
     h = hashlib.sha256()
-    for fid in table.ids:
-        p = mask_path(masks_dir, fid)
-        st = p.stat() if p is not None else None
-        h.update(f"{fid}:{st.st_size}:{st.st_mtime_ns}\0".encode() if st else f"{fid}:none\0".encode())
-    for name in ("image_index", "cell_id", "bbox"):
-        h.update(np.ascontiguousarray(getattr(cells, name)).tobytes())
+    hash_cells(h, table, cells, masks_dir)
     return h.hexdigest()[:20]
 
 

@@ -93,6 +93,25 @@ def items_key(data: Any) -> str:
     return cache_key(data.table, stains, data.img_size, data.resize_policy)
 
 
+def _embedding_inputs(
+    cfg: Any, data: Any, model: LocModel, *, mean: list[float], std: list[float], dtype: torch.dtype | None, items: str
+) -> dict[str, Any]:
+    """What every probe's embeddings depend on (their cache key's parts), ``items`` naming the images read."""
+    return {
+        "backbone": cfg.model.timm_name,
+        "weights": weights_digest(model.backbone),
+        "items": items,
+        "level": cfg.train.level,
+        "channels": list(data.channels),
+        "img_size": cfg.data.img_size,
+        "resize": cfg.data.resize,
+        "pool": cfg.model.pool,
+        "norm_mean": [float(v) for v in mean],
+        "norm_std": [float(v) for v in std],
+        "dtype": str(dtype) if dtype is not None else "float32",
+    }
+
+
 def probe_embeddings(
     cfg: Any,
     data: Any,
@@ -107,19 +126,7 @@ def probe_embeddings(
     """The embedding cache of ``data``'s items under ``model``'s frozen backbone, built now or reused."""
     if cfg.model.pool == CELL_MASK:
         return _cell_mask_embeddings(cfg, data, model, mean=mean, std=std, device=device, dtype=dtype, workers=workers)
-    inputs = {
-        "backbone": cfg.model.timm_name,
-        "weights": weights_digest(model.backbone),
-        "items": items_key(data),
-        "level": cfg.train.level,
-        "channels": list(data.channels),
-        "img_size": cfg.data.img_size,
-        "resize": cfg.data.resize,
-        "pool": cfg.model.pool,
-        "norm_mean": [float(v) for v in mean],
-        "norm_std": [float(v) for v in std],
-        "dtype": str(dtype) if dtype is not None else "float32",
-    }
+    inputs = _embedding_inputs(cfg, data, model, mean=mean, std=std, dtype=dtype, items=items_key(data))
     key = embedding_key(inputs)
     folder = embedding_folder(cfg.data.cache_dir, cfg.model.timm_name, cfg.model.pool, key)
     encoder = torch.nn.Sequential(Normalize(mean, std), model.backbone)
@@ -186,19 +193,17 @@ def _cell_mask_embeddings(
         cfg, data.table, data.cells, data.masks_dir, model.backbone, data.channels, cached=True
     )
     inputs = {
-        "backbone": cfg.model.timm_name,
-        "weights": weights_digest(model.backbone),
-        "items": cache_key(data.table, unique_stains(data.channels), cfg.data.img_size, cfg.data.resize),
+        **_embedding_inputs(
+            cfg,
+            data,
+            model,
+            mean=mean,
+            std=std,
+            dtype=dtype,
+            items=cache_key(data.table, unique_stains(data.channels), cfg.data.img_size, cfg.data.resize),
+        ),
         "cells": masks_signature(data.table, data.cells, data.masks_dir),
         "grid": list(items.grid),
-        "level": cfg.train.level,
-        "channels": list(data.channels),
-        "img_size": cfg.data.img_size,
-        "resize": cfg.data.resize,
-        "pool": cfg.model.pool,
-        "norm_mean": [float(v) for v in mean],
-        "norm_std": [float(v) for v in std],
-        "dtype": str(dtype) if dtype is not None else "float32",
     }
     key = embedding_key(inputs)
     folder = embedding_folder(cfg.data.cache_dir, cfg.model.timm_name, cfg.model.pool, key)
