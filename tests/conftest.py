@@ -31,6 +31,15 @@ def real_data() -> Path:
     return REAL
 
 
+@pytest.fixture(scope="session")
+def real_2021() -> Path:
+    """The real Kaggle 2021 fields with their masks (``../shared/data/hpa-real/kaggle2021``), which the dataset-scale
+    benchmarks hard-link into large farms; tests that need them skip without them."""
+    if not (REAL / "kaggle2021" / "train.csv").is_file():
+        pytest.skip(f"needs the real 2021 fields in {REAL / 'kaggle2021'} (see its README)")
+    return REAL / "kaggle2021"
+
+
 #: Test files that share one expensive service per test session: under ``pytest -n 2 --dist loadgroup`` (the
 #: Makefile's) each file's tests go to one worker, so that the service is started once, not once per worker.
 #: (xdist's own ``xdist_group`` mark does not group under pytest 9 here: its node-id suffix is lost.)

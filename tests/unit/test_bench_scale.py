@@ -4,19 +4,15 @@ against the bare decoder and the bare model in the same run, with the JSON the d
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from fixtures.benchmarks import load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO.parent / "shared" / "data" / "hpa-real" / "kaggle2021"
-
 
 @pytest.mark.slow
 @pytest.mark.real
-@pytest.mark.skipif(not (REAL / "train.csv").is_file(), reason=f"needs the real 2021 fields in {REAL}")
+@pytest.mark.usefixtures("real_2021")  # skips without the real 2021 fields
 def test_bench_scale_quick(tmp_path, capsys):
     mod = load_benchmark("bench_scale")
     threads = torch.get_num_threads()

@@ -4,18 +4,14 @@ then the same command; the masks equal an uninterrupted run's and those finished
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from fixtures.benchmarks import load_benchmark
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = REPO.parent / "shared" / "data" / "hpa-real" / "kaggle2021"
-
 
 @pytest.mark.slow
 @pytest.mark.real
-@pytest.mark.skipif(not (REAL / "train.csv").is_file(), reason=f"needs the real 2021 fields in {REAL}")
+@pytest.mark.usefixtures("real_2021")  # skips without the real 2021 fields
 def test_segment_resume_small(tmp_path, capsys):
     mod = load_benchmark("segment_resume")
     out = tmp_path / "r.json"
