@@ -11,16 +11,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 
 from locbench.cells.data import cell_ids
 from locbench.cells.field_cells import collate_fields
-from locbench.engine.data import make_loader, to_unit
 from locbench.engine.device import Accel, pick_device
 from locbench.engine.probe import cell_mask_items
 from locbench.errors import LocbenchError
 from locbench.infer.images import FinishedRun, load_run
-from locbench.infer.stream import Progress, rows_key
+from locbench.infer.stream import rows_key, stream_probs
 from locbench.models import quirks
 from locbench.models.cell_pool import CellMaskEncoder
 from locbench.models.pooling import CELL_MASK
@@ -68,11 +66,8 @@ def cell_mask_probs(
     normalize, model = run.bare_model()
     channels = tuple(run.meta.get("channels", cfg.data.channels))
     items, spans = cell_mask_items(cfg, table, cells, masks_dir, model.backbone, channels, cached=False)
-    encoder = accel.place(CellMaskEncoder(model.backbone, normalize).eval())
-    head = accel.place(model.head.eval())
-    workers = cfg.data.workers if workers is None else workers
+    probe = accel.place(CellMaskProbe(CellMaskEncoder(model.backbone, normalize), model.head).eval())
     batch_size = 2 * cfg.train.batch_size
-    columns = len(run.class_names)
     rows = None
     if partial is not None:
         settings = {
@@ -88,45 +83,32 @@ def cell_mask_probs(
             "dtype": str(accel.dtype),
         }
         key = rows_key(
-            checkpoint=str(run.meta.get("sha256", run.path)),
-            model=torch.nn.Sequential(encoder, head),
-            ids=cell_ids(table, cells),
-            settings=settings,
+            checkpoint=str(run.meta.get("sha256", run.path)), model=probe, ids=cell_ids(table, cells), settings=settings
         )
-        rows = RowLog(partial, key=key, columns=columns)
-    n = len(cells)
-    done = rows.open(total=n, stops=spans.bounds) if rows is not None else 0
-    first = int(np.searchsorted(spans.bounds, done))  # the first field not kept
-    if done:
-        log.info("%s: %d of %d cells already done by an earlier run of this command; continuing", partial, done, n)
+        rows = RowLog(partial, key=key, columns=len(run.class_names))
     log.info("cell_mask probe: %d cells of %d fields at %d px", len(cells), len(items), cfg.data.img_size)
-    out = np.zeros((len(cells), columns), np.float32)
-    if first < len(items):
-        todo = items if first == 0 else Subset(items, range(first, len(items)))
-        loader = make_loader(todo, batch_size=batch_size, workers=workers, pin=accel.pin, collate_fn=collate_fields)
-        bar = Progress(len(cells), done, what="cells", mode=cfg.log.progress)
-        start = done
-        try:
-            with torch.no_grad():
-                for x, masks in loader:
-                    x = to_unit(x.to(dev, non_blocking=True))
-                    with accel.autocast():  # as in training: float32 embeddings (the cache's), the head under autocast
-                        feats = encoder(x, masks).float()
-                        logits = head(feats)
-                    p = torch.sigmoid(logits.float()).cpu().numpy()
-                    if rows is not None:
-                        rows.append(p)
-                    out[start : start + len(p)] = p
-                    start += len(p)
-                    bar.update(len(p))
-        finally:
-            bar.close()
-    if rows is None:
-        return out
-    probs = rows.read()
-    if len(probs) != len(cells):  # the file was changed under us (another process on the same output)
-        raise LocbenchError(
-            f"{rows.path} holds {len(probs)} rows where {len(cells)} were written: another process writes the same "
-            "output; run one at a time"
-        )
-    return probs
+    return stream_probs(
+        probe,
+        items,
+        accel=accel,
+        columns=len(run.class_names),
+        batch_size=batch_size,
+        workers=cfg.data.workers if workers is None else workers,
+        rows=rows,
+        progress=cfg.log.progress,
+        what="cells",
+        bounds=spans.bounds,
+        collate=collate_fields,
+    )
+
+
+class CellMaskProbe(torch.nn.Module):
+    """A ``cell_mask`` probe's whole model: ``forward(fields, cell weights)`` → one row of logits per cell. The cells'
+    vectors are float32 (as in the embedding cache training read); the head runs under the caller's autocast."""
+
+    def __init__(self, encoder: CellMaskEncoder, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: torch.Tensor, masks: Any) -> torch.Tensor:
+        return self.head(self.encoder(x, masks).float())

@@ -11,12 +11,13 @@ with fields per second and the time left, goes to stderr: a bar on a terminal, e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,12 +34,12 @@ from locbench.store.partial import RowLog
 log = logging.getLogger(__name__)
 
 
-def forward_probs(model: torch.nn.Module, x: torch.Tensor, accel: Accel) -> torch.Tensor:
-    """Sigmoid probabilities (float32, on the CPU) of one batch of [0, 255] uint8 or [0, 1] float images, run as
-    ``accel`` says (device, autocast dtype, memory layout)."""
+def forward_probs(model: torch.nn.Module, x: torch.Tensor, *more: Any, accel: Accel) -> torch.Tensor:
+    """Sigmoid probabilities (float32, on the CPU) of one batch of [0, 255] uint8 or [0, 1] float images (and the
+    model's further inputs ``more``, as they are), run as ``accel`` says (device, autocast dtype, memory layout)."""
     x = accel.layout(to_unit(x.to(accel.device, non_blocking=True)))
     with accel.autocast():
-        logits = model(x)
+        logits = model(x, *more)
     return torch.sigmoid(logits.float()).cpu()
 
 
@@ -78,10 +79,10 @@ class _Guarded(Dataset):
             return _Failed(str(e))
 
 
-def _collate(items: list):
-    """The default batch, or the first :class:`_Failed` item of it."""
+def _collate(items: list, collate: Callable[[list], Any] = default_collate):
+    """The batch ``collate`` makes, or the first :class:`_Failed` item of it."""
     failed = next((it for it in items if isinstance(it, _Failed)), None)
-    return failed if failed is not None else default_collate(items)
+    return failed if failed is not None else collate(items)
 
 
 class Progress:
@@ -133,6 +134,8 @@ def stream_probs(
     rows: RowLog | None = None,
     progress: str = "auto",
     what: str = "fields",
+    bounds: np.ndarray | None = None,
+    collate: Callable[[list], Any] = default_collate,
 ) -> np.ndarray:
     """(N, C) float32 probabilities of ``model`` for every item of ``dataset``, batch by batch.
 
@@ -144,24 +147,44 @@ def stream_probs(
         batch_size, workers: DataLoader batch and loader processes (0: decode in this process).
         rows: a row log to append each batch to and resume from (None: keep the rows in memory only).
         progress: ``auto``, ``bar`` or ``lines`` (see :class:`Progress`).
-        what: the items' name in progress lines.
+        what: the rows' name in progress lines.
+        bounds: for items that each give several rows (a whole field and its cells,
+            :class:`~locbench.cells.field_cells.FieldCellDataset`): item ``k``'s rows are ``bounds[k]:bounds[k + 1]``,
+            and its second element (the cells' weights) is the model's second input, not a target. Default: one row
+            per item.
+        collate: how a batch's items are put together (e.g. :func:`~locbench.cells.field_cells.collate_fields`).
     """
     n = len(dataset)
-    done = rows.open(multiple=batch_size, total=n) if rows is not None else 0
+    total = n if bounds is None else int(bounds[-1])
+    if rows is None:
+        done = 0
+    elif bounds is None:
+        done = rows.open(multiple=batch_size, total=total)
+    else:  # whole batches of items, so that batches are cut where an uninterrupted pass cuts them
+        done = rows.open(total=total, stops=np.append(bounds[:-1:batch_size], total))
     if done:
-        log.info("%s: %d of %d %s already done by an earlier run of this command; continuing", rows.path, done, n, what)
+        log.info(
+            "%s: %d of %d %s already done by an earlier run of this command; continuing", rows.path, done, total, what
+        )
+    first = done if bounds is None else int(np.searchsorted(bounds, done))  # the first item not kept
     kept: list[np.ndarray] = []
-    if done < n:
-        todo = dataset if done == 0 else Subset(dataset, range(done, n))
-        loader = make_loader(_Guarded(todo), batch_size=batch_size, workers=workers, pin=accel.pin, collate_fn=_collate)
-        bar = Progress(n, done, what=what, mode=progress)
+    if first < n:
+        todo = dataset if first == 0 else Subset(dataset, range(first, n))
+        loader = make_loader(
+            _Guarded(todo),
+            batch_size=batch_size,
+            workers=workers,
+            pin=accel.pin,
+            collate_fn=functools.partial(_collate, collate=collate),
+        )
+        bar = Progress(total, done, what=what, mode=progress)
         try:
             with torch.no_grad():
                 for batch in loader:
                     if isinstance(batch, _Failed):
                         raise LocbenchError(batch.message)
-                    x = batch[0]
-                    p = forward_probs(model, x, accel).numpy()
+                    inputs = batch[:1] if bounds is None else batch[:2]
+                    p = forward_probs(model, *inputs, accel=accel).numpy()
                     if rows is not None:
                         rows.append(p)
                     else:
@@ -171,9 +194,9 @@ def stream_probs(
             bar.close()
     if rows is not None:
         probs = rows.read()
-        if len(probs) != n:  # the file was changed under us (another process on the same output)
+        if len(probs) != total:  # the file was changed under us (another process on the same output)
             raise LocbenchError(
-                f"{rows.path} holds {len(probs)} rows where {n} were written: another process writes the same "
+                f"{rows.path} holds {len(probs)} rows where {total} were written: another process writes the same "
                 "output; run one at a time"
             )
         return probs

@@ -169,7 +169,7 @@ def test_a_cell_mask_probe_killed_mid_way_continues_with_the_first_field_not_kep
     assert main([*args, str(reference)]) == 0
     out = tmp_path / "out.csv"
     fi = load_benchmark("fault_injection", as_name="fault_injection")
-    cmd = fi.child_command([*args, str(out)], die_in="locbench.infer.cell_mask:to_unit@3")  # once per batch
+    cmd = fi.child_command([*args, str(out)], die_in="locbench.infer.stream:forward_probs@3")
     res = subprocess.run(cmd, env=fi.child_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     partial = partial_path(out)
