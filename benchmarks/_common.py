@@ -91,6 +91,27 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markdown: bo
     return markdown_table(headers, body, left=None) if markdown else text_table(headers, body)
 
 
+def over_seeds(per_seed: dict[int, float]) -> dict[str, Any]:
+    """A configuration's score over seeds: its mean with a Student-t 95% interval, and the scores by seed."""
+    from locbench.report.stats import t_interval
+
+    e = t_interval(list(per_seed.values()))
+    return {"mean": e.mean, "lo": e.lo, "hi": e.hi, "per_seed": per_seed}
+
+
+def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """``b - a`` paired by seed: the mean difference, its Student-t 95% interval, p and the pairs."""
+    from locbench.report.stats import paired_t
+
+    n, diff, lo, hi, p = paired_t(a, b)
+    return {"mean": diff, "lo": lo, "hi": hi, "p": p, "n": n}
+
+
+def ci_text(e: dict[str, Any]) -> str:
+    """``mean [lo, hi]`` of :func:`over_seeds` or :func:`paired_over_seeds`, 3 decimals."""
+    return f"{e['mean']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}]"
+
+
 def load_module(path: Path, name: str):
     """Import a file that is not part of a package (e.g. tests/report_fixtures.py) by its path."""
     spec = importlib.util.spec_from_file_location(name, path)

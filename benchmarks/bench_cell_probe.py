@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helpers
 
-from _common import OUT_DIR, Clock, host, table, write_json  # noqa: E402
+from _common import OUT_DIR, Clock, ci_text, host, over_seeds, paired_over_seeds, table, write_json  # noqa: E402
 
 POOLS = ("crops", "cell_mask")
 
@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from locbench.data.synth import synthesize
-    from locbench.report.stats import paired_t, t_interval
     from locbench.sweep.grid import expand
     from locbench.sweep.runner import run_sweep
 
@@ -117,14 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     for backbone in results["crops"]:
         crops, fields = results["crops"][backbone], results["cell_mask"][backbone]
-        ec, ef = t_interval(list(crops.values())), t_interval(list(fields.values()))
-        n, diff, lo, hi, pval = paired_t(crops, fields)
         points.append(
             {
                 "backbone": backbone,
-                "crops": {"mean": ec.mean, "lo": ec.lo, "hi": ec.hi, "per_seed": crops},
-                "cell_mask": {"mean": ef.mean, "lo": ef.lo, "hi": ef.hi, "per_seed": fields},
-                "diff": {"mean": diff, "lo": lo, "hi": hi, "p": pval, "n": n},
+                "crops": over_seeds(crops),
+                "cell_mask": over_seeds(fields),
+                "diff": paired_over_seeds(crops, fields),
             }
         )
     result = {
@@ -149,9 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.out, result)
 
-    def ci(e: dict) -> str:
-        return f"{e['mean']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}]"
-
     print(
         table(
             ["cells from", "runs", "wall s", "cpu s", "embedding s"],
@@ -163,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         table(
             ["backbone", "crops test cell mAP", "cell_mask test cell mAP", "cell_mask - crops"],
-            [[r["backbone"], ci(r["crops"]), ci(r["cell_mask"]), ci(r["diff"])] for r in points],
+            [[r["backbone"], ci_text(r["crops"]), ci_text(r["cell_mask"]), ci_text(r["diff"])] for r in points],
             markdown=True,
         )
     )

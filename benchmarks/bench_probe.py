@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts run from anywhere import their helpers
 
-from _common import OUT_DIR, Clock, host, table, write_json  # noqa: E402
+from _common import OUT_DIR, Clock, ci_text, host, over_seeds, paired_over_seeds, table, write_json  # noqa: E402
 
 
 def sweep_spec(mode: str, args: argparse.Namespace, data: Path, cache: Path) -> dict:
@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from locbench.data.synth import synthesize
     from locbench.engine.data import prepare_cache
-    from locbench.report.stats import paired_t, t_interval
     from locbench.sweep.grid import expand
     from locbench.sweep.runner import run_sweep
 
@@ -118,14 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     for key in results["probe"]:
         probe, fine = results["probe"][key], results["finetune"][key]
-        ep, ef = t_interval(list(probe.values())), t_interval(list(fine.values()))
-        n, diff, lo, hi, pval = paired_t(fine, probe)
         points.append(
             {
                 "point": key,
-                "probe": {"mean": ep.mean, "lo": ep.lo, "hi": ep.hi, "per_seed": probe},
-                "finetune": {"mean": ef.mean, "lo": ef.lo, "hi": ef.hi, "per_seed": fine},
-                "diff": {"mean": diff, "lo": lo, "hi": hi, "p": pval, "n": n},
+                "probe": over_seeds(probe),
+                "finetune": over_seeds(fine),
+                "diff": paired_over_seeds(fine, probe),
             }
         )
     result = {
@@ -150,9 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         "interval": "Student-t 95% over seeds (locbench.report.stats.t_interval); diff: paired t over seeds",
     }
     write_json(args.out, result)
-
-    def ci(e: dict) -> str:
-        return f"{e['mean']:.3f} [{e['lo']:.3f}, {e['hi']:.3f}]"
 
     print(
         table(
@@ -183,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         table(
             ["backbone/setting", "probe test mAP", "finetune test mAP", "probe - finetune"],
-            [[r["point"], ci(r["probe"]), ci(r["finetune"]), ci(r["diff"])] for r in points],
+            [[r["point"], ci_text(r["probe"]), ci_text(r["finetune"]), ci_text(r["diff"])] for r in points],
             markdown=True,
         )
     )
