@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import types
 from collections.abc import Callable, Iterator, Sequence
 
@@ -28,6 +27,7 @@ import tqdm
 from torch import nn
 
 from locbench.errors import LocbenchError
+from locbench.models.cell_pool import to_grid
 from locbench.models.tta import ProbabilityMean
 
 log = logging.getLogger(__name__)
@@ -141,24 +141,15 @@ def make_reshape_transform(model: nn.Module, image_hw: tuple[int, int]) -> Calla
         The transform, for ``pytorch_grad_cam``'s ``reshape_transform`` argument.
     """
     backbone = unwrap_backbone(model)
-    prefix = int(getattr(backbone, "num_prefix_tokens", 0) or 0)
-    patch_embed = getattr(backbone, "patch_embed", None)
-    grid = patch_embed.dynamic_feat_size(image_hw) if hasattr(patch_embed, "dynamic_feat_size") else None
-    channels_last = getattr(backbone, "output_fmt", "NCHW") == "NHWC"
 
     def transform(t: torch.Tensor) -> torch.Tensor:
-        if t.ndim == 3:
-            b, n, d = t.shape
-            gh, gw = grid if grid is not None else (math.isqrt(n - prefix),) * 2
-            if gh * gw != n - prefix:
-                raise LocbenchError(
-                    f"CAM target layer gives {n} tokens, which is not {prefix} prefix token(s) plus a {gh}x{gw} "
-                    "patch grid; choose a token layer of the main trunk (e.g. blocks[-1].norm1)"
-                )
-            return t[:, prefix:, :].reshape(b, gh, gw, d).permute(0, 3, 1, 2)
-        if t.ndim == 4 and channels_last:
-            return t.permute(0, 3, 1, 2)
-        return t
+        return to_grid(
+            backbone,
+            t,
+            image_hw,
+            what="CAM target layer",
+            fix="choose a token layer of the main trunk (e.g. blocks[-1].norm1)",
+        )
 
     return transform
 

@@ -15,10 +15,36 @@ Written by hand: timm pools whole images only.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from locbench.errors import LocbenchError
+
+
+def to_grid(backbone: nn.Module, out: torch.Tensor, image_hw: tuple[int, int], *, what: str, fix: str) -> torch.Tensor:
+    """A layer's output ``out`` as a (B, D, h, w) map: tokens (B, N, D) lose their ``num_prefix_tokens`` (CLS and
+    register tokens) and are laid on the patch grid of an ``image_hw`` input (a square grid without a timm patch
+    embedding that knows its size); a channels-last map (timm ``output_fmt == "NHWC"``) is permuted; an NCHW map
+    passes through. Tokens that are not prefix tokens plus that grid raise :class:`LocbenchError` (``what`` gives
+    them, ``fix`` says what to do)."""
+    if out.ndim == 3:
+        prefix = int(getattr(backbone, "num_prefix_tokens", 0) or 0)
+        b, n, d = out.shape
+        embed = getattr(backbone, "patch_embed", None)
+        if hasattr(embed, "dynamic_feat_size"):
+            gh, gw = embed.dynamic_feat_size(tuple(image_hw))
+        else:
+            gh = gw = math.isqrt(n - prefix)
+        if gh * gw != n - prefix:
+            raise LocbenchError(
+                f"{what} gives {n} tokens, which is not {prefix} prefix token(s) plus a {gh} x {gw} patch grid; {fix}"
+            )
+        return out[:, prefix:, :].reshape(b, gh, gw, d).permute(0, 3, 1, 2)
+    if out.ndim == 4 and getattr(backbone, "output_fmt", "NCHW") == "NHWC":
+        return out.permute(0, 3, 1, 2)
+    return out
 
 
 def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -26,24 +52,14 @@ def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = backbone.forward_features(x)
     if isinstance(out, (list, tuple)):
         out = out[-1]
-    if out.ndim == 4:
-        if getattr(backbone, "output_fmt", "NCHW") == "NHWC":
-            out = out.permute(0, 3, 1, 2)
-        return out
-    if out.ndim == 3 and hasattr(backbone, "patch_embed"):
-        prefix = int(getattr(backbone, "num_prefix_tokens", 0))
-        tokens = out[:, prefix:]
-        embed = backbone.patch_embed
-        if hasattr(embed, "dynamic_feat_size"):
-            gh, gw = embed.dynamic_feat_size(tuple(x.shape[-2:]))
-        else:
-            gh, gw = embed.grid_size
-        if gh * gw != tokens.shape[1]:
-            raise LocbenchError(
-                f"model.pool=cell_mask: {type(backbone).__name__} gives {tokens.shape[1]} patch tokens, not a "
-                f"{gh} x {gw} grid; use a plain ViT or a CNN, or model.pool=mean on cell crops"
-            )
-        return tokens.transpose(1, 2).reshape(len(x), tokens.shape[2], gh, gw)
+    if out.ndim == 4 or (out.ndim == 3 and hasattr(backbone, "patch_embed")):
+        return to_grid(
+            backbone,
+            out,
+            tuple(x.shape[-2:]),
+            what=f"model.pool=cell_mask: {type(backbone).__name__}",
+            fix="use a plain ViT or a CNN, or model.pool=mean on cell crops",
+        )
     raise LocbenchError(
         f"model.pool=cell_mask needs a spatial feature map; {type(backbone).__name__}.forward_features gives shape "
         f"{tuple(out.shape)}: use a CNN or a ViT, or model.pool=mean on cell crops"
