@@ -177,6 +177,14 @@ def cell_mask_items(
     return FieldCellDataset(fields, cells, masks_dir, grid=grid, spans=spans), spans
 
 
+def _fields_key(fields: FieldDataset, data: Any) -> str:
+    """The identity of the whole fields a ``cell_mask`` probe reads: the key of their image cache (its folder is
+    named by it: the files were checked when it was opened), else of the files."""
+    if fields.cache is not None:
+        return fields.cache.path.name
+    return cache_key(data.table, unique_stains(data.channels), fields.size, fields.resize_policy)
+
+
 def _cell_mask_embeddings(
     cfg: Any,
     data: Any,
@@ -200,7 +208,7 @@ def _cell_mask_embeddings(
             mean=mean,
             std=std,
             dtype=dtype,
-            items=cache_key(data.table, unique_stains(data.channels), cfg.data.img_size, cfg.data.resize),
+            items=_fields_key(items.images, data),
         ),
         "cells": masks_signature(data.table, data.cells, data.masks_dir),
         "grid": list(items.grid),
